@@ -1,0 +1,63 @@
+# PyAirtable production migration: one Airflow DAG, a local lab, and the checks around them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer redis-server prometheus
+
+export PATH := $(BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+.PHONY: help bootstrap apt-packages lint typecheck test plan check-config airflow
+
+help:
+	@echo "make bootstrap     install apt packages (as root) and the pinned venv; safe to re-run"
+	@echo "make test          lint, type check and the whole test suite"
+	@echo "make plan          print every step of the migration and what it touches"
+	@echo "make check-config  validate include/migration.yaml"
+	@echo "make airflow       the Airflow UI on http://localhost:8080 with this DAG"
+
+bootstrap: apt-packages $(VENV)/.installed
+
+apt-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing apt packages: $$missing (run as root)"; exit 1; fi; \
+		echo "installing apt packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy plugins lab dags tests benchmarks
+
+test: bootstrap lint typecheck
+	$(BIN)/pytest
+
+plan: $(VENV)/.installed
+	@$(BIN)/python -m pyairtable_migration.plan
+
+check-config: $(VENV)/.installed
+	@$(BIN)/python -m pyairtable_migration.config check include/migration.yaml
+
+airflow: bootstrap
+	@bash scripts/airflow-standalone.sh
+
+.PHONY: bench
+bench: $(VENV)/.installed
+	@echo "== DAG parse time =="; $(BIN)/python -m benchmarks.bench_parse 2>/dev/null

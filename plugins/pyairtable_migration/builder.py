@@ -1,0 +1,157 @@
+"""Turn the migration plan into one Airflow DAG: TaskGroups per phase, tier and service.
+
+Shaped like astronomer-cosmos's graph builder: the plan is the graph, each step becomes a task
+through one factory, each plan edge becomes a task dependency. Nothing here does I/O, so parsing
+stays fast as the service graph grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+
+from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.operators.params import CheckRunParamsOperator
+from pyairtable_migration.operators.placeholder import PlaceholderStepOperator
+from pyairtable_migration.plan import MigrationPlan, Step, build_plan
+
+DAG_ID = "pyairtable_production_migration"
+
+DOC_MD = """
+### PyAirtable: staging → production, zero downtime, zero data loss
+
+Trigger with **mode = plan** first: every task logs what it would change and changes nothing.
+Trigger with **mode = apply** to migrate. Phases, in order:
+
+1. **preflight** — everything checked, nothing changed; one message lists every problem.
+2. **database** — logical replication to the target, lag gate, independent data validation, Redis.
+3. **services** — blue-green deploy into production in dependency order (one group per tier).
+4. **switchover** — after approval, writes move to the target through the pooler(s);
+   reverse replication keeps the source current for rollback.
+5. **traffic** — weighted DNS, step by step, each step gated on production's error ratio and p99;
+   a breach sends traffic back to staging and fails the step.
+6. **validation** — latency SLOs, data parity, security, backup restore, monitoring; the report.
+
+Every task is safe to clear and run again: it reads the state and changes only what differs.
+Configuration: `{config_path}`.
+"""
+
+
+def run_params(config: MigrationConfig) -> dict[str, Param]:
+    """The trigger form: defaults from the config, each field titled and explained."""
+    return {
+        "mode": Param(
+            "plan",
+            type="string",
+            enum=["plan", "apply"],
+            title="Mode",
+            description="plan: every task logs what it would change and changes nothing. "
+            "apply: perform the migration.",
+        ),
+        "require_approvals": Param(
+            config.approvals.required,
+            type="boolean",
+            title="Require approvals",
+            description="Wait for a person before the database switchover and before the "
+            "approval steps of the traffic cutover. Off only for drills and demos.",
+        ),
+        "traffic_steps": Param(
+            list(config.traffic.steps),
+            type="array",
+            items={"type": "integer", "minimum": 1, "maximum": 100},
+            minItems=1,
+            title="Traffic steps (% to production)",
+            description=f"A subset of the configured steps {list(config.traffic.steps)}, strictly "
+            "increasing and ending at 100; steps left out are skipped.",
+        ),
+        "bake_seconds": Param(
+            config.traffic.bake_seconds,
+            type="number",
+            exclusiveMinimum=0,
+            title="Bake time per step (seconds)",
+            description="How long production is watched at each weight before the next step.",
+        ),
+        "lag_threshold_bytes": Param(
+            config.database.lag_threshold_bytes,
+            type="integer",
+            minimum=1,
+            title="Replication lag threshold (bytes)",
+            description="The lag gate passes once the slot lag stays below this for "
+            f"{config.database.lag_consecutive_samples} consecutive samples.",
+        ),
+    }
+
+
+OperatorFactory = Callable[[Step, MigrationConfig, dict[str, Any]], BaseOperator]
+
+
+def _placeholder(step: Step, config: MigrationConfig, common: dict[str, Any]) -> BaseOperator:
+    return PlaceholderStepOperator(action=step.action, touches=step.touches, **common)
+
+
+def _check_params(step: Step, config: MigrationConfig, common: dict[str, Any]) -> BaseOperator:
+    return CheckRunParamsOperator(configured_steps=config.traffic.steps, **common)
+
+
+OPERATOR_FACTORIES: dict[str, OperatorFactory] = {
+    "placeholder": _placeholder,
+    "approval": _placeholder,
+    "check_params": _check_params,
+}
+
+
+def create_airflow_task(
+    step: Step, config: MigrationConfig, dag: DAG, task_group: TaskGroup | None
+) -> BaseOperator:
+    common = {
+        "task_id": step.task_id.rpartition(".")[2],
+        "dag": dag,
+        "task_group": task_group,
+        "doc_md": "\n".join([step.action, "", *(f"- touches {t}" for t in step.touches)]),
+    }
+    return OPERATOR_FACTORIES[step.operator](step, config, common)
+
+
+def build_airflow_graph(plan: MigrationPlan, config: MigrationConfig, dag: DAG) -> dict[str, BaseOperator]:
+    """Create the TaskGroups and tasks of every step, then one dependency per plan edge."""
+    groups: dict[str, TaskGroup] = {}
+
+    def group_for(group_id: str) -> TaskGroup | None:
+        if not group_id:
+            return None
+        if group_id not in groups:
+            parent_id, _, local_id = group_id.rpartition(".")
+            groups[group_id] = TaskGroup(
+                local_id,
+                parent_group=group_for(parent_id),
+                dag=dag,
+                tooltip=plan.group_tooltips.get(group_id, ""),
+            )
+        return groups[group_id]
+
+    tasks = {
+        task_id: create_airflow_task(step, config, dag, group_for(step.group_id))
+        for task_id, step in plan.steps.items()
+    }
+    for upstream, downstream in plan.edges:
+        tasks[upstream] >> tasks[downstream]
+    return tasks
+
+
+def build_migration_dag(config: MigrationConfig, config_path: str | Path = "", dag_id: str = DAG_ID) -> DAG:
+    dag = DAG(
+        dag_id,
+        schedule=None,
+        max_active_runs=1,
+        catchup=False,
+        params=run_params(config),
+        doc_md=DOC_MD.format(config_path=config_path),
+        description="Move PyAirtable from staging to production with zero downtime and zero data loss",
+        tags=["pyairtable", "migration"],
+        default_args={"retries": 0},
+    )
+    build_airflow_graph(build_plan(config), config, dag)
+    return dag

@@ -1,0 +1,460 @@
+"""The migration configuration: a typed model that refuses bad input, naming every problem.
+
+A bad file must be refused before anything is touched, and the on-call engineer should fix it
+in one pass, so every problem is collected and reported at once: field errors from pydantic,
+duplicate YAML keys, and the cross-references (dependencies, cycles, tiers, SLO classes).
+
+    python -m pyairtable_migration.config check include/migration.yaml
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "migration.yaml"
+
+# Service names become Kubernetes object names (`<name>-preview` the longest) and task ids.
+SERVICE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")
+
+ConnId = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, so all of them can be fixed in one pass."""
+
+    def __init__(self, problems: list[str], source: str = "configuration") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InfrastructureNode(_Strict):
+    """A shared dependency this DAG checks for readiness but never deploys."""
+
+    kind: Literal["infrastructure"]
+    tier: str
+    depends_on: list[str] = Field(default_factory=list)
+    check: Literal["postgres", "redis", "kafka", "mesh"]
+    external: bool = False
+
+
+class ServiceNode(_Strict):
+    """A deployable service, moved by blue-green deployment."""
+
+    kind: Literal["service"] = "service"
+    tier: str
+    depends_on: list[str] = Field(default_factory=list)
+    image: Annotated[str, StringConstraints(pattern=r"^[^\s:@]+(:[^\s:@/]+)$")]
+    replicas: PositiveInt
+    health_path: Annotated[str, StringConstraints(pattern=r"^/\S*$")]
+    slo_class: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+
+
+def _node_kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("kind", "service"))
+    return str(getattr(value, "kind", "service"))
+
+
+Node = Annotated[
+    Annotated[ServiceNode, Tag("service")] | Annotated[InfrastructureNode, Tag("infrastructure")],
+    Discriminator(_node_kind),
+]
+
+
+class Environment(_Strict):
+    namespace: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+    kubernetes_conn_id: ConnId
+    set_identifier: Name
+    prometheus_labels: dict[str, str] = Field(min_length=1)
+
+
+class Environments(_Strict):
+    staging: Environment
+    production: Environment
+
+
+class Pooler(_Strict):
+    name: Name
+    admin_conn_id: ConnId
+    database: Name
+
+
+class DatabaseConfig(_Strict):
+    source_conn_id: ConnId
+    target_conn_id: ConnId
+    poolers: list[Pooler] = Field(min_length=1)
+    publication: Name
+    subscription: Name
+    reverse_publication: Name
+    reverse_subscription: Name
+    lag_threshold_bytes: PositiveInt
+    lag_consecutive_samples: PositiveInt
+    lag_sample_seconds: PositiveFloat
+    lag_timeout_seconds: PositiveFloat
+    initial_sync_timeout_seconds: PositiveFloat
+    switchover_timeout_seconds: PositiveFloat
+    sequence_margin: PositiveInt
+    validation_chunk_rows: PositiveInt
+
+    @field_validator("poolers")
+    @classmethod
+    def _unique_pooler_names(cls, poolers: list[Pooler]) -> list[Pooler]:
+        duplicates = _duplicates(pooler.name for pooler in poolers)
+        if duplicates:
+            raise ValueError(f"duplicate pooler name(s): {', '.join(duplicates)}")
+        return poolers
+
+
+class RedisConfig(_Strict):
+    source_conn_id: ConnId
+    target_conn_id: ConnId
+    mode: Literal["replicaof", "copy"]
+    ttl_tolerance_seconds: PositiveFloat
+
+
+class DnsConfig(_Strict):
+    aws_conn_id: ConnId
+    hosted_zone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+\.$")]
+    records: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.*-]+\.$")]] = Field(min_length=1)
+    cutover_ttl_seconds: PositiveInt
+    final_ttl_seconds: PositiveInt
+    retention_seconds: PositiveInt
+
+    @field_validator("records")
+    @classmethod
+    def _unique_records(cls, records: list[str]) -> list[str]:
+        duplicates = _duplicates(records)
+        if duplicates:
+            raise ValueError(f"duplicate record(s): {', '.join(duplicates)}")
+        return records
+
+    @model_validator(mode="after")
+    def _records_inside_zone(self) -> DnsConfig:
+        outside = [r for r in self.records if not r.endswith("." + self.hosted_zone)]
+        if outside:
+            raise ValueError(f"record(s) outside hosted zone {self.hosted_zone}: {', '.join(outside)}")
+        return self
+
+
+class GateConfig(_Strict):
+    prometheus_conn_id: ConnId
+    error_ratio_query: Annotated[str, StringConstraints(min_length=1)]
+    p99_query: Annotated[str, StringConstraints(min_length=1)]
+    max_error_ratio: Annotated[float, Field(ge=0, le=1)]
+    max_p99_seconds: PositiveFloat
+    sample_seconds: PositiveFloat
+    consecutive_breaches: PositiveInt
+
+
+def traffic_step_problems(steps: Iterable[Any]) -> list[str]:
+    """Why a list of production weights is not a valid cutover, or [] when it is.
+
+    Shared by the config model and the run's trigger-form parameters.
+    """
+    steps = list(steps)
+    if not steps:
+        return ["must list at least one weight, ending at 100"]
+    problems = []
+    not_ints = [s for s in steps if not isinstance(s, int) or isinstance(s, bool)]
+    if not_ints:
+        return [f"weights must be whole numbers, got {not_ints}"]
+    outside = [s for s in steps if not 1 <= s <= 100]
+    if outside:
+        problems.append(f"weights must be within 1..100, got {outside}")
+    not_increasing = [f"{a} -> {b}" for a, b in itertools.pairwise(steps) if b <= a]
+    if not_increasing:
+        problems.append(f"weights must be strictly increasing, got {', '.join(not_increasing)}")
+    if steps[-1] != 100:
+        problems.append(f"the last weight must be 100, got {steps[-1]}")
+    return problems
+
+
+class TrafficConfig(_Strict):
+    steps: list[Any]
+    bake_seconds: PositiveFloat
+    approval_before: list[int] = Field(default_factory=list)
+    gate: GateConfig
+
+    @field_validator("steps")
+    @classmethod
+    def _valid_steps(cls, steps: list[Any]) -> list[int]:
+        problems = traffic_step_problems(steps)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return steps
+
+    @model_validator(mode="after")
+    def _approvals_name_steps(self) -> TrafficConfig:
+        unknown = sorted(set(self.approval_before) - set(self.steps))
+        if unknown:
+            raise ValueError(f"approval_before names weights that are not steps: {unknown}")
+        return self
+
+
+class Approvals(_Strict):
+    required: bool = True
+
+
+class MigrationConfig(_Strict):
+    tiers: list[Name] = Field(min_length=1)
+    slo_classes: dict[Name, PositiveInt] = Field(min_length=1)
+    environments: Environments
+    services: dict[str, Node] = Field(min_length=1)
+    database: DatabaseConfig
+    redis: RedisConfig
+    dns: DnsConfig
+    traffic: TrafficConfig
+    approvals: Approvals = Approvals()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _report_every_problem(cls, data: Any, handler: Callable[[Any], MigrationConfig]) -> MigrationConfig:
+        """Run field validation and the graph checks together, so one pass shows all problems."""
+        problems: list[str] = []
+        model = None
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            problems.extend(_describe(error) for error in exc.errors())
+        problems.extend(graph_problems(data))
+        if problems or model is None:
+            raise ConfigError(problems)
+        return model
+
+    @property
+    def deployable(self) -> dict[str, ServiceNode]:
+        return {name: node for name, node in self.services.items() if isinstance(node, ServiceNode)}
+
+    def topological_order(self) -> list[str]:
+        """Service names with every dependency before its dependents, ties by tier then name."""
+        tier_rank = {tier: rank for rank, tier in enumerate(self.tiers)}
+        return topological_order(
+            {name: node.depends_on for name, node in self.services.items()},
+            key=lambda name: (tier_rank[self.services[name].tier], name),
+        )
+
+
+def topological_order(
+    depends_on: Mapping[str, list[str]], key: Callable[[str], Any] = lambda name: name
+) -> list[str]:
+    """Kahn's algorithm with a deterministic tie-break by `key`; the graph must be acyclic."""
+    waiting_on = {name: len(set(deps)) for name, deps in depends_on.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in depends_on}
+    for name, deps in depends_on.items():
+        for dependency in set(deps):
+            dependents[dependency].append(name)
+    ready = [(key(name), name) for name, count in waiting_on.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for dependent in dependents[name]:
+            waiting_on[dependent] -= 1
+            if waiting_on[dependent] == 0:
+                heapq.heappush(ready, (key(dependent), dependent))
+    if len(order) != len(depends_on):
+        raise ValueError(f"dependency cycle among {sorted(set(depends_on) - set(order))}")
+    return order
+
+
+def graph_problems(data: Any) -> list[str]:
+    """Cross-reference checks on the raw document, tolerant of fields that are malformed.
+
+    These run even when field validation failed, so a file with a typo and a cycle reports both.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("services"), Mapping):
+        return []
+    services: Mapping[str, Any] = data["services"]
+    tiers = data.get("tiers") if isinstance(data.get("tiers"), list) else None
+    slo_classes = data.get("slo_classes") if isinstance(data.get("slo_classes"), Mapping) else None
+    tier_rank = {tier: rank for rank, tier in enumerate(tiers or [])}
+    problems: list[str] = []
+    graph: dict[str, list[str]] = {}
+    for name, node in services.items():
+        where = f"services.{name}"
+        if not isinstance(name, str) or not SERVICE_NAME_PATTERN.match(name):
+            problems.append(f"{where}: name must be lowercase letters, digits and '-', at most 55 characters")
+        if not isinstance(node, Mapping):
+            continue
+        tier = node.get("tier")
+        if tiers is not None and isinstance(tier, str) and tier not in tier_rank:
+            problems.append(f"{where}.tier: unknown tier {tier!r} (known: {', '.join(tiers)})")
+        slo_class = node.get("slo_class")
+        if slo_classes is not None and isinstance(slo_class, str) and slo_class not in slo_classes:
+            problems.append(
+                f"{where}.slo_class: unknown SLO class {slo_class!r} "
+                f"(known: {', '.join(map(str, slo_classes))})"
+            )
+        depends_on = node.get("depends_on", [])
+        if not isinstance(depends_on, list):
+            continue
+        graph[name] = []
+        for dependency in depends_on:
+            if dependency == name:
+                problems.append(f"{where}.depends_on: {name!r} depends on itself")
+            elif dependency not in services:
+                problems.append(f"{where}.depends_on: unknown dependency {dependency!r}")
+            else:
+                graph[name].append(dependency)
+                dependency_tier = (
+                    services[dependency].get("tier") if isinstance(services[dependency], Mapping) else None
+                )
+                if (
+                    tier in tier_rank
+                    and dependency_tier in tier_rank
+                    and (tier_rank[dependency_tier] > tier_rank[tier])
+                ):
+                    problems.append(
+                        f"{where}.depends_on: {dependency!r} is in tier {dependency_tier!r}, "
+                        f"after this service's tier {tier!r}"
+                    )
+    problems.extend(f"services: dependency cycle: {' -> '.join(cycle)}" for cycle in find_cycles(graph))
+    return problems
+
+
+def find_cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """One cycle per strongly connected knot, each printed closed (a -> b -> a)."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(name: str) -> None:
+        state[name] = "open"
+        stack.append(name)
+        for dependency in graph.get(name, []):
+            if state.get(dependency) == "open":
+                cycles.append([*stack[stack.index(dependency) :], dependency])
+            elif dependency not in state:
+                visit(dependency)
+        stack.pop()
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    return cycles
+
+
+def _describe(error: Any) -> str:
+    """A pydantic error as `path.to.field: what is wrong (got value)`."""
+    path = ".".join(str(part) for part in error["loc"] if part not in ("service", "infrastructure"))
+    path = path or "(top level)"
+    if error["type"] == "missing":
+        return f"{path}: missing (required)"
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown field"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return f"{path}: {message} (got {value!r})"
+    return f"{path}: {message}"
+
+
+def _duplicates(values: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that records duplicate mapping keys instead of silently keeping the last."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicate_keys: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                self.duplicate_keys.append(
+                    f"line {line}: duplicate key {key!r} (first at line {first_line[key]})"
+                )
+            else:
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+
+def parse_config(text: str, source: str = "configuration") -> MigrationConfig:
+    """Validate YAML text; raise ConfigError naming every problem."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source) from None
+    finally:
+        loader.dispose()
+    problems = list(loader.duplicate_keys)
+    try:
+        config = MigrationConfig.model_validate(data)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> MigrationConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
+    return parse_config(text, str(path))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "check":
+        print("usage: python -m pyairtable_migration.config check PATH", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(argv[1])
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    deployable = len(config.deployable)
+    print(
+        f"{argv[1]}: OK ({len(config.services)} nodes, {deployable} deployable services, "
+        f"traffic steps {config.traffic.steps})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

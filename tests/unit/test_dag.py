@@ -1,0 +1,185 @@
+"""The DAG built from the configuration: it imports, its structure mirrors the service graph,
+and a plan-mode run goes through end to end."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lab.synthetic_graph import REAL_CONFIG, real_document, service, with_services
+from pyairtable_migration.builder import DAG_ID, build_migration_dag
+from pyairtable_migration.config import load_config, parse_config
+from pyairtable_migration.plan import PHASES, build_plan, format_plan
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_of(task_id: str) -> str | None:
+    """`services.<tier>.<service>.<step>` -> `<service>`."""
+    parts = task_id.split(".")
+    return parts[2] if parts[0] == "services" and len(parts) == 4 else None
+
+
+def service_edges(dag: Any) -> set[tuple[str, str]]:
+    """(dependency, dependent) for every task edge that crosses between two service groups."""
+    edges = set()
+    for task in dag.tasks:
+        for downstream_id in task.downstream_task_ids:
+            upstream_service, downstream_service = service_of(task.task_id), service_of(downstream_id)
+            if upstream_service and downstream_service and upstream_service != downstream_service:
+                edges.add((upstream_service, downstream_service))
+    return edges
+
+
+def config_edges(services: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(dep, name) for name, node in services.items() for dep in node.get("depends_on", [])}
+
+
+def test_dag_file_imports_without_errors() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    assert bag.import_errors == {}
+    assert list(bag.dags) == [DAG_ID]
+    dag = bag.dags[DAG_ID]
+    assert dag.schedule is None if hasattr(dag, "schedule") else True
+    assert dag.max_active_runs == 1
+    assert dag.doc_md and "mode = plan" in dag.doc_md
+
+
+def test_phases_are_task_groups_in_order() -> None:
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    assert set(dag.task_group.children) == set(PHASES)
+    for earlier, later in itertools.pairwise(PHASES):
+        later_tasks = [t for t in dag.tasks if t.task_id.startswith(later + ".")]
+        earlier_ids = {t.task_id for t in dag.tasks if t.task_id.startswith(earlier + ".")}
+        for task in later_tasks:
+            assert task.get_flat_relative_ids(upstream=True) >= earlier_ids, (earlier, task.task_id)
+
+
+def test_service_groups_mirror_depends_on_in_the_real_config() -> None:
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    assert service_edges(dag) == config_edges(real_document()["services"])
+    tier_groups = {
+        task.task_group.parent_group.group_id  # type: ignore[union-attr]
+        for task in dag.tasks
+        if service_of(task.task_id)
+    }
+    assert tier_groups == {f"services.{tier}" for tier in real_document()["tiers"]}
+    gateway = dag.get_task("services.core.api-gateway.deploy")
+    assert gateway.upstream_task_ids == {
+        "services.infrastructure.postgres.check_ready",
+        "services.infrastructure.redis.check_ready",
+    }
+    assert (
+        "services.core.api-gateway.promote"
+        in dag.get_task("services.frontend.web-bff.deploy").upstream_task_ids
+    )
+
+
+@st.composite
+def acyclic_service_graphs(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
+    """Services that depend only on earlier ones; tiers never decrease along an edge."""
+    tiers = real_document()["tiers"]
+    count = draw(st.integers(min_value=1, max_value=300))
+    services: dict[str, dict[str, Any]] = {}
+    tier_of: dict[str, int] = {}
+    for index in range(count):
+        name = f"s{index}"
+        earlier = list(services)
+        dependencies = draw(st.lists(st.sampled_from(earlier), max_size=4, unique=True)) if earlier else []
+        tier = min(max((tier_of[d] for d in dependencies), default=0) + draw(st.integers(0, 1)), 4)
+        tier_of[name] = tier
+        services[name] = service(tiers[tier], dependencies)
+    return services
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(acyclic_service_graphs())
+def test_service_groups_mirror_depends_on_for_generated_graphs(services: dict[str, dict[str, Any]]) -> None:
+    config = parse_config(yaml.safe_dump(with_services(services)))
+    dag = build_migration_dag(config)
+    assert service_edges(dag) == config_edges(services)
+    # Every dependency's promote precedes every dependent's deploy, not just some task of it.
+    for name, node in services.items():
+        deploy = dag.get_task(f"services.{node['tier']}.{name}.deploy")
+        for dependency in node["depends_on"]:
+            tier = services[dependency]["tier"]
+            assert f"services.{tier}.{dependency}.promote" in deploy.upstream_task_ids
+
+
+def test_plan_lists_every_step_with_what_it_touches() -> None:
+    config = load_config(REAL_CONFIG)
+    plan = build_plan(config)
+    text = format_plan(plan)
+    assert len(plan.ordered()) == len(plan.steps) == len(build_migration_dag(config).tasks)
+    assert "services.frontend.web-bff.promote: point service web-bff at the new color" in text
+    assert "touches namespace pyairtable-production: service web-bff selector" in text
+    assert "touches records api.pyairtable.example.com., app.pyairtable.example.com." in text
+    assert "touches source pyairtable_source_db: publication pyairtable_migration" in text
+    order = [step.task_id for step in plan.ordered()]
+    assert order.index("services.core.api-gateway.promote") < order.index("services.frontend.web-bff.deploy")
+    assert order.index("traffic.approve_100") == order.index("traffic.shift_to_100") - 1
+
+
+def test_trigger_form_params_are_titled_and_described() -> None:
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    params = dag.params
+    assert set(params) == {
+        "mode",
+        "require_approvals",
+        "traffic_steps",
+        "bake_seconds",
+        "lag_threshold_bytes",
+    }
+    for name in params:
+        param = params.get_param(name)
+        assert param.schema.get("title") and param.description, name
+    assert params["mode"] == "plan"
+    assert params["traffic_steps"] == [10, 25, 50, 75, 100]
+
+
+def _task_states(run: Any) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_plan_mode_run_succeeds_end_to_end() -> None:
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    run = dag.test(run_conf={"mode": "plan"})
+    states = _task_states(run)
+    assert run.state == "success"
+    assert len(states) == len(dag.tasks)
+    assert set(states.values()) == {"success"}
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_bad_run_params_are_refused_before_anything_else() -> None:
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    run = dag.test(run_conf={"mode": "plan", "traffic_steps": [10, 30, 100]})
+    states = _task_states(run)
+    assert run.state == "failed"
+    assert states["preflight.check_params"] == "failed"
+    assert states["preflight.check_database"] == "upstream_failed"
+    assert all(state in ("upstream_failed", "failed") for state in states.values())
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_apply_mode_never_pretends() -> None:
+    """Until a phase's operators land, its steps refuse to apply instead of reporting success."""
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    run = dag.test(run_conf={"mode": "apply"})
+    states = _task_states(run)
+    assert run.state == "failed"
+    assert states["preflight.check_params"] == "success"
+    assert "success" not in {
+        state for task_id, state in states.items() if task_id != "preflight.check_params"
+    }
