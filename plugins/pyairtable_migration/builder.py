@@ -7,16 +7,14 @@ stays fast as the service graph grows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import importlib
 from pathlib import Path
-from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from pyairtable_migration.config import MigrationConfig
-from pyairtable_migration.operators.params import CheckRunParamsOperator
-from pyairtable_migration.operators.placeholder import PlaceholderStepOperator
-from pyairtable_migration.plan import MigrationPlan, Step, build_plan
+from pyairtable_migration.plan import PLACEHOLDER, MigrationPlan, Step, build_plan
 
 DAG_ID = "pyairtable_production_migration"
 
@@ -85,37 +83,27 @@ def run_params(config: MigrationConfig) -> dict[str, Param]:
     }
 
 
-OperatorFactory = Callable[[Step, MigrationConfig, dict[str, Any]], BaseOperator]
+@functools.cache
+def operator_class(path: str) -> type[BaseOperator]:
+    module_name, _, class_name = path.rpartition(".")
+    operator: type[BaseOperator] = getattr(importlib.import_module(module_name), class_name)
+    return operator
 
 
-def _placeholder(step: Step, config: MigrationConfig, common: dict[str, Any]) -> BaseOperator:
-    return PlaceholderStepOperator(action=step.action, touches=step.touches, **common)
+def create_airflow_task(step: Step, dag: DAG, task_group: TaskGroup | None) -> BaseOperator:
+    arguments = dict(step.arguments)
+    if step.operator == PLACEHOLDER:
+        arguments.update(action=step.action, touches=step.touches)
+    return operator_class(step.operator)(
+        task_id=step.task_id.rpartition(".")[2],
+        dag=dag,
+        task_group=task_group,
+        doc_md="\n".join([step.action, "", *(f"- touches {t}" for t in step.touches)]),
+        **arguments,
+    )
 
 
-def _check_params(step: Step, config: MigrationConfig, common: dict[str, Any]) -> BaseOperator:
-    return CheckRunParamsOperator(configured_steps=config.traffic.steps, **common)
-
-
-OPERATOR_FACTORIES: dict[str, OperatorFactory] = {
-    "placeholder": _placeholder,
-    "approval": _placeholder,
-    "check_params": _check_params,
-}
-
-
-def create_airflow_task(
-    step: Step, config: MigrationConfig, dag: DAG, task_group: TaskGroup | None
-) -> BaseOperator:
-    common = {
-        "task_id": step.task_id.rpartition(".")[2],
-        "dag": dag,
-        "task_group": task_group,
-        "doc_md": "\n".join([step.action, "", *(f"- touches {t}" for t in step.touches)]),
-    }
-    return OPERATOR_FACTORIES[step.operator](step, config, common)
-
-
-def build_airflow_graph(plan: MigrationPlan, config: MigrationConfig, dag: DAG) -> dict[str, BaseOperator]:
+def build_airflow_graph(plan: MigrationPlan, dag: DAG) -> dict[str, BaseOperator]:
     """Create the TaskGroups and tasks of every step, then one dependency per plan edge."""
     groups: dict[str, TaskGroup] = {}
 
@@ -133,7 +121,7 @@ def build_airflow_graph(plan: MigrationPlan, config: MigrationConfig, dag: DAG) 
         return groups[group_id]
 
     tasks = {
-        task_id: create_airflow_task(step, config, dag, group_for(step.group_id))
+        task_id: create_airflow_task(step, dag, group_for(step.group_id))
         for task_id, step in plan.steps.items()
     }
     for upstream, downstream in plan.edges:
@@ -153,5 +141,5 @@ def build_migration_dag(config: MigrationConfig, config_path: str | Path = "", d
         tags=["pyairtable", "migration"],
         default_args={"retries": 0},
     )
-    build_airflow_graph(build_plan(config), config, dag)
+    build_airflow_graph(build_plan(config), dag)
     return dag

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyairtable_migration.config import (
     ConfigError,
@@ -26,14 +28,23 @@ REDIS_SYNC_TOUCHES = {"replicaof": "becomes a replica of the source", "copy": "e
 PHASES = ("preflight", "database", "services", "switchover", "traffic", "validation")
 
 
+OPERATORS = "pyairtable_migration.operators"
+PLACEHOLDER = f"{OPERATORS}.placeholder.PlaceholderStepOperator"
+
+
 @dataclass(frozen=True)
 class Step:
-    """One task: its dotted id (TaskGroups and all), what it does, and what it touches."""
+    """One task: its dotted id (TaskGroups and all), what it does, and what it touches.
+
+    Like cosmos's TaskMetadata, the operator is named by import path with its arguments, so the
+    plan stays free of Airflow imports. A step without an operator yet is a placeholder.
+    """
 
     task_id: str
     action: str
     touches: tuple[str, ...] = ()
-    operator: str = "placeholder"
+    operator: str = PLACEHOLDER
+    arguments: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def group_id(self) -> str:
@@ -143,7 +154,8 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
             "preflight.check_params",
             "check the run's parameters against the configuration",
             ("run parameters",),
-            operator="check_params",
+            operator=f"{OPERATORS}.params.CheckRunParamsOperator",
+            arguments={"configured_steps": list(config.traffic.steps)},
         )
     )
     for check in checks:
@@ -257,9 +269,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
 def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, redis = config.database, config.redis
     plan.chain(
-        Step(
-            "switchover.approve", "ask the on-call engineer to approve the write switchover", (), "approval"
-        ),
+        Step("switchover.approve", "ask the on-call engineer to approve the write switchover"),
         Step(
             "switchover.switch_database",
             "pause poolers, catch up, sync sequences, reverse replication, "
@@ -291,8 +301,6 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                 Step(
                     f"traffic.approve_{weight}",
                     f"ask the on-call engineer to approve {weight} %",
-                    (),
-                    "approval",
                 )
             )
         steps.append(
