@@ -1,0 +1,235 @@
+"""The resource kinds the emulator serves: their names, defaults, validation and discovery documents."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lab.kube.errors import invalid
+from lab.kube.selectors import label_selector_matches
+
+_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NAMESPACE_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """One served resource, named as discovery and error messages name it."""
+
+    plural: str
+    singular: str
+    kind: str
+    group: str
+    namespaced: bool
+    verbs: tuple[str, ...]
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1" if self.group else "v1"
+
+    @property
+    def has_generation(self) -> bool:
+        """Only workloads count spec changes; the real API leaves generation off Services and Pods."""
+        return self.plural == "deployments"
+
+
+_WRITE_VERBS = ("create", "delete", "get", "list", "patch", "update")
+
+NAMESPACES = ResourceKind(
+    "namespaces", "namespace", "Namespace", "", False, _WRITE_VERBS, ("ns",), ("status",)
+)
+SERVICES = ResourceKind(
+    "services", "service", "Service", "", True, _WRITE_VERBS, ("svc",), ("status", "proxy")
+)
+PODS = ResourceKind("pods", "pod", "Pod", "", True, ("delete", "get", "list"), ("po",), ("status", "proxy"))
+DEPLOYMENTS = ResourceKind(
+    "deployments", "deployment", "Deployment", "apps", True, _WRITE_VERBS, ("deploy",), ("status", "scale")
+)
+
+CORE_KINDS = (NAMESPACES, SERVICES, PODS)
+APPS_KINDS = (DEPLOYMENTS,)
+KINDS_BY_GROUP_AND_PLURAL = {(kind.group, kind.plural): kind for kind in (*CORE_KINDS, *APPS_KINDS)}
+
+
+def _resource_list(group_version: str, kinds: tuple[ResourceKind, ...]) -> dict[str, Any]:
+    resources: list[dict[str, Any]] = []
+    for kind in kinds:
+        resources.append(
+            {
+                "name": kind.plural,
+                "singularName": kind.singular,
+                "namespaced": kind.namespaced,
+                "kind": kind.kind,
+                "verbs": list(kind.verbs),
+                "shortNames": list(kind.short_names),
+            }
+        )
+        for subresource in kind.subresources:
+            verbs = ["create", "get"] if subresource == "proxy" else ["get", "patch", "update"]
+            sub_kind = {"scale": "Scale"}.get(subresource, kind.kind)
+            resources.append(
+                {
+                    "name": f"{kind.plural}/{subresource}",
+                    "singularName": "",
+                    "namespaced": kind.namespaced,
+                    "kind": sub_kind,
+                    "verbs": verbs,
+                    **({"group": "autoscaling", "version": "v1"} if subresource == "scale" else {}),
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
+
+
+def discovery_documents(server_address: str) -> dict[str, dict[str, Any]]:
+    """Path -> body for every discovery endpoint the Python client and kubectl read."""
+    apps_group = {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": "apps",
+        "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+        "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+    }
+    return {
+        "/version": {
+            "major": "1",
+            "minor": "30",
+            "gitVersion": "v1.30.0-lab",
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2024-01-01T00:00:00Z",
+            "goVersion": "go1.22.0",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        },
+        "/api": {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+        },
+        "/api/v1": _resource_list("v1", CORE_KINDS),
+        "/apis": {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [{k: v for k, v in apps_group.items() if k not in ("kind", "apiVersion")}],
+        },
+        "/apis/apps": apps_group,
+        "/apis/apps/v1": _resource_list("apps/v1", APPS_KINDS),
+    }
+
+
+def _check_name(kind: ResourceKind, name: Any, problems: list[str]) -> None:
+    pattern = _NAMESPACE_PATTERN if kind is NAMESPACES else _NAME_PATTERN
+    if not isinstance(name, str) or not pattern.match(name):
+        problems.append(f"metadata.name: Invalid value: {name!r}: must be a lowercase RFC 1123 name")
+
+
+def _default_deployment(spec: dict[str, Any]) -> None:
+    spec.setdefault("replicas", 1)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        strategy["type"] = "RollingUpdate"
+        strategy.setdefault("rollingUpdate", {}).setdefault("maxSurge", "25%")
+        strategy["rollingUpdate"].setdefault("maxUnavailable", "25%")
+    pod_spec = spec.setdefault("template", {}).setdefault("spec", {})
+    pod_spec.setdefault("restartPolicy", "Always")
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    for container in pod_spec.get("containers") or []:
+        container.setdefault("imagePullPolicy", "IfNotPresent")
+
+
+def _deployment_problems(spec: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    selector = spec.get("selector")
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if not isinstance(selector, dict) or not (
+        selector.get("matchLabels") or selector.get("matchExpressions")
+    ):
+        problems.append("spec.selector: Required value")
+    elif not label_selector_matches(selector, labels):
+        problems.append(
+            "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`"
+        )
+    containers = (template.get("spec") or {}).get("containers")
+    if not containers:
+        problems.append("spec.template.spec.containers: Required value")
+    for index, container in enumerate(containers or []):
+        if not container.get("name"):
+            problems.append(f"spec.template.spec.containers[{index}].name: Required value")
+        if not container.get("image"):
+            problems.append(f"spec.template.spec.containers[{index}].image: Required value")
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, int) or replicas < 0:
+        problems.append(f"spec.replicas: Invalid value: {replicas!r}: must be greater than or equal to 0")
+    return problems
+
+
+def _default_service(spec: dict[str, Any]) -> None:
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        if "port" in port:
+            port.setdefault("targetPort", port["port"])
+
+
+def _service_problems(spec: dict[str, Any]) -> list[str]:
+    problems = []
+    for index, port in enumerate(spec.get("ports") or []):
+        if not isinstance(port.get("port"), int) or not 1 <= port["port"] <= 65535:
+            problems.append(f"spec.ports[{index}].port: Invalid value: {port.get('port')!r}")
+    selector = spec.get("selector")
+    if selector is not None and not isinstance(selector, dict):
+        problems.append("spec.selector: Invalid value: must be a map of labels")
+    return problems
+
+
+def apply_defaults(kind: ResourceKind, obj: dict[str, Any]) -> None:
+    """Fill the fields the real API defaults, so clients read back what they would in production."""
+    obj["apiVersion"] = kind.api_version
+    obj["kind"] = kind.kind
+    obj.setdefault("spec", {})
+    if kind is DEPLOYMENTS:
+        _default_deployment(obj["spec"])
+    elif kind is SERVICES:
+        _default_service(obj["spec"])
+    elif kind is NAMESPACES:
+        obj["spec"].setdefault("finalizers", ["kubernetes"])
+
+
+def validate(kind: ResourceKind, obj: dict[str, Any]) -> None:
+    """Raise 422 Invalid listing every problem with the object."""
+    metadata = obj.get("metadata") or {}
+    problems: list[str] = []
+    _check_name(kind, metadata.get("name"), problems)
+    for field in ("labels", "annotations"):
+        values = metadata.get(field)
+        if values is not None and (
+            not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values())
+        ):
+            problems.append(f"metadata.{field}: Invalid value: values must be strings")
+    if kind is DEPLOYMENTS:
+        problems.extend(_deployment_problems(obj.get("spec") or {}))
+    elif kind is SERVICES:
+        problems.extend(_service_problems(obj.get("spec") or {}))
+    if problems:
+        raise invalid(kind.kind, kind.group, str(metadata.get("name")), problems)
+
+
+def keep_allocated_fields(kind: ResourceKind, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Carry over what the server allocated and a client may omit on update (a Service's cluster IP)."""
+    if kind is SERVICES:
+        for field in ("clusterIP", "clusterIPs"):
+            if field in old.get("spec", {}):
+                new.setdefault("spec", {})[field] = copy.deepcopy(old["spec"][field])
