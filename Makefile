@@ -14,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help bootstrap apt-packages lint typecheck test plan check-config airflow
+.PHONY: help bootstrap apt-packages lint typecheck test plan check-config airflow lab-up lab-status lab-down
 
 help:
 	@echo "make bootstrap     install apt packages (as root) and the pinned venv; safe to re-run"
@@ -22,6 +22,9 @@ help:
 	@echo "make plan          print every step of the migration and what it touches"
 	@echo "make check-config  validate include/migration.yaml"
 	@echo "make airflow       the Airflow UI on http://localhost:8080 with this DAG"
+	@echo "make lab-up        start and seed the local lab (SCALE=N records, default 20000); safe to re-run"
+	@echo "make lab-status    is each lab component answering? with process count and memory"
+	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
 
 bootstrap: apt-packages $(VENV)/.installed
 
@@ -61,3 +64,12 @@ airflow: bootstrap
 .PHONY: bench
 bench: $(VENV)/.installed
 	@echo "== DAG parse time =="; $(BIN)/python -m benchmarks.bench_parse 2>/dev/null
+
+lab-up: bootstrap
+	@$(BIN)/python -m lab up $(if $(SCALE),--scale '$(SCALE)')
+
+lab-status: $(VENV)/.installed
+	@$(BIN)/python -m lab status --resources
+
+lab-down: $(VENV)/.installed
+	@$(BIN)/python -m lab down $(if $(PURGE),--purge)

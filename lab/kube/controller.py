@@ -18,6 +18,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+from lab.kube.environment import CONFIG_ERROR_REASON, ContainerConfigError, resolve_environment, secret_reader
 from lab.kube.errors import ApiError
 from lab.kube.pods import POD_PORT_ANNOTATION, PodBehaviour, PodServer, pod_is_ready
 from lab.kube.proxy import UpstreamPool
@@ -67,8 +68,13 @@ def _condition(kind: str, ok: bool, reason: str, message: str, since: str) -> Ob
     }
 
 
-def pod_status(pod_spec: Object, ready: bool, started_at: str, ready_since: str) -> Object:
-    """A Running pod's status; `ready` decides the Ready and ContainersReady conditions."""
+def pod_status(
+    pod_spec: Object, ready: bool, started_at: str, ready_since: str, config_error: str | None = None
+) -> Object:
+    """A Running pod's status; `ready` decides the Ready and ContainersReady conditions.
+
+    With a `config_error` the pod is Pending, its containers waiting with CreateContainerConfigError.
+    """
     containers = pod_spec.get("containers") or []
     unready = "" if ready else f"containers with unready status: [{' '.join(c['name'] for c in containers)}]"
     reason = "" if ready else "ContainersNotReady"
@@ -78,8 +84,12 @@ def pod_status(pod_spec: Object, ready: bool, started_at: str, ready_since: str)
         _condition("ContainersReady", ready, reason, unready, ready_since),
         _condition("PodScheduled", True, "", "", started_at),
     ]
+    if config_error is None:
+        state: Object = {"running": {"startedAt": started_at}}
+    else:
+        state = {"waiting": {"reason": CONFIG_ERROR_REASON, "message": config_error}}
     return {
-        "phase": "Running",
+        "phase": "Running" if config_error is None else "Pending",
         "conditions": [
             {key: value for key, value in c.items() if value != ""} | {"lastProbeTime": None}
             for c in conditions
@@ -96,9 +106,9 @@ def pod_status(pod_spec: Object, ready: bool, started_at: str, ready_since: str)
                 "imageID": f"{container.get('image', '')}@sha256:{_digest(str(container.get('image')))}",
                 "containerID": f"lab://{_digest(started_at + container['name'])[:32]}",
                 "ready": ready,
-                "started": True,
+                "started": config_error is None,
                 "restartCount": 0,
-                "state": {"running": {"startedAt": started_at}},
+                "state": state,
             }
             for container in containers
         ],
@@ -227,7 +237,16 @@ class RolloutController:
             TEMPLATE_HASH_LABEL: pod_template_hash,
         }
         pod_spec = {**template["spec"], "nodeName": "lab-node"}
-        server = PodServer(PodBehaviour.from_container(namespace, name, labels, pod_spec["containers"][0]))
+        container = pod_spec["containers"][0]
+        config_error = None
+        try:
+            environment = resolve_environment(namespace, container, secret_reader(self._store, namespace))
+        except ContainerConfigError as exc:
+            # The kubelet would retry; here the pod stays waiting until it is replaced.
+            environment, config_error = {}, str(exc)
+        server = PodServer(
+            PodBehaviour.from_container(namespace, name, labels, container, environment, config_error)
+        )
         server.start()
         started_at = utc_timestamp()
         replica_set = f"{meta['name']}-{pod_template_hash}"
@@ -253,7 +272,7 @@ class RolloutController:
                 ],
             },
             "spec": pod_spec,
-            "status": pod_status(pod_spec, False, started_at, started_at),
+            "status": pod_status(pod_spec, False, started_at, started_at, config_error),
         }
         try:
             created = self._store.create(PODS, namespace, pod)

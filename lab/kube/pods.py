@@ -53,14 +53,29 @@ class PodBehaviour:
     added_latency_seconds: float
     database_url: str | None
     database_pool_size: int
+    # Why the container cannot start (a missing Secret), as CreateContainerConfigError reports it.
+    config_error: str | None = None
 
     @classmethod
     def from_container(
-        cls, namespace: str, pod_name: str, labels: Mapping[str, str], container: Mapping[str, Any]
+        cls,
+        namespace: str,
+        pod_name: str,
+        labels: Mapping[str, str],
+        container: Mapping[str, Any],
+        environment: Mapping[str, str] | None = None,
+        config_error: str | None = None,
     ) -> PodBehaviour:
-        env = {
-            item["name"]: str(item.get("value", "")) for item in container.get("env") or [] if "name" in item
-        }
+        """`environment` is the resolved one (Secrets included); without it, only literal env values count."""
+        env = (
+            dict(environment)
+            if environment is not None
+            else {
+                item["name"]: str(item.get("value", ""))
+                for item in container.get("env") or []
+                if "name" in item
+            }
+        )
         _, tag = split_image(str(container.get("image", "")))
         faults = {part for part in tag.split("-")[1:] if part in FAULT_TAGS}
         tag_version = "-".join(part for part in tag.split("-") if part not in FAULT_TAGS)
@@ -78,12 +93,13 @@ class PodBehaviour:
             added_latency_seconds=(base_ms + slow_ms) / 1000,
             database_url=env.get("DATABASE_URL") or None,
             database_pool_size=int(env.get("DB_POOL_SIZE", "4")),
+            config_error=config_error,
         )
 
     @property
     def can_become_ready(self) -> bool:
         """The kubelet's readiness verdict; decided here, not over HTTP, so `-5xx` pods still roll out."""
-        return not self.never_ready
+        return not self.never_ready and self.config_error is None
 
 
 class _Reply(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import re
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from lab.kube.selectors import label_selector_matches
 
 _NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SECRET_KEY_PATTERN = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class ResourceKind:
         """Only workloads count spec changes; the real API leaves generation off Services and Pods."""
         return self.plural == "deployments"
 
+    @property
+    def has_spec(self) -> bool:
+        """Secrets carry data, not a spec or a status."""
+        return self.plural != "secrets"
+
 
 _WRITE_VERBS = ("create", "delete", "get", "list", "patch", "update")
 
@@ -46,11 +54,12 @@ SERVICES = ResourceKind(
     "services", "service", "Service", "", True, _WRITE_VERBS, ("svc",), ("status", "proxy")
 )
 PODS = ResourceKind("pods", "pod", "Pod", "", True, ("delete", "get", "list"), ("po",), ("status", "proxy"))
+SECRETS = ResourceKind("secrets", "secret", "Secret", "", True, _WRITE_VERBS)
 DEPLOYMENTS = ResourceKind(
     "deployments", "deployment", "Deployment", "apps", True, _WRITE_VERBS, ("deploy",), ("status", "scale")
 )
 
-CORE_KINDS = (NAMESPACES, SERVICES, PODS)
+CORE_KINDS = (NAMESPACES, SERVICES, PODS, SECRETS)
 APPS_KINDS = (DEPLOYMENTS,)
 KINDS_BY_GROUP_AND_PLURAL = {(kind.group, kind.plural): kind for kind in (*CORE_KINDS, *APPS_KINDS)}
 
@@ -195,10 +204,45 @@ def _service_problems(spec: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _normalise_secret(secret: dict[str, Any]) -> None:
+    """The API server's write path for a Secret: `stringData` is folded into base64 `data` and dropped."""
+    secret.setdefault("type", "Opaque")
+    string_data = secret.pop("stringData", None)
+    if isinstance(string_data, dict):
+        data = secret.get("data")
+        if not isinstance(data, dict):
+            data = secret["data"] = {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+
+
+def _secret_problems(secret: dict[str, Any]) -> list[str]:
+    data = secret.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return ["data: Invalid value: must be a map of keys to base64 values"]
+    problems = []
+    for key, value in data.items():
+        if not isinstance(key, str) or not _SECRET_KEY_PATTERN.match(key):
+            problems.append(
+                f"data[{key}]: Invalid value: a key must consist of alphanumerics, '-', '_' or '.'"
+            )
+            continue
+        try:
+            base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"data[{key}]: Invalid value: illegal base64 data")
+    return problems
+
+
 def apply_defaults(kind: ResourceKind, obj: dict[str, Any]) -> None:
     """Fill the fields the real API defaults, so clients read back what they would in production."""
     obj["apiVersion"] = kind.api_version
     obj["kind"] = kind.kind
+    if kind is SECRETS:
+        _normalise_secret(obj)
+        return
     obj.setdefault("spec", {})
     if kind is DEPLOYMENTS:
         _default_deployment(obj["spec"])
@@ -223,6 +267,8 @@ def validate(kind: ResourceKind, obj: dict[str, Any]) -> None:
         problems.extend(_deployment_problems(obj.get("spec") or {}))
     elif kind is SERVICES:
         problems.extend(_service_problems(obj.get("spec") or {}))
+    elif kind is SECRETS:
+        problems.extend(_secret_problems(obj))
     if problems:
         raise invalid(kind.kind, kind.group, str(metadata.get("name")), problems)
 

@@ -88,7 +88,9 @@ class ObjectStore:
             metadata["resourceVersion"] = self._next_resource_version()
             for transient in ("deletionTimestamp", "generation", "managedFields", "selfLink"):
                 metadata.pop(transient, None)
-            if kind.has_generation:
+            if not kind.has_spec:
+                obj.pop("status", None)
+            elif kind.has_generation:
                 metadata["generation"] = 1
                 obj["status"] = {}
             elif kind is SERVICES:
@@ -167,7 +169,10 @@ class ObjectStore:
                 updated["status"] = proposed.get("status") or {}
             else:
                 updated = proposed
-                updated["status"] = copy.deepcopy(current.get("status", {}))
+                if kind.has_spec:
+                    updated["status"] = copy.deepcopy(current.get("status", {}))
+                else:
+                    updated.pop("status", None)
                 for field in ("uid", "creationTimestamp", "generation", "namespace"):
                     if field in current["metadata"]:
                         metadata[field] = current["metadata"][field]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from lab.kube.pods import pod_is_ready
-from lab.kube.resources import DEPLOYMENTS, NAMESPACES, PODS, SERVICES, ResourceKind
+from lab.kube.resources import DEPLOYMENTS, NAMESPACES, PODS, SECRETS, SERVICES, ResourceKind
 from lab.kube.selectors import label_selector_string
 from lab.kube.store import Object
 
@@ -75,6 +75,12 @@ _COLUMNS: dict[str, list[Column]] = {
     ],
     NAMESPACES.plural: [
         ("Status", 0, lambda n: n["status"].get("phase", "Active")),
+        ("Age", 0, _age),
+    ],
+    # Like kubectl: the type and how many keys, never the values.
+    SECRETS.plural: [
+        ("Type", 0, lambda s: s.get("type", "Opaque")),
+        ("Data", 0, lambda s: len(s.get("data") or {})),
         ("Age", 0, _age),
     ],
 }

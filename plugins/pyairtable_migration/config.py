@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
+import string
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -63,6 +64,18 @@ class InfrastructureNode(_Strict):
     depends_on: list[str] = Field(default_factory=list)
     check: Literal["postgres", "redis", "kafka", "mesh"]
     external: bool = False
+    # postgres and redis default to database.source_conn_id and redis.source_conn_id; kafka needs
+    # a connection whose host:port is a bootstrap broker; mesh needs an HTTP(S) URL to GET.
+    conn_id: ConnId | None = None
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
+
+    @model_validator(mode="after")
+    def _check_is_reachable(self) -> InfrastructureNode:
+        if not self.external and self.check == "kafka" and self.conn_id is None:
+            raise ValueError("a kafka check needs conn_id (a bootstrap broker), or external: true")
+        if not self.external and self.check == "mesh" and self.url is None:
+            raise ValueError("a mesh check needs url (an HTTP readiness endpoint), or external: true")
+        return self
 
 
 class ServiceNode(_Strict):
@@ -95,6 +108,11 @@ class Environment(_Strict):
     kubernetes_conn_id: ConnId
     set_identifier: Name
     prometheus_labels: dict[str, str] = Field(min_length=1)
+    # A Secret in this namespace every service container loads its environment from (envFrom):
+    # DATABASE_URL and the like reach the pods without ever appearing in a Deployment spec.
+    service_secret: (
+        Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None
+    ) = None
 
 
 class Environments(_Strict):
@@ -173,6 +191,8 @@ class GateConfig(_Strict):
     max_p99_seconds: PositiveFloat
     sample_seconds: PositiveFloat
     consecutive_breaches: PositiveInt
+    # The PromQL range each sample looks back over ($window in the queries).
+    window: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(ms|s|m|h)$")] = "30s"
 
 
 def traffic_step_problems(steps: Iterable[Any]) -> list[str]:
@@ -224,6 +244,38 @@ class Approvals(_Strict):
     required: bool = True
 
 
+DASHBOARD_TEMPLATE_FIELDS = frozenset({"namespace", "deployment", "service", "color"})
+
+
+class BlueGreenConfig(_Strict):
+    """How each service moves: the blue-green knobs every service shares."""
+
+    # The old color keeps running this long after promote: the instant way back.
+    rollback_window_seconds: PositiveFloat = 30
+    # A rollout that makes no progress for this long fails, naming the pods' conditions.
+    progress_deadline_seconds: PositiveInt = 600
+    rollout_poll_seconds: PositiveFloat = 2
+    smoke_requests: PositiveInt = 20
+    smoke_timeout_seconds: PositiveFloat = 5
+    # Each service task's "Service dashboard" link; $namespace, $deployment, $service, $color.
+    dashboard_url_template: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] = (
+        "https://grafana.example.com/d/k8s-deployment?var-namespace=$namespace&var-deployment=$deployment"
+    )
+
+    @field_validator("dashboard_url_template")
+    @classmethod
+    def _known_placeholders(cls, template: str) -> str:
+        parsed = string.Template(template)
+        if not parsed.is_valid():
+            raise ValueError("not a valid $placeholder template")
+        unknown = sorted(set(parsed.get_identifiers()) - DASHBOARD_TEMPLATE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {unknown} (known: {', '.join(sorted(DASHBOARD_TEMPLATE_FIELDS))})"
+            )
+        return template
+
+
 class MigrationConfig(_Strict):
     tiers: list[Name] = Field(min_length=1)
     slo_classes: dict[Name, PositiveInt] = Field(min_length=1)
@@ -234,6 +286,7 @@ class MigrationConfig(_Strict):
     dns: DnsConfig
     traffic: TrafficConfig
     approvals: Approvals = Approvals()
+    blue_green: BlueGreenConfig = BlueGreenConfig()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -5,6 +5,7 @@ One emulator serves the whole module; each test works in a namespace of its own.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -557,3 +558,111 @@ def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     assert (tmp_path / "kube-emulator.log").exists()
+
+
+# --- Secrets, and pods that take their environment from them -------------------------------------
+
+
+def _decoded(secret: client.V1Secret) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+
+def test_secrets_fold_string_data_into_base64_data(core: client.CoreV1Api, namespace: str) -> None:
+    created = core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="app-env"),
+            string_data={"DATABASE_URL": "postgresql://app:s3cret@db/pyairtable"},
+        ),
+    )
+    assert created.type == "Opaque"
+    assert created.string_data is None, "stringData is write-only"
+    assert _decoded(created) == {"DATABASE_URL": "postgresql://app:s3cret@db/pyairtable"}
+    assert [s.metadata.name for s in core.list_namespaced_secret(namespace).items] == ["app-env"]
+
+    patched = core.patch_namespaced_secret("app-env", namespace, {"stringData": {"REDIS_URL": "redis://r/0"}})
+    assert set(_decoded(patched)) == {"DATABASE_URL", "REDIS_URL"}
+
+    current = core.read_namespaced_secret("app-env", namespace)
+    current.data = {"ONLY": base64.b64encode(b"one").decode()}
+    replaced = core.replace_namespaced_secret("app-env", namespace, current)
+    assert _decoded(replaced) == {"ONLY": "one"}
+    with pytest.raises(ApiException) as stale:
+        core.replace_namespaced_secret("app-env", namespace, current)
+    assert stale.value.status == 409
+
+    with pytest.raises(ApiException) as invalid:
+        core.create_namespaced_secret(
+            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="bad"), data={"K": "not base64!"})
+        )
+    assert (invalid.value.status, json.loads(invalid.value.body)["reason"]) == (422, "Invalid")
+
+    core.delete_namespaced_secret("app-env", namespace)
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_secret("app-env", namespace)
+    assert gone.value.status == 404
+
+
+def test_pods_resolve_secret_references_without_copying_them(
+    kube_emulator: KubeEmulator, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
+) -> None:
+    password = "s3cret-" + namespace
+    unreachable = f"postgresql://app:{password}@127.0.0.1:{_free_port()}/pyairtable"
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="app-env"),
+            string_data={"HEALTH_PATH": "/ready", "DATABASE_URL": unreachable},
+        ),
+    )
+    spec = deployment("web-blue", "ghcr.io/pyairtable/web:1.4.0", replicas=1)
+    container = spec.spec.template.spec.containers[0]
+    container.env_from = [client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name="app-env"))]
+    container.env = [
+        client.V1EnvVar(
+            name="DATABASE_URL",
+            value_from=client.V1EnvVarSource(
+                secret_key_ref=client.V1SecretKeySelector(name="app-env", key="DATABASE_URL")
+            ),
+        )
+    ]
+    apps.create_namespaced_deployment(namespace, spec)
+    core.create_namespaced_service(namespace, service("web", {"app": "web"}))
+    wait_rolled_out(apps, namespace, "web-blue")
+
+    status, body = proxy_get(core, namespace, "web", "ready")
+    assert (status, body["status"]) == (200, "ok"), "HEALTH_PATH comes from envFrom"
+    status, body = proxy_get(core, namespace, "web", "api/records")
+    assert (status, body["error"]) == (503, "database unavailable"), "DATABASE_URL comes from secretKeyRef"
+
+    for path in (
+        f"/apis/apps/v1/namespaces/{namespace}/deployments",
+        f"/api/v1/namespaces/{namespace}/pods",
+    ):
+        assert password not in http_get(kube_emulator.url + path)[2].decode()
+
+
+def test_a_missing_secret_leaves_pods_waiting_with_a_config_error(
+    core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
+) -> None:
+    spec = deployment("web-blue", "ghcr.io/pyairtable/web:1.4.0", replicas=1)
+    spec.spec.template.spec.containers[0].env_from = [
+        client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name="absent"))
+    ]
+    optional = deployment("web-green", "ghcr.io/pyairtable/web:1.4.0", replicas=1, color="green")
+    optional.spec.template.spec.containers[0].env_from = [
+        client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name="absent", optional=True))
+    ]
+    apps.create_namespaced_deployment(namespace, spec)
+    apps.create_namespaced_deployment(namespace, optional)
+    wait_rolled_out(apps, namespace, "web-green")
+
+    pod = wait_for(
+        lambda: next(iter(core.list_namespaced_pod(namespace, label_selector="color=blue").items), None),
+        what="the pod",
+    )
+    waiting = pod.status.container_statuses[0].state.waiting
+    assert pod.status.phase == "Pending"
+    assert (waiting.reason, waiting.message) == ("CreateContainerConfigError", 'secret "absent" not found')
+    time.sleep(READY_DELAY_SECONDS * 2)
+    assert not apps.read_namespaced_deployment("web-blue", namespace).status.ready_replicas

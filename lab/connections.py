@@ -1,0 +1,107 @@
+"""The Airflow connections that point the DAG at the lab, with ids taken from the config.
+
+Written to <data_dir>/connections.json (`airflow connections import` format) and
+<data_dir>/airflow.env (`AIRFLOW_CONN_<ID>='<json>'` lines), both mode 0600: they hold passwords.
+`environment()` returns the same as a mapping, for tests to put into os.environ.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from lab.credentials import MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
+from lab.kube_seed import kubeconfig_path
+from lab.pgbouncer import ADMIN_DATABASE, ini_path
+from lab.postgres import DATABASE
+from lab.processes import LabError, write_private
+from lab.route53 import DUMMY_KEY, REGION
+from lab.settings import LabSettings
+from pyairtable_migration.config import MigrationConfig, load_config
+
+
+def connections(settings: LabSettings, config: MigrationConfig | None = None) -> dict[str, dict[str, Any]]:
+    """conn_id -> {conn_type, host, port, login, password, schema, extra}."""
+    config = config or load_config()
+    passwords = secrets(settings)
+    host = settings.host
+    database = config.database
+
+    def postgres(port: int, login: str, schema: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "conn_type": "postgres",
+            "host": host,
+            "port": port,
+            "login": login,
+            "password": passwords[login],
+            "schema": schema,
+            "extra": extra or {},
+        }
+
+    result = {
+        database.source_conn_id: postgres(settings.postgres_source_port, MIGRATOR_ROLE, DATABASE),
+        database.target_conn_id: postgres(settings.postgres_target_port, MIGRATOR_ROLE, DATABASE),
+    }
+    if len(database.poolers) != 1 or database.poolers[0].database != DATABASE:
+        raise LabError(
+            f"the lab runs one PgBouncer for database {DATABASE!r}; the config lists poolers "
+            f"{[(pooler.name, pooler.database) for pooler in database.poolers]}"
+        )
+    for pooler in database.poolers:
+        result[pooler.admin_conn_id] = postgres(
+            settings.pgbouncer_port,
+            PGBOUNCER_ADMIN,
+            ADMIN_DATABASE,
+            {"ini_path": str(ini_path(settings)), "database": pooler.database},
+        )
+    for conn_id, port in (
+        (config.redis.source_conn_id, settings.redis_source_port),
+        (config.redis.target_conn_id, settings.redis_target_port),
+    ):
+        result[conn_id] = {"conn_type": "redis", "host": host, "port": port, "extra": {"db": 0}}
+    result[config.dns.aws_conn_id] = {
+        "conn_type": "aws",
+        "login": DUMMY_KEY,
+        "password": DUMMY_KEY,
+        "extra": {"endpoint_url": f"http://{host}:{settings.moto_port}", "region_name": REGION},
+    }
+    # Both environments may share one Kubernetes connection; then it names no default namespace,
+    # and the operators pass each environment's namespace explicitly.
+    namespaces: dict[str, set[str]] = {}
+    for environment in (config.environments.staging, config.environments.production):
+        namespaces.setdefault(environment.kubernetes_conn_id, set()).add(environment.namespace)
+    for conn_id, names in namespaces.items():
+        extra: dict[str, Any] = {"kube_config_path": str(kubeconfig_path(settings))}
+        if len(names) == 1:
+            extra["namespace"] = next(iter(names))
+        result[conn_id] = {"conn_type": "kubernetes", "extra": extra}
+    result[config.traffic.gate.prometheus_conn_id] = {
+        "conn_type": "http",
+        "host": host,
+        "port": settings.prometheus_port,
+        "schema": "http",
+        "extra": {},
+    }
+    return result
+
+
+def environment(settings: LabSettings, config: MigrationConfig | None = None) -> dict[str, str]:
+    """AIRFLOW_CONN_<ID> -> Airflow's JSON connection format, one per connection."""
+    return {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields, sort_keys=True)
+        for conn_id, fields in connections(settings, config).items()
+    }
+
+
+def write_connections(settings: LabSettings) -> list[str]:
+    """Write both files; returns their paths."""
+    config = load_config()
+    json_path = settings.data_dir / "connections.json"
+    env_path = settings.data_dir / "airflow.env"
+    write_private(json_path, json.dumps(connections(settings, config), indent=2, sort_keys=True) + "\n")
+    lines = [f"{name}={shlex.quote(value)}\n" for name, value in environment(settings, config).items()]
+    write_private(
+        env_path, "# Airflow connections to the lab (python -m lab up); holds passwords.\n" + "".join(lines)
+    )
+    return [str(json_path), str(env_path)]

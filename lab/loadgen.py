@@ -1,0 +1,291 @@
+"""The load generator: steady HTTP requests through the weighted edge and steady database commits
+through the pooler, so every migration step is exercised under the traffic it must not disturb.
+
+Every acknowledged commit goes into the ledger (lab.ledger); failures, the longest gap between
+commits (the write stall writers felt) and the share of requests each environment served are
+counted and exposed on /metrics for Prometheus.
+
+    python -m lab.loadgen --http-rate 200 --db-rate 500 --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from lab.credentials import APP_ROLE, secrets
+from lab.edge import Edge, EdgeResult, lab_edge
+from lab.ledger import DIGEST_SQL, Ledger
+from lab.metrics import MetricsRegistry, serve_metrics
+from lab.settings import LabSettings
+from pyairtable_migration.config import load_config
+
+DATABASE = "pyairtable"
+
+INSERT_SQL = f"INSERT INTO records (table_id, data) VALUES (%s, %s::jsonb) RETURNING id, {DIGEST_SQL}"
+ERROR_SAMPLES = 20
+LATENCY_SAMPLES = 20_000
+
+
+class Pacer:
+    """Spreads `rate` events per second evenly; after a stall it resumes the rate, without a burst."""
+
+    def __init__(self, rate: float, stop: threading.Event) -> None:
+        self.interval = 1.0 / rate
+        self.stop = stop
+        self._next = time.monotonic()
+
+    def wait(self) -> bool:
+        """Sleep until the next slot; False once stopping."""
+        now = time.monotonic()
+        if self._next < now - 0.1:
+            self._next = now
+        delay = self._next - now
+        self._next += self.interval
+        return not self.stop.wait(delay) if delay > 0 else not self.stop.is_set()
+
+
+@dataclass
+class LoadStats:
+    db_commits: int = 0
+    db_failures: int = 0
+    db_errors: list[str] = field(default_factory=list)
+    longest_commit_gap_ms: float = 0.0
+    http_requests: int = 0
+    http_failures: int = 0
+    http_errors: list[str] = field(default_factory=list)
+    http_by_environment: dict[str, int] = field(default_factory=dict)
+    http_latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def percentile_ms(self, fraction: float) -> float:
+        ordered = sorted(self.http_latencies_ms)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+    def report(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["http_latencies_ms"]
+        data["http_p50_ms"] = round(self.percentile_ms(0.50), 2)
+        data["http_p99_ms"] = round(self.percentile_ms(0.99), 2)
+        return data
+
+
+class LoadGenerator:
+    """Runs database writers and HTTP workers on threads until stopped."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str | None,
+        db_rate: float,
+        ledger_path: Path | None,
+        edge: Edge | None,
+        http_rate: float,
+        records: Sequence[str] = (),
+        http_path: str = "/health",
+        writers: int = 4,
+        http_workers: int = 16,
+        registry: MetricsRegistry | None = None,
+    ) -> None:
+        if db_rate > 0 and (dsn is None or ledger_path is None):
+            raise ValueError("database load needs a DSN and a ledger path")
+        if http_rate > 0 and (edge is None or not records):
+            raise ValueError("HTTP load needs an edge and at least one public record")
+        self.dsn, self.db_rate, self.writers = dsn, db_rate, writers
+        self.edge, self.http_rate, self.records, self.http_path = edge, http_rate, list(records), http_path
+        self.http_workers = http_workers
+        self.ledger = Ledger(ledger_path) if ledger_path and db_rate > 0 else None
+        self.stats = LoadStats()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_commit: float | None = None
+        registry = registry or MetricsRegistry()
+        self._commits = registry.counter("lab_loadgen_db_commits_total", "Acknowledged commits.")
+        self._db_failures = registry.counter("lab_loadgen_db_failures_total", "Failed transactions.")
+        self._http = registry.counter(
+            "lab_loadgen_http_requests_total", "HTTP requests by environment, code."
+        )
+
+    def start(self) -> None:
+        table_ids = self._table_ids() if self.db_rate > 0 else []
+        for index in range(self.writers if self.db_rate > 0 else 0):
+            self._spawn(f"writer-{index}", functools.partial(self._write_loop, table_ids, index))
+        if self.http_rate > 0:
+            tickets: queue.Queue[str] = queue.Queue(maxsize=max(1, int(self.http_rate)))
+            self._spawn("http-pacer", lambda: self._pace_http(tickets))
+            for index in range(self.http_workers):
+                self._spawn(f"http-{index}", lambda: self._http_loop(tickets))
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        if self.ledger:
+            self.ledger.close()
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        with self._lock:
+            return self.stats.report()
+
+    def reset_longest_gap(self) -> None:
+        with self._lock:
+            self.stats.longest_commit_gap_ms = 0.0
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"loadgen-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _table_ids(self) -> list[int]:
+        with psycopg2.connect(self.dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM tables ORDER BY id LIMIT 100")
+            ids = [row[0] for row in cursor.fetchall()]
+        connection.close()
+        if not ids:
+            raise RuntimeError("the database has no rows in `tables` to attach records to")
+        return ids
+
+    def _write_loop(self, table_ids: list[int], writer: int) -> None:
+        assert self.ledger is not None
+        pacer = Pacer(self.db_rate / self.writers, self._stop)
+        connection = None
+        sequence = 0
+        while pacer.wait():
+            sequence += 1
+            payload = json.dumps({"writer": writer, "seq": sequence, "at": time.time()})
+            try:
+                if connection is None:
+                    connection = psycopg2.connect(self.dsn, connect_timeout=5)
+                with connection.cursor() as cursor:
+                    cursor.execute(INSERT_SQL, (table_ids[sequence % len(table_ids)], payload))
+                    row_id, digest = cursor.fetchone()
+                connection.commit()
+            except psycopg2.Error as exc:
+                self._db_failed(exc)
+                _close_quietly(connection)
+                connection = None
+                continue
+            self.ledger.record(row_id, digest)
+            self._committed()
+        _close_quietly(connection)
+
+    def _committed(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._last_commit is not None:
+                gap_ms = (now - self._last_commit) * 1000
+                self.stats.longest_commit_gap_ms = max(self.stats.longest_commit_gap_ms, gap_ms)
+            self._last_commit = now
+            self.stats.db_commits += 1
+        self._commits.inc({})
+
+    def _db_failed(self, exc: psycopg2.Error) -> None:
+        with self._lock:
+            self.stats.db_failures += 1
+            if len(self.stats.db_errors) < ERROR_SAMPLES:
+                self.stats.db_errors.append(f"{type(exc).__name__}: {str(exc).strip()}"[:300])
+        self._db_failures.inc({})
+
+    def _pace_http(self, tickets: queue.Queue[str]) -> None:
+        pacer = Pacer(self.http_rate, self._stop)
+        sent = 0
+        while pacer.wait():
+            try:
+                tickets.put_nowait(self.records[sent % len(self.records)])
+                sent += 1
+            except queue.Full:
+                continue  # workers saturated: the offered rate drops, nothing counts as failed
+
+    def _http_loop(self, tickets: queue.Queue[str]) -> None:
+        assert self.edge is not None
+        while not self._stop.is_set():
+            try:
+                record = tickets.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._counted(self.edge.request(record, self.http_path))
+
+    def _counted(self, result: EdgeResult) -> None:
+        failed = not 200 <= result.status < 400
+        with self._lock:
+            stats = self.stats
+            stats.http_requests += 1
+            stats.http_by_environment[result.environment] = (
+                stats.http_by_environment.get(result.environment, 0) + 1
+            )
+            if len(stats.http_latencies_ms) < LATENCY_SAMPLES:
+                stats.http_latencies_ms.append(result.seconds * 1000)
+            if failed:
+                stats.http_failures += 1
+                if len(stats.http_errors) < ERROR_SAMPLES:
+                    stats.http_errors.append(
+                        f"{result.environment} {result.record} {result.status} {result.error}"[:300]
+                    )
+        self._http.inc({"environment": result.environment, "code": str(result.status)})
+
+
+def _close_quietly(connection: Any) -> None:
+    if connection is not None:
+        with contextlib.suppress(psycopg2.Error):
+            connection.close()
+
+
+def app_dsn(settings: LabSettings) -> str:
+    """The platform apps' address: through the pooler, as the application role."""
+    password = secrets(settings)[APP_ROLE]
+    return f"postgresql://{APP_ROLE}:{password}@{settings.host}:{settings.pgbouncer_port}/{DATABASE}"
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.loadgen", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--http-rate", type=float, default=100.0, help="requests per second (0: none)")
+    parser.add_argument("--db-rate", type=float, default=200.0, help="commits per second (0: none)")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until SIGTERM")
+    parser.add_argument("--ledger", type=Path, help="ledger file (default: .lab/ledger.log)")
+    parser.add_argument("--stats-file", type=Path, help="where the final figures go as JSON")
+    args = parser.parse_args(argv)
+    settings = LabSettings.from_env()
+    registry = MetricsRegistry()
+    records = load_config().dns.records
+    edge = lab_edge(settings, registry) if args.http_rate > 0 else None
+    generator = LoadGenerator(
+        dsn=app_dsn(settings),
+        db_rate=args.db_rate,
+        ledger_path=args.ledger or settings.data_dir / "ledger.log",
+        edge=edge,
+        http_rate=args.http_rate,
+        records=records,
+        registry=registry,
+    )
+    server = serve_metrics(registry, settings.host, settings.loadgen_metrics_port)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    generator.start()
+    print(f"load generator running: {args.http_rate:g} req/s, {args.db_rate:g} commits/s", flush=True)
+    stopping.wait(args.duration or None)
+    figures = generator.stop()
+    server.shutdown()
+    text = json.dumps(figures, indent=2)
+    if args.stats_file:
+        args.stats_file.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,108 @@
+"""Route53, served by moto: the hosted zone and weighted A records the cutover moves.
+
+Each record name gets two weighted sets: staging (weight 100, the staging ingress address) and
+production (weight 0, the production ingress address), so a DNS answer really decides where a
+request lands. A record set that already exists is left alone: `up` during a migration must not
+reset the cutover's weights.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from lab.processes import Binary, Component, State
+from lab.settings import LabSettings
+from pyairtable_migration.config import load_config
+
+REGION = "us-east-1"
+DUMMY_KEY = "testing"
+INITIAL_TTL = 300
+
+
+def route53_client(settings: LabSettings) -> Any:
+    return boto3.client(
+        "route53",
+        endpoint_url=f"http://{settings.host}:{settings.moto_port}",
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_KEY,
+    )
+
+
+def find_zone_id(client: Any, zone_name: str) -> str | None:
+    """The id of the hosted zone with exactly this name, if one exists."""
+    listed = client.list_hosted_zones_by_name(DNSName=zone_name)
+    for zone in listed["HostedZones"]:
+        if zone["Name"] == zone_name:
+            return str(zone["Id"]).rsplit("/", 1)[-1]
+    return None
+
+
+class Moto(Component):
+    name = "moto"
+    binary = Binary(
+        Path(sys.executable).parent / "moto_server",
+        "install moto[server] into the venv (`make bootstrap` installs requirements.txt)",
+    )
+
+    def address(self, settings: LabSettings) -> str:
+        return f"http://{settings.host}:{settings.moto_port}"
+
+    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
+        return [(settings.host, settings.moto_port)]
+
+    def command(self, settings: LabSettings) -> list[str]:
+        return [str(self.binary.path), "-H", settings.host, "-p", str(settings.moto_port)]
+
+    def probe(self, settings: LabSettings) -> bool:
+        try:
+            return requests.get(f"{self.address(settings)}/moto-api/", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
+        config = load_config()
+        client = route53_client(settings)
+        zone_name = config.dns.hosted_zone
+        zone_id = find_zone_id(client, zone_name)
+        if zone_id is None:
+            created = client.create_hosted_zone(Name=zone_name, CallerReference=f"pyairtable-lab-{zone_name}")
+            zone_id = str(created["HostedZone"]["Id"]).rsplit("/", 1)[-1]
+        existing = {
+            (record["Name"], record.get("SetIdentifier"))
+            for record in client.get_paginator("list_resource_record_sets")
+            .paginate(HostedZoneId=zone_id)
+            .build_full_result()["ResourceRecordSets"]
+        }
+        wanted = [
+            (config.environments.staging.set_identifier, 100, settings.staging_ingress_host),
+            (config.environments.production.set_identifier, 0, settings.production_ingress_host),
+        ]
+        changes = [
+            {
+                "Action": "UPSERT",
+                "ResourceRecordSet": {
+                    "Name": name,
+                    "Type": "A",
+                    "SetIdentifier": identifier,
+                    "Weight": weight,
+                    "TTL": INITIAL_TTL,
+                    "ResourceRecords": [{"Value": address}],
+                },
+            }
+            for name in config.dns.records
+            for identifier, weight, address in wanted
+            if (name, identifier) not in existing
+        ]
+        if changes:
+            client.change_resource_record_sets(
+                HostedZoneId=zone_id,
+                ChangeBatch={"Comment": "lab seed: staging 100 / production 0", "Changes": changes},
+            )
+        kept = len(config.dns.records) * len(wanted) - len(changes)
+        return f"zone {zone_name} ({zone_id}): {len(changes)} weighted records created, {kept} kept"
