@@ -259,9 +259,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--stats-file", type=Path, help="where the final figures go as JSON")
     args = parser.parse_args(argv)
     settings = LabSettings.from_env()
-    registry = MetricsRegistry()
+    registry, edge_registry = MetricsRegistry(), MetricsRegistry()
     records = load_config().dns.records
-    edge = lab_edge(settings, registry) if args.http_rate > 0 else None
+    edge = lab_edge(settings, edge_registry) if args.http_rate > 0 else None
     generator = LoadGenerator(
         dsn=app_dsn(settings),
         db_rate=args.db_rate,
@@ -271,7 +271,11 @@ def main(argv: Sequence[str]) -> int:
         records=records,
         registry=registry,
     )
-    server = serve_metrics(registry, settings.host, settings.loadgen_metrics_port)
+    # Prometheus scrapes the edge (what clients saw) and the generator (what it sent) as two jobs.
+    servers = [
+        serve_metrics(registry, settings.host, settings.loadgen_metrics_port),
+        serve_metrics(edge_registry, settings.host, settings.edge_metrics_port),
+    ]
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -279,7 +283,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"load generator running: {args.http_rate:g} req/s, {args.db_rate:g} commits/s", flush=True)
     stopping.wait(args.duration or None)
     figures = generator.stop()
-    server.shutdown()
+    for server in servers:
+        server.shutdown()
     text = json.dumps(figures, indent=2)
     if args.stats_file:
         args.stats_file.write_text(text)
