@@ -14,17 +14,20 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: help bootstrap apt-packages lint typecheck test plan check-config airflow lab-up lab-status lab-down
+.PHONY: help bootstrap apt-packages lint typecheck test plan check-config airflow lab-up lab-status lab-down status
 
 help:
 	@echo "make bootstrap     install apt packages (as root) and the pinned venv; safe to re-run"
 	@echo "make test          lint, type check and the whole test suite"
+	@echo "make demo          the whole migration on a clean lab under load, then a summary"
+	@echo "make bench         every benchmark, figures with their goals"
 	@echo "make plan          print every step of the migration and what it touches"
 	@echo "make check-config  validate include/migration.yaml"
 	@echo "make airflow       the Airflow UI on http://localhost:8080 with this DAG"
 	@echo "make lab-up        start and seed the local lab (SCALE=N records, default 20000); safe to re-run"
 	@echo "make lab-status    is each lab component answering? with process count and memory"
 	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
+	@echo "make status        live state from the systems: poolers, replication lag, colors, DNS weights"
 
 bootstrap: apt-packages $(VENV)/.installed
 
@@ -61,15 +64,26 @@ check-config: $(VENV)/.installed
 airflow: bootstrap
 	@bash scripts/airflow-standalone.sh
 
+.PHONY: demo
+demo: bootstrap
+	@$(BIN)/airflow db migrate > /dev/null
+	$(BIN)/python -m lab.demo
+
 .PHONY: bench
-bench: $(VENV)/.installed
-	@echo "== DAG parse time =="; $(BIN)/python -m benchmarks.bench_parse 2>/dev/null
+BENCHMARKS := bench_parse bench_services bench_traffic bench_database
+bench: bootstrap
+	@for b in $(BENCHMARKS); do \
+		if [ -f benchmarks/$$b.py ]; then echo; echo "== $$b =="; $(BIN)/python -m benchmarks.$$b 2>/dev/null || exit 1; fi; \
+	done
 
 lab-up: bootstrap
 	@$(BIN)/python -m lab up $(if $(SCALE),--scale '$(SCALE)')
 
 lab-status: $(VENV)/.installed
 	@$(BIN)/python -m lab status --resources
+
+status: $(VENV)/.installed
+	@$(BIN)/python -m pyairtable_migration.status $(if $(CONNECTIONS),--connections '$(CONNECTIONS)')
 
 lab-down: $(VENV)/.installed
 	@$(BIN)/python -m lab down $(if $(PURGE),--purge)

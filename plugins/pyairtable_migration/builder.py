@@ -14,7 +14,7 @@ from pathlib import Path
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from pyairtable_migration.config import MigrationConfig
-from pyairtable_migration.plan import PLACEHOLDER, MigrationPlan, Step, build_plan
+from pyairtable_migration.plan import MigrationPlan, Step, build_plan
 
 DAG_ID = "pyairtable_production_migration"
 
@@ -91,15 +91,12 @@ def operator_class(path: str) -> type[BaseOperator]:
 
 
 def create_airflow_task(step: Step, dag: DAG, task_group: TaskGroup | None) -> BaseOperator:
-    arguments = dict(step.arguments)
-    if step.operator == PLACEHOLDER:
-        arguments.update(action=step.action, touches=step.touches)
     return operator_class(step.operator)(
         task_id=step.task_id.rpartition(".")[2],
         dag=dag,
         task_group=task_group,
         doc_md="\n".join([step.action, "", *(f"- touches {t}" for t in step.touches)]),
-        **arguments,
+        **step.arguments,
     )
 
 

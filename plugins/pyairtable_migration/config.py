@@ -120,6 +120,10 @@ class Environments(_Strict):
     production: Environment
 
 
+_SQL_NAME_PART = r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+TableName = Annotated[str, StringConstraints(pattern=rf"^{_SQL_NAME_PART}(\.{_SQL_NAME_PART})?$")]
+
+
 class Pooler(_Strict):
     name: Name
     admin_conn_id: ConnId
@@ -142,6 +146,14 @@ class DatabaseConfig(_Strict):
     switchover_timeout_seconds: PositiveFloat
     sequence_margin: PositiveInt
     validation_chunk_rows: PositiveInt
+    # Tables without a primary key the migration may set REPLICA IDENTITY FULL on (source and
+    # target) before publishing: `table` (schema public) or `schema.table`, SQL spelling ("Quoted"
+    # parts keep their case). Any other table without a replica identity fails preflight by name.
+    replica_identity_full: list[TableName] = Field(default_factory=list)
+    # Concurrent hash scans per side during validation.
+    validation_parallelism: PositiveInt = 2
+    # Where pg_dump lives on the workers (its major version must be >= the source's).
+    pg_bin_dir: Annotated[str, StringConstraints(pattern=r"^/\S*$")] = "/usr/lib/postgresql/15/bin"
 
     @field_validator("poolers")
     @classmethod
@@ -157,6 +169,8 @@ class RedisConfig(_Strict):
     target_conn_id: ConnId
     mode: Literal["replicaof", "copy"]
     ttl_tolerance_seconds: PositiveFloat
+    # Longest wait for the target to catch up (replicaof) during the database phase.
+    sync_timeout_seconds: PositiveFloat = 1800
 
 
 class DnsConfig(_Strict):
@@ -276,6 +290,24 @@ class BlueGreenConfig(_Strict):
         return template
 
 
+class ValidationConfig(_Strict):
+    """The validation phase and its report."""
+
+    # PromQL range of the latency SLO check (p95 of real requests in production).
+    latency_window: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(ms|s|m|h)$")] = "5m"
+    # A service with no production traffic in the window: `fail` (an unmeasured SLO is not met)
+    # or `warn` (reported in the log, the XCom and the report, the check still passes).
+    no_traffic: Literal["fail", "warn"] = "fail"
+    # The backup check restores a dump of the target into this database on the target cluster.
+    scratch_database: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = (
+        "pyairtable_backup_check"
+    )
+    # The migration report (HTML + JSON per run); relative paths are from the repository root.
+    report_dir: str = "reports"
+    # Where the report task's link points: `<report_base_url>/<file>`; empty: a file:// URL.
+    report_base_url: str = ""
+
+
 class MigrationConfig(_Strict):
     tiers: list[Name] = Field(min_length=1)
     slo_classes: dict[Name, PositiveInt] = Field(min_length=1)
@@ -287,6 +319,7 @@ class MigrationConfig(_Strict):
     traffic: TrafficConfig
     approvals: Approvals = Approvals()
     blue_green: BlueGreenConfig = BlueGreenConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="wrap")
     @classmethod

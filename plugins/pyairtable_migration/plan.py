@@ -29,7 +29,6 @@ PHASES = ("preflight", "database", "services", "switchover", "traffic", "validat
 
 
 OPERATORS = "pyairtable_migration.operators"
-PLACEHOLDER = f"{OPERATORS}.placeholder.PlaceholderStepOperator"
 
 
 @dataclass(frozen=True)
@@ -37,14 +36,18 @@ class Step:
     """One task: its dotted id (TaskGroups and all), what it does, and what it touches.
 
     Like cosmos's TaskMetadata, the operator is named by import path with its arguments, so the
-    plan stays free of Airflow imports. A step without an operator yet is a placeholder.
+    plan stays free of Airflow imports.
     """
 
     task_id: str
     action: str
     touches: tuple[str, ...] = ()
-    operator: str = PLACEHOLDER
+    operator: str = ""
     arguments: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.operator:
+            raise ValueError(f"step {self.task_id} names no operator")
 
     @property
     def group_id(self) -> str:
@@ -124,6 +127,17 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"connection {db.target_conn_id} (read only)",
                 *(f"pooler {p.name} via {p.admin_conn_id} (read only)" for p in db.poolers),
             ),
+            operator=f"{OPERATORS}.database.CheckDatabaseOperator",
+            arguments={
+                **_database_arguments(config),
+                "poolers": _poolers(config),
+                "publication": db.publication,
+                "subscription": db.subscription,
+                "reverse_publication": db.reverse_publication,
+                "reverse_subscription": db.reverse_subscription,
+                "replica_identity_full": list(db.replica_identity_full),
+                "pg_bin_dir": db.pg_bin_dir,
+            },
         ),
         Step(
             "preflight.check_redis",
@@ -132,21 +146,51 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"connection {config.redis.source_conn_id} (read only)",
                 f"connection {config.redis.target_conn_id} (read only)",
             ),
+            operator=f"{OPERATORS}.redis_sync.CheckRedisOperator",
+            arguments=_redis_arguments(config),
         ),
         Step(
             "preflight.check_kubernetes",
-            "check both namespaces are reachable and every image is named",
+            "check both namespaces are reachable and production's service Secret exists",
             (f"namespace {staging.namespace} (read only)", f"namespace {production.namespace} (read only)"),
+            operator=f"{OPERATORS}.readiness.CheckKubernetesOperator",
+            arguments={
+                "namespaces": {"staging": staging.namespace, "production": production.namespace},
+                "kubernetes_conn_ids": {
+                    "staging": staging.kubernetes_conn_id,
+                    "production": production.kubernetes_conn_id,
+                },
+                "service_secrets": {
+                    "staging": staging.service_secret,
+                    "production": production.service_secret,
+                },
+            },
         ),
         Step(
             "preflight.check_dns",
             "check the hosted zone and every weighted record exist",
             (f"hosted zone {dns.hosted_zone} (read only)", *(f"record {r} (read only)" for r in dns.records)),
+            operator=f"{OPERATORS}.traffic_checks.CheckDnsOperator",
+            arguments={
+                "aws_conn_id": dns.aws_conn_id,
+                "hosted_zone": dns.hosted_zone,
+                "records": list(dns.records),
+                "staging_set_identifier": staging.set_identifier,
+                "production_set_identifier": production.set_identifier,
+            },
         ),
         Step(
             "preflight.check_prometheus",
             "check Prometheus answers the gate queries",
             (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
+            operator=f"{OPERATORS}.traffic_checks.CheckPrometheusOperator",
+            arguments={
+                "prometheus_conn_id": config.traffic.gate.prometheus_conn_id,
+                "error_ratio_query": config.traffic.gate.error_ratio_query,
+                "p99_query": config.traffic.gate.p99_query,
+                "prometheus_labels": dict(production.prometheus_labels),
+                "window": config.traffic.gate.window,
+            },
         ),
     ]
     params = plan.add(
@@ -162,40 +206,116 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
         plan.add(check, after=params)
 
 
+def _database_arguments(config: MigrationConfig) -> dict[str, Any]:
+    return {
+        "source_conn_id": config.database.source_conn_id,
+        "target_conn_id": config.database.target_conn_id,
+    }
+
+
+def _redis_arguments(config: MigrationConfig) -> dict[str, Any]:
+    redis = config.redis
+    return {
+        "source_conn_id": redis.source_conn_id,
+        "target_conn_id": redis.target_conn_id,
+        "mode": redis.mode,
+    }
+
+
+def _poolers(config: MigrationConfig) -> list[dict[str, str]]:
+    return [
+        {"name": p.name, "admin_conn_id": p.admin_conn_id, "database": p.database}
+        for p in config.database.poolers
+    ]
+
+
 def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, redis = config.database, config.redis
     target, source = f"target {db.target_conn_id}", f"source {db.source_conn_id}"
+    operators = f"{OPERATORS}.database"
+    both = _database_arguments(config)
+    identity = ", ".join(db.replica_identity_full)
     plan.chain(
-        Step("database.copy_schema", "copy the schema, secondary indexes deferred", (f"{target}: schema",)),
+        Step(
+            "database.copy_schema",
+            "copy the schema, secondary indexes deferred",
+            (
+                f"{target}: schema" + (f", REPLICA IDENTITY FULL on {identity}" if identity else ""),
+                f"{source}: schema pyairtable_migration (switchover markers)",
+            ),
+            operator=f"{operators}.CopySchemaOperator",
+            arguments={
+                **both,
+                "replica_identity_full": list(db.replica_identity_full),
+                "pg_bin_dir": db.pg_bin_dir,
+            },
+        ),
         Step(
             "database.create_publication",
             f"create or verify publication {db.publication}",
-            (f"{source}: publication {db.publication}",),
+            (
+                f"{source}: publication {db.publication}"
+                + (f", REPLICA IDENTITY FULL on {identity}" if identity else ""),
+            ),
+            operator=f"{operators}.CreatePublicationOperator",
+            arguments={
+                **both,
+                "publication": db.publication,
+                "replica_identity_full": list(db.replica_identity_full),
+            },
         ),
         Step(
             "database.create_subscription",
             f"create or verify subscription {db.subscription}",
             (f"{target}: subscription {db.subscription}", f"{source}: replication slot {db.subscription}"),
+            operator=f"{operators}.CreateSubscriptionOperator",
+            arguments={**both, "publication": db.publication, "subscription": db.subscription},
         ),
         Step(
             "database.wait_initial_sync",
             "wait until every table is replicated (state r)",
             (f"{target} (read only)",),
+            operator=f"{operators}.WaitInitialSyncOperator",
+            arguments={
+                **both,
+                "publication": db.publication,
+                "subscription": db.subscription,
+                "timeout_seconds": db.initial_sync_timeout_seconds,
+            },
         ),
         Step(
             "database.build_deferred_indexes",
             "build the deferred indexes concurrently",
             (f"{target}: secondary indexes",),
+            operator=f"{operators}.BuildDeferredIndexesOperator",
+            arguments=both,
         ),
         Step(
             "database.lag_gate",
             f"wait until lag < {db.lag_threshold_bytes} bytes for {db.lag_consecutive_samples} samples",
             (f"{source} (read only)",),
+            operator=f"{operators}.LagGateOperator",
+            arguments={
+                **both,
+                "publication": db.publication,
+                "subscription": db.subscription,
+                "lag_threshold_bytes": "{{ params.lag_threshold_bytes }}",
+                "consecutive_samples": db.lag_consecutive_samples,
+                "sample_seconds": db.lag_sample_seconds,
+                "timeout_seconds": db.lag_timeout_seconds,
+            },
         ),
         Step(
             "database.validate_data",
             "compare counts and chunked hashes per table on both sides",
             (f"{source} (read only)", f"{target} (read only)"),
+            operator=f"{operators}.ValidateDataOperator",
+            arguments={
+                **both,
+                "subscription": db.subscription,
+                "chunk_rows": db.validation_chunk_rows,
+                "parallelism": db.validation_parallelism,
+            },
         ),
     )
     plan.chain(
@@ -203,18 +323,24 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             "database.sync_redis",
             f"replicate Redis ({redis.mode})",
             (f"redis {redis.target_conn_id}: {REDIS_SYNC_TOUCHES[redis.mode]}",),
+            operator=f"{OPERATORS}.redis_sync.SyncRedisOperator",
+            arguments={**_redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
         ),
         Step(
             "database.validate_redis",
             "compare key counts per type and TTLs",
             (f"redis {redis.source_conn_id} (read only)", f"redis {redis.target_conn_id} (read only)"),
+            operator=f"{OPERATORS}.redis_sync.ValidateRedisOperator",
+            arguments={**_redis_arguments(config), "ttl_tolerance_seconds": redis.ttl_tolerance_seconds},
         ),
     )
 
 
 def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
-    production = config.environments.production
+    production, blue_green = config.environments.production, config.blue_green
     namespace = production.namespace
+    bluegreen = f"{OPERATORS}.bluegreen"
+    default_conn_ids = {"postgres": config.database.source_conn_id, "redis": config.redis.source_conn_id}
     for tier in config.tiers:
         plan.group_tooltips[f"services.{tier}"] = f"tier {tier}"
     for name in config.topological_order():
@@ -229,6 +355,14 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"check {name} is ready ({node.check})"
                     + (" — external, reported and skipped" if node.external else ""),
                     (f"{name} (read only)",),
+                    operator=f"{OPERATORS}.readiness.InfrastructureReadyOperator",
+                    arguments={
+                        "node": name,
+                        "check": node.check,
+                        "external": node.external,
+                        "conn_id": node.conn_id or default_conn_ids.get(node.check),
+                        "url": node.url,
+                    },
                 )
             )
             plan.service_entry[name] = plan.service_exit[name] = check
@@ -236,40 +370,106 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
             assert isinstance(node, ServiceNode)
             plan.group_tooltips[group] = f"{name}: {node.image} x{node.replicas}; depends on {depends}"
             deployments = f"namespace {namespace}: deployment {name}-blue or {name}-green"
+            service = {
+                "kubernetes_conn_id": production.kubernetes_conn_id,
+                "namespace": namespace,
+                "service_name": name,
+                "image": node.image,
+                "replicas": node.replicas,
+                "port": node.port,
+                "health_path": node.health_path,
+                "service_secret": production.service_secret,
+                "progress_deadline_seconds": blue_green.progress_deadline_seconds,
+                "dashboard_url_template": blue_green.dashboard_url_template,
+            }
             ids = plan.chain(
-                Step(f"{group}.deploy", f"deploy {node.image} as the idle color", (deployments,)),
+                Step(
+                    f"{group}.deploy",
+                    f"deploy {node.image} as the idle color",
+                    (deployments, f"namespace {namespace}: service {name}-preview selector"),
+                    operator=f"{bluegreen}.BlueGreenDeployOperator",
+                    # A dependency that was skipped (an external check) does not stop this service.
+                    arguments={**service, "trigger_rule": "none_failed"},
+                ),
                 Step(
                     f"{group}.wait_rollout",
                     f"wait until {node.replicas} replica(s) are available",
                     (f"{deployments} (read only)",),
+                    operator=f"{bluegreen}.BlueGreenRolloutOperator",
+                    arguments={**service, "poll_seconds": blue_green.rollout_poll_seconds},
                 ),
                 Step(
                     f"{group}.smoke_test",
                     f"smoke-test {node.health_path} through {name}-preview "
                     f"(p95 < {config.slo_classes[node.slo_class]} ms, {node.slo_class})",
                     (f"namespace {namespace}: service {name}-preview",),
+                    operator=f"{bluegreen}.BlueGreenSmokeTestOperator",
+                    arguments={
+                        **service,
+                        "slo_class": node.slo_class,
+                        "slo_ms": config.slo_classes[node.slo_class],
+                        "requests": blue_green.smoke_requests,
+                        "timeout_seconds": blue_green.smoke_timeout_seconds,
+                    },
                 ),
                 Step(
                     f"{group}.promote",
                     f"point service {name} at the new color",
                     (f"namespace {namespace}: service {name} selector",),
+                    operator=f"{bluegreen}.BlueGreenPromoteOperator",
+                    arguments=service,
                 ),
                 Step(
                     f"{group}.retire_old_color",
-                    "keep the old color for the rollback window, then scale it to 0",
+                    f"keep the old color for the rollback window ({blue_green.rollback_window_seconds:g} s), "
+                    "then scale it to 0",
                     (deployments,),
+                    operator=f"{bluegreen}.BlueGreenRetireOperator",
+                    arguments={**service, "rollback_window_seconds": blue_green.rollback_window_seconds},
                 ),
             )
             plan.service_entry[name], plan.service_exit[name] = ids[0], ids[3]
     for name, node in config.services.items():
         for dependency in node.depends_on:
             plan.edges.add((plan.service_exit[dependency], plan.service_entry[name]))
+    # The phase ends with one task under none_failed, so a skipped external check that nothing
+    # depends on (a leaf, like the mesh) does not skip every phase after this one.
+    _, leaves = plan.phase_roots_and_leaves("services")
+    verify = plan.add(
+        Step(
+            "services.verify",
+            "check every service's active Service selects a rolled-out color running its image",
+            (f"namespace {namespace} (read only)",),
+            operator=f"{bluegreen}.BlueGreenVerifyOperator",
+            arguments={
+                "kubernetes_conn_id": production.kubernetes_conn_id,
+                "namespace": namespace,
+                "services": {
+                    name: {
+                        "image": node.image,
+                        "replicas": node.replicas,
+                        "port": node.port,
+                        "health_path": node.health_path,
+                        "secret": production.service_secret,
+                        "progress_deadline_seconds": blue_green.progress_deadline_seconds,
+                    }
+                    for name, node in config.deployable.items()
+                },
+                "trigger_rule": "none_failed",
+            },
+        )
+    )
+    plan.edges.update((leaf, verify) for leaf in leaves)
 
 
 def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, redis = config.database, config.redis
     plan.chain(
-        Step("switchover.approve", "ask the on-call engineer to approve the write switchover"),
+        Step(
+            "switchover.approve",
+            "ask the on-call engineer to approve the write switchover",
+            operator=f"{OPERATORS}.switchover.SwitchoverApprovalOperator",
+        ),
         Step(
             "switchover.switch_database",
             "pause poolers, catch up, sync sequences, reverse replication, "
@@ -277,22 +477,57 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             (
                 *(f"pooler {p.name}" for p in db.poolers),
                 f"target {db.target_conn_id}: sequences, "
-                f"subscription {db.subscription} dropped, publication {db.reverse_publication}",
-                f"source {db.source_conn_id}: subscription {db.reverse_subscription}",
+                f"subscription {db.subscription} dropped, publication {db.reverse_publication}, "
+                f"replication slot {db.reverse_subscription}",
+                f"source {db.source_conn_id}: marker row, subscription {db.reverse_subscription}, "
+                f"replication slot {db.subscription} dropped",
             ),
+            operator=f"{OPERATORS}.switchover.SwitchDatabaseOperator",
+            arguments={
+                **_database_arguments(config),
+                "poolers": _poolers(config),
+                "publication": db.publication,
+                "subscription": db.subscription,
+                "reverse_publication": db.reverse_publication,
+                "reverse_subscription": db.reverse_subscription,
+                "sequence_margin": db.sequence_margin,
+                "timeout_seconds": db.switchover_timeout_seconds,
+                "replica_identity_full": list(db.replica_identity_full),
+                # An approval skipped because approvals are off must not skip the switch.
+                "trigger_rule": "none_failed",
+            },
         ),
-        Step("switchover.switch_redis", "promote the target Redis", (f"redis {redis.target_conn_id}",)),
+        Step(
+            "switchover.switch_redis",
+            "promote the target Redis",
+            (f"redis {redis.target_conn_id}",),
+            operator=f"{OPERATORS}.redis_sync.SwitchRedisOperator",
+            arguments={**_redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
+        ),
     )
 
 
 def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
-    dns, traffic = config.dns, config.traffic
+    dns, traffic, gate = config.dns, config.traffic, config.traffic.gate
     records = ", ".join(dns.records)
+    operators = f"{OPERATORS}.traffic"
+    route53 = {
+        "aws_conn_id": dns.aws_conn_id,
+        "hosted_zone": dns.hosted_zone,
+        "records": list(dns.records),
+        "staging_set_identifier": config.environments.staging.set_identifier,
+        "production_set_identifier": config.environments.production.set_identifier,
+    }
+    # A weight left out of the run's traffic_steps, or an approval with approvals off, is skipped;
+    # the steps after it still run (a failure still stops them).
+    after_skips = {"trigger_rule": "none_failed"}
     steps = [
         Step(
             "traffic.lower_ttl",
             f"lower TTL to {dns.cutover_ttl_seconds}s and wait out the old TTL",
             (f"records {records}: TTL",),
+            operator=f"{operators}.LowerTtlOperator",
+            arguments={**route53, "cutover_ttl_seconds": dns.cutover_ttl_seconds},
         )
     ]
     for weight in traffic.steps:
@@ -301,6 +536,9 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                 Step(
                     f"traffic.approve_{weight}",
                     f"ask the on-call engineer to approve {weight} %",
+                    (f"records {records}: weights back to staging if rejected",),
+                    operator=f"{operators}.TrafficApprovalOperator",
+                    arguments={**route53, "weight": weight, **after_skips},
                 )
             )
         steps.append(
@@ -308,6 +546,22 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"traffic.shift_to_{weight}",
                 f"production weight {weight}, bake {traffic.bake_seconds:g}s, gate on error ratio and p99",
                 (f"records {records}: weights",),
+                operator=f"{operators}.ShiftTrafficOperator",
+                arguments={
+                    **route53,
+                    "weight": weight,
+                    "bake_seconds": "{{ params.bake_seconds }}",
+                    "prometheus_conn_id": gate.prometheus_conn_id,
+                    "error_ratio_query": gate.error_ratio_query,
+                    "p99_query": gate.p99_query,
+                    "prometheus_labels": dict(config.environments.production.prometheus_labels),
+                    "max_error_ratio": gate.max_error_ratio,
+                    "max_p99_seconds": gate.max_p99_seconds,
+                    "sample_seconds": gate.sample_seconds,
+                    "consecutive_breaches": gate.consecutive_breaches,
+                    "window": gate.window,
+                    **after_skips,
+                },
             )
         )
     steps.append(
@@ -315,41 +569,131 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
             "traffic.finalize",
             f"keep staging at weight 0 for {dns.retention_seconds}s, restore TTL {dns.final_ttl_seconds}s",
             (f"records {records}: TTL",),
+            operator=f"{operators}.FinalizeTrafficOperator",
+            arguments={
+                **route53,
+                "final_ttl_seconds": dns.final_ttl_seconds,
+                "retention_seconds": dns.retention_seconds,
+                **after_skips,
+            },
         )
     )
     plan.chain(*steps)
 
 
 def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
-    db, production = config.database, config.environments.production
+    db, production, gate = config.database, config.environments.production, config.traffic.gate
+    checks_config = config.validation
+    operators = f"{OPERATORS}.validation"
+    prometheus = {
+        "prometheus_conn_id": gate.prometheus_conn_id,
+        "prometheus_labels": dict(production.prometheus_labels),
+    }
+    slo_services = {name: node.slo_class for name, node in config.deployable.items()}
+    connection_ids = sorted(
+        {
+            db.source_conn_id,
+            db.target_conn_id,
+            *(p.admin_conn_id for p in db.poolers),
+            config.redis.source_conn_id,
+            config.redis.target_conn_id,
+            config.dns.aws_conn_id,
+            gate.prometheus_conn_id,
+        }
+    )
+    # A check whose upstream was skipped (a weight left out of the run) still runs.
+    after_skips = {"trigger_rule": "none_failed"}
     checks = [
         Step(
             "validation.latency_slos",
-            "p95 of real requests per SLO class",
-            (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
+            f"p95 of real production requests per service over {checks_config.latency_window} against its "
+            f"SLO class ({', '.join(f'{k} < {v} ms' for k, v in config.slo_classes.items())}); "
+            f"no traffic: {checks_config.no_traffic}",
+            (f"connection {gate.prometheus_conn_id} (read only)",),
+            operator=f"{operators}.LatencySloOperator",
+            arguments={
+                **prometheus,
+                "services": slo_services,
+                "slo_classes": dict(config.slo_classes),
+                "window": checks_config.latency_window,
+                "no_traffic": checks_config.no_traffic,
+                **after_skips,
+            },
         ),
         Step(
             "validation.data_parity",
-            "final data parity, both directions",
+            "final data parity from the writers' side to its follower (counts and chunked hashes), "
+            "table sets of both sides, forward subscription gone, reverse replication healthy",
             (f"{db.source_conn_id}, {db.target_conn_id} (read only)",),
+            operator=f"{operators}.DataParityOperator",
+            arguments={
+                **_database_arguments(config),
+                "poolers": _poolers(config),
+                "subscription": db.subscription,
+                "reverse_subscription": db.reverse_subscription,
+                "chunk_rows": db.validation_chunk_rows,
+                "parallelism": db.validation_parallelism,
+                **after_skips,
+            },
         ),
         Step(
             "validation.security",
-            "no replication leftovers, one color per service, no secret in task output",
-            (f"namespace {production.namespace} (read only)",),
+            "no replication leftovers but the reverse path, one color per production Service, "
+            "no connection password in this run's XComs or task arguments",
+            (
+                f"namespace {production.namespace} (read only)",
+                f"{db.source_conn_id}, {db.target_conn_id} (read only)",
+            ),
+            operator=f"{operators}.SecurityOperator",
+            arguments={
+                **_database_arguments(config),
+                "allowed": {
+                    "source": [f"subscription:{db.reverse_subscription}"],
+                    "target": [f"publication:{db.reverse_publication}", f"slot:{db.reverse_subscription}"],
+                },
+                "kubernetes_conn_id": production.kubernetes_conn_id,
+                "namespace": production.namespace,
+                "services": sorted(config.deployable),
+                "connection_ids": connection_ids,
+                # The switchover drops the forward subscription and its slot but keeps the
+                # publication on the source: reported, not fatal (it costs nothing unsubscribed).
+                "tolerated": {
+                    "source": {
+                        f"publication:{db.publication}": "forward publication, unused since the switchover; "
+                        "drop it once the rollback window is over"
+                    }
+                },
+                **after_skips,
+            },
         ),
         Step(
             "validation.backup_restore",
-            "restore a dump of the target into a scratch database",
-            (f"target {db.target_conn_id}: scratch database",),
+            f"pg_dump the target in a snapshot, restore into scratch database "
+            f"{checks_config.scratch_database}, compare exact row counts, drop it",
+            (f"target {db.target_conn_id}: scratch database {checks_config.scratch_database}",),
+            operator=f"{operators}.BackupRestoreOperator",
+            arguments={
+                "target_conn_id": db.target_conn_id,
+                "pg_bin_dir": db.pg_bin_dir,
+                "scratch_database": checks_config.scratch_database,
+                **after_skips,
+            },
         ),
         Step(
             "validation.monitoring",
             "every production target is up in Prometheus",
-            (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
+            (f"connection {gate.prometheus_conn_id} (read only)",),
+            operator=f"{operators}.MonitoringOperator",
+            arguments={**prometheus, **after_skips},
         ),
     ]
-    report = Step("validation.report", "write the migration report", ("report file",))
+    report = Step(
+        "validation.report",
+        "write the migration report (HTML with charts, and its data as JSON), whatever the checks' outcome",
+        (f"directory {checks_config.report_dir}",),
+        operator=f"{operators}.MigrationReportOperator",
+        arguments={"report_dir": checks_config.report_dir, "report_base_url": checks_config.report_base_url},
+    )
     for check in checks:
         plan.add(check)
         plan.edges.add((check.task_id, report.task_id))

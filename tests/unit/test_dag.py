@@ -4,6 +4,7 @@ and a plan-mode run goes through end to end."""
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from lab.synthetic_graph import REAL_CONFIG, real_document, service, with_servic
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import load_config, parse_config
 from pyairtable_migration.plan import PHASES, build_plan, format_plan
+from pyairtable_migration.rollback import ROLLBACK_DAG_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +48,7 @@ def test_dag_file_imports_without_errors() -> None:
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     assert bag.import_errors == {}
-    assert list(bag.dags) == [DAG_ID]
+    assert sorted(bag.dags) == sorted([DAG_ID, ROLLBACK_DAG_ID])
     dag = bag.dags[DAG_ID]
     assert dag.schedule is None if hasattr(dag, "schedule") else True
     assert dag.max_active_runs == 1
@@ -173,13 +175,28 @@ def test_bad_run_params_are_refused_before_anything_else() -> None:
 
 
 @pytest.mark.usefixtures("airflow_db")
-def test_apply_mode_never_pretends() -> None:
-    """Until a phase's operators land, its steps refuse to apply instead of reporting success."""
+def test_apply_mode_preflight_refuses_before_anything_is_touched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no connection reachable, apply stops in preflight: no later phase starts."""
+    for name in list(os.environ):
+        if name.startswith("AIRFLOW_CONN_"):
+            monkeypatch.delenv(name)
     dag = build_migration_dag(load_config(REAL_CONFIG))
     run = dag.test(run_conf={"mode": "apply"})
     states = _task_states(run)
     assert run.state == "failed"
     assert states["preflight.check_params"] == "success"
-    assert "success" not in {
-        state for task_id, state in states.items() if task_id != "preflight.check_params"
+    assert states["preflight.check_database"] == "failed"
+    started_later = {
+        task_id: state
+        for task_id, state in states.items()
+        if not task_id.startswith("preflight.") and state not in (None, "upstream_failed")
     }
+    # The report always runs (it records failed runs too) and fails with them.
+    assert started_later == {"validation.report": "failed"}
+
+
+def test_every_step_has_a_real_operator() -> None:
+    plan = build_plan(load_config(REAL_CONFIG))
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    for step in plan.steps.values():
+        assert type(dag.get_task(step.task_id)).__name__ == step.operator.rpartition(".")[2]

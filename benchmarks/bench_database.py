@@ -1,0 +1,207 @@
+"""The database phase's figures, on a dedicated pair of PostgreSQL clusters (plus PgBouncer) seeded
+with BENCH_RECORDS records (default 1,000,000), all in one run:
+
+  * initial sync by the migration (schema copy, logical replication until every table is ready,
+    deferred indexes built concurrently) vs `pg_dump -Fc | pg_restore` of the same database
+    (goal: ratio <= 1.0);
+  * validation throughput, both sides hashed in parallel (goal: >= 1 M rows/s on 2 cores);
+  * the write switchover at 1,000 commits/s through PgBouncer: longest commit gap (goal <= 250 ms),
+    failed transactions (goal 0), acknowledged writes lost (goal 0).
+
+    PYTHONPATH=plugins:. .venv/bin/python -m benchmarks.bench_database
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lab.ledger import check_ledger
+from lab.loadgen import LoadGenerator
+from lab.postgres import PG_BIN
+from pyairtable_migration.config import MigrationConfig, load_config
+from pyairtable_migration.hooks.database import MigrationPostgresHook
+from pyairtable_migration.hooks.validation import Validator
+from tests.database.pair import Pair, running_pair
+from tests.database.runner import run_task
+
+RECORDS = int(os.environ.get("BENCH_RECORDS", "1000000"))
+SWITCH_RATE = 1000
+RESTORE_DATABASE = "bench_restore"
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Operators log to stdout; the benchmark prints only its figures."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def dump_and_restore(pair: Pair) -> float:
+    """`pg_dump -Fc | pg_restore` of the source into a fresh database on the target cluster."""
+    with pair.superuser("target") as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {RESTORE_DATABASE}")
+        cursor.execute(f"CREATE DATABASE {RESTORE_DATABASE} OWNER migrator")
+    password = pair.passwords["migrator"]
+    environment = {**os.environ, "PGPASSWORD": password, "PGUSER": "migrator", "PGHOST": pair.settings.host}
+    started = time.perf_counter()
+    dump = subprocess.Popen(
+        [str(PG_BIN / "pg_dump"), "-Fc", "-p", str(pair.settings.postgres_source_port), "-d", "pyairtable"],
+        stdout=subprocess.PIPE,
+        env=environment,
+    )
+    restore = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "-p", str(pair.settings.postgres_target_port), "-d", RESTORE_DATABASE],
+        stdin=dump.stdout,
+        env=environment,
+        capture_output=True,
+        check=False,
+    )
+    assert dump.stdout is not None
+    dump.stdout.close()
+    if dump.wait() != 0 or restore.returncode != 0:
+        raise RuntimeError(f"pg_dump | pg_restore failed: {restore.stderr.decode()[-500:]}")
+    seconds = time.perf_counter() - started
+    with pair.superuser("target") as connection, connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE {RESTORE_DATABASE}")
+    return seconds
+
+
+def wait_all_ready(pair: Pair, poll: float = 0.02) -> float:
+    started = time.perf_counter()
+    while True:
+        states = pair.query("target", "SELECT srsubstate FROM pg_subscription_rel")
+        if states and all(state == "r" for (state,) in states):
+            return time.perf_counter() - started
+        time.sleep(poll)
+
+
+def migration_sync(pair: Pair, config: MigrationConfig) -> dict[str, float]:
+    with quiet():
+        schema, _ = timed(lambda: run_task(config, "database.copy_schema"))
+        run_task(config, "database.create_publication")
+        subscribe, _ = timed(lambda: run_task(config, "database.create_subscription"))
+    sync = wait_all_ready(pair)
+    with quiet():
+        indexes, _ = timed(lambda: run_task(config, "database.build_deferred_indexes"))
+    return {"schema": schema, "sync": subscribe + sync, "indexes": indexes}
+
+
+def validation(config: MigrationConfig) -> tuple[float, int, float]:
+    """Best of three first passes: (rows/s, rows, seconds)."""
+    source = MigrationPostgresHook(config.database.source_conn_id)
+    target = MigrationPostgresHook(config.database.target_conn_id)
+    best = None
+    for _ in range(3):
+        report = Validator(
+            source, target, chunk_rows=config.database.validation_chunk_rows, parallelism=1
+        ).run()
+        assert report.passed, report.summary()
+        if best is None or report.rows_per_second > best.rows_per_second:
+            best = report
+    assert best is not None
+    return best.rows_per_second, best.rows, best.seconds
+
+
+def switchover(pair: Pair, config: MigrationConfig) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as directory:
+        ledger = Path(directory) / "ledger.log"
+        generator = LoadGenerator(
+            dsn=pair.app_dsn(), db_rate=SWITCH_RATE, ledger_path=ledger, edge=None, http_rate=0, writers=8
+        )
+        generator.start()
+        time.sleep(3)
+        warm = generator.report()
+        generator.reset_longest_gap()
+        time.sleep(3)
+        steady_gap = generator.report()["longest_commit_gap_ms"]
+        generator.reset_longest_gap()
+        before, window_started = generator.report()["db_commits"], time.perf_counter()
+        with quiet():
+            summary = run_task(config, "switchover.switch_database", run_id="bench")
+        time.sleep(4)
+        figures = generator.stop()
+        window_seconds = time.perf_counter() - window_started
+        connection = pair.connect("target")
+        try:
+            report = check_ledger(ledger, connection)
+        finally:
+            connection.close()
+    return {
+        "stall_ms": summary["write_stall_ms"],
+        "gap_ms": figures["longest_commit_gap_ms"],
+        "steady_gap_ms": steady_gap,
+        "failures": figures["db_failures"],
+        "errors": figures["db_errors"][:3],
+        "lost": report.lost,
+        "checked": report.checked,
+        "rate": (figures["db_commits"] - before) / window_seconds,
+        "warm_rate": warm["db_commits"] / 3,
+    }
+
+
+def main() -> int:
+    logging.disable(logging.CRITICAL)
+    config = load_config()
+    print(f"Database benchmark: {RECORDS:,} records; {load_average()}")
+    started = time.perf_counter()
+    with running_pair(RECORDS) as pair:
+        print(f"  dedicated clusters up and seeded in {time.perf_counter() - started:.1f} s")
+        restore = dump_and_restore(pair)
+        pair.reset()
+        sync = migration_sync(pair, config)
+        total = sync["schema"] + sync["sync"] + sync["indexes"]
+        print("\nInitial sync (goal: ratio <= 1.0)")
+        print(f"  pg_dump -Fc | pg_restore            {restore:7.2f} s")
+        print(
+            f"  migration: schema {sync['schema']:.2f} s + replication until every table is ready "
+            f"{sync['sync']:.2f} s + deferred indexes {sync['indexes']:.2f} s = {total:.2f} s"
+        )
+        print(f"  ratio (replication until ready / dump+restore)   {sync['sync'] / restore:5.2f}")
+        print(f"  ratio (whole migration copy / dump+restore)      {total / restore:5.2f}")
+        rate, rows, seconds = validation(config)
+        print("\nValidation (goal: >= 1,000,000 rows/s on 2 cores)")
+        print(f"  {rows:,} source rows hashed on both sides in {seconds:.2f} s: {rate:,.0f} rows/s")
+        switch = switchover(pair, config)
+        print(f"\nWrite switchover at {SWITCH_RATE:,} commits/s through PgBouncer")
+        print(
+            f"  offered {switch['warm_rate']:.0f} commits/s before, {switch['rate']:.0f} commits/s around "
+            "the flip"
+        )
+        print(f"  write stall measured by the operator  {switch['stall_ms']:7.1f} ms")
+        print(
+            f"  longest commit gap                    {switch['gap_ms']:7.1f} ms (goal <= 250; "
+            f"{switch['steady_gap_ms']:.1f} ms in steady state before)"
+        )
+        print(
+            f"  failed transactions                   {switch['failures']:7d}    (goal 0) {switch['errors']}"
+        )
+        print(
+            f"  acknowledged writes lost              {switch['lost']:7d}    (goal 0; {switch['checked']:,} "
+            "checked)"
+        )
+    print(f"\n{load_average()}; whole benchmark {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

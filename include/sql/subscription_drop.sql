@@ -1,0 +1,2 @@
+-- Drops the subscription and its replication slot on the publisher.
+DROP SUBSCRIPTION IF EXISTS {subscription}

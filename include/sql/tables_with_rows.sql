@@ -1,0 +1,2 @@
+-- Does a table hold any row?
+SELECT EXISTS (SELECT 1 FROM {table})

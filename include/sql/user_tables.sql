@@ -1,0 +1,10 @@
+-- Ordinary (logged) user tables with their estimated row counts.
+SELECT n.nspname AS schema_name, c.relname AS table_name, greatest(c.reltuples, 0)::bigint AS estimated_rows
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND c.relpersistence = 'p'
+  AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND left(n.nspname, 3) <> 'pg_'
+ORDER BY 1, 2

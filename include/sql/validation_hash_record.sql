@@ -1,0 +1,1 @@
+hash_record(migration_row)

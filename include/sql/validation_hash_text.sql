@@ -1,0 +1,1 @@
+hashtext(migration_row::text)

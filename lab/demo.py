@@ -1,0 +1,164 @@
+"""`make demo`: the whole migration on a fresh lab, under load, and what happened.
+
+Starts a clean lab, runs the load generator (HTTP through the weighted edge, commits through
+the pooler, every acknowledged write in the ledger), runs the migration DAG in apply mode with
+`dag.test()`, then prints phase durations, the write stall, failed requests, lost writes, rows
+validated and the report's path, and stops the lab. Exits non-zero if the migration failed or
+anything was lost.
+
+Demo mode shortens waits (bake, TTLs, rollback window) so the run fits in minutes, and answers
+no approvals: `require_approvals` is off for this run, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import yaml
+
+from lab.connections import environment
+from lab.edge import lab_edge
+from lab.ledger import check_ledger
+from lab.loadgen import LoadGenerator, app_dsn
+from lab.settings import LabSettings
+from lab.supervisor import down, up
+from pyairtable_migration.config import DEFAULT_CONFIG_PATH, load_config
+
+# Waits that protect real users, shortened so the demo fits in minutes (said in the summary).
+DEMO_OVERRIDES: dict[tuple[str, ...], Any] = {
+    ("traffic", "bake_seconds"): 15,
+    ("traffic", "gate", "sample_seconds"): 2,
+    ("traffic", "gate", "window"): "10s",
+    ("dns", "cutover_ttl_seconds"): 5,
+    ("blue_green", "rollback_window_seconds"): 3,
+    ("blue_green", "rollout_poll_seconds"): 0.5,
+    ("database", "lag_sample_seconds"): 0.5,
+    # The lab's edge only reaches the three public services; the rest get no outside traffic.
+    ("validation", "no_traffic"): "warn",
+}
+
+
+def demo_config(settings: LabSettings) -> Path:
+    """The project's configuration with the demo's shorter waits, written next to the lab's data."""
+    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    for path, value in DEMO_OVERRIDES.items():
+        section = document
+        for key in path[:-1]:
+            section = section.setdefault(key, {})
+        section[path[-1]] = value
+    target = settings.data_dir / "demo-migration.yaml"
+    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    load_config(target)  # refuse a broken override before touching anything
+    return target
+
+
+def phase_durations(run: Any) -> dict[str, float]:
+    spans: dict[str, list[float]] = {}
+    for ti in run.get_task_instances():
+        if ti.start_date and ti.end_date:
+            phase = ti.task_id.split(".", 1)[0]
+            span = spans.setdefault(phase, [ti.start_date.timestamp(), ti.end_date.timestamp()])
+            span[0], span[1] = min(span[0], ti.start_date.timestamp()), max(span[1], ti.end_date.timestamp())
+    return {phase: end - start for phase, (start, end) in spans.items()}
+
+
+def find_figure(values: Mapping[str, Any], *names: str) -> Any:
+    """The first of `names` found in any task's returned summary (XCom), depth-first."""
+    for value in values.values():
+        if isinstance(value, Mapping):
+            for name in names:
+                if name in value:
+                    return value[name]
+            nested = find_figure(value, *names)
+            if nested is not None:
+                return nested
+    return None
+
+
+def task_results(run: Any) -> dict[str, Any]:
+    results = {}
+    for ti in run.get_task_instances():
+        try:
+            results[ti.task_id] = ti.xcom_pull(task_ids=ti.task_id)
+        except Exception:  # a task that returned nothing
+            continue
+    return results
+
+
+def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float) -> int:
+    started = time.monotonic()
+    print("demo: starting a clean lab (previous demo state purged)", flush=True)
+    down(settings, purge=True)
+    up(settings, scale)
+    os.environ.update(environment(settings))
+    os.environ["PYAIRTABLE_MIGRATION_CONFIG"] = str(demo_config(settings))
+    ledger = settings.data_dir / "demo-ledger.log"
+    ledger.unlink(missing_ok=True)
+    config = load_config(os.environ["PYAIRTABLE_MIGRATION_CONFIG"])
+    load = LoadGenerator(
+        dsn=app_dsn(settings),
+        db_rate=db_rate,
+        ledger_path=ledger,
+        edge=lab_edge(settings),
+        http_rate=http_rate,
+        records=config.dns.records,
+    )
+    load.start()
+    print(f"demo: load running ({http_rate:g} req/s through DNS, {db_rate:g} commits/s through PgBouncer)")
+    print("demo: approvals are answered automatically in demo mode (require_approvals=false)", flush=True)
+    try:
+        from pyairtable_migration.builder import build_migration_dag
+
+        dag = build_migration_dag(config, config_path=os.environ["PYAIRTABLE_MIGRATION_CONFIG"])
+        run = dag.test(run_conf={"mode": "apply", "require_approvals": False, "bake_seconds": 15})
+    finally:
+        figures = load.stop()
+    with psycopg2.connect(app_dsn(settings)) as connection:
+        ledger_report = check_ledger(ledger, connection)
+    connection.close()
+    results = task_results(run)
+    failed_tasks = sorted(ti.task_id for ti in run.get_task_instances() if ti.state == "failed")
+
+    print("\n=== PyAirtable migration demo ===")
+    print(
+        f"result:              {run.state}"
+        + (f" (failed: {', '.join(failed_tasks)})" if failed_tasks else "")
+    )
+    for phase, seconds in phase_durations(run).items():
+        print(f"  {phase:18} {seconds:7.1f} s")
+    print(f"write stall:         {find_figure(results, 'write_stall_ms', 'stall_ms')} ms (switchover)")
+    print(
+        f"requests:            {figures['http_requests']} sent, {figures['http_failures']} failed, "
+        f"by environment {figures['http_by_environment']}"
+    )
+    print(
+        f"commits:             {figures['db_commits']} acknowledged, {figures['db_failures']} failed, "
+        f"longest gap {figures['longest_commit_gap_ms']:.0f} ms"
+    )
+    print(f"lost writes:         {ledger_report.lost} of {ledger_report.checked} acknowledged (ledger)")
+    print(f"rows validated:      {find_figure(results, 'rows_validated', 'rows_compared', 'rows')}")
+    print(f"report:              {find_figure(results, 'report_html', 'html', 'report_path')}")
+    print(f"demo took {time.monotonic() - started:.0f} s; demo waits: {DEMO_OVERRIDES}")
+    down(settings)
+    ok = run.state == "success" and ledger_report.lost == 0 and figures["db_failures"] == 0
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=int, default=20_000, help="records seeded on the source")
+    parser.add_argument("--http-rate", type=float, default=100.0)
+    parser.add_argument("--db-rate", type=float, default=200.0)
+    args = parser.parse_args(argv)
+    return run_demo(LabSettings.from_env(), args.scale, args.http_rate, args.db_rate)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,95 @@
+"""Prometheus's HTTP API, through an ordinary `http` connection.
+
+Gates read single numbers (an error ratio, a p99), so the hook returns exactly that: the value
+of an instant query, or None when the query matched no series (no traffic yet is not a pass).
+Two failures are told apart, because the gate treats them differently from a preflight check:
+Prometheus unreachable (PrometheusUnavailable) and Prometheus refusing the query, e.g. a PromQL
+syntax error (PrometheusQueryRefused).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from string import Template
+from typing import Any
+from urllib.parse import quote
+
+from airflow.providers.http.hooks.http import HttpHook
+
+
+class PrometheusQueryError(RuntimeError):
+    """Prometheus refused the query or could not be reached."""
+
+
+class PrometheusUnavailable(PrometheusQueryError):
+    """No answer: connection refused, timeout, or a server error."""
+
+
+class PrometheusQueryRefused(PrometheusQueryError):
+    """Prometheus answered and refused the query (bad_data: syntax, unknown function...)."""
+
+
+def render_query(template: str, labels: Mapping[str, str], window: str) -> str:
+    """Fill `$selector` with the environment's labels and `$window` with the range."""
+    selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return Template(template).substitute(selector=selector, window=window)
+
+
+class PrometheusHook(HttpHook):
+    conn_name_attr = "prometheus_conn_id"
+    default_conn_name = "prometheus_default"
+    conn_type = "http"
+    hook_name = "Prometheus"
+
+    def __init__(self, prometheus_conn_id: str = default_conn_name, timeout_seconds: float = 10.0) -> None:
+        super().__init__(method="GET", http_conn_id=prometheus_conn_id)
+        self.timeout_seconds = timeout_seconds
+
+    def _get(self, endpoint: str, params: dict[str, Any]) -> Any:
+        try:
+            response = self.run(
+                endpoint,
+                data=params,
+                extra_options={"timeout": self.timeout_seconds, "check_response": False},
+            )
+        except Exception as exc:
+            raise PrometheusUnavailable(
+                f"Prometheus ({self.http_conn_id}) did not answer: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 500 or not isinstance(body, dict) or "status" not in body:
+            raise PrometheusUnavailable(
+                f"Prometheus ({self.http_conn_id}) answered HTTP {response.status_code} "
+                f"without a Prometheus API body: {response.text[:200]!r}"
+            )
+        if body["status"] != "success":
+            raise PrometheusQueryRefused(
+                f"Prometheus refused the query ({body.get('errorType', 'error')}): {body.get('error', '')}"
+            )
+        return body["data"]
+
+    def instant_value(self, query: str) -> float | None:
+        """The single value of an instant query; None for no series or NaN (e.g. 0/0)."""
+        data = self._get("api/v1/query", {"query": query})
+        result = data["result"]
+        if data.get("resultType") == "scalar":
+            result = [{"value": result}]
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) else value
+
+    def targets(self) -> list[dict[str, Any]]:
+        return list(self._get("api/v1/targets", {"state": "active"})["activeTargets"])
+
+    def base(self) -> str:
+        """Where Prometheus answers, built from the connection as HttpHook builds it."""
+        return self.url_from_endpoint("").rstrip("/")
+
+    def graph_url(self, query: str) -> str:
+        """The Prometheus UI showing this query, for an operator extra link."""
+        return f"{self.base()}/graph?g0.expr={quote(query)}&g0.tab=0&g0.range_input=15m"

@@ -1,0 +1,630 @@
+"""The write switchover (and its way back): every writer moves between the clusters at once,
+through the pooler(s), with a short stall instead of errors, and nothing lost.
+
+Forward (`SwitchDatabaseOperator`), writers leave the source for the target:
+
+    before the freeze   reverse publication on the target (FOR ALL TABLES), leftovers of an
+                        aborted attempt removed
+    freeze              PAUSE every pooler (running transactions finish, new ones wait)
+                        marker row written on the source; wait until the target has applied it:
+                          every commit before the pause is now on the target
+                        every sequence on the target := source's last_value + margin steps
+                        forward subscription DISABLEd (PostgreSQL 15 has no origin filter, so the
+                          two directions must never run at once)
+                        reverse replication slot created on the target: it keeps every change
+                          writers make from here on
+                        repoint every pooler to the target (ini line + RELOAD)
+    commit point        RESUME every pooler: writers continue, on the target
+    after               reverse subscription on the source, on that slot (copy_data = false);
+                        forward subscription dropped (with its slot on the source)
+
+Anything failing before the commit point, or the freeze outlasting `timeout_seconds`, aborts
+cleanly: poolers pointed back, the reverse slot dropped, the forward subscription re-enabled,
+RESUME on the untouched source. After the commit point a re-run completes what is left. A
+re-run after success finds everything in place and changes nothing.
+
+Rollback (`RollbackDatabaseOperator`) is the same engine in reverse: pause, marker on the target
+until the source has it (reverse replication), sequences on the source, reverse subscription
+disabled, repoint to the source, resume, reverse subscription dropped.
+
+The measured write stall (PAUSE issued -> RESUME done) is logged and in the XCom summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from pyairtable_migration.hooks.database import (
+    MigrationError,
+    MigrationPostgresHook,
+    Table,
+    ensure_publication,
+    fetch_dicts,
+    fetch_value,
+    get_slot,
+    get_subscription,
+    quiet_statement_logging,
+    statement,
+    sync_sequences,
+)
+from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
+from pyairtable_migration.operators.database import DatabaseOperator, fail, run_mode
+
+POLL_SECONDS = 0.002
+
+
+@dataclass
+class Side:
+    name: str
+    hook: MigrationPostgresHook
+
+    @property
+    def address(self) -> tuple[str, int, str]:
+        return self.hook.address
+
+
+@dataclass
+class Pooler:
+    name: str
+    hook: PgBouncerHook
+    database: str
+
+
+@dataclass
+class Direction:
+    """Writers move from `leaving` to `joining`; `catch_up_subscription` (on `joining`) replicates
+    leaving -> joining. A forward switch also starts reverse replication joining -> leaving."""
+
+    label: str
+    leaving: Side
+    joining: Side
+    catch_up_subscription: str
+    reverse_publication: str | None = None
+    reverse_subscription: str | None = None
+
+    @property
+    def starts_reverse(self) -> bool:
+        return self.reverse_publication is not None and self.reverse_subscription is not None
+
+
+@dataclass
+class Observed:
+    """Where each pooler sends its database, and the replication objects of both directions."""
+
+    poolers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    paused: dict[str, bool] = field(default_factory=dict)
+    catch_up: dict[str, Any] | None = None
+    reverse_subscription: dict[str, Any] | None = None
+    reverse_slot: dict[str, Any] | None = None
+
+    def describe(self, direction: Direction) -> str:
+        leaving, joining = direction.leaving.address[:2], direction.joining.address[:2]
+
+        def where(address: tuple[str, int]) -> str:
+            if address == leaving:
+                return direction.leaving.name
+            if address == joining:
+                return direction.joining.name
+            return f"{address[0]}:{address[1]}"
+
+        parts = [
+            f"pooler {name} -> {where(address)}{' (PAUSED)' if self.paused[name] else ''}"
+            for name, address in self.poolers.items()
+        ]
+        catch_up = self.catch_up
+        parts.append(
+            f"subscription {direction.catch_up_subscription} on the {direction.joining.name}: "
+            + ("absent" if catch_up is None else "enabled" if catch_up["subenabled"] else "disabled")
+        )
+        if direction.starts_reverse:
+            parts.append(
+                f"subscription {direction.reverse_subscription} on the {direction.leaving.name}: "
+                + ("present" if self.reverse_subscription else "absent")
+            )
+            parts.append(
+                f"slot {direction.reverse_subscription} on the {direction.joining.name}: "
+                + ("present" if self.reverse_slot else "absent")
+            )
+        return "; ".join(parts)
+
+
+@dataclass
+class Timings:
+    started: float = 0.0
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.monotonic()
+
+    def ms(self, start: str, end: str) -> float:
+        return round((self.marks[end] - self.marks[start]) * 1000, 1)
+
+
+class WriteSwitch:
+    """The engine both operators share; see the module docstring for the steps."""
+
+    def __init__(
+        self,
+        direction: Direction,
+        poolers: Sequence[Pooler],
+        *,
+        sequence_margin: int,
+        timeout_seconds: float,
+        marker_id: str,
+        replica_identity_full: Sequence[Table] = (),
+        log: Any,
+    ) -> None:
+        self.direction = direction
+        self.poolers = list(poolers)
+        self.sequence_margin = sequence_margin
+        self.timeout_seconds = timeout_seconds
+        self.marker_id = marker_id
+        self.replica_identity_full = list(replica_identity_full)
+        self.log = log
+        self.freezing = False
+        self._undo: list[tuple[str, Callable[[], Any]]] = []
+
+    # --- observation --------------------------------------------------------------------------
+    def observe(self) -> Observed:
+        d = self.direction
+        observed = Observed()
+        for pooler in self.poolers:
+            state = pooler.hook.database(pooler.database)
+            if state is None:
+                raise MigrationError(f"pooler {pooler.name} has no database {pooler.database}")
+            observed.poolers[pooler.name] = (str(state["host"]), int(state["port"]))
+            observed.paused[pooler.name] = bool(state["paused"])
+        with d.joining.hook.cursor() as cursor:
+            observed.catch_up = get_subscription(cursor, d.catch_up_subscription)
+            if d.reverse_subscription is not None:
+                observed.reverse_slot = get_slot(cursor, d.reverse_subscription)
+        if d.reverse_subscription is not None:
+            with d.leaving.hook.cursor() as cursor:
+                observed.reverse_subscription = get_subscription(cursor, d.reverse_subscription)
+        return observed
+
+    def _at(self, observed: Observed, side: Side) -> list[str]:
+        return [name for name, address in observed.poolers.items() if address == side.address[:2]]
+
+    def finished(self, observed: Observed) -> bool:
+        d = self.direction
+        return (
+            len(self._at(observed, d.joining)) == len(self.poolers)
+            and not any(observed.paused.values())
+            and observed.catch_up is None
+            and (not d.starts_reverse or observed.reverse_subscription is not None)
+        )
+
+    # --- the switch ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        d = self.direction
+        observed = self.observe()
+        self.log.info("Observed before the %s: %s", d.label, observed.describe(d))
+        if self.finished(observed):
+            self.log.info(
+                "Writers already go to the %s and the %s is complete: nothing to change",
+                d.joining.name,
+                d.label,
+            )
+            return {"changed": False, "writers_on": d.joining.name}
+        stray = [
+            name
+            for name, address in observed.poolers.items()
+            if address not in (d.leaving.address[:2], d.joining.address[:2])
+        ]
+        if stray:
+            raise MigrationError(f"pooler(s) {', '.join(stray)} point at neither the source nor the target")
+        if self._at(observed, d.joining):
+            self.log.info("Past the commit point of an earlier attempt: completing it")
+            return {**self._complete(observed), "changed": True, "completed_earlier_attempt": True}
+        self._prepare(observed)
+        summary = self._freeze_and_flip()
+        summary.update(self._complete(self.observe()))
+        return {**summary, "changed": True}
+
+    def _prepare(self, observed: Observed) -> None:
+        """Before the freeze: preconditions, leftovers of an aborted attempt, reverse publication."""
+        d = self.direction
+        catch_up = observed.catch_up
+        if catch_up is None:
+            raise MigrationError(
+                f"writers use the {d.leaving.name} but subscription {d.catch_up_subscription} (which keeps "
+                f"the {d.joining.name} current) does not exist on the {d.joining.name}: there is nothing to "
+                "switch to; run the database phase first"
+            )
+        with d.joining.hook.cursor() as joining, d.leaving.hook.cursor() as leaving:
+            if d.starts_reverse and observed.reverse_subscription is not None:
+                self._drop_subscription(leaving, d.reverse_subscription, "left by an aborted attempt")
+            elif d.starts_reverse and observed.reverse_slot is not None:
+                if observed.reverse_slot["active"]:
+                    raise MigrationError(
+                        f"slot {d.reverse_subscription} on the {d.joining.name} is in use by another "
+                        "subscriber"
+                    )
+                joining.execute(statement("replication_slot_drop"), {"name": d.reverse_subscription})
+                self.log.info(
+                    "Dropped slot %s on the %s (left by an aborted attempt)",
+                    d.reverse_subscription,
+                    d.joining.name,
+                )
+            if not catch_up["subenabled"]:
+                if not any(observed.paused.values()):
+                    raise MigrationError(
+                        f"subscription {d.catch_up_subscription} on the {d.joining.name} is disabled (an "
+                        "apply error?): the lag gate names the cause; nothing was changed"
+                    )
+                joining.execute(statement("subscription_enable", subscription=d.catch_up_subscription))
+                self.log.info(
+                    "Re-enabled subscription %s (disabled by an interrupted attempt)", d.catch_up_subscription
+                )
+            if d.starts_reverse:
+                lacking = [
+                    str(Table(r["schema_name"], r["table_name"]))
+                    for r in fetch_dicts(joining, statement("preflight_replica_identity"))
+                ]
+                if lacking:
+                    raise MigrationError(
+                        f"table(s) {', '.join(lacking)} on the {d.joining.name} have no replica identity: "
+                        "the reverse publication would break their UPDATE/DELETE"
+                    )
+                action = ensure_publication(joining, d.reverse_publication)  # type: ignore[arg-type]
+                self.log.info(
+                    "Reverse publication %s on the %s: %s", d.reverse_publication, d.joining.name, action
+                )
+
+    def _freeze_and_flip(self) -> dict[str, Any]:
+        d = self.direction
+        timings = Timings()
+        deadline = time.monotonic() + self.timeout_seconds
+        leaving_connection = d.leaving.hook.connect()
+        joining_connection = d.joining.hook.connect()
+        leaving, joining = leaving_connection.cursor(), joining_connection.cursor()
+        self._undo = []
+        changes: list[str] = []
+        try:
+            self.freezing = True
+            timings.mark("freeze")
+            for pooler in self.poolers:
+                state = pooler.hook.database(pooler.database)
+                if not (state and state["paused"]):
+                    pooler.hook.pause(pooler.database, max(0.05, deadline - time.monotonic()))
+                self._undo.append(
+                    (f"RESUME pooler {pooler.name}", partial(pooler.hook.resume, pooler.database))
+                )
+            timings.mark("paused")
+            written_at = fetch_value(
+                leaving, statement("marker_write"), {"id": self.marker_id, "side": d.leaving.name}
+            )
+            while fetch_value(joining, statement("marker_seen"), {"id": self.marker_id}) != written_at:
+                if time.monotonic() > deadline:
+                    raise MigrationError(
+                        f"the {d.joining.name} did not apply the catch-up marker within "
+                        f"{self.timeout_seconds:.0f} s"
+                    )
+                time.sleep(POLL_SECONDS)
+            timings.mark("caught_up")
+            sequence_changes, missing = sync_sequences(leaving, joining, self.sequence_margin)
+            if missing:
+                raise MigrationError(f"sequence(s) {', '.join(missing)} missing on the {d.joining.name}")
+            timings.mark("sequences")
+            joining.execute(statement("subscription_disable", subscription=d.catch_up_subscription))
+            enable = statement("subscription_enable", subscription=d.catch_up_subscription)
+            self._undo.append(
+                (f"ENABLE subscription {d.catch_up_subscription}", partial(self._on, d.joining, enable))
+            )
+            if d.reverse_subscription is not None:
+                slot = {"name": d.reverse_subscription}
+                joining.execute(statement("replication_slot_create"), slot)
+                drop = statement("replication_slot_drop")
+                self._undo.append(
+                    (f"drop slot {d.reverse_subscription}", partial(self._on, d.joining, drop, slot))
+                )
+            timings.mark("replication")
+            host, port, dbname = d.joining.address
+            for pooler in self.poolers:
+                back = partial(pooler.hook.point, pooler.database, *d.leaving.address)
+                self._undo.append((f"point pooler {pooler.name} back", back))
+                if pooler.hook.point(pooler.database, host, port, dbname):
+                    changes.append(
+                        f"pooler {pooler.name}: {pooler.database} -> {d.joining.name} {host}:{port}/{dbname}"
+                    )
+            timings.mark("repointed")
+            if time.monotonic() > deadline:
+                raise MigrationError(f"the freeze outlasted {self.timeout_seconds:.0f} s")
+            for pooler in self.poolers:
+                pooler.hook.resume(pooler.database)
+            timings.mark("resumed")
+            self.freezing = False
+        except BaseException as exc:
+            undone = self.abort()
+            stalled = (time.monotonic() - timings.marks.get("freeze", time.monotonic())) * 1000
+            self.log.warning(
+                "Aborted after a %.0f ms stall (%s); undone: %s", stalled, exc, "; ".join(undone)
+            )
+            raise MigrationError(
+                f"{d.label} aborted cleanly after a {stalled:.0f} ms stall: {exc}. Undone: "
+                f"{'; '.join(undone) or 'nothing to undo'}. Writers continue on the {d.leaving.name}, "
+                "untouched."
+            ) from exc
+        finally:
+            leaving_connection.close()
+            joining_connection.close()
+        stall = timings.ms("freeze", "resumed")
+        summary = {
+            "write_stall_ms": stall,
+            "pause_ms": timings.ms("freeze", "paused"),
+            "catch_up_ms": timings.ms("paused", "caught_up"),
+            "sequences_ms": timings.ms("caught_up", "sequences"),
+            "replication_ms": timings.ms("sequences", "replication"),
+            "repoint_ms": timings.ms("replication", "repointed"),
+            "resume_ms": timings.ms("repointed", "resumed"),
+            "sequences_moved": len(sequence_changes),
+            "writers_on": d.joining.name,
+        }
+        for moved in sequence_changes:
+            self.log.info("Sequence on the %s: %s", d.joining.name, moved)
+        for line in changes:
+            self.log.info("Changed %s", line)
+        self.log.info(
+            "Writers resumed on the %s. Write stall %.1f ms (pause %.1f, catch-up %.1f, sequences %.1f, "
+            "replication %.1f, repoint %.1f, resume %.1f); %d sequence(s) moved",
+            d.joining.name,
+            stall,
+            summary["pause_ms"],
+            summary["catch_up_ms"],
+            summary["sequences_ms"],
+            summary["replication_ms"],
+            summary["repoint_ms"],
+            summary["resume_ms"],
+            len(sequence_changes),
+        )
+        return summary
+
+    def abort(self) -> list[str]:
+        """Undo the freeze's steps in reverse order, best effort; what was undone."""
+        undone = []
+        for label, action in reversed(self._undo):
+            try:
+                action()
+                undone.append(label)
+            except Exception as exc:
+                self.log.error("Abort: could not %s: %s", label, exc)
+                undone.append(f"{label} FAILED ({exc})")
+        self._undo = []
+        self.freezing = False
+        return undone
+
+    def _on(self, side: Side, query: Any, params: Any = None) -> None:
+        with side.hook.cursor() as cursor:
+            cursor.execute(query, params)
+
+    def _drop_subscription(self, cursor: Any, name: str | None, why: str) -> None:
+        assert name is not None
+        cursor.execute(statement("subscription_disable", subscription=name))
+        cursor.execute(statement("subscription_drop", subscription=name))
+        self.log.info("Dropped subscription %s (%s)", name, why)
+
+    def _complete(self, observed: Observed) -> dict[str, Any]:
+        """After the commit point (idempotent): every pooler on the joining side and resumed, reverse
+        replication running, the catch-up subscription gone."""
+        d = self.direction
+        done: list[str] = []
+        host, port, dbname = d.joining.address
+        for pooler in self.poolers:
+            if pooler.hook.point(pooler.database, host, port, dbname):
+                done.append(f"pooler {pooler.name} -> {d.joining.name}")
+            if pooler.hook.resume(pooler.database):
+                done.append(f"pooler {pooler.name} resumed")
+        if d.starts_reverse and observed.reverse_subscription is None:
+            if observed.reverse_slot is None:
+                raise MigrationError(
+                    f"writers are on the {d.joining.name} but its reverse slot {d.reverse_subscription} is "
+                    "gone: a rollback now would lose their writes; investigate before anything else"
+                )
+            with d.leaving.hook.cursor() as leaving:
+                quiet_statement_logging(leaving)
+                leaving.execute(
+                    statement(
+                        "subscription_create_on_slot",
+                        subscription=d.reverse_subscription,
+                        publication=d.reverse_publication or "",
+                    ),
+                    {"conninfo": d.joining.hook.replication_conninfo(), "slot": d.reverse_subscription},
+                )
+            done.append(
+                f"reverse replication {d.joining.name} -> {d.leaving.name}: subscription "
+                f"{d.reverse_subscription} on the {d.leaving.name} (slot on the {d.joining.name}, copy_data "
+                "= false)"
+            )
+        if observed.catch_up is not None:
+            with d.joining.hook.cursor() as joining:
+                self._drop_subscription(joining, d.catch_up_subscription, "writers moved to this side")
+            done.append(
+                f"subscription {d.catch_up_subscription} on the {d.joining.name} dropped (and its slot)"
+            )
+        for line in done:
+            self.log.info("Completed: %s", line)
+        return {"completed": done}
+
+
+# --- operators ------------------------------------------------------------------------------------
+
+
+class SwitchoverOperatorBase(DatabaseOperator):
+    """The configured clusters and poolers, shared by the switch and the rollback.
+
+    :param poolers: [{name, admin_conn_id, database}] as in the config
+    :param publication / subscription: forward replication (source -> target)
+    :param reverse_publication / reverse_subscription: reverse replication (target -> source)
+    :param sequence_margin: steps added to every sequence's last value on the side writers join
+    :param timeout_seconds: longest write freeze; past it the switch aborts and resumes
+    """
+
+    template_fields: Sequence[str] = (
+        *DatabaseOperator.template_fields,
+        "poolers",
+        "publication",
+        "subscription",
+        "reverse_publication",
+        "reverse_subscription",
+        "sequence_margin",
+        "timeout_seconds",
+        "replica_identity_full",
+    )
+    ui_color = "#f9d7d7"
+
+    def __init__(
+        self,
+        *,
+        poolers: Sequence[Mapping[str, str]],
+        publication: str,
+        subscription: str,
+        reverse_publication: str,
+        reverse_subscription: str,
+        sequence_margin: int,
+        timeout_seconds: float = 30.0,
+        replica_identity_full: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.poolers = [dict(p) for p in poolers]
+        self.publication = publication
+        self.subscription = subscription
+        self.reverse_publication = reverse_publication
+        self.reverse_subscription = reverse_subscription
+        self.sequence_margin = sequence_margin
+        self.timeout_seconds = timeout_seconds
+        self.replica_identity_full = list(replica_identity_full)
+        self._engine: WriteSwitch | None = None
+
+    def direction(self) -> Direction:
+        raise NotImplementedError
+
+    def engine(self, context: Context) -> WriteSwitch:
+        direction = self.direction()
+        return WriteSwitch(
+            direction,
+            [Pooler(p["name"], PgBouncerHook(p["admin_conn_id"]), p["database"]) for p in self.poolers],
+            sequence_margin=int(self.sequence_margin),
+            timeout_seconds=float(self.timeout_seconds),
+            marker_id=f"{direction.label}:{context.get('run_id') or 'manual'}",
+            replica_identity_full=[Table.parse(t) for t in self.replica_identity_full],
+            log=self.log,
+        )
+
+    def switch(self, context: Context) -> dict[str, Any]:
+        self._engine = self.engine(context)
+        try:
+            return self._engine.run()
+        except MigrationError as exc:
+            raise fail(f"{self.task_id}: {exc}") from None
+        finally:
+            self._engine = None
+
+    def on_kill(self) -> None:
+        engine = self._engine
+        if engine is not None and engine.freezing:
+            self.log.warning("Killed during the write freeze: undoing it and resuming writers")
+            for line in engine.abort():
+                self.log.warning("Undone: %s", line)
+
+
+class SwitchDatabaseOperator(SwitchoverOperatorBase):
+    """Move every writer from the source to the target (module docstring), reverse replication on."""
+
+    def direction(self) -> Direction:
+        return Direction(
+            label="switchover",
+            leaving=Side("source", self.source()),
+            joining=Side("target", self.target()),
+            catch_up_subscription=self.subscription,
+            reverse_publication=self.reverse_publication,
+            reverse_subscription=self.reverse_subscription,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if run_mode(context) == "plan":
+            for line in (
+                f"PAUSE pooler(s) {', '.join(p['name'] for p in self.poolers)}",
+                f"write a marker on {self.source_conn_id}, wait until {self.target_conn_id} has it",
+                f"set every sequence on the target to the source's last value + {self.sequence_margin}",
+                f"disable subscription {self.subscription}; create slot {self.reverse_subscription} on the "
+                "target",
+                "repoint the pooler(s) to the target and RESUME (abort and RESUME on the source past "
+                f"{self.timeout_seconds} s)",
+                f"start reverse replication {self.reverse_publication} -> {self.reverse_subscription} "
+                f"(copy_data = false); drop subscription {self.subscription}",
+            ):
+                self.log.info("Plan: would %s", line)
+            return {"mode": "plan"}
+        return self.switch(context)
+
+
+class RollbackDatabaseOperator(SwitchoverOperatorBase):
+    """Move every writer back from the target to the source; reverse replication kept the source
+    current, so nothing written on the target is lost."""
+
+    def direction(self) -> Direction:
+        return Direction(
+            label="rollback",
+            leaving=Side("target", self.target()),
+            joining=Side("source", self.source()),
+            catch_up_subscription=self.reverse_subscription,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if run_mode(context) == "plan":
+            for line in (
+                f"PAUSE pooler(s) {', '.join(p['name'] for p in self.poolers)}",
+                f"write a marker on {self.target_conn_id}, wait until {self.source_conn_id} has it",
+                f"set every sequence on the source to the target's last value + {self.sequence_margin}",
+                f"repoint the pooler(s) to the source, RESUME; drop subscription {self.reverse_subscription}",
+            ):
+                self.log.info("Plan: would %s", line)
+            return {"mode": "plan"}
+        return self.switch(context)
+
+
+class SwitchoverApprovalOperator(ApprovalOperator):
+    """A person approves the write switchover. Skipped when the run's `require_approvals` is false;
+    in plan mode it only says what it would ask. A rejection fails the task: writers stay on the
+    source and nothing downstream runs."""
+
+    ui_color = "#fff2a8"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("subject", "Switch PyAirtable's database writes to production?")
+        kwargs.setdefault(
+            "body",
+            "Replication is caught up and the data validated. **Approve** pauses the pooler(s) for a short "
+            "write stall, moves every writer to the production database and starts reverse replication for "
+            "a lossless rollback. **Reject** leaves writers on staging.",
+        )
+        super().__init__(**kwargs)
+
+    def execute(self, context: Context) -> Any:
+        if run_mode(context) == "plan":
+            self.log.info("Plan: would ask for approval: %s", self.subject)
+            return {"mode": "plan"}
+        if not context["params"].get("require_approvals", True):
+            self.log.info("Approvals off for this run (require_approvals=false): not asking")
+            raise AirflowSkipException("approvals off (require_approvals=false)")
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        answer = HITLOperator.execute_complete(self, context, event)
+        chosen = answer["chosen_options"][0]
+        user = answer.get("responded_by_user") or {}
+        who = str((user.get("name") or user.get("id")) if isinstance(user, Mapping) else user) or "unknown"
+        if chosen == self.APPROVE:
+            self.log.info("Approved by %s: the write switchover may proceed", who)
+            return {"approved": True, "by": who}
+        raise fail(f"write switchover rejected by {who}: writers stay on the source")

@@ -1,0 +1,656 @@
+"""The traffic phase: weighted Route53 records move users from staging to production.
+
+    lower_ttl -> shift_to_10 -> 25 -> 50 -> 75 -> approve_100 -> shift_to_100 -> finalize
+
+Every operator reads the records first and writes only what differs, all public records in one
+change batch, so clearing and re-running any task is safe. Waiting (INSYNC, the old TTL, the
+bake) is deferred to triggers. In plan mode every task logs what it would do and changes nothing;
+it does not even connect, so a plan runs anywhere.
+
+A weight step sets production = weight and staging = 100 - weight, waits INSYNC, bakes for the
+run's `bake_seconds` while TrafficGateTrigger samples production's error ratio and p99; when the
+gate trips, production goes to 0 / staging to 100 at once (the trigger writes it the moment it
+trips, the resumed step re-asserts it), and the step fails with the measured values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from pyairtable_migration.hooks.prometheus import render_query
+from pyairtable_migration.hooks.route53 import (
+    ChangeResult,
+    Records,
+    Route53WeightsHook,
+    weights_of,
+)
+from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
+from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
+
+ROUTE53_FIELDS = (
+    "aws_conn_id",
+    "hosted_zone",
+    "records",
+    "staging_set_identifier",
+    "production_set_identifier",
+)
+# Deferrals end with a margin over what they wait for; past it the task fails instead of hanging.
+DEFERRAL_MARGIN = timedelta(minutes=5)
+
+
+def _mode(context: Context) -> str:
+    return str(context["params"]["mode"])
+
+
+def _run_id(context: Context) -> str:
+    return str(context.get("run_id") or "")
+
+
+class Route53Targets:
+    """The weighted records every traffic operator works on, and the moves they share.
+
+    A mixin (not a BaseOperator) so the approval operator, an ApprovalOperator, shares it too.
+    """
+
+    aws_conn_id: str
+    hosted_zone: str
+    records: list[str]
+    staging_set_identifier: str
+    production_set_identifier: str
+    region_name: str | None
+    insync_timeout_seconds: float
+    log: Any
+
+    def _init_targets(
+        self,
+        aws_conn_id: str,
+        hosted_zone: str,
+        records: Sequence[str],
+        staging_set_identifier: str,
+        production_set_identifier: str,
+        region_name: str | None,
+        insync_timeout_seconds: float,
+    ) -> None:
+        self.aws_conn_id = aws_conn_id
+        self.hosted_zone = hosted_zone
+        self.records = list(records)
+        self.staging_set_identifier = staging_set_identifier
+        self.production_set_identifier = production_set_identifier
+        self.region_name = region_name
+        self.insync_timeout_seconds = insync_timeout_seconds
+
+    def route53(self) -> Route53WeightsHook:
+        return Route53WeightsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+
+    def wanted_weights(self, production: int) -> dict[str, int]:
+        return {self.production_set_identifier: production, self.staging_set_identifier: 100 - production}
+
+    def describe_weights(self, production: int) -> str:
+        production_id, staging_id = self.production_set_identifier, self.staging_set_identifier
+        return f"{production_id} {production} / {staging_id} {100 - production}"
+
+    def read(self, context: Context) -> tuple[Route53WeightsHook, str, Records]:
+        """The hook, the zone id and every configured weighted record, logged as observed."""
+        hook = self.route53()
+        zone_id = hook.hosted_zone_id(self.hosted_zone)
+        HostedZoneLink.persist(context, zone_id)
+        records = hook.require_records(
+            zone_id, self.records, (self.staging_set_identifier, self.production_set_identifier)
+        )
+        for name, by_id in sorted(records.items()):
+            self.log.info(
+                "Observed %s: %s",
+                name,
+                ", ".join(f"{i} weight {r.weight} TTL {r.ttl}" for i, r in sorted(by_id.items())),
+            )
+        return hook, zone_id, records
+
+    def log_change(self, result: ChangeResult, what: str) -> None:
+        if result.change_id is None:
+            self.log.info("%s: every record already so, nothing changed", what)
+            return
+        self.log.info("%s: change %s (one batch):", what, result.change_id)
+        for line in result.described:
+            self.log.info("  changed %s", line)
+
+    def revert_to_staging(self, context: Context, why: str) -> ChangeResult:
+        """Production 0, staging 100 on every record, in one batch (nothing when already so)."""
+        hook, zone_id, records = self.read(context)
+        result = hook.set_weights(
+            zone_id,
+            records,
+            self.wanted_weights(0),
+            comment=f"pyairtable-migration {_run_id(context)}: back to staging ({why})"[:256],
+        )
+        self.log_change(result, f"Traffic back to staging ({self.describe_weights(0)})")
+        return result
+
+    def insync_trigger(
+        self, change_id: str | None, carry: dict[str, Any], hold_seconds: float = 0.0
+    ) -> Route53ChangeTrigger:
+        """Wait for INSYNC (then hold); `carry` comes back in the event for the resume."""
+        return Route53ChangeTrigger(
+            aws_conn_id=self.aws_conn_id,
+            change_id=change_id,
+            region_name=self.region_name,
+            timeout_seconds=self.insync_timeout_seconds,
+            hold_seconds=hold_seconds,
+            carry=carry,
+        )
+
+    def insync_timeout(self, hold_seconds: float = 0.0) -> timedelta:
+        return timedelta(seconds=self.insync_timeout_seconds + hold_seconds) + DEFERRAL_MARGIN
+
+
+class TrafficOperator(Route53Targets, BaseOperator):
+    """Base of the Route53 operators: the weighted records, by name and set identifier.
+
+    :param aws_conn_id: the `aws` connection (endpoint_url in its extra for a non-AWS Route53)
+    :param hosted_zone: the public zone, e.g. `pyairtable.example.com.`
+    :param records: every public record moved by the cutover, each with one weighted set per
+        environment
+    :param staging_set_identifier: SetIdentifier of staging's weighted record sets
+    :param production_set_identifier: SetIdentifier of production's
+    :param region_name: AWS region of the client (Route53 is global; None uses the connection's)
+    :param insync_timeout_seconds: longest wait for a change to be INSYNC
+    """
+
+    template_fields: Sequence[str] = ROUTE53_FIELDS
+    operator_extra_links: Collection[BaseOperatorLink] = (HostedZoneLink(),)
+    ui_color = "#fde9c9"
+
+    def __init__(
+        self,
+        *,
+        aws_conn_id: str,
+        hosted_zone: str,
+        records: Sequence[str],
+        staging_set_identifier: str,
+        production_set_identifier: str,
+        region_name: str | None = None,
+        insync_timeout_seconds: float = 600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_targets(
+            aws_conn_id,
+            hosted_zone,
+            records,
+            staging_set_identifier,
+            production_set_identifier,
+            region_name,
+            insync_timeout_seconds,
+        )
+
+
+class LowerTtlOperator(TrafficOperator):
+    """Lower every cutover record's TTL, then wait out the old TTL before the first shift.
+
+    Clients may hold an answer for as long as its old TTL, so the first weight change reaches
+    all of them only after that. Only TTLs above `cutover_ttl_seconds` are lowered (a lower TTL
+    is left alone). The wait is max(old TTL) of every record, counted from INSYNC.
+
+    Re-run rule (idempotency): when nothing is lowered now (an earlier try did it), the wait is
+    max(current TTL). An earlier try that was interrupted mid-wait may have lowered the TTL less
+    than the old TTL ago; clients still holding such an older answer only make the first step's
+    share lag behind its weight (both environments serve), they never reach a wrong address.
+    The change comment records the old TTLs; so does the XCom summary.
+    """
+
+    template_fields: Sequence[str] = (*ROUTE53_FIELDS, "cutover_ttl_seconds")
+
+    def __init__(self, *, cutover_ttl_seconds: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cutover_ttl_seconds = cutover_ttl_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        cutover = int(self.cutover_ttl_seconds)
+        if _mode(context) == "plan":
+            self.log.info(
+                "Plan: would lower the TTL of %s to %d s where higher, then wait out the old TTL",
+                ", ".join(self.records),
+                cutover,
+            )
+            return {"mode": "plan", "cutover_ttl_seconds": cutover}
+        hook, zone_id, records = self.read(context)
+        old = {r.key: r.ttl for by_id in records.values() for r in by_id.values()}
+        old_max = max((ttl for ttl in old.values() if ttl is not None), default=0)
+        result = hook.set_ttl(
+            zone_id,
+            records,
+            cutover,
+            comment=f"pyairtable-migration {_run_id(context)}: TTL to {cutover}s for the cutover; "
+            f"old TTL max {old_max}s",
+            only_lower=True,
+        )
+        self.log_change(result, f"TTL lowered to {cutover} s")
+        if result.change_id is not None:
+            wait = old_max
+            self.log.info("Waiting out the old TTL: %d s from INSYNC", wait)
+        else:
+            wait = max((ttl for ttl in old.values() if ttl is not None), default=0)
+            self.log.info(
+                "TTLs were already at most %d s (lowered by an earlier try): waiting max(current TTL) = %d s",
+                cutover,
+                wait,
+            )
+        summary = {
+            "mode": "apply",
+            "zone_id": zone_id,
+            "change_id": result.change_id,
+            "changed": result.described,
+            "old_ttls": old,
+            "wait_seconds": wait,
+        }
+        if result.change_id is None and wait <= 0:
+            return summary
+        self.defer(
+            trigger=self.insync_trigger(result.change_id, {"summary": summary}, hold_seconds=wait),
+            method_name="execute_complete",
+            timeout=self.insync_timeout(wait),
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
+        summary: dict[str, Any] = event["carry"]["summary"]
+        if event["status"] != "insync":
+            raise AirflowFailException(f"TTL change not confirmed: {event.get('message')}")
+        self.log.info(
+            "TTL change INSYNC after %.1f s; old TTL (%d s) waited out: clients now follow the weights",
+            event["insync_seconds"],
+            summary["wait_seconds"],
+        )
+        return summary
+
+
+class ShiftTrafficOperator(TrafficOperator):
+    """One weight step: production `weight` %, staging the rest; INSYNC; bake; gate.
+
+    Skipped when `weight` is not in the run's `traffic_steps`. The gate samples production's
+    error ratio and p99 every `sample_seconds` during the bake; `consecutive_breaches` breaching
+    samples in a row put traffic back on staging (one batch, written by the trigger at the trip
+    and re-asserted here), wait INSYNC, and fail the task with the measured values. No data for
+    the whole bake, or Prometheus down, fails the task without shifting further (traffic stays
+    where it is; clear the task to gate again, or run the traffic rollback).
+
+    :param weight: production's weight at this step, 1..100
+    :param bake_seconds: how long to watch production (template: the run's `bake_seconds` param)
+    :param prometheus_conn_id: the `http` connection to Prometheus
+    :param error_ratio_query: PromQL template with `$selector` and `$window`
+    :param p99_query: PromQL template with `$selector` and `$window`
+    :param prometheus_labels: production's labels, the gate's `$selector`
+    :param max_error_ratio: a sample above this is a breach
+    :param max_p99_seconds: a sample above this is a breach
+    :param sample_seconds: seconds between samples
+    :param consecutive_breaches: breaching samples in a row that trip the gate
+    :param window: the PromQL range (`$window`), e.g. `30s`
+    """
+
+    template_fields: Sequence[str] = (
+        *ROUTE53_FIELDS,
+        "weight",
+        "bake_seconds",
+        "prometheus_conn_id",
+        "error_ratio_query",
+        "p99_query",
+        "prometheus_labels",
+        "max_error_ratio",
+        "max_p99_seconds",
+        "sample_seconds",
+        "consecutive_breaches",
+        "window",
+    )
+    operator_extra_links = (
+        HostedZoneLink(),
+        ErrorRatioGraphLink(),
+        P99GraphLink(),
+    )
+
+    def __init__(
+        self,
+        *,
+        weight: int,
+        bake_seconds: float | str,
+        prometheus_conn_id: str,
+        error_ratio_query: str,
+        p99_query: str,
+        prometheus_labels: Mapping[str, str],
+        max_error_ratio: float,
+        max_p99_seconds: float,
+        sample_seconds: float,
+        consecutive_breaches: int,
+        window: str = "30s",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.weight = weight
+        self.bake_seconds = bake_seconds
+        self.prometheus_conn_id = prometheus_conn_id
+        self.error_ratio_query = error_ratio_query
+        self.p99_query = p99_query
+        self.prometheus_labels = dict(prometheus_labels)
+        self.max_error_ratio = max_error_ratio
+        self.max_p99_seconds = max_p99_seconds
+        self.sample_seconds = sample_seconds
+        self.consecutive_breaches = consecutive_breaches
+        self.window = window
+
+    def gate_queries(self) -> dict[str, str]:
+        return {
+            "error_ratio": render_query(self.error_ratio_query, self.prometheus_labels, self.window),
+            "p99": render_query(self.p99_query, self.prometheus_labels, self.window),
+        }
+
+    def gate_limits(self) -> dict[str, float]:
+        return {"error_ratio": float(self.max_error_ratio), "p99": float(self.max_p99_seconds)}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        weight = int(self.weight)
+        steps = list(context["params"]["traffic_steps"])
+        if weight not in steps:
+            self.log.info("Skipped: %d %% is not among this run's traffic steps %s", weight, steps)
+            raise AirflowSkipException(f"{weight} % is not among this run's traffic steps {steps}")
+        bake = float(self.bake_seconds)
+        limits = self.gate_limits()
+        if _mode(context) == "plan":
+            self.log.info(
+                "Plan: would set %s on %s in one batch, wait INSYNC, bake %g s and gate on production: "
+                "error ratio <= %g, p99 <= %g s, sampled every %g s, %d consecutive breaches revert to "
+                "staging",
+                self.describe_weights(weight),
+                ", ".join(self.records),
+                bake,
+                limits["error_ratio"],
+                limits["p99"],
+                float(self.sample_seconds),
+                int(self.consecutive_breaches),
+            )
+            for name, query in self.gate_queries().items():
+                self.log.info("Plan: gate query %s: %s", name, query)
+            return {"mode": "plan", "weight": weight, "bake_seconds": bake}
+        hook, zone_id, records = self.read(context)
+        before = weights_of(records)
+        result = hook.set_weights(
+            zone_id,
+            records,
+            self.wanted_weights(weight),
+            comment=f"pyairtable-migration {_run_id(context)}: production {weight} %",
+        )
+        self.log_change(result, f"Weights {self.describe_weights(weight)}")
+        step = {
+            "weight": weight,
+            "zone_id": zone_id,
+            "change_id": result.change_id,
+            "changed": result.described,
+            "weights_before": before,
+        }
+        self.defer(
+            trigger=TrafficGateTrigger(
+                weight=weight,
+                aws_conn_id=self.aws_conn_id,
+                change_id=result.change_id,
+                prometheus_conn_id=self.prometheus_conn_id,
+                queries=self.gate_queries(),
+                limits=limits,
+                bake_seconds=bake,
+                sample_seconds=float(self.sample_seconds),
+                consecutive_breaches=int(self.consecutive_breaches),
+                region_name=self.region_name,
+                insync_timeout_seconds=self.insync_timeout_seconds,
+                revert={
+                    "hosted_zone": self.hosted_zone,
+                    "records": self.records,
+                    "weights": self.wanted_weights(0),
+                },
+                carry={"step": step},
+            ),
+            method_name="execute_complete",
+            timeout=self.insync_timeout(bake),
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Any:
+        step: dict[str, Any] = event["carry"]["step"]
+        status = event["status"]
+        self.log.info("Gate: %s", event.get("message"))
+        if status == "passed":
+            return {
+                **step,
+                "gate": {k: event[k] for k in ("status", "samples", "complete_samples", "peaks", "limits")},
+            }
+        if status != "breached":
+            raise AirflowFailException(
+                f"{event.get('message')}. Traffic stays at {self.describe_weights(int(self.weight))}; "
+                "clear this task to gate again once Prometheus answers, or run the traffic rollback."
+            )
+        # The trigger reverted at the trip already; re-assert it (a no-op then), in case it could not.
+        reverted = event.get("reverted") or {}
+        if reverted.get("change_id"):
+            self.log.info("The gate trigger put traffic back on staging: change %s", reverted["change_id"])
+        elif reverted.get("error"):
+            self.log.warning("The gate trigger could not revert (%s); reverting now", reverted["error"])
+        revert = self.revert_to_staging(context, f"gate tripped at {self.weight} %")
+        revert_change_id = revert.change_id or reverted.get("change_id")
+        carry = {
+            "step": step,
+            "gate": {k: event[k] for k in ("message", "peaks", "limits", "breaching_samples")},
+            "revert_change_id": revert_change_id,
+        }
+        if revert_change_id is None:
+            self.fail_after_revert(context, {"status": "insync", "insync_seconds": 0.0, "carry": carry})
+        self.defer(
+            trigger=self.insync_trigger(revert_change_id, carry),
+            method_name="fail_after_revert",
+            timeout=self.insync_timeout(),
+        )
+
+    def fail_after_revert(self, context: Context, event: Mapping[str, Any]) -> None:
+        gate, revert_change_id = event["carry"]["gate"], event["carry"]["revert_change_id"]
+        confirmed = (
+            f"INSYNC after {event['insync_seconds']:.1f} s"
+            if event["status"] == "insync"
+            else f"NOT confirmed INSYNC ({event.get('message')})"
+        )
+        raise AirflowFailException(
+            f"{gate['message']}. Traffic reverted to staging ({self.describe_weights(0)}, "
+            f"change {revert_change_id or 'none needed'}, {confirmed})."
+        )
+
+
+class TrafficApprovalOperator(Route53Targets, ApprovalOperator):
+    """A person approves the next weight; a rejection puts traffic back on staging and fails.
+
+    Skipped (logged: approvals off) when the run's `require_approvals` is false; in plan mode it
+    only says what it would ask. The failed task stops the next step (it never runs) and marks
+    the run failed: the cutover did not complete.
+
+    :param weight: the weight being approved (for the question)
+    """
+
+    template_fields: Sequence[str] = (*ApprovalOperator.template_fields, *ROUTE53_FIELDS, "weight")
+    operator_extra_links = (HostedZoneLink(),)
+    ui_color = "#fff2a8"
+
+    def __init__(
+        self,
+        *,
+        weight: int,
+        aws_conn_id: str,
+        hosted_zone: str,
+        records: Sequence[str],
+        staging_set_identifier: str,
+        production_set_identifier: str,
+        region_name: str | None = None,
+        insync_timeout_seconds: float = 600.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("subject", f"Shift {weight} % of PyAirtable traffic to production?")
+        kwargs.setdefault(
+            "body",
+            f"Every earlier weight step passed its gate. **Approve** sets production to {weight} % "
+            f"on {', '.join(records)}. **Reject** puts all traffic back on staging "
+            f"({production_set_identifier} 0 / {staging_set_identifier} 100) and stops the cutover.",
+        )
+        super().__init__(**kwargs)
+        self.weight = weight
+        self._init_targets(
+            aws_conn_id,
+            hosted_zone,
+            records,
+            staging_set_identifier,
+            production_set_identifier,
+            region_name,
+            insync_timeout_seconds,
+        )
+
+    def execute(self, context: Context) -> Any:
+        if _mode(context) == "plan":
+            self.log.info("Plan: would ask for approval of %s %%: %s", self.weight, self.subject)
+            return {"mode": "plan", "weight": self.weight}
+        if not context["params"]["require_approvals"]:
+            self.log.info("Approvals off for this run (require_approvals=false): not asking")
+            raise AirflowSkipException("approvals off (require_approvals=false)")
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        # HITLOperator's: validates the answer; ApprovalOperator's would skip downstream on Reject.
+        answer = HITLOperator.execute_complete(self, context, event)
+        chosen = answer["chosen_options"][0]
+        user = answer.get("responded_by_user") or {}
+        who = str((user.get("name") or user.get("id") or "") if isinstance(user, Mapping) else user)
+        who = who or "an unknown user"
+        if chosen == self.APPROVE:
+            self.log.info("Approved by %s: %s %% may proceed", who, self.weight)
+            return {"approved": True, "by": who, "weight": self.weight}
+        self.log.info("Rejected by %s: putting traffic back on staging", who)
+        revert = self.revert_to_staging(context, f"{self.weight} % rejected by {who}")
+        carry = {"who": who, "revert_change_id": revert.change_id}
+        if revert.change_id is None:
+            self.fail_after_rejection(context, {"status": "insync", "insync_seconds": 0.0, "carry": carry})
+        self.defer(
+            trigger=self.insync_trigger(revert.change_id, carry),
+            method_name="fail_after_rejection",
+            timeout=self.insync_timeout(),
+        )
+
+    def fail_after_rejection(self, context: Context, event: Mapping[str, Any]) -> None:
+        who, revert_change_id = event["carry"]["who"], event["carry"]["revert_change_id"]
+        confirmed = "INSYNC" if event["status"] == "insync" else f"NOT confirmed ({event.get('message')})"
+        raise AirflowFailException(
+            f"{self.weight} % rejected by {who}: traffic is back on staging ({self.describe_weights(0)}, "
+            f"change {revert_change_id or 'none needed'}, {confirmed}); the cutover stops here."
+        )
+
+
+class FinalizeTrafficOperator(TrafficOperator):
+    """After 100 %: restore the TTL; staging's record stays at weight 0 as the way back.
+
+    Refuses unless every record is at production 100 / staging 0. The staging record is kept
+    (never deleted here); `retention_seconds` is reported as how long to keep it.
+    """
+
+    template_fields: Sequence[str] = (*ROUTE53_FIELDS, "final_ttl_seconds", "retention_seconds")
+
+    def __init__(self, *, final_ttl_seconds: int, retention_seconds: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.final_ttl_seconds = final_ttl_seconds
+        self.retention_seconds = retention_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
+        if _mode(context) == "plan":
+            self.log.info(
+                "Plan: would check %s on %s, restore TTL %d s, and keep staging's records at weight 0 "
+                "for %d s as the way back",
+                self.describe_weights(100),
+                ", ".join(self.records),
+                final_ttl,
+                retention,
+            )
+            return {"mode": "plan", "final_ttl_seconds": final_ttl, "retention_seconds": retention}
+        hook, zone_id, records = self.read(context)
+        wanted = self.wanted_weights(100)
+        wrong = [
+            f"{r.key} weight {r.weight} (expected {wanted[r.set_identifier]})"
+            for by_id in records.values()
+            for r in by_id.values()
+            if r.set_identifier in wanted and r.weight != wanted[r.set_identifier]
+        ]
+        if wrong:
+            raise AirflowFailException(
+                f"not finalizing: traffic is not fully on production ({'; '.join(wrong)}); "
+                "run the 100 % step first"
+            )
+        result = hook.set_ttl(
+            zone_id,
+            records,
+            final_ttl,
+            comment=f"pyairtable-migration {_run_id(context)}: cutover done, TTL back to {final_ttl}s",
+        )
+        self.log_change(result, f"TTL restored to {final_ttl} s")
+        keep_until = datetime.now(UTC) + timedelta(seconds=retention)
+        self.log.info(
+            "Staging's weighted records stay at weight 0 as the way back; keep them for %d s "
+            "(until %s UTC), then delete them by hand",
+            retention,
+            keep_until.strftime("%Y-%m-%d %H:%M"),
+        )
+        summary = {
+            "mode": "apply",
+            "zone_id": zone_id,
+            "change_id": result.change_id,
+            "changed": result.described,
+            "weights": weights_of(records),
+            "final_ttl_seconds": final_ttl,
+            "staging_kept_until": keep_until.isoformat(timespec="seconds"),
+        }
+        if result.change_id is None:
+            return summary
+        self.defer(
+            trigger=self.insync_trigger(result.change_id, {"summary": summary}),
+            method_name="execute_complete",
+            timeout=self.insync_timeout(),
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
+        summary: dict[str, Any] = event["carry"]["summary"]
+        if event["status"] != "insync":
+            raise AirflowFailException(f"TTL change not confirmed: {event.get('message')}")
+        self.log.info("TTL change INSYNC after %.1f s", event["insync_seconds"])
+        return summary
+
+
+class TrafficRollbackOperator(TrafficOperator):
+    """Put every user back on staging: production 0, staging 100 in one batch, then INSYNC.
+
+    A no-op (logged) when the records are already so. Used by the rollback path.
+    """
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if _mode(context) == "plan":
+            self.log.info(
+                "Plan: would set %s on %s in one batch and wait INSYNC",
+                self.describe_weights(0),
+                ", ".join(self.records),
+            )
+            return {"mode": "plan"}
+        result = self.revert_to_staging(context, "rollback")
+        summary = {"mode": "apply", "change_id": result.change_id, "changed": result.described}
+        if result.change_id is None:
+            return summary
+        self.defer(
+            trigger=self.insync_trigger(result.change_id, {"summary": summary}),
+            method_name="execute_complete",
+            timeout=self.insync_timeout(),
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
+        summary: dict[str, Any] = event["carry"]["summary"]
+        if event["status"] != "insync":
+            raise AirflowFailException(f"rollback change not confirmed INSYNC: {event.get('message')}")
+        self.log.info("Rollback INSYNC after %.1f s: every user is on staging", event["insync_seconds"])
+        return summary

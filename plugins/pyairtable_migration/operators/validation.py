@@ -1,0 +1,756 @@
+"""The validation phase: each check measures production after the cutover and fails naming the figure.
+
+Every check logs what it measured and returns it as its XCom (the report task reads them back):
+
+- `LatencySloOperator`: p95 of real production requests per service (Prometheus histogram),
+  against the budget of the service's SLO class. A service with no traffic in the window is
+  reported by name; with `no_traffic="fail"` (the default) it fails the check, because an SLO
+  that was not measured is not met.
+- `DataParityOperator`: the database phase's independent validator, run from the side writers
+  use (after the switchover: the target, replicating back to the source) to the other side,
+  plus the table sets of both sides and the replication direction left in place.
+- `SecurityOperator`: no replication object left behind except the reverse path kept for
+  rollback, every production Service selects exactly one existing color, and no configured
+  connection's password in any XCom of this run or in any task's (unrendered) arguments.
+  Airflow 3.3's Task SDK gives a task no access to other tasks' rendered fields, so those are
+  not searched; the XComs are, through `ti.xcom_pull` of every task of the DAG.
+- `BackupRestoreOperator`: a `pg_dump` of the target, taken in an exported snapshot, restores
+  into a scratch database whose exact row counts equal the target's in that snapshot.
+- `MonitoringOperator`: every Prometheus target of production is up.
+
+In plan mode (the run's `mode` param) each check logs what it would check and connects to nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook, BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+from psycopg2 import sql
+
+from pyairtable_migration.hooks.bluegreen import COLORS, BlueGreenError, BlueGreenHook, deployment_name
+from pyairtable_migration.hooks.database import MigrationPostgresHook, Table, fetch_dicts, get_subscription
+from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
+from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
+from pyairtable_migration.hooks.validation import Validator
+from pyairtable_migration.links import MigrationReportLink
+from pyairtable_migration.operators.database import catch_up
+
+LATENCY_QUERY = (
+    "histogram_quantile(0.95, sum by (le, service) "
+    "(rate(pyairtable_http_request_duration_seconds_bucket{$selector}[$window])))"
+)
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+MIN_SECRET_LENGTH = 4  # shorter "passwords" would match everywhere and mean nothing
+
+
+def run_mode(context: Context) -> str:
+    return str(context["params"].get("mode", "plan"))
+
+
+def fail(message: str) -> AirflowFailException:
+    return AirflowFailException(message)
+
+
+def selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+
+
+class ValidationCheckOperator(BaseOperator):
+    ui_color = "#e8e0f5"
+
+    def planned(self, context: Context, *lines: str) -> bool:
+        if run_mode(context) != "plan":
+            return False
+        for line in lines:
+            self.log.info("Plan: would %s", line)
+        return True
+
+
+# --- latency SLOs -----------------------------------------------------------------------------------
+
+
+def judge_latency(
+    p95_seconds: Mapping[str, float | None],
+    services: Mapping[str, str],
+    slo_classes: Mapping[str, int],
+) -> dict[str, dict[str, Any]]:
+    """Per service: class, budget, measured p95 in ms (None: no traffic) and a verdict."""
+    results = {}
+    for service, slo_class in sorted(services.items()):
+        budget = int(slo_classes[slo_class])
+        value = p95_seconds.get(service)
+        if value is None or math.isnan(value):
+            results[service] = {
+                "slo_class": slo_class,
+                "budget_ms": budget,
+                "p95_ms": None,
+                "verdict": "no traffic",
+            }
+            continue
+        p95_ms = round(value * 1000, 1)
+        verdict = "met" if p95_ms < budget else "breached"
+        results[service] = {"slo_class": slo_class, "budget_ms": budget, "p95_ms": p95_ms, "verdict": verdict}
+    return results
+
+
+class LatencySloOperator(ValidationCheckOperator):
+    """p95 of real production requests per service against its SLO class's budget (ms).
+
+    :param services: service -> SLO class
+    :param slo_classes: SLO class -> budget in milliseconds (the p95 must be below it)
+    :param prometheus_labels: production's labels (the query's $selector)
+    :param window: PromQL range of the rate
+    :param no_traffic: `fail` or `warn` for a service with no production traffic in the window
+    """
+
+    template_fields: Sequence[str] = ("prometheus_conn_id", "prometheus_labels", "window", "services")
+
+    def __init__(
+        self,
+        *,
+        prometheus_conn_id: str,
+        services: Mapping[str, str],
+        slo_classes: Mapping[str, int],
+        prometheus_labels: Mapping[str, str],
+        window: str = "5m",
+        no_traffic: str = "fail",
+        query: str = LATENCY_QUERY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prometheus_conn_id = prometheus_conn_id
+        self.services = dict(services)
+        self.slo_classes = dict(slo_classes)
+        self.prometheus_labels = dict(prometheus_labels)
+        self.window = window
+        self.no_traffic = no_traffic
+        self.query = query
+
+    def rendered_query(self) -> str:
+        from string import Template
+
+        return Template(self.query).substitute(selector=selector(self.prometheus_labels), window=self.window)
+
+    def measure(self) -> dict[str, float | None]:
+        hook = PrometheusHook(self.prometheus_conn_id)
+        try:
+            data = hook._get("api/v1/query", {"query": self.rendered_query()})
+        except PrometheusQueryError as exc:
+            raise fail(f"latency_slos: {exc}") from None
+        measured: dict[str, float | None] = {}
+        for series in data.get("result") or []:
+            name = series.get("metric", {}).get("service")
+            if name:
+                value = float(series["value"][1])
+                measured[name] = None if math.isnan(value) else value
+        return measured
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"query Prometheus ({self.prometheus_conn_id}): {self.rendered_query()}",
+            *(
+                f"check {name}: p95 < {self.slo_classes[cls]} ms ({cls})"
+                for name, cls in sorted(self.services.items())
+            ),
+        ):
+            return {"mode": "plan"}
+        results = judge_latency(self.measure(), self.services, self.slo_classes)
+        for name, r in results.items():
+            self.log.info(
+                "%s (%s, budget %d ms): p95 %s -> %s",
+                name,
+                r["slo_class"],
+                r["budget_ms"],
+                "no traffic" if r["p95_ms"] is None else f"{r['p95_ms']} ms",
+                r["verdict"],
+            )
+        breached = [
+            f"{n}: p95 {r['p95_ms']} ms >= {r['budget_ms']} ms ({r['slo_class']})"
+            for n, r in results.items()
+            if r["verdict"] == "breached"
+        ]
+        silent = [
+            f"{n}: no production traffic in the last {self.window}"
+            for n, r in results.items()
+            if r["verdict"] == "no traffic"
+        ]
+        summary = {
+            "mode": "apply",
+            "window": self.window,
+            "services": results,
+            "breached": breached,
+            "no_traffic": silent,
+        }
+        problems = breached + (silent if self.no_traffic == "fail" else [])
+        for line in silent:
+            self.log.warning("No data: %s", line)
+        if problems:
+            context["ti"].xcom_push(key="figures", value=summary)
+            raise fail(f"latency SLOs: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        return summary
+
+
+# --- data parity ------------------------------------------------------------------------------------
+
+
+class DataParityOperator(ValidationCheckOperator):
+    """The independent validator from the side writers use to the other, and the replication in place.
+
+    After the switchover writers use the target and the source follows it through the reverse
+    subscription: the validator compares target -> source, re-checking a differing range after
+    the source has applied the target's WAL. Both table sets must be equal, the forward
+    subscription gone and the reverse one without errors.
+    """
+
+    template_fields: Sequence[str] = (
+        "source_conn_id",
+        "target_conn_id",
+        "poolers",
+        "subscription",
+        "reverse_subscription",
+    )
+
+    def __init__(
+        self,
+        *,
+        source_conn_id: str,
+        target_conn_id: str,
+        poolers: Sequence[Mapping[str, str]],
+        subscription: str,
+        reverse_subscription: str,
+        chunk_rows: int,
+        parallelism: int = 2,
+        catch_up_timeout_seconds: float = 120.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_conn_id = source_conn_id
+        self.target_conn_id = target_conn_id
+        self.poolers = [dict(p) for p in poolers]
+        self.subscription = subscription
+        self.reverse_subscription = reverse_subscription
+        self.chunk_rows = chunk_rows
+        self.parallelism = parallelism
+        self.catch_up_timeout_seconds = catch_up_timeout_seconds
+
+    def writers_on(self, source: MigrationPostgresHook, target: MigrationPostgresHook) -> str:
+        sides = set()
+        for pooler in self.poolers:
+            state = PgBouncerHook(pooler["admin_conn_id"]).database(pooler["database"]) or {}
+            address = (str(state.get("host")), int(state.get("port") or 0))
+            sides.add(
+                "target"
+                if address == target.address[:2]
+                else "source"
+                if address == source.address[:2]
+                else "elsewhere"
+            )
+        if len(sides) != 1 or "elsewhere" in sides:
+            raise fail(
+                f"data_parity: the pooler(s) do not all point at one of the clusters ({sorted(sides)})"
+            )
+        return sides.pop()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            "read where the pooler(s) send writers",
+            f"compare counts and hashes of every table per {self.chunk_rows}-key range, "
+            f"from the writers' side to the other ({self.source_conn_id}, {self.target_conn_id})",
+            f"check subscription {self.subscription} is gone and {self.reverse_subscription} replicates back",
+        ):
+            return {"mode": "plan"}
+        source, target = (
+            MigrationPostgresHook(self.source_conn_id),
+            MigrationPostgresHook(self.target_conn_id),
+        )
+        writers = self.writers_on(source, target)
+        if writers == "target":
+            primary, follower, subscription = target, source, self.reverse_subscription
+        else:
+            primary, follower, subscription = source, target, self.subscription
+        self.log.info("Writers use the %s; comparing it with its follower through %s", writers, subscription)
+        problems: list[str] = []
+        with primary.cursor() as p_cur, follower.cursor() as f_cur:
+            tables = {
+                side: {str(r["t"]) for r in fetch_dicts(cur, TABLES_QUERY)}
+                for side, cur in (("primary", p_cur), ("follower", f_cur))
+            }
+            replication = get_subscription(f_cur, subscription)
+            errors = fetch_dicts(f_cur, SUBSCRIPTION_ERRORS_QUERY, {"name": subscription})
+            if writers == "target":
+                forward = get_subscription(p_cur, self.subscription)
+                if forward is not None:
+                    problems.append(f"forward subscription {self.subscription} still exists on the target")
+        only_primary = sorted(tables["primary"] - tables["follower"])
+        only_follower = sorted(tables["follower"] - tables["primary"])
+        problems += [f"table {t} exists only on the {writers}" for t in only_primary]
+        problems += [f"table {t} exists only on the follower" for t in only_follower]
+        if replication is None:
+            problems.append(f"subscription {subscription} is missing: nothing keeps the other side current")
+        elif not replication["subenabled"]:
+            problems.append(f"subscription {subscription} is disabled")
+        for row in errors:
+            if row["apply_error_count"] or row["sync_error_count"]:
+                problems.append(
+                    f"subscription {subscription}: {row['apply_error_count']} apply / "
+                    f"{row['sync_error_count']} sync error(s)"
+                )
+        validator = Validator(
+            primary,
+            follower,
+            chunk_rows=int(self.chunk_rows),
+            parallelism=int(self.parallelism),
+            catch_up=lambda: catch_up(
+                primary, follower, subscription, self.catch_up_timeout_seconds, self.log
+            ),
+            log=self.log,
+        )
+        report = validator.run()
+        problems += [f"table {t} is missing on the follower" for t in report.missing_tables]
+        problems += [d.describe() for d in report.differences]
+        summary = {
+            "mode": "apply",
+            "writers_on": writers,
+            "compared": f"{writers} -> {'source' if writers == 'target' else 'target'}",
+            "replication": subscription,
+            **report.summary(),
+            "problems": problems,
+        }
+        self.log.info(
+            "Parity: %d tables, %d rows, %d ranges in %.2f s; %d problem(s)",
+            report.tables,
+            report.rows,
+            report.chunks,
+            report.seconds,
+            len(problems),
+        )
+        if problems:
+            context["ti"].xcom_push(key="figures", value=summary)
+            raise fail(f"data_parity: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        return summary
+
+
+TABLES_QUERY = sql.SQL(
+    "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pyairtable_migration') "
+    "AND n.nspname NOT LIKE 'pg_toast%%' AND NOT c.relispartition"
+)
+SUBSCRIPTION_ERRORS_QUERY = sql.SQL(
+    "SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats WHERE subname = %(name)s"
+)
+
+
+# --- security ---------------------------------------------------------------------------------------
+
+LEFTOVERS_QUERY = sql.SQL(
+    "SELECT 'publication' AS kind, pubname::text AS name FROM pg_publication "
+    "UNION ALL SELECT 'subscription', subname::text FROM pg_subscription "
+    "WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "UNION ALL SELECT 'slot', slot_name::text FROM pg_replication_slots "
+    "UNION ALL SELECT 'replication role', rolname::text FROM pg_roles "
+    "WHERE rolreplication AND NOT rolsuper AND rolname NOT LIKE 'pg\\_%%'"
+)
+
+
+def find_secrets(secrets: Mapping[str, str], documents: Mapping[str, Any]) -> list[str]:
+    """Where a secret appears: `<document>: password of <connection>` (the secret itself never shown)."""
+    found = []
+    for where, value in documents.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        for conn_id, secret in secrets.items():
+            if secret in text:
+                found.append(f"{where}: password of connection {conn_id}")
+    return found
+
+
+class SecurityOperator(ValidationCheckOperator):
+    """Replication leftovers, one color per production Service, no secret in this run's output.
+
+    :param allowed: {"source": [...], "target": [...]} of `kind:name` kept on purpose (the reverse
+        replication path kept for rollback)
+    :param connection_ids: connections whose passwords must appear in no XCom or task argument
+    """
+
+    template_fields: Sequence[str] = ("source_conn_id", "target_conn_id", "namespace", "kubernetes_conn_id")
+
+    def __init__(
+        self,
+        *,
+        source_conn_id: str,
+        target_conn_id: str,
+        allowed: Mapping[str, Sequence[str]],
+        kubernetes_conn_id: str,
+        namespace: str,
+        services: Sequence[str],
+        connection_ids: Sequence[str],
+        tolerated: Mapping[str, Mapping[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tolerated = {side: dict(names) for side, names in (tolerated or {}).items()}
+        self.source_conn_id = source_conn_id
+        self.target_conn_id = target_conn_id
+        self.allowed = {side: list(names) for side, names in allowed.items()}
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.namespace = namespace
+        self.services = list(services)
+        self.connection_ids = list(connection_ids)
+
+    def leftovers(self) -> tuple[dict[str, list[str]], list[str], list[str]]:
+        """(kept on purpose per side, problems, tolerated leftovers with the reason)."""
+        kept: dict[str, list[str]] = {}
+        problems, warnings = [], []
+        for side, conn_id in (("source", self.source_conn_id), ("target", self.target_conn_id)):
+            with MigrationPostgresHook(conn_id).cursor() as cursor:
+                found = [f"{r['kind']}:{r['name']}" for r in fetch_dicts(cursor, LEFTOVERS_QUERY)]
+            kept[side] = sorted(f for f in found if f in self.allowed.get(side, []))
+            tolerated = self.tolerated.get(side, {})
+            for leftover in sorted(found):
+                described = f"{side}: {leftover.replace(':', ' ', 1)} left behind"
+                if leftover in kept[side]:
+                    continue
+                if leftover in tolerated:
+                    warnings.append(f"{described} ({tolerated[leftover]})")
+                else:
+                    problems.append(described)
+        return kept, problems, warnings
+
+    def colors(self) -> tuple[dict[str, str | None], list[str]]:
+        try:
+            states = BlueGreenHook(self.kubernetes_conn_id, self.namespace).read_all_states(
+                sorted(self.services)
+            )
+        except BlueGreenError as exc:
+            raise fail(f"security: {exc}") from None
+        active: dict[str, str | None] = {}
+        problems = []
+        for name, state in sorted(states.items()):
+            selected = state.active.selector if state.active else None
+            color = state.active_color
+            active[name] = color
+            if state.active is None:
+                problems.append(f"{name}: no Service in {self.namespace}")
+            elif color not in COLORS or selected is None or list(selected).count("color") != 1:
+                problems.append(f"{name}: Service selects {selected}, not exactly one color")
+            elif color not in state.colors:
+                problems.append(
+                    f"{name}: Service selects {color} but {deployment_name(name, color)} does not exist"
+                )
+        return active, problems
+
+    def secrets(self) -> dict[str, str]:
+        found = {}
+        for conn_id in self.connection_ids:
+            with contextlib.suppress(Exception):
+                password = BaseHook.get_connection(conn_id).password
+                if password and len(password) >= MIN_SECRET_LENGTH:
+                    found[conn_id] = password
+        return found
+
+    def run_documents(self, context: Context) -> dict[str, Any]:
+        """Every XCom (return value and figures) of this run's other tasks, and every task's arguments."""
+        dag = context["dag"]
+        ti = context["ti"]
+        documents: dict[str, Any] = {}
+        for task in dag.tasks:
+            if task.task_id == self.task_id:
+                continue
+            for key in ("return_value", "figures"):
+                with contextlib.suppress(Exception):
+                    value = ti.xcom_pull(task_ids=task.task_id, key=key)
+                    if value is not None:
+                        documents[f"XCom {key} of {task.task_id}"] = value
+            arguments = {field: getattr(task, field, None) for field in task.template_fields}
+            documents[f"arguments of {task.task_id}"] = arguments
+        return documents
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"list publications, subscriptions, slots and replication roles on {self.source_conn_id} and "
+            f"{self.target_conn_id}; allow only {self.allowed}",
+            f"check every Service in {self.namespace} selects exactly one existing color",
+            "search this run's XComs and task arguments for the passwords of "
+            + ", ".join(self.connection_ids),
+        ):
+            return {"mode": "plan"}
+        kept, problems, warnings = self.leftovers()
+        for warning in warnings:
+            self.log.warning("Tolerated: %s", warning)
+        active, color_problems = self.colors()
+        problems += color_problems
+        secrets = self.secrets()
+        documents = self.run_documents(context)
+        leaks = find_secrets(secrets, documents)
+        problems += [f"secret found in {leak}" for leak in leaks]
+        summary = {
+            "mode": "apply",
+            "replication_kept": kept,
+            "tolerated": warnings,
+            "active_colors": active,
+            "secrets_searched": len(secrets),
+            "documents_searched": len(documents),
+            "rendered_fields_searched": False,
+            "problems": problems,
+        }
+        self.log.info(
+            "Kept for rollback: %s; colors: %s; %d password(s) searched in %d XCom/argument document(s) "
+            "(other tasks' rendered fields are not reachable from a task in Airflow 3's SDK)",
+            kept,
+            active,
+            len(secrets),
+            len(documents),
+        )
+        if problems:
+            context["ti"].xcom_push(key="figures", value=summary)
+            raise fail(f"security: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        return summary
+
+
+# --- backup restore ---------------------------------------------------------------------------------
+
+COUNT_TABLES_QUERY = sql.SQL(
+    "SELECT n.nspname AS schema_name, c.relname AS table_name FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
+    "ORDER BY 1, 2"
+)
+
+
+def exact_counts(cursor: Any) -> dict[str, int]:
+    counts = {}
+    for row in fetch_dicts(cursor, COUNT_TABLES_QUERY):
+        table = Table(row["schema_name"], row["table_name"])
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier))
+        counts[str(table)] = int(cursor.fetchone()[0])
+    return counts
+
+
+class BackupRestoreOperator(ValidationCheckOperator):
+    """`pg_dump -Fc` of the target in an exported snapshot, `pg_restore` into a scratch database,
+    exact row counts compared with the target's in the same snapshot; the scratch database is
+    dropped afterwards. Passwords go to the tools as PGPASSWORD, never on a command line."""
+
+    template_fields: Sequence[str] = ("target_conn_id", "pg_bin_dir", "scratch_database")
+
+    def __init__(
+        self,
+        *,
+        target_conn_id: str,
+        pg_bin_dir: str,
+        scratch_database: str,
+        timeout_seconds: float = 3600,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+        self.pg_bin_dir = pg_bin_dir
+        self.scratch_database = scratch_database
+        self.timeout_seconds = timeout_seconds
+
+    def _tool(self, name: str, arguments: list[str], environment: dict[str, str]) -> None:
+        command = [str(Path(self.pg_bin_dir) / name), *arguments]
+        self.log.info("Running %s", " ".join(command))
+        done = subprocess.run(
+            command,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", **environment},
+            capture_output=True,
+            text=True,
+            timeout=self.timeout_seconds,
+        )
+        if done.returncode != 0:
+            raise fail(f"backup_restore: {name} exited {done.returncode}: {done.stderr.strip()[-800:]}")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"pg_dump -Fc {self.target_conn_id} in an exported snapshot ({self.pg_bin_dir})",
+            f"pg_restore it into scratch database {self.scratch_database} on the same cluster, compare exact "
+            "row counts, drop the scratch database",
+        ):
+            return {"mode": "plan"}
+        target = MigrationPostgresHook(self.target_conn_id)
+        scratch = sql.Identifier(self.scratch_database)
+        environment = target.libpq_environment()
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="pyairtable-backup-") as directory:
+            dump = Path(directory) / "target.dump"
+            snapshot_connection = target.connect(autocommit=False)
+            try:
+                with snapshot_connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    cursor.execute("SELECT pg_export_snapshot()")
+                    snapshot = cursor.fetchone()[0]
+                    expected = exact_counts(cursor)
+                    self._tool("pg_dump", ["-Fc", f"--snapshot={snapshot}", "-f", str(dump)], environment)
+            finally:
+                snapshot_connection.rollback()
+                snapshot_connection.close()
+            dumped = time.monotonic()
+            size = dump.stat().st_size
+            with target.cursor() as cursor:
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(scratch))
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(scratch))
+            try:
+                self._tool(
+                    "pg_restore",
+                    [
+                        "--no-owner",
+                        "--no-privileges",
+                        "--no-subscriptions",
+                        "--no-publications",
+                        "--exit-on-error",
+                        "-d",
+                        self.scratch_database,
+                        str(dump),
+                    ],
+                    {**environment, "PGDATABASE": self.scratch_database},
+                )
+                restored = time.monotonic()
+                connection = MigrationPostgresHook(self.target_conn_id)
+                connection._fields["dbname"] = self.scratch_database
+                with connection.cursor() as cursor:
+                    actual = exact_counts(cursor)
+            finally:
+                with target.cursor() as cursor:
+                    cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(scratch))
+        mismatches = [
+            f"{table}: target {expected.get(table)} row(s), restored {actual.get(table)}"
+            for table in sorted(set(expected) | set(actual))
+            if expected.get(table) != actual.get(table)
+        ]
+        summary = {
+            "mode": "apply",
+            "tables": len(expected),
+            "rows": sum(expected.values()),
+            "dump_bytes": size,
+            "dump_seconds": round(dumped - started, 2),
+            "restore_seconds": round(restored - dumped, 2),
+            "mismatches": mismatches,
+        }
+        self.log.info(
+            "Backup check: %d tables, %d rows; dump %d bytes in %.2f s, restored in %.2f s; %d mismatch(es)",
+            summary["tables"],
+            summary["rows"],
+            size,
+            summary["dump_seconds"],
+            summary["restore_seconds"],
+            len(mismatches),
+        )
+        if mismatches:
+            context["ti"].xcom_push(key="figures", value=summary)
+            raise fail("backup_restore: restored row counts differ:\n  - " + "\n  - ".join(mismatches))
+        return summary
+
+
+# --- monitoring -------------------------------------------------------------------------------------
+
+
+class MonitoringOperator(ValidationCheckOperator):
+    """Every Prometheus target carrying production's labels is up (and there is at least one)."""
+
+    template_fields: Sequence[str] = ("prometheus_conn_id", "prometheus_labels")
+
+    def __init__(
+        self, *, prometheus_conn_id: str, prometheus_labels: Mapping[str, str], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prometheus_conn_id = prometheus_conn_id
+        self.prometheus_labels = dict(prometheus_labels)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"list Prometheus ({self.prometheus_conn_id}) targets labelled {self.prometheus_labels}: all up",
+        ):
+            return {"mode": "plan"}
+        try:
+            targets = PrometheusHook(self.prometheus_conn_id).targets()
+        except PrometheusQueryError as exc:
+            raise fail(f"monitoring: {exc}") from None
+        ours = [
+            t
+            for t in targets
+            if all((t.get("labels") or {}).get(k) == v for k, v in self.prometheus_labels.items())
+        ]
+        down = [
+            f"{(t.get('labels') or {}).get('pod') or t.get('scrapeUrl')}: {t.get('health')} "
+            f"({t.get('lastError') or 'no error text'})"
+            for t in ours
+            if t.get("health") != "up"
+        ]
+        summary = {"mode": "apply", "targets": len(ours), "up": len(ours) - len(down), "down": down}
+        self.log.info(
+            "Production targets: %d, up %d; down: %s", len(ours), len(ours) - len(down), down or "none"
+        )
+        if not ours:
+            raise fail(f"monitoring: Prometheus has no target labelled {self.prometheus_labels}")
+        if down:
+            context["ti"].xcom_push(key="figures", value=summary)
+            raise fail(
+                f"monitoring: {len(down)} of {len(ours)} production target(s) down:\n  - "
+                + "\n  - ".join(down)
+            )
+        return summary
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+
+class MigrationReportOperator(BaseOperator):
+    """Writes this run's report (HTML with inline SVG charts, and its data as JSON); links to it.
+
+    Runs whatever the checks' outcome (trigger rule all_done), so a failed migration has a report too.
+    """
+
+    template_fields: Sequence[str] = ("report_dir", "report_base_url")
+    operator_extra_links = (MigrationReportLink(),)
+    ui_color = "#e8e0f5"
+
+    def __init__(self, *, report_dir: str, report_base_url: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.report_dir = report_dir
+        self.report_base_url = report_base_url
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pyairtable_migration import report
+
+        data = report.collect(context)
+        failed = [f"{t['task_id']} ({t['state']})" for t in data["tasks"] if t["state"] in FAILED_STATES]
+        result: dict[str, Any] = {"mode": run_mode(context)}
+        if run_mode(context) == "plan":
+            self.log.info(
+                "Plan: would write the report of %d task(s) to %s",
+                len(data["tasks"]),
+                report.resolve_dir(self.report_dir),
+            )
+        else:
+            html_path, json_path = report.write(data, self.report_dir)
+            url = report.link_for(html_path, self.report_base_url)
+            MigrationReportLink.persist(context, url)
+            self.log.info("Report written: %s (data: %s); open %s", html_path, json_path, url)
+            result.update(html=str(html_path), json=str(json_path), url=url)
+        if failed:
+            # This task runs whatever happened (all_done) and is the DAG's last: it must not turn a
+            # failed migration into a successful run.
+            written = "written" if "url" in result else "not written (plan mode)"
+            raise fail(
+                f"report {written}; the migration did not complete: {len(failed)} task(s) failed: "
+                + ", ".join(failed[:20])
+            )
+        return result

@@ -1,0 +1,183 @@
+"""Live migration status, read from the systems themselves (not from Airflow).
+
+    python -m pyairtable_migration.status                 # the lab's connections (lab/connections.py)
+    python -m pyairtable_migration.status --connections env   # AIRFLOW_CONN_* already in the environment
+    python -m pyairtable_migration.status --json
+
+Shows: where each pooler sends writers, replication state and lag in both directions
+(forward source -> target, reverse target -> source), each production service's active color
+and version, and the DNS weights and TTLs. A part that cannot be read says why; the others
+are still shown. Exit status 1 when any part could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyairtable_migration.config import ConfigError, MigrationConfig, load_config
+
+
+def _lag(cursor: Any, slot: str) -> dict[str, Any] | None:
+    cursor.execute(
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
+        "FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    )
+    row = cursor.fetchone()
+    return None if row is None else {"slot_active": bool(row[0]), "lag_bytes": row[1]}
+
+
+def database_status(config: MigrationConfig) -> dict[str, Any]:
+    from pyairtable_migration.hooks.database import MigrationPostgresHook, get_subscription
+    from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
+
+    db = config.database
+    source, target = MigrationPostgresHook(db.source_conn_id), MigrationPostgresHook(db.target_conn_id)
+    names = {source.address[:2]: "source", target.address[:2]: "target"}
+    poolers = {}
+    for pooler in db.poolers:
+        state = PgBouncerHook(pooler.admin_conn_id).database(pooler.database) or {}
+        address = (str(state.get("host")), int(state.get("port") or 0))
+        poolers[pooler.name] = {
+            "points_at": names.get(address, f"{address[0]}:{address[1]}"),
+            "paused": bool(state.get("paused")),
+        }
+    directions = {}
+    for label, publisher, subscriber, subscription in (
+        ("forward (source -> target)", source, target, db.subscription),
+        ("reverse (target -> source)", target, source, db.reverse_subscription),
+    ):
+        with subscriber.cursor() as sub, publisher.cursor() as pub:
+            found = get_subscription(sub, subscription)
+            slot = _lag(pub, (found or {}).get("subslotname") or subscription)
+        directions[label] = {
+            "subscription": subscription,
+            "state": "absent" if found is None else "enabled" if found["subenabled"] else "DISABLED",
+            **(slot or {"slot_active": None, "lag_bytes": None}),
+        }
+    return {"poolers": poolers, "replication": directions}
+
+
+def services_status(config: MigrationConfig) -> dict[str, Any]:
+    from pyairtable_migration.hooks.bluegreen import BlueGreenHook
+
+    production = config.environments.production
+    states = BlueGreenHook(production.kubernetes_conn_id, production.namespace).read_all_states(
+        sorted(config.deployable)
+    )
+    result = {}
+    for name, state in sorted(states.items()):
+        color = state.active_color
+        active = state.colors.get(color) if color else None
+        result[name] = {
+            "color": color,
+            "image": active.image if active else None,
+            "ready": f"{active.rollout.ready}/{active.replicas}" if active else None,
+            "wanted": config.deployable[name].image,
+        }
+    return result
+
+
+def dns_status(config: MigrationConfig) -> dict[str, Any]:
+    from pyairtable_migration.hooks.route53 import Route53WeightsHook
+
+    hook = Route53WeightsHook(aws_conn_id=config.dns.aws_conn_id)
+    zone = hook.hosted_zone_id(config.dns.hosted_zone)
+    records = hook.weighted_records(zone, config.dns.records)
+    return {
+        name: {sid: {"weight": r.weight, "ttl": r.ttl} for sid, r in sorted(sets.items())}
+        for name, sets in sorted(records.items())
+    }
+
+
+PARTS: dict[str, Callable[[MigrationConfig], dict[str, Any]]] = {
+    "database": database_status,
+    "services": services_status,
+    "dns": dns_status,
+}
+
+
+def collect(config: MigrationConfig) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    for name, part in PARTS.items():
+        try:
+            status[name] = part(config)
+        except Exception as exc:
+            status[name] = {
+                "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+            }
+    return status
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines: list[str] = []
+    database = status["database"]
+    lines.append("== database ==")
+    if "error" in database:
+        lines.append(f"  cannot read: {database['error']}")
+    else:
+        for name, pooler in database["poolers"].items():
+            lines.append(f"  pooler {name} -> {pooler['points_at']}{' (PAUSED)' if pooler['paused'] else ''}")
+        for label, d in database["replication"].items():
+            lag = "—" if d["lag_bytes"] is None else f"{d['lag_bytes']} bytes"
+            lines.append(f"  {label}: subscription {d['subscription']} {d['state']}, lag {lag}")
+    lines.append("== services (production) ==")
+    services = status["services"]
+    if "error" in services:
+        lines.append(f"  cannot read: {services['error']}")
+    else:
+        for name, s in services.items():
+            if s["color"] is None:
+                lines.append(f"  {name:20} not deployed in production (config: {s['wanted']})")
+                continue
+            marker = "" if s["image"] == s["wanted"] else f"  (config: {s['wanted']})"
+            lines.append(f"  {name:20} {s['color']:6} {s['image'] or '—'} ready {s['ready']}{marker}")
+    lines.append("== dns ==")
+    dns = status["dns"]
+    if "error" in dns:
+        lines.append(f"  cannot read: {dns['error']}")
+    else:
+        for name, sets in dns.items():
+            described = ", ".join(f"{sid} weight {v['weight']} ttl {v['ttl']}" for sid, v in sets.items())
+            lines.append(f"  {name}: {described or 'no weighted records'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyairtable_migration.status", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="migration.yaml (default: include/migration.yaml)"
+    )
+    parser.add_argument(
+        "--connections",
+        choices=("lab", "env"),
+        default="lab",
+        help="lab: the running lab's connections (default); env: AIRFLOW_CONN_* / Airflow's own connections",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config) if args.config else load_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.connections == "lab":
+        from lab.connections import environment
+        from lab.settings import LabSettings
+
+        os.environ.update(environment(LabSettings.from_env(), config))
+    status = collect(config)
+    print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+    return 1 if any("error" in part for part in status.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Triggers: all the waiting, done on the triggerer (which imports them from plugins/)."""

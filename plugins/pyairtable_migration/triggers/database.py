@@ -1,0 +1,376 @@
+"""The database phase's waiting, on the triggerer: the initial sync, the lag gate, Redis catching up.
+
+Like the traffic triggers, each calls the project's synchronous hooks in a thread
+(`asyncio.to_thread`), so the triggerer's event loop never blocks and connections resolve as in
+any task. Each yields exactly one event: `status` "ok", "failed" (with a `message` that names the
+table, the LSN and the remedy when there is one) or "timeout".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from pyairtable_migration.hooks.database import (
+    MigrationPostgresHook,
+    get_slot,
+    get_subscription,
+    subscription_errors,
+    subscription_failure,
+    table_states,
+)
+from pyairtable_migration.hooks.redis import MigrationRedisHook, replication_state
+
+STATE_NAMES = {"i": "waiting", "d": "copying", "f": "copied", "s": "catching up", "r": "ready"}
+
+
+def _path(trigger: BaseTrigger) -> str:
+    return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
+
+
+def diagnose_disabled(
+    source: MigrationPostgresHook,
+    target: MigrationPostgresHook,
+    subscription: str,
+    publication: str,
+    slot: str,
+) -> str:
+    """The message for a disabled subscription: the failing transaction, its LSN, the remedy."""
+    with source.cursor() as publisher, target.cursor() as subscriber:
+        message = subscription_failure(
+            subscription=subscription,
+            publication=publication,
+            subscriber=subscriber,
+            publisher=publisher,
+            slot=slot,
+            subscriber_name=f"the target ({target.describe()})",
+        )
+        apply_errors, sync_errors = subscription_errors(subscriber, subscription)
+    return f"{message} (errors counted: {apply_errors} apply, {sync_errors} table sync)"
+
+
+class InitialSyncTrigger(BaseTrigger):
+    """Waits until every table of `subscription` is in state r (ready), logging done / total."""
+
+    def __init__(
+        self,
+        *,
+        source_conn_id: str,
+        target_conn_id: str,
+        subscription: str,
+        publication: str,
+        timeout_seconds: float,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.source_conn_id = source_conn_id
+        self.target_conn_id = target_conn_id
+        self.subscription = subscription
+        self.publication = publication
+        self.timeout_seconds = timeout_seconds
+        self.poll_seconds = poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            _path(self),
+            {
+                "source_conn_id": self.source_conn_id,
+                "target_conn_id": self.target_conn_id,
+                "subscription": self.subscription,
+                "publication": self.publication,
+                "timeout_seconds": self.timeout_seconds,
+                "poll_seconds": self.poll_seconds,
+            },
+        )
+
+    def sample(self) -> dict[str, Any]:
+        target = MigrationPostgresHook(self.target_conn_id)
+        with target.cursor() as cursor:
+            subscription = get_subscription(cursor, self.subscription)
+            states = table_states(cursor, self.subscription) if subscription else {}
+            errors = subscription_errors(cursor, self.subscription) if subscription else (0, 0)
+        return {
+            "subscription": subscription,
+            "states": {str(t): s for t, s in states.items()},
+            "errors": errors,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        last_line = None
+        states: dict[str, str] = {}
+        while True:
+            try:
+                observed = await asyncio.to_thread(self.sample)
+            except Exception as exc:
+                self.log.warning("Could not read the subscription's state (will retry): %s", exc)
+                observed = None
+            if observed is not None:
+                subscription, states = observed["subscription"], observed["states"]
+                if subscription is None:
+                    yield TriggerEvent(
+                        {
+                            "status": "failed",
+                            "message": f"subscription {self.subscription} does not exist on the target; "
+                            "run create_subscription first",
+                        }
+                    )
+                    return
+                ready = sorted(t for t, s in states.items() if s == "r")
+                pending = {t: s for t, s in states.items() if s != "r"}
+                line = f"Initial sync: {len(ready)} / {len(states)} tables ready" + (
+                    "; " + ", ".join(f"{t} {STATE_NAMES.get(s, s)}" for t, s in sorted(pending.items())[:8])
+                    if pending
+                    else ""
+                )
+                if line != last_line:
+                    self.log.info("%s (%.0f s)", line, time.monotonic() - started)
+                    last_line = line
+                if states and not pending:
+                    yield TriggerEvent(
+                        {
+                            "status": "ok",
+                            "tables": len(states),
+                            "seconds": round(time.monotonic() - started, 1),
+                        }
+                    )
+                    return
+                if not subscription["subenabled"]:
+                    source = MigrationPostgresHook(self.source_conn_id)
+                    target = MigrationPostgresHook(self.target_conn_id)
+                    message = await asyncio.to_thread(
+                        diagnose_disabled,
+                        source,
+                        target,
+                        self.subscription,
+                        self.publication,
+                        subscription["subslotname"] or self.subscription,
+                    )
+                    stuck = ", ".join(f"{t} ({STATE_NAMES.get(s, s)})" for t, s in sorted(pending.items()))
+                    yield TriggerEvent(
+                        {
+                            "status": "failed",
+                            "message": f"initial sync stopped with {len(pending)} table(s) not "
+                            f"ready: {stuck}. {message}. A table stuck while copying usually means the "
+                            "target already holds rows of it: empty that table on the target (TRUNCATE) "
+                            "and ENABLE.",
+                        }
+                    )
+                    return
+            if time.monotonic() - started > self.timeout_seconds:
+                counts = Counter(STATE_NAMES.get(s, s) for s in states.values())
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "message": f"initial sync not done after {self.timeout_seconds:.0f} s: "
+                        + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+                    }
+                )
+                return
+            await asyncio.sleep(self.poll_seconds)
+
+
+class ReplicationLagTrigger(BaseTrigger):
+    """Passes once the slot's lag (current WAL vs confirmed flush) is below the threshold for
+    `consecutive` samples in a row; fails at once on a disabled subscription or new apply errors."""
+
+    def __init__(
+        self,
+        *,
+        source_conn_id: str,
+        target_conn_id: str,
+        subscription: str,
+        publication: str,
+        threshold_bytes: int,
+        consecutive: int,
+        sample_seconds: float,
+        timeout_seconds: float,
+    ) -> None:
+        super().__init__()
+        self.source_conn_id = source_conn_id
+        self.target_conn_id = target_conn_id
+        self.subscription = subscription
+        self.publication = publication
+        self.threshold_bytes = threshold_bytes
+        self.consecutive = consecutive
+        self.sample_seconds = sample_seconds
+        self.timeout_seconds = timeout_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            _path(self),
+            {
+                "source_conn_id": self.source_conn_id,
+                "target_conn_id": self.target_conn_id,
+                "subscription": self.subscription,
+                "publication": self.publication,
+                "threshold_bytes": self.threshold_bytes,
+                "consecutive": self.consecutive,
+                "sample_seconds": self.sample_seconds,
+                "timeout_seconds": self.timeout_seconds,
+            },
+        )
+
+    def sample(self) -> dict[str, Any]:
+        target = MigrationPostgresHook(self.target_conn_id)
+        source = MigrationPostgresHook(self.source_conn_id)
+        with target.cursor() as cursor:
+            subscription = get_subscription(cursor, self.subscription)
+            errors = subscription_errors(cursor, self.subscription) if subscription else (0, 0)
+        slot_name = (subscription or {}).get("subslotname") or self.subscription
+        with source.cursor() as cursor:
+            slot = get_slot(cursor, slot_name)
+        return {"subscription": subscription, "errors": list(errors), "slot": slot, "slot_name": slot_name}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        streak: list[int] = []
+        samples = 0
+        first_errors: list[int] | None = None
+        while True:
+            try:
+                observed: dict[str, Any] | None = await asyncio.to_thread(self.sample)
+            except Exception as exc:
+                self.log.warning("Lag sample failed (counts as not below the threshold): %s", exc)
+                observed = None
+                streak = []
+            if observed is not None:
+                samples += 1
+                subscription, slot = observed["subscription"], observed["slot"]
+                if subscription is None or slot is None:
+                    missing = (
+                        f"subscription {self.subscription} on the target"
+                        if subscription is None
+                        else f"replication slot {observed['slot_name']} on the source"
+                    )
+                    yield TriggerEvent({"status": "failed", "message": f"{missing} does not exist"})
+                    return
+                if not subscription["subenabled"]:
+                    message = await asyncio.to_thread(
+                        diagnose_disabled,
+                        MigrationPostgresHook(self.source_conn_id),
+                        MigrationPostgresHook(self.target_conn_id),
+                        self.subscription,
+                        self.publication,
+                        observed["slot_name"],
+                    )
+                    yield TriggerEvent(
+                        {"status": "failed", "message": message, "lag_bytes": slot["lag_bytes"]}
+                    )
+                    return
+                errors = observed["errors"]
+                first_errors = first_errors or errors
+                if errors[0] > first_errors[0]:
+                    yield TriggerEvent(
+                        {
+                            "status": "failed",
+                            "message": f"subscription {self.subscription} hit {errors[0] - first_errors[0]} "
+                            "apply error(s) during the gate and keeps retrying (it was created without "
+                            "disable_on_error); the failing table and LSN are in the target's server log "
+                            "(`processing remote data ... finished at <LSN>`); fix the conflicting row or "
+                            f"ALTER SUBSCRIPTION {self.subscription} SKIP (lsn = '<LSN>')",
+                        }
+                    )
+                    return
+                lag = int(slot["lag_bytes"] or 0)
+                streak = [*streak, lag] if lag < self.threshold_bytes else []
+                self.log.info(
+                    "Lag %d bytes (threshold %d): %d / %d consecutive sample(s) below",
+                    lag,
+                    self.threshold_bytes,
+                    len(streak),
+                    self.consecutive,
+                )
+                if len(streak) >= self.consecutive:
+                    yield TriggerEvent(
+                        {
+                            "status": "ok",
+                            "samples": samples,
+                            "lags": streak[-self.consecutive :],
+                            "seconds": round(time.monotonic() - started, 1),
+                        }
+                    )
+                    return
+            if time.monotonic() - started > self.timeout_seconds:
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "message": f"lag not below {self.threshold_bytes} bytes for {self.consecutive} "
+                        f"consecutive samples within {self.timeout_seconds:.0f} s ({samples} samples)",
+                    }
+                )
+                return
+            await asyncio.sleep(self.sample_seconds)
+
+
+class RedisCatchUpTrigger(BaseTrigger):
+    """Waits until the target Redis replicates the source with its offset at the source's."""
+
+    def __init__(
+        self, *, source_conn_id: str, target_conn_id: str, timeout_seconds: float, poll_seconds: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.source_conn_id = source_conn_id
+        self.target_conn_id = target_conn_id
+        self.timeout_seconds = timeout_seconds
+        self.poll_seconds = poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            _path(self),
+            {
+                "source_conn_id": self.source_conn_id,
+                "target_conn_id": self.target_conn_id,
+                "timeout_seconds": self.timeout_seconds,
+                "poll_seconds": self.poll_seconds,
+            },
+        )
+
+    def sample(self) -> dict[str, Any]:
+        source_hook = MigrationRedisHook(self.source_conn_id)
+        source = replication_state(source_hook.client())
+        target = replication_state(MigrationRedisHook(self.target_conn_id).client())
+        host, port = source_hook.address
+        return {
+            "source_offset": source.offset,
+            "target_offset": target.offset,
+            "replicating": target.replicates(host, port),
+            "link_up": target.link_up,
+            "syncing": target.sync_in_progress,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
+        last: dict[str, Any] = {}
+        while True:
+            try:
+                last = await asyncio.to_thread(self.sample)
+            except Exception as exc:
+                self.log.warning("Redis sample failed (will retry): %s", exc)
+            if last and not last["replicating"]:
+                yield TriggerEvent(
+                    {"status": "failed", "message": "the target no longer replicates the source"}
+                )
+                return
+            if (
+                last
+                and last["link_up"]
+                and not last["syncing"]
+                and last["target_offset"] >= last["source_offset"]
+            ):
+                yield TriggerEvent({"status": "ok", **last, "seconds": round(time.monotonic() - started, 2)})
+                return
+            if time.monotonic() - started > self.timeout_seconds:
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "message": f"target Redis not caught up after {self.timeout_seconds:.0f} s: {last}",
+                    }
+                )
+                return
+            await asyncio.sleep(self.poll_seconds)

@@ -1,0 +1,1 @@
+"""Database phase tests: a dedicated pair of clusters, PgBouncer and Redis (see conftest)."""

@@ -1,0 +1,258 @@
+"""A dedicated lab for the database tests: two PostgreSQL clusters, PgBouncer and two Redis servers
+on free ports with their own data directory, started with the lab's own components.
+
+The database tests repoint the pooler, drop and recreate the target and reverse replication;
+doing that on the shared lab would break every other module using it, so they get their own.
+`reset()` brings the pair back to its initial state between scenarios: target database dropped
+and recreated empty, every replication slot, publication and subscription gone, PgBouncer
+pointed at the source and resumed, Redis target emptied and a primary again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+from psycopg2 import sql
+
+from lab.connections import environment
+from lab.credentials import APP_ROLE, MIGRATOR_ROLE, secrets
+from lab.pgbouncer import ADMIN_DATABASE, INI_TEMPLATE, ini_path
+from lab.postgres import DATABASE, PostgresCluster
+from lab.processes import State
+from lab.settings import LabSettings
+from lab.supervisor import down, start_component
+
+COMPONENTS = ("postgres-source", "postgres-target", "pgbouncer", "redis-source", "redis-target")
+PGBOUNCER_ADMIN = "pgbouncer_admin"
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    with contextlib.ExitStack() as stack:
+        held = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            held.append(sock)
+        return [sock.getsockname()[1] for sock in held]
+
+
+@dataclass
+class Pair:
+    settings: LabSettings
+    records: int
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return secrets(self.settings)
+
+    # --- connections --------------------------------------------------------------------------
+    def connect(self, side: str, role: str = MIGRATOR_ROLE, autocommit: bool = True) -> Any:
+        port = self.settings.postgres_source_port if side == "source" else self.settings.postgres_target_port
+        connection = psycopg2.connect(
+            host=self.settings.host,
+            port=port,
+            user=role,
+            password=self.passwords[role],
+            dbname=DATABASE,
+            connect_timeout=5,
+        )
+        connection.autocommit = autocommit
+        return connection
+
+    def superuser(self, side: str, database: str = "postgres") -> Any:
+        return PostgresCluster(side).superuser(self.settings, database)  # type: ignore[arg-type]
+
+    def query(self, side: str, statement: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        connection = self.connect(side)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+    def execute(self, side: str, statement: Any, params: Any = None) -> None:
+        connection = self.connect(side)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+        finally:
+            connection.close()
+
+    def app_dsn(self) -> str:
+        password = self.passwords[APP_ROLE]
+        return f"postgresql://{APP_ROLE}:{password}@{self.settings.host}:{self.settings.pgbouncer_port}/{DATABASE}"
+
+    def admin_console(self) -> Any:
+        connection = psycopg2.connect(
+            host=self.settings.host,
+            port=self.settings.pgbouncer_port,
+            user=PGBOUNCER_ADMIN,
+            password=self.passwords[PGBOUNCER_ADMIN],
+            dbname=ADMIN_DATABASE,
+            connect_timeout=5,
+        )
+        connection.autocommit = True
+        return connection
+
+    def pooler_port(self) -> int:
+        """The port PgBouncer currently sends DATABASE's server connections to."""
+        console = self.admin_console()
+        try:
+            with console.cursor() as cursor:
+                cursor.execute("SHOW DATABASES")
+                names = [d[0] for d in cursor.description]
+                for row in cursor.fetchall():
+                    entry = dict(zip(names, row, strict=True))
+                    if entry["name"] == DATABASE:
+                        return int(entry["port"])
+        finally:
+            console.close()
+        raise AssertionError(f"PgBouncer has no database {DATABASE}")
+
+    def redis(self, side: str) -> redis.Redis:
+        port = self.settings.redis_source_port if side == "source" else self.settings.redis_target_port
+        return redis.Redis(host=self.settings.host, port=port, socket_timeout=10)
+
+    # --- state ----------------------------------------------------------------------------------
+    def slots(self, side: str) -> list[str]:
+        return [r[0] for r in self.query(side, "SELECT slot_name FROM pg_replication_slots ORDER BY 1")]
+
+    def publications(self, side: str) -> list[str]:
+        return [r[0] for r in self.query(side, "SELECT pubname FROM pg_publication ORDER BY 1")]
+
+    def subscriptions(self, side: str) -> list[str]:
+        return [r[0] for r in self.query(side, "SELECT subname FROM pg_subscription ORDER BY 1")]
+
+    def reset(self) -> None:
+        """Back to the initial state: source primary behind PgBouncer, target empty, no replication."""
+        self._resume_and_point_at_source()
+        for side in ("source", "target"):
+            with self.superuser(side, DATABASE) as connection, connection.cursor() as cursor:
+                cursor.execute("SELECT subname FROM pg_subscription")
+                for (name,) in cursor.fetchall():
+                    cursor.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+                    cursor.execute(
+                        sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sql.Identifier(name))
+                    )
+                    cursor.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
+                cursor.execute("SELECT pubname FROM pg_publication")
+                for (name,) in cursor.fetchall():
+                    cursor.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+        for side in ("source", "target"):
+            with self.superuser(side) as connection, connection.cursor() as cursor:
+                deadline = time.monotonic() + 15
+                while True:
+                    cursor.execute(
+                        "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+                        (DATABASE,),
+                    )
+                    rows = cursor.fetchall()
+                    if not rows:
+                        break
+                    for name, pid in rows:
+                        if pid is not None:
+                            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        with contextlib.suppress(psycopg2.Error):
+                            cursor.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{side}: slots {rows} would not go")
+                    time.sleep(0.1)
+        with self.superuser("target") as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid "
+                "<> pg_backend_pid()",
+                (DATABASE,),
+            )
+            cursor.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
+            )
+        # The lab's own seeding recreates database, roles and grants on the empty target.
+        PostgresCluster("target").seed(self.settings, self.records, State(self.settings))
+        with self.superuser("source", DATABASE) as connection, connection.cursor() as cursor:
+            cursor.execute("DROP SCHEMA IF EXISTS pyairtable_migration CASCADE")
+            cursor.execute("ALTER TABLE audit_log REPLICA IDENTITY DEFAULT")
+        target = self.redis("target")
+        target.replicaof("no", "one")
+        target.flushall()
+
+    def _resume_and_point_at_source(self) -> None:
+        path = ini_path(self.settings)
+        text = path.read_text()
+        wanted = INI_TEMPLATE.split("\n")[3].format(
+            database=DATABASE, host=self.settings.host, source_port=self.settings.postgres_source_port
+        )
+        lines = [wanted if line.startswith(f"{DATABASE} = ") else line for line in text.splitlines()]
+        stat = path.stat()
+        path.write_text("\n".join(lines) + "\n")
+        os.chown(path, stat.st_uid, stat.st_gid)
+        console = self.admin_console()
+        try:
+            with console.cursor() as cursor:
+                cursor.execute("RELOAD")
+                cursor.execute("SHOW DATABASES")
+                names = [d[0] for d in cursor.description]
+                paused = [
+                    entry["name"]
+                    for entry in (dict(zip(names, row, strict=True)) for row in cursor.fetchall())
+                    if entry["paused"]
+                ]
+                for name in paused:
+                    cursor.execute(sql.SQL("RESUME {}").format(sql.Identifier(name)))
+        finally:
+            console.close()
+
+
+@contextlib.contextmanager
+def running_pair(records: int) -> Iterator[Pair]:
+    """Start the pair (seeded with `records` rows), its Airflow connections in os.environ."""
+    data_dir = Path(tempfile.mkdtemp(prefix="pyairtable-db-test-"))
+    data_dir.chmod(0o755)
+    ports = free_ports(11)
+    settings = LabSettings(
+        postgres_source_port=ports[0],
+        postgres_target_port=ports[1],
+        pgbouncer_port=ports[2],
+        redis_source_port=ports[3],
+        redis_target_port=ports[4],
+        moto_port=ports[5],
+        prometheus_port=ports[6],
+        kube_api_port=ports[7],
+        ingress_port=ports[8],
+        edge_metrics_port=ports[9],
+        loadgen_metrics_port=ports[10],
+        data_dir=data_dir,
+    )
+    state = State(settings)
+    state.seed["records"] = records
+    state.save()
+    connection_env = environment(settings)
+    saved = {name: os.environ.get(name) for name in connection_env}
+    try:
+        for name in COMPONENTS:
+            start_component(name, settings)
+        os.environ.update(connection_env)
+        yield Pair(settings, records)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        down(settings, purge=True)
+
+
+def describe(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)

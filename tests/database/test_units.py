@@ -1,0 +1,202 @@
+"""The database phase's pure parts, without any server: SQL files, names, dump filtering, the
+pgoutput decoder, PgBouncer's ini lines, Redis comparisons, the plan's wiring and the config."""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import Counter
+
+import pytest
+from psycopg2 import sql
+
+from pyairtable_migration.builder import build_migration_dag
+from pyairtable_migration.config import ConfigError, load_config, parse_config
+from pyairtable_migration.hooks.database import SQL_DIR, Table, display_identifier, parse_pending_transaction
+from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connstring
+from pyairtable_migration.hooks.redis import KeyInventory, compare_inventories
+from pyairtable_migration.operators.database import remove_objects, strip_psql_meta
+from pyairtable_migration.plan import build_plan
+
+
+def test_every_sql_file_composes_with_identifiers_only() -> None:
+    """Placeholders are identifiers ({name}); values are bound parameters (%(name)s); no other %."""
+    files = sorted(SQL_DIR.glob("*.sql"))
+    assert len(files) > 30
+    for path in files:
+        text = path.read_text()
+        placeholders = set(re.findall(r"\{(\w+)\}", text))
+        sql.SQL(text).format(**{name: sql.Identifier("x") for name in placeholders})
+        stray = re.sub(r"%\((\w+)\)s", "", text)
+        assert "%" not in stray, f"{path.name}: a bare % would break parameter binding"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("audit_log", Table("public", "audit_log")),
+        ("Audit_Log", Table("public", "audit_log")),
+        ('public."Record Comments"', Table("public", "Record Comments")),
+        ('"My.Schema"."a ""b"""', Table("My.Schema", 'a "b"')),
+    ],
+)
+def test_table_names_parse_as_sql_spells_them(text: str, expected: Table) -> None:
+    assert Table.parse(text) == expected
+
+
+def test_table_names_display_quoted_when_needed() -> None:
+    assert str(Table("public", "Record Comments")) == 'public."Record Comments"'
+    assert str(Table("public", "records")) == "public.records"
+    assert display_identifier('a"b') == '"a""b"'
+    with pytest.raises(ValueError):
+        Table.parse("a.b.c")
+
+
+def test_config_lists_tables_allowed_replica_identity_full() -> None:
+    config = load_config()
+    assert config.database.replica_identity_full == ["audit_log"]
+    text = (SQL_DIR.parent / "migration.yaml").read_text()
+    for good in ('public."Record Comments"', "audit_log", "public.audit_log"):
+        document = text.replace("replica_identity_full: [audit_log]", f"replica_identity_full: ['{good}']")
+        assert parse_config(document).database.replica_identity_full == [good]
+    bad = text.replace("replica_identity_full: [audit_log]", "replica_identity_full: ['a; DROP TABLE b']")
+    with pytest.raises(ConfigError, match="replica_identity_full"):
+        parse_config(bad)
+
+
+DUMP = """--
+-- PostgreSQL database dump
+--
+
+\\restrict abc123
+
+SET statement_timeout = 0;
+
+--
+-- Name: records records_pkey; Type: CONSTRAINT; Schema: public; Owner: migrator
+--
+
+ALTER TABLE ONLY public.records
+    ADD CONSTRAINT records_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: Record Comments_record_id_idx; Type: INDEX; Schema: public; Owner: migrator
+--
+
+CREATE INDEX "Record Comments_record_id_idx" ON public."Record Comments" USING btree (record_id);
+
+
+--
+-- Name: users_email_key; Type: INDEX; Schema: public; Owner: migrator
+--
+
+CREATE UNIQUE INDEX users_email_key ON public.users USING btree (email);
+
+\\unrestrict abc123
+"""
+
+
+def test_secondary_indexes_are_cut_from_the_dump_and_constraints_kept() -> None:
+    script, removed = remove_objects(
+        strip_psql_meta(DUMP), "INDEX", {("public", "Record Comments_record_id_idx")}
+    )
+    assert removed == ['public."Record Comments_record_id_idx"']
+    assert "records_pkey PRIMARY KEY" in script
+    assert "users_email_key" in script
+    assert "Record Comments_record_id_idx" not in script
+    assert "\\restrict" not in script and "\\unrestrict" not in script
+
+
+def _message(kind: bytes, *parts: bytes) -> tuple[str, str, bytes]:
+    return ("0/0", "742", kind + b"".join(parts))
+
+
+def test_the_failing_transaction_is_decoded_from_pgoutput() -> None:
+    """What the lag gate reports: table, key and finish LSN of the slot's next transaction."""
+    final_lsn = (0x1 << 32) | 0x4C0378
+    relation = (
+        struct.pack("!i", 16401)
+        + b"public\0records\0"
+        + struct.pack("!b", ord("d"))
+        + struct.pack("!h", 2)
+        + struct.pack("!b", 1)
+        + b"id\0"
+        + struct.pack("!ii", 20, -1)
+        + struct.pack("!b", 0)
+        + b"data\0"
+        + struct.pack("!ii", 3802, -1)
+    )
+    insert = (
+        struct.pack("!i", 16401)
+        + b"N"
+        + struct.pack("!h", 2)
+        + b"t"
+        + struct.pack("!i", 5)
+        + b"20001"
+        + b"t"
+        + struct.pack("!i", 2)
+        + b"{}"
+    )
+    messages = [
+        _message(b"B", struct.pack("!qqi", final_lsn, 0, 742)),
+        _message(b"R", relation),
+        _message(b"I", insert),
+        _message(b"C", struct.pack("!bqqq", 0, final_lsn, final_lsn + 40, 0)),
+    ]
+    pending = parse_pending_transaction(messages)
+    assert pending is not None
+    assert pending.final_lsn == "1/4C0378"
+    assert pending.tables() == [Table("public", "records")]
+    assert pending.describe() == "INSERT INTO public.records (id=20001)"
+
+
+def test_pgbouncer_database_lines_round_trip() -> None:
+    pairs = parse_connstring("host=127.0.0.1 port=15432 dbname=pyairtable auth_user='a b'")
+    assert pairs == {"host": "127.0.0.1", "port": "15432", "dbname": "pyairtable", "auth_user": "a b"}
+    assert parse_connstring(format_connstring(pairs)) == pairs
+
+
+def test_redis_inventories_compare_counts_per_type_and_ttls() -> None:
+    source = KeyInventory(types=Counter(string=2, hash=1), ttls={b"a": 10_000, b"b": 5_000}, total=3)
+    same = KeyInventory(types=Counter(string=2, hash=1), ttls={b"a": 9_000, b"b": 5_000}, total=3)
+    assert compare_inventories(source, same, tolerance_ms=2_000) == []
+    differs = KeyInventory(types=Counter(string=2), ttls={b"a": 1_000}, total=2)
+    problems = compare_inventories(source, differs, tolerance_ms=2_000)
+    assert "hash keys: source 1, target 0" in problems
+    assert any("no TTL (or no key) on the target: b" in p for p in problems)
+    assert any("a (expires -9.0 s later on the target)" in p for p in problems)
+
+
+def test_the_plan_wires_the_database_operators() -> None:
+    config = load_config()
+    steps = build_plan(config).steps
+    expected = {
+        "preflight.check_database": "database.CheckDatabaseOperator",
+        "preflight.check_redis": "redis_sync.CheckRedisOperator",
+        "database.copy_schema": "database.CopySchemaOperator",
+        "database.create_publication": "database.CreatePublicationOperator",
+        "database.create_subscription": "database.CreateSubscriptionOperator",
+        "database.wait_initial_sync": "database.WaitInitialSyncOperator",
+        "database.build_deferred_indexes": "database.BuildDeferredIndexesOperator",
+        "database.lag_gate": "database.LagGateOperator",
+        "database.validate_data": "database.ValidateDataOperator",
+        "database.sync_redis": "redis_sync.SyncRedisOperator",
+        "database.validate_redis": "redis_sync.ValidateRedisOperator",
+        "switchover.approve": "switchover.SwitchoverApprovalOperator",
+        "switchover.switch_database": "switchover.SwitchDatabaseOperator",
+        "switchover.switch_redis": "redis_sync.SwitchRedisOperator",
+    }
+    for task_id, operator in expected.items():
+        assert steps[task_id].operator == f"pyairtable_migration.operators.{operator}", task_id
+    assert steps["database.lag_gate"].arguments["lag_threshold_bytes"] == "{{ params.lag_threshold_bytes }}"
+    assert steps["switchover.switch_database"].arguments["trigger_rule"] == "none_failed"
+    dag = build_migration_dag(config)
+    gate = dag.get_task("database.lag_gate")
+    assert "lag_threshold_bytes" in gate.template_fields
+    switch = dag.get_task("switchover.switch_database")
+    assert switch.upstream_task_ids == {"switchover.approve"}
+    assert switch.trigger_rule == "none_failed"
+    for task in dag.tasks:
+        if task.task_id in expected and task.task_id != "switchover.approve":
+            assert set(task.template_fields) >= {"source_conn_id", "target_conn_id"}, task.task_id

@@ -1,0 +1,172 @@
+"""A real Airflow run (dag.test) of the services phase for every PyAirtable node.
+
+The DAG is built from the project's configuration by the project's builder, keeping only the
+services steps (the other phases have their own tests); it runs in apply mode against the
+Kubernetes emulator, a throwaway PostgreSQL and Redis, through ordinary Airflow connections.
+Kafka and the mesh are `external` in the config: their checks end skipped and their dependents
+still deploy.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+from airflow.sdk import DAG
+from kubernetes import client
+
+from lab.kube import KubeEmulator
+from lab.synthetic_graph import real_document
+from pyairtable_migration.builder import build_airflow_graph, run_params
+from pyairtable_migration.config import MigrationConfig, parse_config
+from pyairtable_migration.plan import MigrationPlan, build_plan
+from tests.services.conftest import create_namespace
+from tests.services.support import postgres_connection, redis_connection
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("airflow_db")]
+DAG_ID = "pyairtable_services_phase"
+
+
+def drill_config() -> MigrationConfig:
+    """The real configuration with drill-sized waits."""
+    document = copy.deepcopy(real_document())
+    document["blue_green"].update(
+        rollback_window_seconds=0.3, progress_deadline_seconds=30, rollout_poll_seconds=0.1, smoke_requests=20
+    )
+    return parse_config(yaml.safe_dump(document))
+
+
+def services_phase(plan: MigrationPlan) -> MigrationPlan:
+    keep = {task_id for task_id, step in plan.steps.items() if step.phase == "services"}
+    return MigrationPlan(
+        steps={task_id: plan.steps[task_id] for task_id in keep},
+        edges={(a, b) for a, b in plan.edges if a in keep and b in keep},
+        group_tooltips=plan.group_tooltips,
+    )
+
+
+def registered(dag: DAG) -> DAG:
+    """Serialize the DAG into the metadata database, as the dag-processor would, so dag.test() can run it."""
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.dag_processing.dagbag import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+    return dag
+
+
+def build_services_dag(config: MigrationConfig) -> DAG:
+    dag = DAG(DAG_ID, schedule=None, params=run_params(config), default_args={"retries": 0})
+    build_airflow_graph(services_phase(build_plan(config)), dag)
+    return registered(dag)
+
+
+def test_the_services_phase_deploys_every_pyairtable_service_in_dependency_order(
+    kube: KubeEmulator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    postgres_port: int,
+    redis_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = drill_config()
+    namespace = config.environments.production.namespace
+    create_namespace(core, namespace)
+    secret = config.environments.production.service_secret
+    assert secret
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=secret),
+            string_data={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{postgres_port}/postgres"},
+        ),
+    )
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{config.database.source_conn_id.upper()}", postgres_connection(postgres_port)
+    )
+    monkeypatch.setenv(f"AIRFLOW_CONN_{config.redis.source_conn_id.upper()}", redis_connection(redis_port))
+    dag = build_services_dag(config)
+
+    try:
+        run = dag.test(run_conf={"mode": "apply"})
+        instances = {ti.task_id: ti for ti in run.get_task_instances()}
+        states = {task_id: ti.state for task_id, ti in instances.items()}
+
+        external = {f"services.infrastructure.{name}.check_ready" for name in ("kafka", "istio")}
+        assert {task_id for task_id, state in states.items() if state != "success"} == external, states
+        assert {states[task_id] for task_id in external} == {"skipped"}
+        assert run.state == "success"
+        assert states["services.domain.automation-service.deploy"] == "success", (
+            "kafka's skip must not cascade"
+        )
+        assert len(states) == len(dag.tasks)
+
+        for task in dag.tasks:
+            ti = instances[task.task_id]
+            if ti.state != "success":
+                continue
+            for upstream_id in task.upstream_task_ids:
+                upstream = instances[upstream_id]
+                assert upstream.end_date is not None and ti.start_date >= upstream.end_date, (
+                    f"{task.task_id} started before {upstream_id} ended"
+                )
+
+        for name, node in config.deployable.items():
+            service = core.read_namespaced_service(name, namespace)
+            assert service.spec.selector == {"app": name, "color": "blue"}, name
+            blue = apps.read_namespaced_deployment(f"{name}-blue", namespace)
+            assert blue.spec.template.spec.containers[0].image == node.image
+            assert (blue.status.ready_replicas or 0) == node.replicas
+            assert blue.spec.template.spec.containers[0].env_from[0].secret_ref.name == secret
+        assert {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items} == {
+            f"{name}-blue" for name in config.deployable
+        }
+
+        link = xcom(run, "services.core.api-gateway.deploy", "_link_ServiceDashboardLink")
+        assert "pyairtable-production" in link and "api-gateway" in link
+        assert xcom(run, "services.core.api-gateway.promote", "return_value")["changed"] is True
+        assert xcom(run, "services.verify", "return_value")["problems"] == 0
+    finally:
+        core.delete_namespace(namespace)
+
+
+def xcom(run: Any, task_id: str, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
+            .one()
+        )
+        return XComModel.deserialize_value(row)
+
+
+def test_services_without_a_path_between_them_can_run_in_parallel() -> None:
+    """No edge orders two services unless depends_on does (through any chain of services)."""
+    config = drill_config()
+    dag = DAG("services_structure", schedule=None, params=run_params(config))
+    build_airflow_graph(services_phase(build_plan(config)), dag)
+    depends = {name: set(node.depends_on) for name, node in config.services.items()}
+
+    def reaches(name: str, other: str) -> bool:
+        return other in depends[name] or any(reaches(d, other) for d in depends[name])
+
+    entry = {
+        name: f"services.{node.tier}.{name}." + ("deploy" if name in config.deployable else "check_ready")
+        for name, node in config.services.items()
+    }
+    for name, task_id in entry.items():
+        upstream = dag.get_task(task_id).get_flat_relative_ids(upstream=True)
+        for other, other_task in entry.items():
+            if other != name:
+                assert (other_task in upstream) == reaches(name, other), (name, other)
+    core = [name for name, node in config.services.items() if node.tier == "core"]
+    assert sorted(core) == ["api-gateway", "auth-service"]
+    assert dag.get_task("services.verify").trigger_rule == "none_failed"

@@ -1,0 +1,275 @@
+"""The traffic phase of the real DAG on a lab, under load: users really move with the weights.
+
+Each run is `dag.test()` of the DAG built from the configuration (short cutover TTL and bake, a
+fast gate), every task outside the traffic phase marked success, against a private lab (moto,
+the Kubernetes emulator with real pod servers, Prometheus scraping them each second). A load
+worker process sends requests through the weighted edge the whole time and records where each
+one landed, so shares and failures are measured, not inferred.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from lab.route53 import find_zone_id, route53_client
+from lab.settings import LabSettings
+from pyairtable_migration.builder import build_migration_dag
+from pyairtable_migration.links import HostedZoneLink, P99GraphLink
+from tests.traffic.driver import make_context, run_operator
+from tests.traffic.lablib import (
+    CONFIG,
+    NOT_TRAFFIC,
+    PRODUCTION,
+    STAGING,
+    DnsMonitor,
+    Requests,
+    clock_to_epoch,
+    cutover_config,
+    deploy_production,
+    load,
+    private_lab,
+    read_dns,
+    set_dns,
+    task_states,
+)
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db"), pytest.mark.timeout(300)]
+
+TTL = 2  # the cutover TTL
+OLD_TTL = 4  # what the records have before the cutover starts
+BAKE = 6
+RATE = 450
+STEPS = [10, 25, 50, 75, 100]
+# A client's cached answer is at most TTL old once the edge's view (re-read every 0.5 s) has seen
+# the change; after this much time since a change every request follows the new weights.
+SETTLED = TTL + 0.8
+
+
+@pytest.fixture(scope="module")
+def traffic_lab() -> Iterator[LabSettings]:
+    with private_lab() as settings:
+        deploy_production(settings)
+        yield settings
+
+
+def dns_now(settings: LabSettings) -> dict[str, tuple[int, int]]:
+    client = route53_client(settings)
+    return read_dns(client, find_zone_id(client, CONFIG.dns.hosted_zone))
+
+
+@dataclass
+class Cutover:
+    run: Any
+    states: dict[str, str]
+    monitor: DnsMonitor
+    requests: Requests
+    output: str
+
+
+def run_cutover(
+    settings: LabSettings,
+    capfd: pytest.CaptureFixture[str] | None = None,
+    during: Any = None,
+    mark_success: str = NOT_TRAFFIC,
+    **conf: Any,
+) -> Cutover:
+    dag = build_migration_dag(cutover_config(TTL))
+    run_conf = {"mode": "apply", "require_approvals": False, "bake_seconds": BAKE, **conf}
+    with DnsMonitor(settings) as monitor, load(settings, rate=RATE) as measured:
+        time.sleep(1)
+        helper = threading.Thread(target=during, args=(monitor,), daemon=True) if during else None
+        if helper:
+            helper.start()
+        run = dag.test(run_conf=run_conf, mark_success_pattern=mark_success)
+        time.sleep(SETTLED + 1)
+        if helper:
+            helper.join(timeout=30)
+    output = capfd.readouterr().out if capfd else ""
+    return Cutover(run, task_states(run), monitor, measured[0], output)
+
+
+@pytest.fixture(scope="module")
+def healthy_cutover(traffic_lab: LabSettings) -> Cutover:
+    set_dns(traffic_lab, production=0, ttl=OLD_TTL)
+    deploy_production(traffic_lab)
+    return run_cutover(traffic_lab)
+
+
+def test_a_healthy_cutover_under_load_follows_every_weight_and_fails_no_request(
+    healthy_cutover: Cutover, traffic_lab: LabSettings
+) -> None:
+    cutover = healthy_cutover
+    traffic = {k: v for k, v in cutover.states.items() if k.startswith("traffic.")}
+    assert traffic == {
+        **{f"traffic.shift_to_{w}": "success" for w in STEPS},
+        "traffic.lower_ttl": "success",
+        "traffic.approve_100": "skipped",  # approvals off for this run
+        "traffic.finalize": "success",
+    }
+    assert cutover.run.state == "success"
+    requests = cutover.requests
+    assert requests.failures() == [], [requests.statuses[i] for i in requests.failures()[:5]]
+
+    # The old TTL was waited out before the first shift.
+    lowered = next(at for at, _, ttl in cutover.monitor.changes if ttl == TTL)
+    changes = cutover.monitor.weight_changes()
+    assert [weight for _, weight in changes] == [0, *STEPS]
+    assert changes[1][0] - lowered >= OLD_TTL
+
+    # Once the TTL has run out after a change, the share reaching production is the weight.
+    shares = {}
+    for (at, weight), (ends, _) in zip(changes[1:], [*changes[2:], (requests.times[-1], None)], strict=True):
+        share, count = requests.production_share(at + SETTLED, ends)
+        assert count >= 300, (weight, count)
+        shares[weight] = round(share, 1)
+    print(f"production share per step once TTLs ran out: {shares}")
+    assert all(abs(shares[w] - w) <= 5 for w in STEPS), shares
+    # The hosted zone's console link was stored as the task ended, as the UI reads it.
+    assert xcom(cutover.run, "traffic.shift_to_10", HostedZoneLink().xcom_key).startswith(
+        "https://us-east-1.console.aws.amazon.com/route53/v2/hostedzones#ListRecordSets/"
+    )
+    assert "/graph?g0.expr=" in xcom(cutover.run, "traffic.shift_to_10", P99GraphLink().xcom_key)
+    # Finalize: production 100 / staging 0 kept, TTL restored.
+    assert dns_now(traffic_lab) == {
+        PRODUCTION.set_identifier: (100, CONFIG.dns.final_ttl_seconds),
+        STAGING.set_identifier: (0, CONFIG.dns.final_ttl_seconds),
+    }
+
+
+def test_rerunning_a_step_whose_weights_are_right_changes_nothing(
+    healthy_cutover: Cutover, traffic_lab: LabSettings
+) -> None:
+    before = dns_now(traffic_lab)
+    step = build_migration_dag(cutover_config(TTL)).get_task("traffic.shift_to_100")
+    context = make_context(bake_seconds=2)
+    step.render_template_fields(context)  # type: ignore[arg-type]
+    with DnsMonitor(traffic_lab) as monitor, load(traffic_lab, rate=200) as measured:
+        outcome = run_operator(step, context)
+    assert outcome.value["change_id"] is None and outcome.value["changed"] == []
+    assert outcome.value["gate"]["status"] == "passed"
+    assert len(monitor.changes) == 1 and dns_now(traffic_lab) == before
+    requests = measured[0]
+    assert requests.failures() == []
+    assert requests.production_share(0, float("inf"))[0] == 100
+
+
+def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
+    traffic_lab: LabSettings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    set_dns(traffic_lab, production=0, ttl=TTL)
+    deploy_production(traffic_lab)
+
+    def break_production_at_25(monitor: DnsMonitor) -> None:
+        deadline = time.monotonic() + 120
+        while monitor.first_time(25) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deploy_production(traffic_lab, suffix="-5xx")
+
+    try:
+        cutover = run_cutover(
+            traffic_lab, capfd, during=break_production_at_25, traffic_steps=[10, 25, 100], bake_seconds=15
+        )
+    finally:
+        deploy_production(traffic_lab)
+    states = cutover.states
+    assert states["traffic.shift_to_10"] == "success"
+    assert states["traffic.shift_to_25"] == "failed"
+    assert states["traffic.shift_to_100"] == states["traffic.finalize"] == "upstream_failed"
+    # validation.report, the DAG's leaf, fails a real run that has a failed task; this test marks
+    # every non-traffic task success without running it, so the failed step is what it checks.
+    assert "gate tripped at 25 %: 3 consecutive breaching samples of production" in cutover.output
+    assert "error ratio 1 > max 0.01" in cutover.output
+    assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
+    assert dns_now(traffic_lab) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
+
+    # From the gate tripping (its third breaching sample) to the last request production served.
+    requests = cutover.requests
+    tripped = tripped_at(cutover.output)
+    reverted = cutover.monitor.weight_changes()[-1][0]
+    last_on_production = requests.last_at(PRODUCTION.set_identifier)
+    assert last_on_production is not None
+    assert last_on_production - tripped <= TTL + 10, (tripped, reverted, last_on_production)
+    assert reverted - tripped <= 2, "the revert follows the trip at once"
+
+
+def tripped_at(output: str) -> float:
+    """When the gate tripped: the time of the last breaching sample in the failure message."""
+    line = next(line for line in output.splitlines() if "gate tripped at" in line)
+    return clock_to_epoch(re.findall(r"(\d\d:\d\d:\d\d\.\d\d\d): ", line)[-1])
+
+
+def xcom(run: Any, task_id: str, key: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=run.run_id, key=key, task_ids=task_id, dag_ids=run.dag_id)
+        ).first()
+        assert row is not None, (task_id, key)
+        return XComModel.deserialize_value(row)
+
+
+def respond(task_id: str, choice: str, stop: threading.Event) -> None:
+    """Answer a Human-in-the-loop task as the Airflow UI's response handler does."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.sdk import timezone
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+
+    while not stop.is_set():
+        with create_session() as session:
+            ti = session.scalar(
+                select(TaskInstance).where(
+                    TaskInstance.task_id == task_id, TaskInstance.state == "awaiting_input"
+                )
+            )
+            if ti is not None:
+                detail = session.get(HITLDetail, ti.id)
+                assert detail is not None
+                detail.responded_by = {"id": "7", "name": "oncall"}
+                detail.responded_at = timezone.utcnow()
+                detail.chosen_options = [choice]
+                detail.params_input = {}
+                handle_event_submit(
+                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                )
+                return
+        stop.wait(0.5)
+
+
+def test_a_rejected_approval_puts_traffic_back_on_staging_and_100_never_runs(
+    traffic_lab: LabSettings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    set_dns(traffic_lab, production=0, ttl=TTL)
+    stop = threading.Event()
+
+    def reject(monitor: DnsMonitor) -> None:
+        respond("traffic.approve_100", "Reject", stop)
+
+    try:
+        cutover = run_cutover(
+            traffic_lab, capfd, during=reject, require_approvals=True, traffic_steps=[50, 100]
+        )
+    finally:
+        stop.set()
+    states = cutover.states
+    assert states["traffic.shift_to_50"] == "success"
+    assert states["traffic.approve_100"] == "failed"
+    assert states["traffic.shift_to_100"] == "upstream_failed"
+    assert "100 % rejected by oncall: traffic is back on staging" in cutover.output
+    assert [w for _, w in cutover.monitor.weight_changes()] == [0, 50, 0], "100 % was never set"
+    requests = cutover.requests
+    assert requests.failures() == []
+    reverted = cutover.monitor.weight_changes()[-1][0]
+    assert requests.production_share(reverted + SETTLED, float("inf"))[0] == 0

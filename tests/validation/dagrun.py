@@ -1,0 +1,21 @@
+"""Run a DAG that is not in dags/ with dag.test(): serialize it first, as the dag-processor would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def registered(dag: Any) -> Any:
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.dag_processing.dagbag import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+    return dag
+
+
+def task_states(run: Any) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
