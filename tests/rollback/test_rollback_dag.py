@@ -10,8 +10,8 @@ from lab.settings import LabSettings
 from lab.synthetic_graph import REAL_CONFIG
 from pyairtable_migration.config import load_config
 from pyairtable_migration.rollback import ROLLBACK_DAG_ID, build_rollback_dag, build_rollback_plan
+from tests.dagrun import registered, task_states
 from tests.lab.conftest import lab  # noqa: F401
-from tests.validation.dagrun import registered, task_states
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

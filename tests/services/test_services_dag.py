@@ -22,6 +22,7 @@ from lab.synthetic_graph import real_document
 from pyairtable_migration.builder import build_airflow_graph, run_params
 from pyairtable_migration.config import MigrationConfig, parse_config
 from pyairtable_migration.plan import MigrationPlan, build_plan
+from tests.dagrun import registered
 from tests.services.conftest import create_namespace
 from tests.services.support import postgres_connection, redis_connection
 
@@ -45,19 +46,6 @@ def services_phase(plan: MigrationPlan) -> MigrationPlan:
         edges={(a, b) for a, b in plan.edges if a in keep and b in keep},
         group_tooltips=plan.group_tooltips,
     )
-
-
-def registered(dag: DAG) -> DAG:
-    """Serialize the DAG into the metadata database, as the dag-processor would, so dag.test() can run it."""
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.dag_processing.dagbag import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
-    return dag
 
 
 def build_services_dag(config: MigrationConfig) -> DAG:

@@ -13,7 +13,7 @@ from airflow.sdk import DAG, TaskGroup, task
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.validation import MigrationReportOperator
 from pyairtable_migration.report import build_data, render_html
-from tests.validation.dagrun import registered
+from tests.dagrun import registered
 
 
 class Page(HTMLParser):

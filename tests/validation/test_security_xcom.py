@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk import DAG, TaskGroup, task
 
 from pyairtable_migration.operators.validation import SecurityOperator
-from tests.validation.dagrun import registered, task_states
+from tests.dagrun import registered, task_states
 
 SECRET = "hunter2-not-a-real-password"
 

@@ -6,10 +6,13 @@ from typing import Any
 
 
 def registered(dag: Any) -> Any:
+    """Store the DAG in the metadata database under the dags-folder bundle (created if missing)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.dag_processing.dagbag import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
+    DagBundlesManager().sync_bundles_to_db()
     with create_session() as session:
         update_dag_parsing_results_in_db(
             "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
