@@ -14,7 +14,7 @@ from pyairtable_migration.builder import build_migration_dag
 from pyairtable_migration.config import ConfigError, load_config, parse_config
 from pyairtable_migration.hooks.database import SQL_DIR, Table, display_identifier, parse_pending_transaction
 from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connstring
-from pyairtable_migration.hooks.redis import KeyInventory, compare_inventories
+from pyairtable_migration.hooks.redis_hook import KeyInventory, compare_inventories
 from pyairtable_migration.operators.database import remove_objects, strip_psql_meta
 from pyairtable_migration.plan import build_plan
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from airflow.sdk import BaseOperator, Context
 
-from pyairtable_migration.hooks.redis import (
+from pyairtable_migration.hooks.redis_hook import (
     MigrationRedisHook,
     compare_inventories,
     copy_keys,

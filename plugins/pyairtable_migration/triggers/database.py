@@ -24,7 +24,7 @@ from pyairtable_migration.hooks.database import (
     subscription_failure,
     table_states,
 )
-from pyairtable_migration.hooks.redis import MigrationRedisHook, replication_state
+from pyairtable_migration.hooks.redis_hook import MigrationRedisHook, replication_state
 
 STATE_NAMES = {"i": "waiting", "d": "copying", "f": "copied", "s": "catching up", "r": "ready"}
 
