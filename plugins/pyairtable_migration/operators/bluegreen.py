@@ -36,15 +36,11 @@ from pyairtable_migration.hooks.bluegreen import (
     preview_name,
 )
 from pyairtable_migration.links import ServiceDashboardLink
+from pyairtable_migration.operators.params import run_mode
 from pyairtable_migration.triggers.rollout import DeploymentRolloutTrigger, RollbackWindowTrigger
 
 COMPARE_AND_SET_ATTEMPTS = 3
 T = TypeVar("T")
-
-
-def run_mode(context: Context) -> str:
-    """The run's mode; anything but an explicit "apply" is a plan, so nothing changes by accident."""
-    return "apply" if (context.get("params") or {}).get("mode") == "apply" else "plan"
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

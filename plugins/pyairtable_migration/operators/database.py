@@ -57,15 +57,12 @@ from pyairtable_migration.hooks.database import (
 )
 from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
 from pyairtable_migration.hooks.validation import Validator
+from pyairtable_migration.operators.params import run_mode
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 DEFERRAL_MARGIN = timedelta(minutes=5)
 MIN_SERVER_VERSION = 100000  # logical replication
-
-
-def run_mode(context: Context) -> str:
-    return str(context["params"].get("mode", "plan"))
 
 
 def fail(message: str) -> AirflowFailException:

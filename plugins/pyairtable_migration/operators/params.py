@@ -11,6 +11,11 @@ from airflow.sdk.exceptions import AirflowFailException
 from pyairtable_migration.config import traffic_step_problems
 
 
+def run_mode(context: Context) -> str:
+    """The run's mode; anything but an explicit "apply" is a plan, so nothing changes by accident."""
+    return "apply" if (context.get("params") or {}).get("mode") == "apply" else "plan"
+
+
 class CheckRunParamsOperator(BaseOperator):
     """Checks what the trigger form's JSON schema cannot: cross-field rules against the config.
 

@@ -44,6 +44,7 @@ from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQuer
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.database import catch_up
+from pyairtable_migration.operators.params import run_mode
 
 LATENCY_QUERY = (
     "histogram_quantile(0.95, sum by (le, service) "
@@ -51,10 +52,6 @@ LATENCY_QUERY = (
 )
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 MIN_SECRET_LENGTH = 4  # shorter "passwords" would match everywhere and mean nothing
-
-
-def run_mode(context: Context) -> str:
-    return str(context["params"].get("mode", "plan"))
 
 
 def fail(message: str) -> AirflowFailException:
