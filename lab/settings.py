@@ -7,6 +7,9 @@ for a machine where a default port is taken.
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -48,3 +51,26 @@ class LabSettings:
             else:
                 overrides[field.name] = raw
         return cls(**overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def throwaway(cls, prefix: str) -> LabSettings:
+        """A second lab beside the shared one: every port free right now, its own data directory.
+
+        The directory is under /tmp with mode 0755: the `postgres` OS user must be able to enter it.
+        """
+        data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+        data_dir.chmod(0o755)
+        port_fields = [field.name for field in fields(cls) if field.name.endswith("_port")]
+        ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
+        return cls(**ports, data_dir=data_dir)  # type: ignore[arg-type]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on loopback (held open together, so they are distinct)."""
+    with ExitStack() as stack:
+        sockets = []
+        for _ in range(count):
+            held = stack.enter_context(socket.socket())
+            held.bind(("127.0.0.1", 0))
+            sockets.append(held)
+        return [held.getsockname()[1] for held in sockets]

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -34,18 +32,6 @@ from lab.supervisor import down, start_component
 
 COMPONENTS = ("postgres-source", "postgres-target", "pgbouncer", "redis-source", "redis-target")
 PGBOUNCER_ADMIN = "pgbouncer_admin"
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    with contextlib.ExitStack() as stack:
-        held = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            held.append(sock)
-        return [sock.getsockname()[1] for sock in held]
 
 
 @dataclass
@@ -218,23 +204,7 @@ class Pair:
 @contextlib.contextmanager
 def running_pair(records: int) -> Iterator[Pair]:
     """Start the pair (seeded with `records` rows), its Airflow connections in os.environ."""
-    data_dir = Path(tempfile.mkdtemp(prefix="pyairtable-db-test-"))
-    data_dir.chmod(0o755)
-    ports = free_ports(11)
-    settings = LabSettings(
-        postgres_source_port=ports[0],
-        postgres_target_port=ports[1],
-        pgbouncer_port=ports[2],
-        redis_source_port=ports[3],
-        redis_target_port=ports[4],
-        moto_port=ports[5],
-        prometheus_port=ports[6],
-        kube_api_port=ports[7],
-        ingress_port=ports[8],
-        edge_metrics_port=ports[9],
-        loadgen_metrics_port=ports[10],
-        data_dir=data_dir,
-    )
+    settings = LabSettings.throwaway("pyairtable-db-test-")
     state = State(settings)
     state.seed["records"] = records
     state.save()

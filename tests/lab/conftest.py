@@ -6,11 +6,7 @@ Modules outside tests/lab import them (`from tests.lab.conftest import lab  # no
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -60,17 +56,6 @@ def kube_api(lab: LabSettings) -> Iterator[k8s.ApiClient]:
         yield api
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free right now on loopback (held open together, so they are distinct)."""
-    with ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            held = stack.enter_context(socket.socket())
-            held.bind(("127.0.0.1", 0))
-            sockets.append(held)
-        return [held.getsockname()[1] for held in sockets]
-
-
 @pytest.fixture
 def isolated_settings() -> Iterator[LabSettings]:
     """Settings for a second, throwaway lab: free ports and its own data directory.
@@ -78,23 +63,7 @@ def isolated_settings() -> Iterator[LabSettings]:
     The directory is under /tmp with mode 0755 (pytest's tmp_path is 0700, which the `postgres`
     OS user could not enter). Anything the test leaves running is stopped afterwards.
     """
-    data_dir = Path(tempfile.mkdtemp(prefix="pyairtable-lab-test-"))
-    data_dir.chmod(0o755)
-    ports = free_ports(11)
-    settings = LabSettings(
-        postgres_source_port=ports[0],
-        postgres_target_port=ports[1],
-        pgbouncer_port=ports[2],
-        redis_source_port=ports[3],
-        redis_target_port=ports[4],
-        moto_port=ports[5],
-        prometheus_port=ports[6],
-        kube_api_port=ports[7],
-        ingress_port=ports[8],
-        edge_metrics_port=ports[9],
-        loadgen_metrics_port=ports[10],
-        data_dir=data_dir,
-    )
+    settings = LabSettings.throwaway("pyairtable-lab-test-")
     try:
         yield settings
     finally:

@@ -15,14 +15,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,27 +46,11 @@ PUBLIC_SERVICES = ("api-gateway", "web-bff", "auth-frontend")
 LAB_COMPONENTS = ("moto", "kube-api", "prometheus")
 
 
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            held = stack.enter_context(socket.socket())
-            held.bind(("127.0.0.1", 0))
-            sockets.append(held)
-        return [held.getsockname()[1] for held in sockets]
-
-
 @contextlib.contextmanager
 def private_lab() -> Iterator[LabSettings]:
     """Moto, the Kubernetes emulator (staging seeded) and Prometheus, on free ports; the lab's
     Airflow connections in os.environ while it runs. Everything is stopped and purged after."""
-    port_fields = [f.name for f in fields(LabSettings) if f.name.endswith("_port")]
-    data_dir = Path(tempfile.mkdtemp(prefix="pyairtable-traffic-lab-"))
-    data_dir.chmod(0o755)
-    settings = LabSettings(
-        **dict(zip(port_fields, free_ports(len(port_fields)), strict=True)),  # type: ignore[arg-type]
-        data_dir=data_dir,
-    )
+    settings = LabSettings.throwaway("pyairtable-traffic-lab-")
     connection_env = environment(settings)
     saved = {name: os.environ.get(name) for name in connection_env}
     try:
