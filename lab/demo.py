@@ -146,7 +146,7 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
     print(f"rows validated:      {find_figure(results, 'rows_validated', 'rows_compared', 'rows')}")
     print(f"report:              {find_figure(results, 'report_html', 'html', 'report_path')}")
     print(f"demo took {time.monotonic() - started:.0f} s; demo waits: {DEMO_OVERRIDES}")
-    down(settings)
+    down(settings, purge=True)  # a migrated lab must not be mistaken for a fresh one by `make test`
     ok = run.state == "success" and ledger_report.lost == 0 and figures["db_failures"] == 0
     return 0 if ok else 1
 
