@@ -70,11 +70,8 @@ demo: bootstrap
 	$(BIN)/python -m lab.demo
 
 .PHONY: bench
-BENCHMARKS := bench_parse bench_services bench_traffic bench_database
 bench: bootstrap
-	@for b in $(BENCHMARKS); do \
-		if [ -f benchmarks/$$b.py ]; then echo; echo "== $$b =="; $(BIN)/python -m benchmarks.$$b 2>/dev/null || exit 1; fi; \
-	done
+	@$(BIN)/python -m benchmarks
 
 lab-up: bootstrap
 	@$(BIN)/python -m lab up $(if $(SCALE),--scale '$(SCALE)')

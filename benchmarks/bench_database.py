@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.table import Figure, at_least, at_most, format_table, note
 from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from lab.postgres import PG_BIN
@@ -33,6 +34,7 @@ from pyairtable_migration.hooks.validation import Validator
 from tests.database.pair import Pair, running_pair
 from tests.database.runner import run_task
 
+PHASE = "database"
 RECORDS = int(os.environ.get("BENCH_RECORDS", "1000000"))
 SWITCH_RATE = 1000
 RESTORE_DATABASE = "bench_restore"
@@ -159,49 +161,55 @@ def switchover(pair: Pair, config: MigrationConfig) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def figures() -> list[Figure]:
     logging.disable(logging.CRITICAL)
     config = load_config()
-    print(f"Database benchmark: {RECORDS:,} records; {load_average()}")
+    note(f"  database benchmark: {RECORDS:,} records; {load_average()}")
     started = time.perf_counter()
     with running_pair(RECORDS) as pair:
-        print(f"  dedicated clusters up and seeded in {time.perf_counter() - started:.1f} s")
+        note(f"  dedicated clusters up and seeded in {time.perf_counter() - started:.1f} s")
         restore = dump_and_restore(pair)
         pair.reset()
         sync = migration_sync(pair, config)
         total = sync["schema"] + sync["sync"] + sync["indexes"]
-        print("\nInitial sync (goal: ratio <= 1.0)")
-        print(f"  pg_dump -Fc | pg_restore            {restore:7.2f} s")
-        print(
+        note(f"  initial sync: pg_dump -Fc | pg_restore {restore:.2f} s")
+        note(
             f"  migration: schema {sync['schema']:.2f} s + replication until every table is ready "
             f"{sync['sync']:.2f} s + deferred indexes {sync['indexes']:.2f} s = {total:.2f} s"
         )
-        print(f"  ratio (replication until ready / dump+restore)   {sync['sync'] / restore:5.2f}")
-        print(f"  ratio (whole migration copy / dump+restore)      {total / restore:5.2f}")
+        records = f"{RECORDS:,} records"
+        result = [
+            Figure(PHASE, f"pg_dump -Fc | pg_restore, {records}", restore, "s"),
+            Figure(PHASE, "initial sync by the migration (schema + replication + indexes)", total, "s"),
+            at_most(PHASE, "initial sync / dump+restore", total / restore, "", 1.0),
+            Figure(
+                PHASE, "  replication until every table is ready / dump+restore", sync["sync"] / restore, ""
+            ),
+        ]
         rate, rows, seconds = validation(config)
-        print("\nValidation (goal: >= 1,000,000 rows/s on 2 cores)")
-        print(f"  {rows:,} source rows hashed on both sides in {seconds:.2f} s: {rate:,.0f} rows/s")
+        note(f"  validation: {rows:,} source rows hashed on both sides in {seconds:.2f} s")
+        result.append(at_least(PHASE, "validation, both sides hashed", rate, "rows/s", 1_000_000))
         switch = switchover(pair, config)
-        print(f"\nWrite switchover at {SWITCH_RATE:,} commits/s through PgBouncer")
-        print(
-            f"  offered {switch['warm_rate']:.0f} commits/s before, {switch['rate']:.0f} commits/s around "
-            "the flip"
+        note(
+            f"  switchover: offered {switch['warm_rate']:.0f} commits/s before, "
+            f"{switch['rate']:.0f} commits/s around the flip; longest commit gap in steady state before "
+            f"{switch['steady_gap_ms']:.1f} ms"
         )
-        print(f"  write stall measured by the operator  {switch['stall_ms']:7.1f} ms")
-        print(
-            f"  longest commit gap                    {switch['gap_ms']:7.1f} ms (goal <= 250; "
-            f"{switch['steady_gap_ms']:.1f} ms in steady state before)"
-        )
-        print(
-            f"  failed transactions                   {switch['failures']:7d}    (goal 0) {switch['errors']}"
-        )
-        print(
-            f"  acknowledged writes lost              {switch['lost']:7d}    (goal 0; {switch['checked']:,} "
-            "checked)"
-        )
-    print(f"\n{load_average()}; whole benchmark {time.perf_counter() - started:.0f} s")
-    return 0
+        note(f"  {switch['checked']:,} acknowledged writes checked; first errors {switch['errors']}")
+        during = f"switchover at {SWITCH_RATE:,} commits/s"
+        result += [
+            Figure(PHASE, f"write stall measured by the operator, {during}", switch["stall_ms"], "ms"),
+            at_most(PHASE, f"longest commit gap, {during}", switch["gap_ms"], "ms", 250),
+            at_most(PHASE, f"failed transactions, {during}", switch["failures"], "", 0),
+            at_most(PHASE, f"acknowledged writes lost, {during}", switch["lost"], "", 0),
+        ]
+    note(f"  {load_average()}; whole database benchmark {time.perf_counter() - started:.0f} s")
+    return result
+
+
+def main() -> None:
+    print(format_table(figures()))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

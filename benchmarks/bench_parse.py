@@ -16,8 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.table import Figure, at_most, format_table, note
 from lab.synthetic_graph import random_acyclic_services, with_services
 
+PHASE = "parse"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAG_FILE = REPO_ROOT / "dags" / "pyairtable_migration.py"
 
@@ -50,23 +52,32 @@ def parse_dag_file(config_path: Path | None) -> Callable[[], object]:
     return parse
 
 
-def main() -> None:
+def figures() -> list[Figure]:
     with tempfile.TemporaryDirectory() as scratch:
         baseline_file = Path(scratch) / "one_task.py"
         baseline_file.write_text(ONE_TASK_DAG)
         baseline = median_seconds(lambda: runpy.run_path(str(baseline_file)), repeat=20)
+        result = [Figure(PHASE, "one-task DAG file (baseline)", baseline * 1000, "ms")]
         cases: list[tuple[str, Path | None, float | None, int]] = [("real config (16 nodes)", None, 0.5, 10)]
         for count, goal in ((100, None), (500, 3.0)):
             generated = Path(scratch) / f"generated_{count}.yaml"
             generated.write_text(yaml.safe_dump(with_services(random_acyclic_services(count, seed=count))))
             cases.append((f"generated, {count} services", generated, goal, 5))
-        print(f"{'DAG file parse':32} {'seconds':>9} {'x one-task':>11} {'goal':>8}")
-        print(f"{'one-task DAG (baseline)':32} {baseline:9.4f} {1.0:11.1f} {'':>8}")
         for label, path, goal, repeat in cases:
+            note(f"  parsing the DAG file: {label}")
             seconds = median_seconds(parse_dag_file(path), repeat)
-            verdict = "" if goal is None else f"<= {goal:g}s " + ("ok" if seconds <= goal else "MISSED")
-            print(f"{label:32} {seconds:9.4f} {seconds / baseline:11.1f} {verdict:>8}")
+            what = f"DAG file, {label}"
+            if goal is None:
+                result.append(Figure(PHASE, what, seconds, "s"))
+            else:
+                result.append(at_most(PHASE, what, seconds, "s", goal))
+            result.append(Figure(PHASE, "  same, as a multiple of the one-task DAG", seconds / baseline, "x"))
     os.environ.pop("PYAIRTABLE_MIGRATION_CONFIG", None)
+    return result
+
+
+def main() -> None:
+    print(format_table(figures()))
 
 
 if __name__ == "__main__":

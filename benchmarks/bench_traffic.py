@@ -13,11 +13,13 @@ started on free ports; a separate process sends the load through the weighted ed
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from typing import Any
 
+from benchmarks.table import Figure, at_least, at_most, format_table, note
+
+PHASE = "traffic"
 RATES = (500, 750, 1000, 1250, 1500)  # offered req/s, probed in order
 PROBE_SECONDS = 6.0
 CUTOVER_TTL = 2
@@ -50,7 +52,7 @@ def sustained(settings: Any) -> tuple[float, list[str]]:
     return best, lines
 
 
-def healthy_shift(settings: Any, rate: float) -> list[str]:
+def healthy_shift(settings: Any, rate: float) -> tuple[int, list[str]]:
     from pyairtable_migration.builder import build_migration_dag
     from tests.traffic.driver import make_context, run_operator
     from tests.traffic.lablib import DnsMonitor, cutover_config, load, set_dns
@@ -73,7 +75,7 @@ def healthy_shift(settings: Any, rate: float) -> list[str]:
     for (at, weight), (ends, _) in zip(changes[1:], [*changes[2:], (requests.times[-1], 0)], strict=True):
         share, _ = requests.production_share(at + CUTOVER_TTL + 0.8, ends)
         shares.append(f"{weight}%->{share:.1f}")
-    return [
+    return len(requests.failures()), [
         f"healthy 10 -> 100 % shift at {rate:.0f} req/s offered ({requests.rate():.0f} served): "
         f"{len(requests.times)} requests, {len(requests.failures())} failed (goal 0) "
         f"in {time.monotonic() - started:.0f} s",
@@ -81,7 +83,7 @@ def healthy_shift(settings: Any, rate: float) -> list[str]:
     ]
 
 
-def breach(settings: Any) -> list[str]:
+def breach(settings: Any) -> tuple[float, list[str]]:
     from airflow.sdk.exceptions import AirflowFailException
 
     from pyairtable_migration.builder import build_migration_dag
@@ -118,7 +120,7 @@ def breach(settings: Any) -> list[str]:
     reverted = next(at for at, weight in monitor.weight_changes() if at > shifted and weight == 0)
     onset = requests.first_failure_at(PRODUCTION.set_identifier) or 0.0
     last = requests.last_at(PRODUCTION.set_identifier) or 0.0
-    return [
+    return last - tripped, [
         f"breach -> traffic back on staging: {last - tripped:.1f} s (cutover TTL {CUTOVER_TTL} s; "
         f"goal <= {CUTOVER_TTL + 5} s)",
         f"  gate tripped {tripped - onset:.1f} s after production's first 5xx; revert written "
@@ -126,7 +128,7 @@ def breach(settings: Any) -> list[str]:
     ]
 
 
-def main() -> int:
+def figures() -> list[Figure]:
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-traffic-airflow-"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the figures, not task logs
@@ -135,15 +137,34 @@ def main() -> int:
     with private_lab() as settings:
         deploy_production(settings)
         rate, lines = sustained(settings)
-        print("steady rate the lab sustains (weights 50/50, both environments serving):")
-        print("\n".join(lines))
+        note("  steady rate the lab sustains (weights 50/50, both environments serving):")
+        note("\n".join(lines))
+        result = [at_least(PHASE, "steady rate served in full, none failed", rate, "req/s", RATES[0])]
         if rate == 0:
-            print(f"the lab did not sustain {RATES[0]} req/s; shifting at {RATES[0] // 2} req/s instead")
+            note(f"  the lab did not sustain {RATES[0]} req/s; shifting at {RATES[0] // 2} req/s instead")
             rate = RATES[0] // 2
-        print("\n".join(healthy_shift(settings, rate)))
-        print("\n".join(breach(settings)))
-    return 0
+        failed, lines = healthy_shift(settings, rate)
+        note("  " + "\n  ".join(lines))
+        result.append(
+            at_most(PHASE, f"failed requests, healthy 10 -> 100 % shift at {rate:,.0f} req/s", failed, "", 0)
+        )
+        seconds, lines = breach(settings)
+        note("  " + "\n  ".join(lines))
+        result.append(
+            at_most(
+                PHASE,
+                f"gate breach -> traffic back on staging (TTL {CUTOVER_TTL} s)",
+                seconds,
+                "s",
+                CUTOVER_TTL + 5,
+            )
+        )
+    return result
+
+
+def main() -> None:
+    print(format_table(figures()))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
