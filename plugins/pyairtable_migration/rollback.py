@@ -4,7 +4,9 @@
     services -> each production Service back to its previous color, dependents before their
                 dependencies (frontend tier first: reverse topological order)
     database -> the pooler(s) back to the source, which reverse replication kept current
-    redis    -> no Redis rollback exists yet: the step says so and ends skipped
+    redis    -> only if the target carries the switch marker: the source takes the target's keys
+                (replicaof: it replicates the target until caught up and is promoted, then the
+                target replicates it as before the switch; copy: the keys are copied back)
 
 Every step reads the state first and is a no-op when there is nothing to undo, so the DAG is
 safe after a partial migration, twice in a row, or after clearing any task. The trigger form's
@@ -14,19 +16,15 @@ mode defaults to `apply` (this is the emergency path); `plan` logs what would ch
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, Context, Param
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import DAG, Param
 
 from pyairtable_migration.config import ConfigError, MigrationConfig, ServiceNode, load_config
 from pyairtable_migration.plan import OPERATORS, MigrationPlan, Step, format_plan
 
 ROLLBACK_DAG_ID = "pyairtable_production_rollback"
 ROLLBACK_PHASES = ("traffic", "services", "database", "redis")
-REDIS_NOTE = f"{__name__}.RedisRollbackNoteOperator"
 
 DOC_MD = """
 ### PyAirtable: roll production back to staging
@@ -34,7 +32,8 @@ DOC_MD = """
 Undoes what the migration put in place, in reverse dependency order: **traffic** (every user back
 on staging) → **services** (each production Service back to its previous color, frontend first)
 → **database** (the pooler(s) back to the source, kept current by reverse replication) →
-**redis** (no automatic rollback yet: see the task's note).
+**redis** (only if the target carries the switch marker: the source takes the target's keys, and
+the target replicates the source again as before the switch).
 
 Every step is a no-op when there is nothing to undo: safe after a partial migration, twice, or
 after a clear. Mode **apply** (default) acts; **plan** logs what would change.
@@ -123,11 +122,26 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
     )
     redis_step = plan.add(
         Step(
-            "redis.note",
-            "no automatic Redis rollback: the source keeps what it had at the switch; report and skip",
-            (f"redis {redis.source_conn_id}, {redis.target_conn_id} (untouched)",),
-            operator=REDIS_NOTE,
-            arguments={"source_conn_id": redis.source_conn_id, "target_conn_id": redis.target_conn_id},
+            "redis.rollback",
+            "if the target carries the switch marker: the source takes the target's keys "
+            + (
+                "(REPLICAOF until caught up, then promoted), the target replicates the source again"
+                if redis.mode == "replicaof"
+                else "(copied back)"
+            )
+            + "; marker deleted",
+            (
+                f"redis {redis.source_conn_id}: replaced by the target's keys",
+                f"redis {redis.target_conn_id}: "
+                + ("REPLICAOF the source again" if redis.mode == "replicaof" else "switch marker deleted"),
+            ),
+            operator=f"{OPERATORS}.redis_sync.RollbackRedisOperator",
+            arguments={
+                "source_conn_id": redis.source_conn_id,
+                "target_conn_id": redis.target_conn_id,
+                "mode": redis.mode,
+                "timeout_seconds": redis.sync_timeout_seconds,
+            },
         )
     )
     services_roots, services_leaves = plan.phase_roots_and_leaves("services")
@@ -160,37 +174,12 @@ def build_rollback_dag(
             )
         },
         doc_md=DOC_MD.format(config_path=config_path),
-        description="Undo the PyAirtable production migration: traffic, services, database",
+        description="Undo the PyAirtable production migration: traffic, services, database, Redis",
         tags=["pyairtable", "migration", "rollback"],
         default_args={"retries": 0},
     )
     build_airflow_graph(build_rollback_plan(config), dag)
     return dag
-
-
-class RedisRollbackNoteOperator(BaseOperator):
-    """Says what the Redis step would need and ends skipped: no Redis rollback is implemented.
-
-    After the switchover the target Redis is a primary; keys written there since are not on the
-    source. Users may have to sign in again after a rollback.
-    """
-
-    template_fields: Sequence[str] = ("source_conn_id", "target_conn_id")
-    ui_color = "#eeeeee"
-
-    def __init__(self, *, source_conn_id: str, target_conn_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-
-    def execute(self, context: Context) -> None:
-        self.log.warning(
-            "No Redis rollback is implemented: %s is left as it is, and %s keeps the keys it had at the "
-            "switch. Keys written to the target since (sessions, cache) are not copied back.",
-            self.target_conn_id,
-            self.source_conn_id,
-        )
-        raise AirflowSkipException("no Redis rollback implemented (see the log)")
 
 
 def main(argv: list[str]) -> int:

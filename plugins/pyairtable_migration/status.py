@@ -5,9 +5,10 @@
     python -m pyairtable_migration.status --json
 
 Shows: where each pooler sends writers, replication state and lag in both directions
-(forward source -> target, reverse target -> source), each production service's active color
-and version, and the DNS weights and TTLs. A part that cannot be read says why; the others
-are still shown. Exit status 1 when any part could not be read.
+(forward source -> target, reverse target -> source), each Redis server's role, whom it
+replicates, its offset and whether it carries the switch marker (so whether Redis was switched),
+each production service's active color and version, and the DNS weights and TTLs. A part that
+cannot be read says why; the others are still shown. Exit status 1 when any part could not be read.
 """
 
 from __future__ import annotations
@@ -64,6 +65,31 @@ def database_status(config: MigrationConfig) -> dict[str, Any]:
     return {"poolers": poolers, "replication": directions}
 
 
+def redis_status(config: MigrationConfig) -> dict[str, Any]:
+    from pyairtable_migration.hooks.redis_hook import MigrationRedisHook, replication_state, switch_marker
+
+    hooks = {
+        "source": MigrationRedisHook(config.redis.source_conn_id),
+        "target": MigrationRedisHook(config.redis.target_conn_id),
+    }
+    names = {hook.address: side for side, hook in hooks.items()}
+    result = {}
+    for side, hook in hooks.items():
+        with hook.client(timeout=5) as client:
+            state = replication_state(client)
+            marker = switch_marker(client)
+        replica = state.role == "slave"
+        address = (str(state.master_host), int(state.master_port or 0))
+        result[side] = {
+            "role": "replica" if replica else "primary",
+            "replicates": names.get(address, f"{address[0]}:{address[1]}") if replica else None,
+            "link_up": state.link_up if replica else None,
+            "offset": state.offset,
+            "switched_at": marker,
+        }
+    return result
+
+
 def services_status(config: MigrationConfig) -> dict[str, Any]:
     from pyairtable_migration.hooks.bluegreen import BlueGreenHook
 
@@ -98,6 +124,7 @@ def dns_status(config: MigrationConfig) -> dict[str, Any]:
 
 PARTS: dict[str, Callable[[MigrationConfig], dict[str, Any]]] = {
     "database": database_status,
+    "redis": redis_status,
     "services": services_status,
     "dns": dns_status,
 }
@@ -127,6 +154,19 @@ def format_status(status: dict[str, Any]) -> str:
         for label, d in database["replication"].items():
             lag = "—" if d["lag_bytes"] is None else f"{d['lag_bytes']} bytes"
             lines.append(f"  {label}: subscription {d['subscription']} {d['state']}, lag {lag}")
+    lines.append("== redis ==")
+    redis = status["redis"]
+    if "error" in redis:
+        lines.append(f"  cannot read: {redis['error']}")
+    else:
+        for side, r in redis.items():
+            role = (
+                f"replica of {r['replicates']} (link {'up' if r['link_up'] else 'DOWN'})"
+                if r["role"] == "replica"
+                else "primary"
+            )
+            marker = f", switch marker {r['switched_at']}" if r["switched_at"] else ""
+            lines.append(f"  {side} {role}, offset {r['offset']}{marker}")
     lines.append("== services (production) ==")
     services = status["services"]
     if "error" in services:

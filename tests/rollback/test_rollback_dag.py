@@ -28,13 +28,13 @@ def test_rollback_undoes_in_reverse_dependency_order() -> None:
         "traffic.revert_weights",
         *services,
         "database.repoint_poolers",
-        "redis.note",
+        "redis.rollback",
     }
     # traffic first, every service before the database, the database before Redis
     for task_id in services:
         assert "traffic.revert_weights" in upstream_closure(dag, task_id)
     assert set(services) <= upstream_closure(dag, "database.repoint_poolers")
-    assert "database.repoint_poolers" in upstream_closure(dag, "redis.note")
+    assert "database.repoint_poolers" in upstream_closure(dag, "redis.rollback")
     # a dependent rolls back before each of its (deployable) dependencies
     by_name = {name: task_id for task_id, name in services.items()}
     for name in config.deployable:
@@ -66,7 +66,7 @@ def test_rollback_plan_prints() -> None:
 
 @pytest.mark.usefixtures("airflow_db")
 def test_rollback_on_a_clean_staging_state_changes_nothing(lab: LabSettings) -> None:  # noqa: F811
-    """Nothing migrated yet: every step reads the state, finds nothing to undo, and succeeds (Redis skips)."""
+    """Nothing migrated yet: every step reads the state, finds nothing to undo, and succeeds."""
     from pyairtable_migration.status import collect
 
     config = load_config(REAL_CONFIG)
@@ -77,9 +77,14 @@ def test_rollback_on_a_clean_staging_state_changes_nothing(lab: LabSettings) -> 
         run = dag.test(run_conf={"mode": "apply"})
         states = task_states(run)
         assert run.state == "success", (attempt, states)
-        assert states.pop("redis.note") == "skipped"
         assert set(states.values()) == {"success"}, states
+        assert "redis.rollback" in states
     after = collect(config)
     assert after["database"]["poolers"] == before["database"]["poolers"]
     assert after["dns"] == before["dns"]
     assert after["services"] == before["services"]
+    assert before["redis"]["target"]["switched_at"] is None, before
+    for side in ("source", "target"):  # offsets move with Redis's own pings; roles and marker may not
+        assert {k: v for k, v in after["redis"][side].items() if k != "offset"} == {
+            k: v for k, v in before["redis"][side].items() if k != "offset"
+        }

@@ -5,6 +5,8 @@ Two ways to fill the target:
     offset reaches the source's. Promotion: REPLICAOF NO ONE.
   * `copy`, for managed servers that refuse REPLICAOF: SCAN the source, DUMP + PTTL each key and
     RESTORE ... REPLACE it on the target, pipelined; a key's remaining TTL travels with it.
+The promoted target carries SWITCH_MARKER, so whether a switch happened (and needs undoing) is
+read from Redis itself; the marker describes the server it is on, so copies and inventories skip it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -20,6 +23,7 @@ from airflow.sdk import BaseHook
 from pyairtable_migration.hooks.database import MigrationError
 
 SCAN_COUNT = 1000
+SWITCH_MARKER = "pyairtable-migration:switched"
 
 
 class MigrationRedisHook(BaseHook):
@@ -82,13 +86,21 @@ class ReplicationState:
     link_up: bool = False
     sync_in_progress: bool = False
     offset: int = 0  # the replica's processed offset (slave_repl_offset), or the master's own
+    replid: str = ""  # a replica shares its master's id
+    replid2: str = ""  # the id it replicated before its last REPLICAOF NO ONE (PSYNC2), else zeros
 
     def replicates(self, host: str, port: int) -> bool:
         return self.role == "slave" and self.master_host == host and self.master_port == port
 
+    def promoted_from(self, other: ReplicationState) -> bool:
+        """A primary that replicated `other` until its REPLICAOF NO ONE: Redis keeps that stream's id
+        as replid2 (until a restart or another REPLICAOF)."""
+        return self.role == "master" and bool(other.replid) and self.replid2 == other.replid
+
 
 def replication_state(client: redis.Redis) -> ReplicationState:
     data = info(client, "replication")
+    replid, replid2 = str(data.get("master_replid", "")), str(data.get("master_replid2", ""))
     if data.get("role") == "slave":
         return ReplicationState(
             role="slave",
@@ -97,8 +109,28 @@ def replication_state(client: redis.Redis) -> ReplicationState:
             link_up=data.get("master_link_status") == "up",
             sync_in_progress=bool(data.get("master_sync_in_progress")),
             offset=int(data.get("slave_repl_offset", 0)),
+            replid=replid,
+            replid2=replid2,
         )
-    return ReplicationState(role="master", offset=int(data.get("master_repl_offset", 0)))
+    return ReplicationState(
+        role="master", offset=int(data.get("master_repl_offset", 0)), replid=replid, replid2=replid2
+    )
+
+
+def switch_marker(client: redis.Redis) -> str | None:
+    """When this server was marked switched (ISO timestamp), or None."""
+    value = client.get(SWITCH_MARKER)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def mark_switched(client: redis.Redis) -> str:
+    """Mark this (promoted) server switched; an existing marker keeps its first timestamp."""
+    client.set(SWITCH_MARKER, datetime.now(UTC).isoformat(timespec="seconds"), nx=True)
+    return str(switch_marker(client))
+
+
+def _is_marker(key: Any) -> bool:
+    return key in (SWITCH_MARKER, SWITCH_MARKER.encode())
 
 
 @dataclass
@@ -111,12 +143,14 @@ class CopyResult:
 
 
 def copy_keys(source: redis.Redis, target: redis.Redis, batch: int = SCAN_COUNT) -> CopyResult:
-    """SCAN the source; DUMP + PTTL, then RESTORE REPLACE on the target, one pipeline per batch."""
+    """SCAN the source; DUMP + PTTL, then RESTORE REPLACE on the target, one pipeline per batch.
+    The switch marker stays where it is."""
     result = CopyResult()
     started = time.monotonic()
     cursor = 0
     while True:
         cursor, keys = source.scan(cursor=cursor, count=batch)
+        keys = [key for key in keys if not _is_marker(key)]
         if keys:
             result.scanned += len(keys)
             with source.pipeline(transaction=False) as reading:
@@ -145,7 +179,7 @@ def copy_keys(source: redis.Redis, target: redis.Redis, batch: int = SCAN_COUNT)
 class KeyInventory:
     """Key counts per type and each expiring key's expiry (absolute, ms since the epoch: read as
     PTTL and dated by the moment of its batch, so two servers scanned one after the other compare
-    fairly), from one SCAN pass."""
+    fairly), from one SCAN pass. The switch marker is not data and is not counted."""
 
     types: Counter[str] = field(default_factory=Counter)
     ttls: dict[Any, int] = field(default_factory=dict)
@@ -168,7 +202,7 @@ def inventory(client: redis.Redis, batch: int = SCAN_COUNT) -> KeyInventory:
             for index, key in enumerate(keys):
                 kind, ttl = answers[2 * index], answers[2 * index + 1]
                 kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-                if kind == "none":
+                if kind == "none" or _is_marker(key):
                     continue
                 result.types[kind] += 1
                 result.total += 1

@@ -1,11 +1,13 @@
-"""Redis: preflight, sync (REPLICAOF or key copy), validation and promotion of the target.
+"""Redis: preflight, sync (REPLICAOF or key copy), validation, promotion of the target, rollback.
 
 `mode` comes from the config's `redis.mode`:
   * replicaof: the target becomes a replica of the source; sync waits (deferred) until its
     offset reaches the source's; promotion waits for that again and runs REPLICAOF NO ONE.
+    Rollback runs the same moves the other way, then makes the target a replica again.
   * copy: for managed servers that forbid REPLICAOF: SCAN + DUMP/PTTL + RESTORE REPLACE,
-    pipelined, TTLs kept; promotion is a last copy pass.
+    pipelined, TTLs kept; promotion is a last copy pass, rollback a copy back.
 Validation compares key counts per type and every expiring key's TTL (within a tolerance).
+Promotion leaves the switch marker on the target; the rollback acts only where it finds one.
 """
 
 from __future__ import annotations
@@ -13,18 +15,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from airflow.sdk import BaseOperator, Context
 
 from pyairtable_migration.hooks.redis_hook import (
+    SWITCH_MARKER,
     MigrationRedisHook,
+    ReplicationState,
     compare_inventories,
     copy_keys,
     info,
     inventory,
+    mark_switched,
     replication_state,
+    switch_marker,
     version_tuple,
 )
 from pyairtable_migration.operators.database import DEFERRAL_MARGIN, fail, run_mode
@@ -58,6 +64,21 @@ class RedisOperator(BaseOperator):
         for line in lines:
             self.log.info("Plan: would %s", line)
         return True
+
+
+def wait_caught_up(
+    primary: redis.Redis, replica: redis.Redis, timeout_seconds: float
+) -> tuple[bool, int, int]:
+    """The bounded wait right before a promotion: (caught up?, the replica's offset, the primary's)."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        wanted = replication_state(primary).offset
+        state = replication_state(replica)
+        if state.link_up and not state.sync_in_progress and state.offset >= wanted:
+            return True, state.offset, wanted
+        if time.monotonic() > deadline:
+            return False, state.offset, wanted
+        time.sleep(0.05)
 
 
 def _command_available(client: redis.Redis, name: str) -> bool:
@@ -258,8 +279,18 @@ class ValidateRedisOperator(RedisOperator):
 
 
 class SwitchRedisOperator(RedisOperator):
-    """Promote the target: catch up, then REPLICAOF NO ONE (replicaof), or a last copy pass (copy).
-    Re-run after success: the target is already a primary; nothing changes."""
+    """Promote the target: catch up, then REPLICAOF NO ONE (replicaof), or a last copy pass (copy);
+    then mark it switched (SWITCH_MARKER, an ISO timestamp), so whether a switch happened is read
+    from Redis itself, by the rollback and the status, rather than from Airflow's records.
+
+    Re-run after success: the marker is there; nothing changes (in copy mode too: another pass
+    would replace keys written on the target since with the source's older values).
+    A primary target without the marker is marked only when Redis shows it was promoted out of the
+    source's replication stream (its replid2 is the source's replication id): a run killed between
+    promotion and marker, or a switch made before markers existed. Any other primary is refused
+    unmarked: a marker is what lets the rollback make the source a copy of the target, and a target
+    that never replicated the source must never be copied over it.
+    """
 
     template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds")
 
@@ -270,48 +301,270 @@ class SwitchRedisOperator(RedisOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
             context,
-            f"wait until {self.target_conn_id} has caught up, then REPLICAOF NO ONE"
+            f"wait until {self.target_conn_id} has caught up, then REPLICAOF NO ONE and mark it switched"
             if self.mode == "replicaof"
-            else f"copy every key of {self.source_conn_id} to {self.target_conn_id} once more",
+            else f"copy every key of {self.source_conn_id} to {self.target_conn_id} once more and mark it "
+            "switched",
         ):
             return {"mode": "plan"}
         source_hook, target_hook = self.hooks()
-        target = target_hook.client()
+        source, target = source_hook.client(), target_hook.client()
+        switched_at = switch_marker(target)
         if self.mode == "copy":
-            result = copy_keys(source_hook.client(), target)
-            self.log.info("Last copy pass: %d key(s) in %.1f s", result.copied, result.seconds)
-            return {"mode": "copy", "copied": result.copied, "changed": True}
+            if switched_at:
+                self.log.info("Target marked switched at %s: nothing to change", switched_at)
+                return {"mode": "copy", "changed": False, "switched_at": switched_at}
+            result = copy_keys(source, target)
+            switched_at = mark_switched(target)
+            self.log.info(
+                "Last copy pass: %d key(s) in %.1f s; target marked switched at %s",
+                result.copied,
+                result.seconds,
+                switched_at,
+            )
+            return {"mode": "copy", "copied": result.copied, "changed": True, "switched_at": switched_at}
         host, port = source_hook.address
         state = replication_state(target)
         if state.role == "master":
-            self.log.info("Target %s is already a primary: nothing to change", target_hook.describe())
-            return {"mode": "replicaof", "changed": False}
+            return self._already_primary(source, target, target_hook.describe(), state, switched_at)
         if not state.replicates(host, port):
             raise fail(
                 f"{self.task_id}: the target replicates {state.master_host}:{state.master_port}, not the "
                 "source"
             )
-        deadline = time.monotonic() + float(self.timeout_seconds)
-        source = source_hook.client()
         started = time.monotonic()
-        while True:
-            wanted = replication_state(source).offset
-            state = replication_state(target)
-            if state.link_up and not state.sync_in_progress and state.offset >= wanted:
-                break
-            if time.monotonic() > deadline:
-                raise fail(
-                    f"{self.task_id}: target offset {state.offset} did not reach the source's {wanted} "
-                    f"within {self.timeout_seconds} s; nothing changed (still a replica)"
-                )
-            time.sleep(0.05)
+        caught_up, offset, wanted = wait_caught_up(source, target, float(self.timeout_seconds))
+        if not caught_up:
+            raise fail(
+                f"{self.task_id}: target offset {offset} did not reach the source's {wanted} within "
+                f"{self.timeout_seconds} s; nothing changed (still a replica)"
+            )
         try:
             target.replicaof("NO", "ONE")
         except redis.RedisError as exc:
             raise fail(f"{self.task_id}: REPLICAOF NO ONE failed: {exc}") from None
+        switched_at = mark_switched(target)
         self.log.info(
-            "Target promoted (REPLICAOF NO ONE) at offset %d after %.2f s of catch-up",
-            state.offset,
+            "Target promoted (REPLICAOF NO ONE) at offset %d after %.2f s of catch-up; marked switched at %s",
+            offset,
             time.monotonic() - started,
+            switched_at,
         )
-        return {"mode": "replicaof", "changed": True, "offset": state.offset}
+        return {"mode": "replicaof", "changed": True, "offset": offset, "switched_at": switched_at}
+
+    def _already_primary(
+        self,
+        source: redis.Redis,
+        target: redis.Redis,
+        described: str,
+        state: ReplicationState,
+        switched_at: str | None,
+    ) -> dict[str, Any]:
+        if switched_at:
+            self.log.info(
+                "Target %s is already a primary, marked switched at %s: nothing to change",
+                described,
+                switched_at,
+            )
+            return {"mode": "replicaof", "changed": False, "switched_at": switched_at}
+        if not state.promoted_from(replication_state(source)):
+            raise fail(
+                f"{self.task_id}: the target is a primary that was not promoted from the source (its "
+                "previous replication id is not the source's), so it is not marked switched: a rollback "
+                "would copy it over the source. Sync it first (database.sync_redis); if it was promoted "
+                f"from the source by hand and the source restarted since, mark it: SET {SWITCH_MARKER} "
+                "<ISO time>"
+            )
+        switched_at = mark_switched(target)
+        self.log.warning(
+            "Target %s was promoted from the source but not marked (a run stopped in between?): marked "
+            "switched now, at %s",
+            described,
+            switched_at,
+        )
+        return {"mode": "replicaof", "changed": True, "switched_at": switched_at}
+
+
+Stage = Literal["nothing", "replicate", "catch_up", "repoint_target", "unmark"]
+
+
+class RollbackRedisOperator(RedisOperator):
+    """Undo the switch: the source current again (the target's keys back on it) and the staging
+    arrangement restored, so a later migration run can switch again.
+
+    Whether there is anything to undo is read from Redis: the switch marker on the target. Without
+    it, or with the target already replicating the source, this is a no-op: a never-switched (maybe
+    empty) target is never copied over the source. A marked target holding nothing else while the
+    source has keys is refused too (it lost its data; replicating it would empty the source).
+
+    replicaof, in stages; each run reads roles and markers first and continues from there, so a
+    re-run after a kill between any two stages completes the rollback:
+      1. source REPLICAOF target; wait (deferred) until its offset reaches the target's;
+      2. a last bounded catch-up check, then source REPLICAOF NO ONE: it holds the target's keys,
+         and the marker with them;
+      3. target REPLICAOF source (the pre-switch arrangement);
+      4. the marker deleted on the source (the replica follows).
+    The marker leaves the source last on purpose: with both servers primaries, a marked source is
+    how a re-run tells "stopped after stage 2" from "switched, rollback not begun". A source that
+    already replicates the target is carried on even unmarked: its own keys are gone already, and
+    stopping would leave staging's Redis a read-only replica.
+    copy: copy the target's keys to the source (added or replaced: keys deleted on the target since
+    the switch stay on the source), then delete the marker.
+    """
+
+    template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds")
+
+    def __init__(self, *, timeout_seconds: float = 1800.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout_seconds = timeout_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        source, target = self.source_conn_id, self.target_conn_id
+        if self.planned(
+            context,
+            f"read the switch marker {SWITCH_MARKER} on {target}; only if it is there: "
+            + (
+                f"{source} REPLICAOF {target} until caught up, then REPLICAOF NO ONE; {target} REPLICAOF "
+                f"{source}; marker deleted"
+                if self.mode == "replicaof"
+                else f"copy every key of {target} to {source}; marker deleted"
+            ),
+        ):
+            return {"mode": "plan"}
+        if self.mode == "copy":
+            return self._copy_back(time.time())
+        return self._advance(time.time(), caught_up=False)
+
+    def execute_complete(self, context: Context, event: dict[str, Any], started: float) -> dict[str, Any]:
+        if event.get("status") != "ok":
+            raise fail(
+                f"{self.task_id}: the source did not catch up with the target ({event.get('status')}; the "
+                f"trigger calls the server catching up the target): {event.get('message')}. The source "
+                "still replicates the target; run again to keep waiting."
+            )
+        return self._advance(started, caught_up=True)
+
+    def _advance(self, started: float, caught_up: bool) -> dict[str, Any]:
+        source_hook, target_hook = self.hooks()
+        source, target = source_hook.client(), target_hook.client()
+        stage = self._stage(source, target, source_hook.address, target_hook.address)
+        if stage == "nothing":
+            return {"mode": "replicaof", "changed": False, "seconds": round(time.time() - started, 2)}
+        if stage == "replicate":
+            self._refuse_an_emptied_target(source, target)
+            if target_hook.password:
+                source.config_set("masterauth", target_hook.password)  # never logged
+            source.replicaof(*target_hook.address)
+            self.log.info("Source %s: REPLICAOF %s", source_hook.describe(), target_hook.describe())
+            stage = "catch_up"
+        if stage == "catch_up" and not caught_up:
+            self.defer(
+                trigger=RedisCatchUpTrigger(
+                    source_conn_id=self.target_conn_id,
+                    target_conn_id=self.source_conn_id,
+                    timeout_seconds=float(self.timeout_seconds),
+                ),
+                method_name="execute_complete",
+                kwargs={"started": started},
+                timeout=timedelta(seconds=float(self.timeout_seconds)) + DEFERRAL_MARGIN,
+            )
+        if stage == "catch_up":
+            done, offset, wanted = wait_caught_up(target, source, float(self.timeout_seconds))
+            if not done:
+                raise fail(
+                    f"{self.task_id}: source offset {offset} did not reach the target's {wanted} within "
+                    f"{self.timeout_seconds} s; the source still replicates the target; run again"
+                )
+            source.replicaof("NO", "ONE")
+            self.log.info(
+                "Source promoted (REPLICAOF NO ONE) at offset %d: it holds the target's keys", offset
+            )
+            stage = "repoint_target"
+        if stage == "repoint_target":
+            if source_hook.password:
+                target.config_set("masterauth", source_hook.password)  # never logged
+            target.replicaof(*source_hook.address)
+            self.log.info("Target %s: REPLICAOF %s again", target_hook.describe(), source_hook.describe())
+        source.delete(SWITCH_MARKER)
+        offset = replication_state(source).offset
+        self.log.info("Switch marker deleted: Redis rolled back (source offset %d)", offset)
+        return {
+            "mode": "replicaof",
+            "changed": True,
+            "offset": offset,
+            "seconds": round(time.time() - started, 2),
+        }
+
+    def _refuse_an_emptied_target(self, source: redis.Redis, target: redis.Redis) -> None:
+        """A switched target held every source key; holding none now (but the marker) while the source
+        still has keys means it lost its data, and replicating it would empty the source."""
+        target_keys, source_keys = target.dbsize() - 1, source.dbsize()
+        if target_keys <= 0 < source_keys:
+            raise fail(
+                f"{self.task_id}: the target holds no keys but its switch marker, the source {source_keys}: "
+                "replicating the target would empty the source; nothing changed. If the target lost its "
+                f"data, delete its marker (DEL {SWITCH_MARKER}) and the source stays as it is; if empty is "
+                "right, empty the source (FLUSHALL) and run again."
+            )
+
+    def _stage(
+        self,
+        source: redis.Redis,
+        target: redis.Redis,
+        source_address: tuple[str, int],
+        target_address: tuple[str, int],
+    ) -> Stage:
+        """Where the rollback stands, read from both servers' roles and markers (logged)."""
+        source_state, target_state = replication_state(source), replication_state(target)
+        stage: Stage
+        if target_state.replicates(*source_address):
+            if switch_marker(source):
+                stage, why = "unmark", "the target replicates the source again; the marker is left"
+            else:
+                stage, why = "nothing", "the target replicates the source (never switched, or rolled back)"
+        elif source_state.replicates(*target_address):
+            stage, why = "catch_up", "the source replicates the target"
+        elif source_state.role == target_state.role == "master":
+            switched_at = switch_marker(target)
+            if switch_marker(source):
+                stage, why = "repoint_target", "the source was promoted with the target's keys"
+            elif switched_at:
+                stage, why = "replicate", f"the target was switched at {switched_at}"
+            else:
+                stage, why = "nothing", "no switch marker on the target: it was never switched"
+        else:
+            raise fail(
+                f"{self.task_id}: neither switched nor the staging arrangement: the source is a "
+                f"{source_state.role} of {source_state.master_host}:{source_state.master_port}, the target "
+                f"a {target_state.role} of {target_state.master_host}:{target_state.master_port}"
+            )
+        self.log.info("Redis rollback: %s -> %s", why, "nothing to undo" if stage == "nothing" else stage)
+        return stage
+
+    def _copy_back(self, started: float) -> dict[str, Any]:
+        source_hook, target_hook = self.hooks()
+        source, target = source_hook.client(), target_hook.client()
+        switched_at = switch_marker(target)
+        if not switched_at:
+            self.log.info(
+                "No switch marker on the target %s: never switched (or rolled back); nothing to undo",
+                target_hook.describe(),
+            )
+            return {"mode": "copy", "changed": False, "seconds": round(time.time() - started, 2)}
+        result = copy_keys(target, source)
+        # The source too (a marker replicated there by an unfinished replicaof rollback); the target's
+        # last, since it is what says there is still something to undo.
+        source.delete(SWITCH_MARKER)
+        target.delete(SWITCH_MARKER)
+        self.log.info(
+            "Copied %d key(s) of the target (switched at %s) back to the source in %.1f s; marker deleted",
+            result.copied,
+            switched_at,
+            result.seconds,
+        )
+        return {
+            "mode": "copy",
+            "changed": True,
+            "copied": result.copied,
+            "seconds": round(time.time() - started, 2),
+        }

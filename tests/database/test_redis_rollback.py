@@ -1,0 +1,255 @@
+"""Redis rollback on the pair's real redis-server processes: the switch marker, the rollback of a
+switch (replicaof and copy), no-ops where nothing was switched, and a re-run after a kill at every
+stage of the replicaof rollback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import pytest
+import redis
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
+
+from lab.processes import State
+from lab.redis_lab import RedisServer
+from pyairtable_migration.builder import create_airflow_task
+from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.hooks.redis_hook import (
+    SWITCH_MARKER,
+    compare_inventories,
+    inventory,
+    replication_state,
+    switch_marker,
+)
+from pyairtable_migration.operators.redis_sync import wait_caught_up
+from pyairtable_migration.rollback import build_rollback_plan
+from pyairtable_migration.status import redis_status
+from tests.database.pair import Pair
+from tests.database.runner import operator_for, run
+
+pytestmark = pytest.mark.lab
+
+PREFIX = "rollback-test:"
+TTL_TOLERANCE_MS = 5_000
+
+
+@pytest.fixture(autouse=True)
+def clean(pair: Pair) -> Iterator[None]:
+    restore(pair)
+    yield
+    restore(pair)
+
+
+def restore(pair: Pair) -> None:
+    """Both servers primaries, the target empty, no marker, the source's seed (re)present."""
+    source, target = pair.redis("source"), pair.redis("target")
+    target.replicaof("no", "one")
+    target.flushall()
+    source.replicaof("no", "one")
+    source.delete(SWITCH_MARKER, *source.keys(f"{PREFIX}*"))
+    RedisServer("source").seed(pair.settings, pair.records, State(pair.settings))  # only if emptied
+
+
+def sync(config: MigrationConfig, mode: str = "replicaof") -> Any:
+    return run(operator_for(config, "database.sync_redis", mode=mode), config)
+
+
+def switch(config: MigrationConfig, mode: str = "replicaof") -> Any:
+    return run(operator_for(config, "switchover.switch_redis", mode=mode), config)
+
+
+def rollback(config: MigrationConfig, redis_mode: str = "replicaof", **run_params: Any) -> Any:
+    """The rollback DAG's own redis.rollback task (its arguments from the config)."""
+    step = build_rollback_plan(config).steps["redis.rollback"]
+    step = replace(step, arguments={**step.arguments, "mode": redis_mode})
+    task = create_airflow_task(step, DAG("test_redis_rollback", schedule=None), None)
+    return run(task, config, **run_params)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def switched_with_writes(pair: Pair, config: MigrationConfig, mode: str = "replicaof") -> redis.Redis:
+    """Sync and switch, then write on the (promoted) target as production would; the target."""
+    source, target = pair.redis("source"), pair.redis("target")
+    source.set(f"{PREFIX}changed", "staging")
+    source.set(f"{PREFIX}deleted", "staging")
+    sync(config, mode)
+    assert switch(config, mode)["changed"] is True
+    target.set(f"{PREFIX}changed", "production")
+    target.set(f"{PREFIX}new", "production")
+    target.hset(f"{PREFIX}profile", mapping={"plan": "enterprise", "seats": 12})
+    target.set(f"{PREFIX}session", "token", ex=600)
+    target.delete(f"{PREFIX}deleted")
+    return target
+
+
+def assert_rolled_back(pair: Pair, expected: Any) -> None:
+    """The source a primary holding `expected` (the target's keys), the target its replica again,
+    and no marker anywhere."""
+    source, target = pair.redis("source"), pair.redis("target")
+    assert replication_state(source).role == "master"
+    host, port = pair.settings.host, pair.settings.redis_source_port
+    assert replication_state(target).replicates(host, port)
+    caught_up, _, _ = wait_caught_up(source, target, 30)
+    assert caught_up
+    assert switch_marker(source) is None and switch_marker(target) is None
+    assert compare_inventories(expected, inventory(source), TTL_TOLERANCE_MS) == []
+    assert source.get(f"{PREFIX}changed") == b"production"
+    assert source.get(f"{PREFIX}new") == b"production"
+    assert source.hgetall(f"{PREFIX}profile") == {b"plan": b"enterprise", b"seats": b"12"}
+    assert 0 < source.ttl(f"{PREFIX}session") <= 600
+    assert not source.exists(f"{PREFIX}deleted")
+
+
+def test_switch_marks_the_target_and_a_rerun_keeps_the_mark(pair: Pair, config: MigrationConfig) -> None:
+    target = pair.redis("target")
+    sync(config)
+    first = switch(config)
+    assert first["changed"] is True
+    assert datetime.fromisoformat(first["switched_at"]).tzinfo is not None
+    assert switch_marker(target) == first["switched_at"]
+    assert switch(config) == {"mode": "replicaof", "changed": False, "switched_at": first["switched_at"]}
+    # the marker is bookkeeping, not data: validation does not count it
+    assert inventory(target).total == inventory(pair.redis("source")).total
+    status = redis_status(config)
+    assert status["target"]["role"] == "primary" and status["target"]["switched_at"] == first["switched_at"]
+    assert status["source"]["switched_at"] is None
+
+
+def test_switch_marks_a_target_promoted_without_a_mark(pair: Pair, config: MigrationConfig) -> None:
+    """A run killed between REPLICAOF NO ONE and the marker: the re-run marks it."""
+    target = pair.redis("target")
+    sync(config)
+    caught_up, _, _ = wait_caught_up(pair.redis("source"), target, 30)
+    assert caught_up
+    target.replicaof("no", "one")
+    result = switch(config)
+    assert result["changed"] is True and switch_marker(target) == result["switched_at"]
+
+
+def test_switch_refuses_a_primary_not_promoted_from_the_source(pair: Pair, config: MigrationConfig) -> None:
+    """A primary promoted out of some other replication (never synced): not marked, so a rollback
+    can never copy it over the source."""
+    target = pair.redis("target")
+    target.replicaof(pair.settings.host, 1)  # nothing listens there: a replication of its own
+    target.replicaof("no", "one")
+    with pytest.raises(AirflowFailException, match="not promoted from the source"):
+        switch(config)
+    assert switch_marker(target) is None
+
+
+def test_rollback_brings_every_write_on_the_target_back_to_the_source(
+    pair: Pair, config: MigrationConfig
+) -> None:
+    target = switched_with_writes(pair, config)
+    expected = inventory(target)
+    # A stray write on staging after the switch: the target wins (and the source resyncs in full).
+    pair.redis("source").set(f"{PREFIX}stray", "staging")
+    source_keys = pair.redis("source").dbsize()
+    assert rollback(config, mode="plan") == {"mode": "plan"}
+    assert pair.redis("source").dbsize() == source_keys and switch_marker(target) is not None
+    result = rollback(config)
+    assert result["changed"] is True and result["offset"] > 0 and result["seconds"] >= 0
+    assert_rolled_back(pair, expected)
+    assert not pair.redis("source").exists(f"{PREFIX}stray")
+    status = redis_status(config)
+    assert status["source"] | {"offset": 0} == {
+        "role": "primary",
+        "replicates": None,
+        "link_up": None,
+        "offset": 0,
+        "switched_at": None,
+    }
+    assert status["target"]["replicates"] == "source" and status["target"]["switched_at"] is None
+    # Again: nothing to undo.
+    assert rollback(config)["changed"] is False
+    assert_rolled_back(pair, expected)
+    # The staging arrangement is back, so a later migration run can switch again.
+    assert switch(config)["changed"] is True and switch_marker(target) is not None
+
+
+@pytest.mark.parametrize("stopped_after", ["source replicates target", "source promoted", "target repointed"])
+def test_a_rollback_killed_midway_completes_when_run_again(
+    pair: Pair, config: MigrationConfig, stopped_after: str
+) -> None:
+    """The stages done by hand up to the kill, then a plain re-run finishes the job."""
+    source = pair.redis("source")
+    target = switched_with_writes(pair, config)
+    expected = inventory(target)
+    source.replicaof(pair.settings.host, pair.settings.redis_target_port)
+    if stopped_after != "source replicates target":
+        caught_up, _, _ = wait_caught_up(target, source, 30)
+        assert caught_up
+        source.replicaof("no", "one")
+        assert switch_marker(source) is not None  # it came with the target's keys
+    if stopped_after == "target repointed":
+        target.replicaof(pair.settings.host, pair.settings.redis_source_port)
+    result = rollback(config)
+    assert result["changed"] is True
+    assert_rolled_back(pair, expected)
+    assert rollback(config)["changed"] is False
+
+
+@pytest.mark.parametrize("mode", ["replicaof", "copy"])
+@pytest.mark.parametrize("target_state", ["empty primary", "primary with keys", "replica of the source"])
+def test_rollback_of_a_never_switched_pair_changes_nothing(
+    pair: Pair, config: MigrationConfig, mode: str, target_state: str
+) -> None:
+    source, target = pair.redis("source"), pair.redis("target")
+    source.set(f"{PREFIX}staging", "kept")
+    if target_state == "primary with keys":
+        target.set(f"{PREFIX}stranger", "not to be copied")
+    elif target_state == "replica of the source":
+        sync(config)
+    before = inventory(source)
+    roles = (replication_state(source).role, replication_state(target).role)
+    result = rollback(config, redis_mode=mode)
+    assert result["changed"] is False and result["mode"] == mode
+    assert (replication_state(source).role, replication_state(target).role) == roles
+    assert compare_inventories(before, inventory(source), TTL_TOLERANCE_MS) == []
+    assert source.get(f"{PREFIX}staging") == b"kept" and not source.exists(f"{PREFIX}stranger")
+
+
+def test_rollback_refuses_a_marked_target_that_lost_its_keys(pair: Pair, config: MigrationConfig) -> None:
+    source, target = pair.redis("source"), pair.redis("target")
+    sync(config)
+    switch(config)
+    marker = switch_marker(target)
+    target.flushall()  # lost its data (a restart without persistence, a FLUSHALL), kept the marker
+    target.set(SWITCH_MARKER, str(marker))
+    keys = source.dbsize()
+    with pytest.raises(AirflowFailException, match="would empty the source"):
+        rollback(config)
+    assert source.dbsize() == keys and replication_state(source).role == "master"
+
+
+def test_copy_mode_round_trip(pair: Pair, config: MigrationConfig) -> None:
+    source = pair.redis("source")
+    target = switched_with_writes(pair, config, mode="copy")
+    assert switch_marker(target) is not None
+    # A re-run of the switch must not put the source's older values back on the target.
+    assert switch(config, mode="copy")["changed"] is False
+    assert target.get(f"{PREFIX}changed") == b"production"
+    expected = inventory(target)
+    result = rollback(config, redis_mode="copy")
+    assert result["changed"] is True and result["copied"] == expected.total
+    assert switch_marker(source) is None and switch_marker(target) is None
+    assert source.get(f"{PREFIX}changed") == b"production"
+    assert source.hgetall(f"{PREFIX}profile") == {b"plan": b"enterprise", b"seats": b"12"}
+    assert 0 < source.ttl(f"{PREFIX}session") <= 600
+    # Copy adds and replaces, never deletes: a key deleted on the target since stays on the source.
+    target_keys, source_keys = set(target.keys()), set(source.keys())
+    assert target_keys <= source_keys
+    assert source_keys - target_keys == {f"{PREFIX}deleted".encode()}
+    assert rollback(config, redis_mode="copy")["changed"] is False
