@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer redis-server prometheus
+APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer redis-server prometheus chromium
 
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
@@ -23,7 +23,7 @@ help:
 	@echo "make bench         every benchmark, figures with their goals"
 	@echo "make plan          print every step of the migration and what it touches"
 	@echo "make check-config  validate include/migration.yaml"
-	@echo "make airflow       the Airflow UI on http://localhost:8080 with this DAG"
+	@echo "make airflow       the lab, and the Airflow UI on http://localhost:8080 with this DAG pointed at it"
 	@echo "make lab-up        start and seed the local lab (SCALE=N records, default 20000); safe to re-run"
 	@echo "make lab-status    is each lab component answering? with process count and memory"
 	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
@@ -62,7 +62,8 @@ check-config: $(VENV)/.installed
 	@$(BIN)/python -m pyairtable_migration.config check include/migration.yaml
 
 airflow: bootstrap
-	@bash scripts/airflow-standalone.sh
+	@$(BIN)/python -m lab up > /dev/null
+	@$(BIN)/python -m lab.airflow_server
 
 .PHONY: demo
 demo: bootstrap

@@ -1,7 +1,8 @@
 """The Airflow connections that point the DAG at the lab, with ids taken from the config.
 
 Written to <data_dir>/connections.json (`airflow connections import` format) and
-<data_dir>/airflow.env (`AIRFLOW_CONN_<ID>='<json>'` lines), both mode 0600: they hold passwords.
+<data_dir>/airflow.env (`AIRFLOW_CONN_<ID>='<json>'` lines, and PYAIRTABLE_MIGRATION_CONFIG naming
+the lab's config), both mode 0600: they hold passwords.
 `environment()` returns the same as a mapping, for tests to put into os.environ.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 from lab.credentials import MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
 from lab.kube_seed import kubeconfig_path
+from lab.migration_config import CONFIG_ENV, write_lab_config
 from lab.pgbouncer import ADMIN_DATABASE, ini_path
 from lab.postgres import DATABASE
 from lab.processes import LabError, write_private
@@ -94,14 +97,20 @@ def environment(settings: LabSettings, config: MigrationConfig | None = None) ->
     }
 
 
+def connections_path(settings: LabSettings) -> Path:
+    return settings.data_dir / "connections.json"
+
+
 def write_connections(settings: LabSettings) -> list[str]:
-    """Write both files; returns their paths."""
+    """Write both files and the lab's config; returns their paths."""
     config = load_config()
-    json_path = settings.data_dir / "connections.json"
+    config_path = write_lab_config(settings)
+    json_path = connections_path(settings)
     env_path = settings.data_dir / "airflow.env"
     write_private(json_path, json.dumps(connections(settings, config), indent=2, sort_keys=True) + "\n")
-    lines = [f"{name}={shlex.quote(value)}\n" for name, value in environment(settings, config).items()]
+    variables = {**environment(settings, config), CONFIG_ENV: str(config_path)}
+    lines = [f"{name}={shlex.quote(value)}\n" for name, value in variables.items()]
     write_private(
         env_path, "# Airflow connections to the lab (python -m lab up); holds passwords.\n" + "".join(lines)
     )
-    return [str(json_path), str(env_path)]
+    return [str(json_path), str(env_path), str(config_path)]

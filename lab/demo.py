@@ -6,7 +6,8 @@ the pooler, every acknowledged write in the ledger), runs the migration DAG in a
 validated and the report's path, and stops the lab. Exits non-zero if the migration failed or
 anything was lost.
 
-Demo mode shortens waits (bake, TTLs, rollback window) so the run fits in minutes, and answers
+The lab's config (lab/migration_config.py) shortens waits (bake, cutover TTL, rollback window)
+so the run fits in minutes; the records' original 300 s TTL is still waited out. Demo mode answers
 no approvals: `require_approvals` is off for this run, and the summary says so.
 """
 
@@ -17,46 +18,18 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import psycopg2
-import yaml
 
 from lab.connections import environment
 from lab.edge import lab_edge
 from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator, app_dsn
+from lab.migration_config import CONFIG_ENV, LAB_OVERRIDES, lab_config_path
 from lab.settings import LabSettings
 from lab.supervisor import down, up
-from pyairtable_migration.config import DEFAULT_CONFIG_PATH, load_config
-
-# Waits that protect real users, shortened so the demo fits in minutes (said in the summary).
-DEMO_OVERRIDES: dict[tuple[str, ...], Any] = {
-    ("traffic", "bake_seconds"): 15,
-    ("traffic", "gate", "sample_seconds"): 2,
-    ("traffic", "gate", "window"): "10s",
-    ("dns", "cutover_ttl_seconds"): 5,
-    ("blue_green", "rollback_window_seconds"): 3,
-    ("blue_green", "rollout_poll_seconds"): 0.5,
-    ("database", "lag_sample_seconds"): 0.5,
-    # The lab's edge only reaches the three public services; the rest get no outside traffic.
-    ("validation", "no_traffic"): "warn",
-}
-
-
-def demo_config(settings: LabSettings) -> Path:
-    """The project's configuration with the demo's shorter waits, written next to the lab's data."""
-    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    for path, value in DEMO_OVERRIDES.items():
-        section = document
-        for key in path[:-1]:
-            section = section.setdefault(key, {})
-        section[path[-1]] = value
-    target = settings.data_dir / "demo-migration.yaml"
-    target.write_text(yaml.safe_dump(document, sort_keys=False))
-    load_config(target)  # refuse a broken override before touching anything
-    return target
+from pyairtable_migration.config import load_config
 
 
 def phase_durations(run: Any) -> dict[str, float]:
@@ -98,10 +71,10 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
     down(settings, purge=True)
     up(settings, scale)
     os.environ.update(environment(settings))
-    os.environ["PYAIRTABLE_MIGRATION_CONFIG"] = str(demo_config(settings))
+    os.environ[CONFIG_ENV] = str(lab_config_path(settings))
     ledger = settings.data_dir / "demo-ledger.log"
     ledger.unlink(missing_ok=True)
-    config = load_config(os.environ["PYAIRTABLE_MIGRATION_CONFIG"])
+    config = load_config(os.environ[CONFIG_ENV])
     load = LoadGenerator(
         dsn=app_dsn(settings),
         db_rate=db_rate,
@@ -116,7 +89,7 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
     try:
         from pyairtable_migration.builder import build_migration_dag
 
-        dag = build_migration_dag(config, config_path=os.environ["PYAIRTABLE_MIGRATION_CONFIG"])
+        dag = build_migration_dag(config, config_path=os.environ[CONFIG_ENV])
         run = dag.test(run_conf={"mode": "apply", "require_approvals": False, "bake_seconds": 15})
     finally:
         figures = load.stop()
@@ -145,7 +118,7 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
     print(f"lost writes:         {ledger_report.lost} of {ledger_report.checked} acknowledged (ledger)")
     print(f"rows validated:      {find_figure(results, 'rows_validated', 'rows_compared', 'rows')}")
     print(f"report:              {find_figure(results, 'report_html', 'html', 'report_path')}")
-    print(f"demo took {time.monotonic() - started:.0f} s; demo waits: {DEMO_OVERRIDES}")
+    print(f"demo took {time.monotonic() - started:.0f} s; lab waits: {LAB_OVERRIDES}")
     down(settings, purge=True)  # a migrated lab must not be mistaken for a fresh one by `make test`
     ok = run.state == "success" and ledger_report.lost == 0 and figures["db_failures"] == 0
     return 0 if ok else 1

@@ -21,7 +21,6 @@ from pyairtable_migration.config import load_config
 
 REGION = "us-east-1"
 DUMMY_KEY = "testing"
-INITIAL_TTL = 300
 
 
 def route53_client(settings: LabSettings) -> Any:
@@ -91,7 +90,7 @@ class Moto(Component):
                     "Type": "A",
                     "SetIdentifier": identifier,
                     "Weight": weight,
-                    "TTL": INITIAL_TTL,
+                    "TTL": settings.dns_initial_ttl,
                     "ResourceRecords": [{"Value": address}],
                 },
             }

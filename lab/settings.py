@@ -34,6 +34,9 @@ class LabSettings:
     ingress_port: int = 18080
     edge_metrics_port: int = 19101
     loadgen_metrics_port: int = 19102
+    # TTL of the seeded weighted records; the cutover's first step waits it out, as it must in
+    # production. Tests that run whole migrations seed a short one.
+    dns_initial_ttl: int = 300
     data_dir: Path = REPO_ROOT / ".lab"
 
     @classmethod
@@ -53,7 +56,7 @@ class LabSettings:
         return cls(**overrides)  # type: ignore[arg-type]
 
     @classmethod
-    def throwaway(cls, prefix: str) -> LabSettings:
+    def throwaway(cls, prefix: str, dns_initial_ttl: int = 300) -> LabSettings:
         """A second lab beside the shared one: every port free right now, its own data directory.
 
         The directory is under /tmp with mode 0755: the `postgres` OS user must be able to enter it.
@@ -62,7 +65,7 @@ class LabSettings:
         data_dir.chmod(0o755)
         port_fields = [field.name for field in fields(cls) if field.name.endswith("_port")]
         ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
-        return cls(**ports, data_dir=data_dir)  # type: ignore[arg-type]
+        return cls(**ports, data_dir=data_dir, dns_initial_ttl=dns_initial_ttl)  # type: ignore[arg-type]
 
 
 def free_ports(count: int) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
@@ -83,6 +84,13 @@ def run_params(config: MigrationConfig) -> dict[str, Param]:
     }
 
 
+# Every task reads the state and changes only what differs, so one automatic retry is always safe.
+# It absorbs the transient (a worker lost, an API blip) and Airflow's own race that fails a
+# deferred task whose trigger fires before the scheduler has seen it defer (apache/airflow#66374,
+# #72716). Deliberate refusals raise AirflowFailException and are never retried.
+DEFAULT_ARGS = {"retries": 1, "retry_delay": timedelta(seconds=5)}
+
+
 @functools.cache
 def operator_class(path: str) -> type[BaseOperator]:
     module_name, _, class_name = path.rpartition(".")
@@ -136,7 +144,7 @@ def build_migration_dag(config: MigrationConfig, config_path: str | Path = "", d
         doc_md=DOC_MD.format(config_path=config_path),
         description="Move PyAirtable from staging to production with zero downtime and zero data loss",
         tags=["pyairtable", "migration"],
-        default_args={"retries": 0},
+        default_args=DEFAULT_ARGS,
     )
     build_airflow_graph(build_plan(config), dag)
     return dag

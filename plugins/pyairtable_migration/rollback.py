@@ -156,7 +156,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
 def build_rollback_dag(
     config: MigrationConfig, config_path: str | Path = "", dag_id: str = ROLLBACK_DAG_ID
 ) -> DAG:
-    from pyairtable_migration.builder import build_airflow_graph
+    from pyairtable_migration.builder import DEFAULT_ARGS, build_airflow_graph
 
     dag = DAG(
         dag_id,
@@ -176,7 +176,7 @@ def build_rollback_dag(
         doc_md=DOC_MD.format(config_path=config_path),
         description="Undo the PyAirtable production migration: traffic, services, database, Redis",
         tags=["pyairtable", "migration", "rollback"],
-        default_args={"retries": 0},
+        default_args=DEFAULT_ARGS,
     )
     build_airflow_graph(build_rollback_plan(config), dag)
     return dag
