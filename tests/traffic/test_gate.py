@@ -148,3 +148,19 @@ def test_gate_trigger_fails_safe_when_prometheus_is_down_or_has_no_data(
     empty = asyncio.run(first_event(gate_trigger(bake=0.5))).payload
     assert empty["status"] == "no_data"
     assert "no data for production" in empty["message"]
+
+
+def test_a_bake_that_ends_blind_is_no_data_even_after_healthy_samples() -> None:
+    gate = Gate(LIMITS, consecutive=2)
+    gate.add(sample(0.0, 0.1))
+    gate.add(sample(None, None, error="Prometheus (x) did not answer: ConnectionError"))
+    gate.add(sample(None, None, error="Prometheus (x) did not answer: ConnectionError"))
+    verdict = gate.verdict(50)
+    assert verdict["status"] == "no_data", verdict
+    assert "ended blind: the last 2 samples" in verdict["message"]
+    assert "did not answer" in verdict["message"] and "not shifted forward" in verdict["message"]
+
+    recovered = Gate(LIMITS, consecutive=2)
+    for value in (sample(0.0, 0.1), sample(None, None, error="down"), sample(0.0, 0.1)):
+        recovered.add(value)
+    assert recovered.verdict(50)["status"] == "passed", "one blind sample before a healthy end is fine"

@@ -578,6 +578,19 @@ def conflicting_rows(cursor: Any, pending: PendingTransaction) -> list[str]:
     return found
 
 
+@dataclass
+class SubscriptionFailure:
+    """Why a disabled subscription stopped: the message, and whether a row on the subscriber caused it."""
+
+    message: str
+    pending_lsn: str | None
+    conflicts: list[str]
+
+    @property
+    def conflicting(self) -> bool:
+        return bool(self.conflicts)
+
+
 def subscription_failure(
     *,
     subscription: str,
@@ -586,15 +599,17 @@ def subscription_failure(
     publisher: Any,
     slot: str,
     subscriber_name: str,
-) -> str:
+) -> SubscriptionFailure:
     """Why a disabled subscription stopped, with the table, the LSN and the remedy."""
     pending = first_pending_transaction(publisher, slot, publication, applied_lsn(subscriber, subscription))
     name = display_identifier(subscription)
     if pending is None or not pending.changes:
-        return (
+        return SubscriptionFailure(
             f"subscription {subscription} on {subscriber_name} is disabled and no failing change is pending "
             f"on slot {slot}; see the subscriber's server log, fix the cause, then ALTER SUBSCRIPTION {name} "
-            "ENABLE"
+            "ENABLE",
+            None,
+            [],
         )
     conflicts = conflicting_rows(subscriber, pending)
     tables = ", ".join(str(t) for t in pending.tables())
@@ -610,7 +625,7 @@ def subscription_failure(
         f"missing there): ALTER SUBSCRIPTION {name} SKIP (lsn = '{pending.final_lsn}'); ALTER SUBSCRIPTION "
         f"{name} ENABLE."
     )
-    return " ".join(lines)
+    return SubscriptionFailure(" ".join(lines), pending.final_lsn, conflicts)
 
 
 def describe_counts(counts: Mapping[str, int]) -> str:

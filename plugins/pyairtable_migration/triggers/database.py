@@ -20,6 +20,7 @@ from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
     get_slot,
     get_subscription,
+    statement,
     subscription_errors,
     subscription_failure,
     table_states,
@@ -33,25 +34,52 @@ def _path(trigger: BaseTrigger) -> str:
     return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
 
 
-def diagnose_disabled(
-    source: MigrationPostgresHook,
-    target: MigrationPostgresHook,
-    subscription: str,
-    publication: str,
-    slot: str,
-) -> str:
-    """The message for a disabled subscription: the failing transaction, its LSN, the remedy."""
-    with source.cursor() as publisher, target.cursor() as subscriber:
-        message = subscription_failure(
-            subscription=subscription,
-            publication=publication,
-            subscriber=subscriber,
-            publisher=publisher,
-            slot=slot,
-            subscriber_name=f"the target ({target.describe()})",
+# `disable_on_error` also stops a subscription on a lost connection (the publisher restarted, the
+# network dropped), not only on a conflicting row. A failure that names no conflicting row is
+# resumed (ENABLE) up to this many times for the same pending transaction; a conflict, or the same
+# transaction failing again, fails the task with the diagnosis.
+RESUMES_PER_TRANSACTION = 2
+
+
+class DisabledSubscriptionHandler:
+    """Decides, each time the subscription is found disabled, whether to resume it or to fail."""
+
+    def __init__(self, trigger: InitialSyncTrigger | ReplicationLagTrigger) -> None:
+        self.trigger = trigger
+        self.source = MigrationPostgresHook(trigger.source_conn_id)
+        self.target = MigrationPostgresHook(trigger.target_conn_id)
+        self.publication = trigger.publication
+        self.resumed: Counter[str] = Counter()
+
+    def handle(self, subscription: str, slot: str) -> str | None:
+        """None when the subscription was enabled again; else the failure message."""
+        with self.source.cursor() as publisher, self.target.cursor() as subscriber:
+            failure = subscription_failure(
+                subscription=subscription,
+                publication=self.publication,
+                subscriber=subscriber,
+                publisher=publisher,
+                slot=slot,
+                subscriber_name=f"the target ({self.target.describe()})",
+            )
+            apply_errors, sync_errors = subscription_errors(subscriber, subscription)
+            counted = f"errors counted: {apply_errors} apply, {sync_errors} table sync"
+            key = failure.pending_lsn or "none pending"
+            if failure.conflicting or self.resumed[key] >= RESUMES_PER_TRANSACTION:
+                again = f"; it failed again after {self.resumed[key]} resume(s)" if self.resumed[key] else ""
+                return f"{failure.message} ({counted}{again})"
+            self.resumed[key] += 1
+            subscriber.execute(statement("subscription_enable", subscription=subscription))
+        self.trigger.log.warning(
+            "Subscription %s was disabled with no conflicting row on the target (%s; pending: %s): a lost "
+            "connection, e.g. the source restarted. Enabled it again (resume %d of %d for this transaction)",
+            subscription,
+            counted,
+            key,
+            self.resumed[key],
+            RESUMES_PER_TRANSACTION,
         )
-        apply_errors, sync_errors = subscription_errors(subscriber, subscription)
-    return f"{message} (errors counted: {apply_errors} apply, {sync_errors} table sync)"
+        return None
 
 
 class InitialSyncTrigger(BaseTrigger):
@@ -104,6 +132,7 @@ class InitialSyncTrigger(BaseTrigger):
         started = time.monotonic()
         last_line = None
         states: dict[str, str] = {}
+        disabled = DisabledSubscriptionHandler(self)
         while True:
             try:
                 observed = await asyncio.to_thread(self.sample)
@@ -141,16 +170,12 @@ class InitialSyncTrigger(BaseTrigger):
                     )
                     return
                 if not subscription["subenabled"]:
-                    source = MigrationPostgresHook(self.source_conn_id)
-                    target = MigrationPostgresHook(self.target_conn_id)
                     message = await asyncio.to_thread(
-                        diagnose_disabled,
-                        source,
-                        target,
-                        self.subscription,
-                        self.publication,
-                        subscription["subslotname"] or self.subscription,
+                        disabled.handle, self.subscription, subscription["subslotname"] or self.subscription
                     )
+                    if message is None:
+                        await asyncio.sleep(self.poll_seconds)
+                        continue
                     stuck = ", ".join(f"{t} ({STATE_NAMES.get(s, s)})" for t, s in sorted(pending.items()))
                     yield TriggerEvent(
                         {
@@ -232,6 +257,7 @@ class ReplicationLagTrigger(BaseTrigger):
         streak: list[int] = []
         samples = 0
         first_errors: list[int] | None = None
+        disabled = DisabledSubscriptionHandler(self)
         while True:
             try:
                 observed: dict[str, Any] | None = await asyncio.to_thread(self.sample)
@@ -251,14 +277,12 @@ class ReplicationLagTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "failed", "message": f"{missing} does not exist"})
                     return
                 if not subscription["subenabled"]:
-                    message = await asyncio.to_thread(
-                        diagnose_disabled,
-                        MigrationPostgresHook(self.source_conn_id),
-                        MigrationPostgresHook(self.target_conn_id),
-                        self.subscription,
-                        self.publication,
-                        observed["slot_name"],
-                    )
+                    slot_name = observed["slot_name"]
+                    message = await asyncio.to_thread(disabled.handle, self.subscription, slot_name)
+                    if message is None:  # resumed: count apply errors from here on
+                        streak, first_errors = [], None
+                        await asyncio.sleep(self.sample_seconds)
+                        continue
                     yield TriggerEvent(
                         {"status": "failed", "message": message, "lag_bytes": slot["lag_bytes"]}
                     )

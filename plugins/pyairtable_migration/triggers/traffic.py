@@ -14,7 +14,8 @@ The gate's rule lives in `Gate`, a plain class, so it is tested without a trigge
   - a healthy sample (every value present, none above its limit) resets the streak;
   - a sample without a value (no series, NaN) or with Prometheus not answering neither breaches
     nor resets: missing data never counts as healthy;
-  - a bake with no complete sample at all is `no_data`: fail safe, never shift forward on it.
+  - a bake with no complete sample at all, or whose last `consecutive_breaches` samples are all
+    incomplete (Prometheus gone mid-bake), is `no_data`: fail safe, never shift forward on it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ class Gate:
     def tripped(self) -> bool:
         return len(self.streak) >= self.consecutive
 
+    def blind_ending(self) -> list[GateSample]:
+        """The bake's final samples, when the last `consecutive` of them all lack a complete answer.
+
+        Healthy samples early in a bake say nothing about production once Prometheus stops
+        answering: a gate that cannot see at the end must not pass.
+        """
+        last = self.samples[-self.consecutive :]
+        return last if last and not any(s.complete for s in last) else []
+
     def peaks(self) -> dict[str, float | None]:
         peaks: dict[str, float | None] = {}
         for name in self.limits:
@@ -138,6 +148,16 @@ class Gate:
                 "errors": errors[-3:],
                 "message": f"{why}: production's health at {weight} % is unknown, so traffic is not "
                 "shifted forward (fail safe)",
+            }
+        blind = self.blind_ending()
+        if blind:
+            return {
+                **summary,
+                "status": "no_data",
+                "errors": errors[-3:],
+                "message": f"the bake ended blind: the last {len(blind)} samples had no complete answer "
+                f"({blind[-1].error or blind[-1].describe(self.limits)}): production's health at {weight} % "
+                "now is unknown, so traffic is not shifted forward (fail safe)",
             }
         peaks = self.peaks()
         return {
