@@ -42,6 +42,16 @@ def phase_durations(run: Any) -> dict[str, float]:
     return {phase: end - start for phase, (start, end) in spans.items()}
 
 
+def running_during(run: Any, start: float, end: float) -> list[str]:
+    """The tasks that were running at some moment of [start, end] (epoch seconds)."""
+    spans = [(ti.task_id, ti.start_date, ti.end_date) for ti in run.get_task_instances()]
+    return sorted(
+        task_id
+        for task_id, began, ended in spans
+        if began and ended and began.timestamp() <= end and ended.timestamp() >= start
+    )
+
+
 def find_figure(values: Mapping[str, Any], *names: str) -> Any:
     """The first of `names` found in any task's returned summary (XCom), depth-first."""
     for value in values.values():
@@ -111,9 +121,11 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         f"requests:            {figures['http_requests']} sent, {figures['http_failures']} failed, "
         f"by environment {figures['http_by_environment']}"
     )
+    gap_ms, gap_end = figures["longest_commit_gap_ms"], figures["longest_commit_gap_ended_at"]
+    during = running_during(run, gap_end - gap_ms / 1000, gap_end) if gap_end else []
     print(
         f"commits:             {figures['db_commits']} acknowledged, {figures['db_failures']} failed, "
-        f"longest gap {figures['longest_commit_gap_ms']:.0f} ms"
+        f"longest gap {gap_ms:.0f} ms" + (f" (while running: {', '.join(during)})" if during else "")
     )
     print(f"lost writes:         {ledger_report.lost} of {ledger_report.checked} acknowledged (ledger)")
     print(f"rows validated:      {find_figure(results, 'rows_validated', 'rows_compared', 'rows')}")

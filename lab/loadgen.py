@@ -64,6 +64,8 @@ class LoadStats:
     db_failures: int = 0
     db_errors: list[str] = field(default_factory=list)
     longest_commit_gap_ms: float = 0.0
+    # Wall-clock time (epoch seconds) the longest gap ended, to find what caused it.
+    longest_commit_gap_ended_at: float | None = None
     http_requests: int = 0
     http_failures: int = 0
     http_errors: list[str] = field(default_factory=list)
@@ -144,6 +146,7 @@ class LoadGenerator:
     def reset_longest_gap(self) -> None:
         with self._lock:
             self.stats.longest_commit_gap_ms = 0.0
+            self.stats.longest_commit_gap_ended_at = None
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=f"loadgen-{name}", daemon=True)
@@ -188,7 +191,9 @@ class LoadGenerator:
         with self._lock:
             if self._last_commit is not None:
                 gap_ms = (now - self._last_commit) * 1000
-                self.stats.longest_commit_gap_ms = max(self.stats.longest_commit_gap_ms, gap_ms)
+                if gap_ms > self.stats.longest_commit_gap_ms:
+                    self.stats.longest_commit_gap_ms = gap_ms
+                    self.stats.longest_commit_gap_ended_at = time.time()
             self._last_commit = now
             self.stats.db_commits += 1
         self._commits.inc({})
