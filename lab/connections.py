@@ -9,7 +9,10 @@ the lab's config), both mode 0600: they hold passwords.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,22 @@ def environment(settings: LabSettings, config: MigrationConfig | None = None) ->
         f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields, sort_keys=True)
         for conn_id, fields in connections(settings, config).items()
     }
+
+
+@contextmanager
+def connections_in_environment(settings: LabSettings, **extra: str) -> Iterator[dict[str, str]]:
+    """The lab's AIRFLOW_CONN_* variables (and `extra`) in os.environ for the block; then as before."""
+    variables = {**environment(settings), **extra}
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield variables
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def connections_path(settings: LabSettings) -> Path:

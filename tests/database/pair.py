@@ -22,7 +22,7 @@ import psycopg2
 import redis
 from psycopg2 import sql
 
-from lab.connections import environment
+from lab.connections import connections_in_environment
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, secrets
 from lab.pgbouncer import ADMIN_DATABASE, INI_TEMPLATE, ini_path
 from lab.postgres import DATABASE, PostgresCluster
@@ -208,19 +208,12 @@ def running_pair(records: int) -> Iterator[Pair]:
     state = State(settings)
     state.seed["records"] = records
     state.save()
-    connection_env = environment(settings)
-    saved = {name: os.environ.get(name) for name in connection_env}
     try:
         for name in COMPONENTS:
             start_component(name, settings)
-        os.environ.update(connection_env)
-        yield Pair(settings, records)
+        with connections_in_environment(settings):
+            yield Pair(settings, records)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         down(settings, purge=True)
 
 

@@ -5,14 +5,13 @@ Modules outside tests/lab import them (`from tests.lab.conftest import lab  # no
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from lab.connections import environment
+from lab.connections import connections_in_environment
 from lab.kube_seed import kubeconfig_path
 from lab.settings import LabSettings
 from lab.supervisor import down, status, up
@@ -34,17 +33,10 @@ def lab() -> Iterator[LabSettings]:
     already_up = all(entry.state == "up" for entry in status(settings))
     if not already_up:
         up(settings, TEST_SCALE)
-    connection_env = environment(settings)
-    saved = {name: os.environ.get(name) for name in connection_env}
-    os.environ.update(connection_env)
     try:
-        yield settings
+        with connections_in_environment(settings):
+            yield settings
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         if not already_up:
             down(settings)
 

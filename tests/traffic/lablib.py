@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from lab.connections import environment
+from lab.connections import connections_in_environment
 from lab.kube_seed import api_client
 from lab.route53 import find_zone_id, route53_client
 from lab.settings import REPO_ROOT, LabSettings
@@ -51,19 +51,12 @@ def private_lab() -> Iterator[LabSettings]:
     """Moto, the Kubernetes emulator (staging seeded) and Prometheus, on free ports; the lab's
     Airflow connections in os.environ while it runs. Everything is stopped and purged after."""
     settings = LabSettings.throwaway("pyairtable-traffic-lab-")
-    connection_env = environment(settings)
-    saved = {name: os.environ.get(name) for name in connection_env}
     try:
         for name in LAB_COMPONENTS:
             start_component(name, settings)
-        os.environ.update(connection_env)
-        yield settings
+        with connections_in_environment(settings):
+            yield settings
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         down(settings, purge=True)
 
 
