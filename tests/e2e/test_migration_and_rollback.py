@@ -1,0 +1,166 @@
+"""Issue 7's headline tests, each on a fresh lab with the load generator running throughout.
+
+A full migration, then the on-demand rollback; and the rollback started after each phase in turn
+(database only, services promoted, traffic at 50 %). Every one must end in a clean staging state
+with every acknowledged write on the source and not one failed request or commit: a healthy run
+has no gate breach window, so it is allowed none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.ledger import LedgerReport
+from tests.e2e.scenario import (
+    Scenario,
+    assert_clean_staging,
+    assert_nothing_changed,
+    assert_succeeded,
+    scenario,
+    summaries,
+)
+from tests.validation.test_report import parse
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db")]
+
+
+def test_full_migration_then_rollback_twice() -> None:
+    with scenario("full") as lab:
+        before = lab.status()
+        run = lab.migrate()
+        states = assert_succeeded(run)
+        assert states["switchover.switch_database"] == states["traffic.shift_to_100"] == "success"
+        migrated = lab.status()
+        assert all(p == {"points_at": "target", "paused": False} for p in pooler_states(migrated))
+        assert weights(migrated) == {(100, 0)}
+        for name, service in migrated["services"].items():
+            assert service["color"] is not None and service["image"] == service["wanted"], name
+        assert_report_holds_the_run(run)
+
+        rollback = lab.rollback()
+        assert_succeeded(rollback)
+        undone = summaries(rollback)
+        assert undone["traffic.revert_weights"]["change_id"] is not None
+        assert undone["database.repoint_poolers"]["changed"] is True
+        after = lab.status()
+        assert_clean_staging(after, before, rollback)
+        commits_at_rollback = lab.load.report()["db_commits"]
+        assert_traffic_back_on_staging(lab)
+
+        again = lab.rollback()  # idempotent: the second finds nothing to undo
+        assert_nothing_changed(again)
+        assert_clean_staging(lab.status(), before, again)
+        assert comparable(lab.status()) == comparable(after)
+        figures, ledger = lab.finish()
+    assert figures["db_commits"] > commits_at_rollback  # writes after the rollback, on the source too
+    assert_nothing_lost(figures, ledger)
+
+
+ROLLBACK_POINTS = {
+    # The database phase ends in two branches (PostgreSQL, Redis); both before the switchover.
+    "database_only": ["database.validate_data", "database.validate_redis"],
+    "services_promoted": ["services.verify"],
+    "traffic_at_50": ["traffic.shift_to_50"],
+}
+
+
+@pytest.mark.parametrize("point", list(ROLLBACK_POINTS))
+def test_rollback_after_a_partial_migration(point: str) -> None:
+    with scenario(point) as lab:
+        before = lab.status()
+        run = lab.migrate(ROLLBACK_POINTS[point])
+        states = assert_succeeded(run)
+        assert all(states[task_id] == "success" for task_id in ROLLBACK_POINTS[point])
+        assert_stopped_at(point, lab.status(), before)
+        assert not [t for t in states if t.startswith("validation.")]
+
+        rollback = lab.rollback()
+        assert_succeeded(rollback)
+        assert_clean_staging(lab.status(), before, rollback)
+        assert_traffic_back_on_staging(lab)
+        figures, ledger = lab.finish()
+    assert_nothing_lost(figures, ledger)
+
+
+def assert_stopped_at(point: str, status: dict[str, Any], before: dict[str, Any]) -> None:
+    """The partial migration left what it should, and nothing of the phases after it."""
+    forward = status["database"]["replication"]["forward (source -> target)"]
+    if point == "database_only":
+        assert forward["state"] == "enabled", forward
+        assert all(p["points_at"] == "source" for p in pooler_states(status))
+        assert status["services"] == before["services"] and status["dns"] == before["dns"]
+        return
+    for name, service in status["services"].items():
+        assert service["color"] is not None and service["image"] == service["wanted"], name
+    if point == "services_promoted":
+        assert all(p["points_at"] == "source" for p in pooler_states(status))
+        assert weights(status) == {(0, 100)}
+    else:
+        assert all(p == {"points_at": "target", "paused": False} for p in pooler_states(status))
+        assert weights(status) == {(50, 50)}
+
+
+def assert_report_holds_the_run(run: Any) -> None:
+    """The report task wrote this run's HTML and JSON; both hold the figures the tasks recorded."""
+    results = summaries(run)
+    written = results["validation.report"]
+    html_path, json_path = Path(written["html"]), Path(written["json"])
+    assert html_path.is_file() and json_path.is_file()
+    assert run.run_id.replace(":", "_").replace("+", "_") in json_path.name
+    data = json.loads(json_path.read_text())
+    assert (data["dag_id"], data["run_id"], data["mode"]) == (run.dag_id, run.run_id, "apply")
+
+    stall = results["switchover.switch_database"]["write_stall_ms"]
+    assert isinstance(stall, int | float) and data["write_stall_ms"] == stall
+    durations = {ti.task_id: ti.duration or 0 for ti in run.get_task_instances()}
+    del durations["validation.report"]  # the report is written before its own task ends
+    assert {p["phase"] for p in data["phases"]} == {t.split(".", 1)[0] for t in durations}
+    for phase in data["phases"]:
+        inside = [d for t, d in durations.items() if t.startswith(f"{phase['phase']}.")]
+        assert phase["task_seconds"] == pytest.approx(sum(inside), abs=0.02), phase
+    assert data["replication_lag_bytes"] == results["database.lag_gate"]["lags"]
+    assert [step["weight"] for step in data["traffic"]] == [10, 25, 50, 75, 100]
+    rows = results["validation.data_parity"]["rows"]
+    assert rows > 0 and data["validation"]["validation.data_parity"]["rows"] == rows
+
+    page = parse(html_path.read_text())
+    text = " ".join(page.text)
+    assert f"{stall} ms" in text
+    for phase in data["phases"]:
+        assert f"{float(phase['task_seconds']):g} s" in text, phase
+    assert f'"rows": {rows}' in text
+
+
+def assert_traffic_back_on_staging(lab: Scenario) -> None:
+    served = lab.traffic_on_staging()
+    assert served.get("staging", 0) > 0 and served.get("production", 0) == 0, served
+
+
+def assert_nothing_lost(figures: dict[str, Any], ledger: LedgerReport) -> None:
+    assert ledger.checked == figures["db_commits"] > 0
+    assert ledger.lost == 0, ledger.summary()
+    assert figures["db_failures"] == 0, figures["db_errors"]
+    assert figures["http_requests"] > 0 and figures["http_failures"] == 0, figures["http_errors"]
+
+
+def pooler_states(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(status["database"]["poolers"].values())
+
+
+def weights(status: dict[str, Any]) -> set[tuple[int, int]]:
+    """(production, staging) weight of every record."""
+    return {(sets["production"]["weight"], sets["staging"]["weight"]) for sets in status["dns"].values()}
+
+
+def comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """The state a rollback decides: lag figures move with the load, so they are left out."""
+    return {
+        "dns": status["dns"],
+        "poolers": status["database"]["poolers"],
+        "replication": {k: v["state"] for k, v in status["database"]["replication"].items()},
+        "services": status["services"],
+    }
