@@ -23,9 +23,8 @@ from typing import Any
 import psycopg2
 
 from lab.connections import environment
-from lab.edge import lab_edge
 from lab.ledger import check_ledger
-from lab.loadgen import LoadGenerator, app_dsn
+from lab.loadgen import LoadProcess, app_dsn
 from lab.migration_config import CONFIG_ENV, LAB_OVERRIDES, lab_config_path
 from lab.settings import LabSettings
 from lab.supervisor import down, up
@@ -83,16 +82,8 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
     os.environ.update(environment(settings))
     os.environ[CONFIG_ENV] = str(lab_config_path(settings))
     ledger = settings.data_dir / "demo-ledger.log"
-    ledger.unlink(missing_ok=True)
     config = load_config(os.environ[CONFIG_ENV])
-    load = LoadGenerator(
-        dsn=app_dsn(settings),
-        db_rate=db_rate,
-        ledger_path=ledger,
-        edge=lab_edge(settings),
-        http_rate=http_rate,
-        records=config.dns.records,
-    )
+    load = LoadProcess(settings, http_rate=http_rate, db_rate=db_rate, ledger_path=ledger)
     load.start()
     print(f"demo: load running ({http_rate:g} req/s through DNS, {db_rate:g} commits/s through PgBouncer)")
     print("demo: approvals are answered automatically in demo mode (require_approvals=false)", flush=True)

@@ -14,8 +14,10 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -253,6 +255,50 @@ def app_dsn(settings: LabSettings) -> str:
     """The platform apps' address: through the pooler, as the application role."""
     password = secrets(settings)[APP_ROLE]
     return f"postgresql://{APP_ROLE}:{password}@{settings.host}:{settings.pgbouncer_port}/{DATABASE}"
+
+
+class LoadProcess:
+    """`python -m lab.loadgen` as a child process: its figures cannot be stalled by the caller's own
+    work (an in-process `dag.test()` holding the GIL), and Prometheus scrapes its /metrics."""
+
+    def __init__(self, settings: LabSettings, *, http_rate: float, db_rate: float, ledger_path: Path) -> None:
+        self.settings, self.ledger_path = settings, ledger_path
+        self.stats_path = ledger_path.with_suffix(".stats.json")
+        self.command = [
+            sys.executable,
+            "-m",
+            "lab.loadgen",
+            f"--http-rate={http_rate}",
+            f"--db-rate={db_rate}",
+            f"--ledger={ledger_path}",
+            f"--stats-file={self.stats_path}",
+        ]
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.ledger_path.unlink(missing_ok=True)
+        self.stats_path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, **self.settings.to_environment()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        if not first.startswith("load generator running"):
+            self.process.kill()
+            raise RuntimeError(f"the load generator did not start: {first.strip() or 'no output'}")
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM, then the figures it wrote on its way out."""
+        if self.process is None:
+            return {}
+        self.process.terminate()
+        self.process.communicate(timeout=60)
+        self.process = None
+        return dict(json.loads(self.stats_path.read_text()))
 
 
 def main(argv: Sequence[str]) -> int:

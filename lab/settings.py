@@ -55,6 +55,10 @@ class LabSettings:
                 overrides[field.name] = raw
         return cls(**overrides)  # type: ignore[arg-type]
 
+    def to_environment(self) -> dict[str, str]:
+        """LAB_<FIELD> variables that make `from_env()` in a child process return these settings."""
+        return {f"LAB_{field.name.upper()}": str(getattr(self, field.name)) for field in fields(self)}
+
     @classmethod
     def throwaway(cls, prefix: str, dns_initial_ttl: int = 300) -> LabSettings:
         """A second lab beside the shared one: every port free right now, its own data directory.

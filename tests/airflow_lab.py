@@ -20,12 +20,10 @@ from typing import Any
 import psycopg2
 
 from lab.airflow_server import AirflowServer
-from lab.edge import lab_edge
 from lab.ledger import LedgerReport, check_ledger
-from lab.loadgen import LoadGenerator, app_dsn
+from lab.loadgen import LoadProcess
 from lab.settings import LabSettings, free_ports
 from lab.supervisor import down, up
-from pyairtable_migration.config import load_config
 
 MIGRATION_DAG = "pyairtable_production_migration"
 ROLLBACK_DAG = "pyairtable_production_rollback"
@@ -40,7 +38,7 @@ class AirflowLab:
     server: AirflowServer
     http_rate: float = 30.0
     db_rate: float = 50.0
-    load: LoadGenerator | None = None
+    load: LoadProcess | None = None
     runs: int = field(default=0)
 
     @property
@@ -52,13 +50,8 @@ class AirflowLab:
         self.stop_load()
         down(self.settings, purge=True)
         up(self.settings, SCALE)
-        self.load = LoadGenerator(
-            dsn=app_dsn(self.settings),
-            db_rate=self.db_rate,
-            ledger_path=self.ledger_path,
-            edge=lab_edge(self.settings),
-            http_rate=self.http_rate,
-            records=load_config().dns.records,
+        self.load = LoadProcess(
+            self.settings, http_rate=self.http_rate, db_rate=self.db_rate, ledger_path=self.ledger_path
         )
         self.load.start()
 

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,6 @@ def private_lab() -> Iterator[LabSettings]:
             yield settings
     finally:
         down(settings, purge=True)
-
-
-def settings_environment(settings: LabSettings) -> dict[str, str]:
-    """LAB_<FIELD> variables that make LabSettings.from_env() return these settings."""
-    return {f"LAB_{f.name.upper()}": str(getattr(settings, f.name)) for f in fields(LabSettings)}
 
 
 # --- DNS ------------------------------------------------------------------------------------------
@@ -268,7 +263,7 @@ def load(
     ]
     env = {
         **os.environ,
-        **settings_environment(settings),
+        **settings.to_environment(),
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
     }
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
