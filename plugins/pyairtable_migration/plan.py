@@ -499,7 +499,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
         ),
         Step(
             "switchover.switch_redis",
-            "promote the target Redis",
+            "promote the target Redis and mark it switched (the rollback reads the mark)",
             (f"redis {redis.target_conn_id}",),
             operator=f"{OPERATORS}.redis_sync.SwitchRedisOperator",
             arguments={**_redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
