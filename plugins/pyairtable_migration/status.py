@@ -142,50 +142,68 @@ def collect(config: MigrationConfig) -> dict[str, Any]:
     return status
 
 
+def _database_lines(database: dict[str, Any]) -> list[str]:
+    lines = [
+        f"pooler {name} -> {pooler['points_at']}{' (PAUSED)' if pooler['paused'] else ''}"
+        for name, pooler in database["poolers"].items()
+    ]
+    for label, d in database["replication"].items():
+        lag = "—" if d["lag_bytes"] is None else f"{d['lag_bytes']} bytes"
+        lines.append(f"{label}: subscription {d['subscription']} {d['state']}, lag {lag}")
+    return lines
+
+
+def _redis_lines(redis: dict[str, Any]) -> list[str]:
+    lines = []
+    for side, r in redis.items():
+        role = (
+            f"replica of {r['replicates']} (link {'up' if r['link_up'] else 'DOWN'})"
+            if r["role"] == "replica"
+            else "primary"
+        )
+        marker = f", switch marker {r['switched_at']}" if r["switched_at"] else ""
+        lines.append(f"{side} {role}, offset {r['offset']}{marker}")
+    return lines
+
+
+def _services_lines(services: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, s in services.items():
+        if s["color"] is None:
+            lines.append(f"{name:20} not deployed in production (config: {s['wanted']})")
+            continue
+        marker = "" if s["image"] == s["wanted"] else f"  (config: {s['wanted']})"
+        lines.append(f"{name:20} {s['color']:6} {s['image'] or '—'} ready {s['ready']}{marker}")
+    return lines
+
+
+def _dns_lines(dns: dict[str, Any]) -> list[str]:
+    return [
+        f"{name}: "
+        + (
+            ", ".join(f"{sid} weight {v['weight']} ttl {v['ttl']}" for sid, v in sets.items())
+            or "no weighted records"
+        )
+        for name, sets in dns.items()
+    ]
+
+
+SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
+    "database": ("database", _database_lines),
+    "redis": ("redis", _redis_lines),
+    "services": ("services (production)", _services_lines),
+    "dns": ("dns", _dns_lines),
+}
+
+
 def format_status(status: dict[str, Any]) -> str:
     lines: list[str] = []
-    database = status["database"]
-    lines.append("== database ==")
-    if "error" in database:
-        lines.append(f"  cannot read: {database['error']}")
-    else:
-        for name, pooler in database["poolers"].items():
-            lines.append(f"  pooler {name} -> {pooler['points_at']}{' (PAUSED)' if pooler['paused'] else ''}")
-        for label, d in database["replication"].items():
-            lag = "—" if d["lag_bytes"] is None else f"{d['lag_bytes']} bytes"
-            lines.append(f"  {label}: subscription {d['subscription']} {d['state']}, lag {lag}")
-    lines.append("== redis ==")
-    redis = status["redis"]
-    if "error" in redis:
-        lines.append(f"  cannot read: {redis['error']}")
-    else:
-        for side, r in redis.items():
-            role = (
-                f"replica of {r['replicates']} (link {'up' if r['link_up'] else 'DOWN'})"
-                if r["role"] == "replica"
-                else "primary"
-            )
-            marker = f", switch marker {r['switched_at']}" if r["switched_at"] else ""
-            lines.append(f"  {side} {role}, offset {r['offset']}{marker}")
-    lines.append("== services (production) ==")
-    services = status["services"]
-    if "error" in services:
-        lines.append(f"  cannot read: {services['error']}")
-    else:
-        for name, s in services.items():
-            if s["color"] is None:
-                lines.append(f"  {name:20} not deployed in production (config: {s['wanted']})")
-                continue
-            marker = "" if s["image"] == s["wanted"] else f"  (config: {s['wanted']})"
-            lines.append(f"  {name:20} {s['color']:6} {s['image'] or '—'} ready {s['ready']}{marker}")
-    lines.append("== dns ==")
-    dns = status["dns"]
-    if "error" in dns:
-        lines.append(f"  cannot read: {dns['error']}")
-    else:
-        for name, sets in dns.items():
-            described = ", ".join(f"{sid} weight {v['weight']} ttl {v['ttl']}" for sid, v in sets.items())
-            lines.append(f"  {name}: {described or 'no weighted records'}")
+    for name, (title, describe) in SECTIONS.items():
+        part = status[name]
+        lines.append(f"== {title} ==")
+        lines.extend(
+            f"  {line}" for line in ([f"cannot read: {part['error']}"] if "error" in part else describe(part))
+        )
     return "\n".join(lines)
 
 
