@@ -1,0 +1,150 @@
+"""The Airflow 3 UI as an on-call engineer uses it, driven by Playwright.
+
+Selectors are the accessible ones where the UI has them: buttons by their label ("Trigger Dag",
+"Reparse Dag", "Show Graph (Press g)", "Press shift+c to clear"), form fields by their label,
+links by their text. Where it has none, the UI's own test ids: a graph node is
+`rf__node-<task or group id>` (React Flow) and its state is the `state-badge` inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+from playwright.sync_api import Locator, Page, expect
+
+# Chromium as Debian ships it; the flags keep it off the network and quiet on a shared machine.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Two shared cores and other tests beside this one: the UI may take long to answer, never fail fast.
+UI_TIMEOUT_MS = 90_000
+
+
+class AirflowUI:
+    def __init__(self, page: Page, base_url: str, dag_id: str) -> None:
+        self.page, self.base_url, self.dag_id = page, base_url, dag_id
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.base_url}/dags/{self.dag_id}/runs/{run_id}"
+
+    def login(self, username: str, password: str) -> None:
+        page = self.page
+        page.goto(self.base_url)
+        page.locator("input[name=username]").fill(username)
+        page.locator("input[name=password]").fill(password)
+        page.locator("input[name=password]").press("Enter")
+        # The login page hands over to the app by a client-side redirect: wait for the app itself.
+        page.wait_for_url(lambda url: "/auth/" not in url and "login" not in url)
+        expect(page.get_by_role("link", name="Dags").first).to_be_visible()
+
+    def open_dag(self) -> None:
+        self.page.goto(f"{self.base_url}/dags/{self.dag_id}")
+        expect(self.page.get_by_role("button", name="Trigger Dag")).to_be_visible()
+
+    def reparse(self) -> None:
+        """The DAG page's "Reparse Dag": the dag-processor reads the file (and the config) now."""
+        self.open_dag()
+        self.page.get_by_role("button", name="Reparse Dag").click()
+
+    def trigger(self, *, mode: str, require_approvals: bool, bake_seconds: float) -> str:
+        """Fill the trigger form (the DAG's Params) and submit; returns the new run's id."""
+        page = self.page
+        self.open_dag()
+        page.get_by_role("button", name="Trigger Dag").click()
+        form = page.get_by_role("dialog").filter(has_text="Run Parameters")
+        form.get_by_role("combobox", name=re.compile(r"^Mode")).click()  # enum: a select
+        page.get_by_role("option", name=mode, exact=True).click()
+        approvals = form.get_by_label("Require approvals")  # boolean: a switch over a hidden checkbox
+        if approvals.is_checked() != require_approvals:
+            form.locator("label", has=page.get_by_label("Require approvals")).click()
+        expect(approvals).to_be_checked(checked=require_approvals)
+        form.get_by_label("Bake time per step (seconds)").fill(str(bake_seconds))  # number: a spinbutton
+        form.get_by_role("button", name="Trigger", exact=True).click()
+        # The UI opens the new run's page: its id is the last part of the address.
+        page.wait_for_url(re.compile(rf"/dags/{self.dag_id}/runs/[^/?#]+$"))
+        return unquote(page.url.rsplit("/runs/", 1)[1])
+
+    # --- the graph ------------------------------------------------------------------------------
+
+    def show_graph(self, run_id: str, expand: tuple[str, ...] = ()) -> None:
+        """The run's Graph view, details panel folded away, the named groups opened (outer first)."""
+        page = self.page
+        page.goto(self.run_url(run_id))
+        page.get_by_role("button", name="Show Graph (Press g)").click()
+        expect(self.node("preflight")).to_be_visible()
+        fold = page.get_by_role("button", name="Collapse Details Panel")
+        if fold.is_visible():
+            fold.click()
+        for group in expand:
+            # A collapsed group shows "+ N Tasks"; its children appear once it is open.
+            opener = self.node(group).get_by_role("button", name=re.compile(r"^\+ \d+ Tasks$"))
+            if opener.count():
+                opener.click()
+            expect(page.locator(f'[data-testid^="rf__node-{group}."]').first).to_be_visible()
+        page.get_by_role("button", name="Fit View").click()  # opened groups widen the graph
+
+    def node(self, node_id: str) -> Locator:
+        return self.page.get_by_test_id(f"rf__node-{node_id}")
+
+    def badge(self, node_id: str) -> Locator:
+        return self.node(node_id).get_by_test_id("state-badge").first
+
+    def shown_state(self, node_id: str) -> str:
+        """The state the graph shows for a task or group now ("" when it shows none)."""
+        badge = self.badge(node_id)
+        return badge.inner_text().strip() if badge.count() else ""
+
+    def screenshot(self, path: Path, close_up: str | None = None) -> list[Path]:
+        """The whole page, and a close-up of one node (a group) when named."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=path)
+        saved = [path]
+        if close_up is not None:
+            detail = path.with_name(f"{path.stem}-{close_up}{path.suffix}")
+            self.node(close_up).screenshot(path=detail)
+            saved.append(detail)
+        return saved
+
+    # --- acting on tasks ------------------------------------------------------------------------
+
+    def approve(self, run_id: str, task_id: str) -> None:
+        """Answer an approval from the Required Actions page: open the task's action, Approve."""
+        page = self.page
+        page.goto(f"{self.base_url}/required_actions")
+        page.get_by_role("link", name=task_id, exact=True).first.click()
+        page.wait_for_url(lambda url: f"/runs/{run_id}/tasks/{task_id}/required_actions" in unquote(url))
+        page.get_by_role("button", name="Approve", exact=True).click()
+
+    def open_task(self, run_id: str, task_id: str) -> None:
+        self.page.goto(f"{self.run_url(run_id)}/tasks/{task_id}")
+        expect(self.page.get_by_text(task_id, exact=True).first).to_be_visible()
+
+    def clear_with_downstream(self, run_id: str, task_id: str, expected: tuple[str, ...]) -> None:
+        """The task page's Clear: the dialog must list `expected` among the affected tasks."""
+        page = self.page
+        self.open_task(run_id, task_id)
+        page.get_by_role("button", name="Press shift+c to clear").click()
+        dialog = page.get_by_role("dialog").filter(has_text="Clear Task Instance")
+        for affected in (task_id, *expected):
+            expect(dialog.get_by_text(affected, exact=True)).to_be_visible()
+        dialog.get_by_role("button", name="Confirm").click()
+        expect(dialog).to_be_hidden()
+
+    def open_extra_link(self, run_id: str, task_id: str, name: str) -> Page:
+        """The task's Details tab, "Extra Links": follow `name` (it opens a new tab)."""
+        page = self.page
+        self.open_task(run_id, task_id)
+        page.get_by_role("link", name="Details", exact=True).click()
+        link = page.get_by_role("link", name=name, exact=True)
+        with page.context.expect_page() as opened:
+            link.click()
+        report = opened.value
+        report.wait_for_load_state()
+        return report
