@@ -58,6 +58,11 @@ def airflow_environment(settings: LabSettings, home: Path, port: int) -> dict[st
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # The task supervisor may notice its task exited only after min_heartbeat_interval (5 s by
+        # default); a task that deferred meanwhile has its trigger fire first and the scheduler fails
+        # it ("finished with state success, but ... queued", apache/airflow#66374). The lab's
+        # second-long waits hit it; at 1 s the window stays shorter than they are.
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
     }

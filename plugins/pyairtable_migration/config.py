@@ -304,7 +304,7 @@ class ValidationConfig(_Strict):
     )
     # The migration report (HTML + JSON per run); relative paths are from the repository root.
     report_dir: str = "reports"
-    # Where the report task's link points: `<report_base_url>/<file>`; empty: a file:// URL.
+    # Where the report task's link points: `<report_base_url>/<file>`; empty: Airflow's api-server serves it.
     report_base_url: str = ""
 
 

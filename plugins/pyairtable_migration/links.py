@@ -107,8 +107,8 @@ class ServiceDashboardLink(BaseOperatorLink):
 
 
 class MigrationReportLink(BaseOperatorLink):
-    """The run's migration report (HTML), as the report task wrote it: a file:// URL or
-    `validation.report_base_url`/<file>."""
+    """The run's migration report (HTML), as the report task wrote it: served by Airflow's api-server
+    (`/pyairtable-reports/<file>`, see reports_app.py) or `validation.report_base_url`/<file>."""
 
     name = "Migration report"
     key: ClassVar[str] = "migration_report_url"

@@ -34,8 +34,13 @@ def resolve_dir(report_dir: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+# Where Airflow's api-server serves report files (plugins/pyairtable_migration/reports_app.py).
+REPORTS_URL_PREFIX = "/pyairtable-reports"
+
+
 def link_for(path: Path, base_url: str = "") -> str:
-    return f"{base_url.rstrip('/')}/{path.name}" if base_url else path.resolve().as_uri()
+    """`<base_url>/<file>`; without a base URL, the path the Airflow api-server serves it on."""
+    return f"{base_url.rstrip('/') or REPORTS_URL_PREFIX}/{path.name}"
 
 
 # --- collection -------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from airflow.sdk import DAG, TaskGroup, task
 
+from pyairtable_migration.config import DEFAULT_CONFIG_PATH
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.validation import MigrationReportOperator
 from pyairtable_migration.report import build_data, render_html
@@ -120,7 +122,9 @@ def test_report_task_writes_html_and_json_per_run(tmp_path: Path) -> None:
     page = parse(html_files[0].read_text())
     assert "123.4 ms" in " ".join(page.text)
     # the task's "Migration report" extra link points at the file
-    assert xcom(run, "validation.report", MigrationReportLink.key) == html_files[0].resolve().as_uri()
+    assert (
+        xcom(run, "validation.report", MigrationReportLink.key) == f"/pyairtable-reports/{html_files[0].name}"
+    )
 
 
 def xcom(run: Any, task_id: str, key: str) -> Any:
@@ -134,3 +138,25 @@ def xcom(run: Any, task_id: str, key: str) -> Any:
             .one()
         )
         return XComModel.deserialize_value(row)
+
+
+def test_airflow_serves_the_report_files_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The api-server plugin app, called in-process: the config's report_dir, only report files."""
+    from fastapi.testclient import TestClient
+
+    from pyairtable_migration.reports_app import app
+
+    config = tmp_path / "migration.yaml"
+    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    document.setdefault("validation", {})["report_dir"] = str(tmp_path)
+    config.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("PYAIRTABLE_MIGRATION_CONFIG", str(config))
+    (tmp_path / "report_x_run1.html").write_text("<html>stall 12.5 ms</html>")
+    client = TestClient(app)
+    answer = client.get("/report_x_run1.html")
+    assert answer.status_code == 200 and "stall 12.5 ms" in answer.text
+    assert client.get("/report_x_missing.html").status_code == 404
+    assert client.get("/migration.yaml").status_code == 404, "only report files are served"
+    assert client.get("/..%2Fmigration.yaml").status_code == 404
