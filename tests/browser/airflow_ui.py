@@ -143,8 +143,12 @@ class AirflowUI:
         self.open_task(run_id, task_id)
         page.get_by_role("link", name="Details", exact=True).click()
         link = page.get_by_role("link", name=name, exact=True)
+        # A link to another site opens in a new tab by itself; one on the UI's own origin (the report,
+        # served by the api-server) would replace the UI, so it is opened the way a person keeps the
+        # UI: Ctrl+click, a tab of its own.
+        new_tab = link.get_attribute("target") == "_blank"
         with page.context.expect_page() as opened:
-            link.click()
+            link.click(modifiers=[] if new_tab else ["Control"])
         report = opened.value
         report.wait_for_load_state()
         return report

@@ -39,7 +39,7 @@ from pyairtable_migration.report import PHASE_ORDER
 from pyairtable_migration.status import collect
 from tests.airflow_lab import MIGRATION_DAG, AirflowLab
 from tests.browser.airflow_ui import AirflowUI
-from tests.browser.conftest import Reports
+from tests.browser.conftest import REPORT_SETTING
 
 pytestmark = pytest.mark.lab
 
@@ -54,14 +54,13 @@ DONE = ("success", "skipped")
 RUN_TIMEOUT = 1200
 
 
-def configure(lab: AirflowLab, ui: AirflowUI, reports: Reports, image: str) -> MigrationConfig:
-    """Write the lab's config (reports served over HTTP, the service's image), reparse from the UI,
+def configure(lab: AirflowLab, ui: AirflowUI, image: str) -> MigrationConfig:
+    """Write the lab's config (reports among the artifacts, the service's image), reparse from the UI,
     and wait until the DAG Airflow serves was built from it (its task docs name the image)."""
     path = write_lab_config(
         lab.settings,
         {
-            ("validation", "report_dir"): reports.setting,
-            ("validation", "report_base_url"): reports.url,
+            ("validation", "report_dir"): REPORT_SETTING,
             ("services", FAULTY_SERVICE, "image"): image,
         },
     )
@@ -70,7 +69,7 @@ def configure(lab: AirflowLab, ui: AirflowUI, reports: Reports, image: str) -> M
     def parsed() -> bool:
         deploy = lab.server.api("GET", f"dags/{MIGRATION_DAG}/tasks/{DEPLOY}")["doc_md"]
         report = lab.server.api("GET", f"dags/{MIGRATION_DAG}/tasks/validation.report")["doc_md"]
-        return f"deploy {image} as" in deploy and reports.setting in report
+        return f"deploy {image} as" in deploy and REPORT_SETTING in report
 
     lab.server.wait(f"the DAG parsed with {image}", parsed, timeout=300, poll=2)
     return load_config(path)
@@ -126,12 +125,12 @@ def assert_graph_succeeded(ui: AirflowUI, run_id: str) -> None:
 
 @pytest.mark.timeout(1800)
 def test_healthy_run_approved_in_the_ui_and_its_report(
-    ui_lab: AirflowLab, ui: AirflowUI, reports: Reports, artifacts: Path
+    ui_lab: AirflowLab, ui: AirflowUI, artifacts: Path
 ) -> None:
     lab, server = ui_lab, ui_lab.server
     began = time.monotonic()
     lab.fresh()
-    config = configure(lab, ui, reports, FIXED_IMAGE)
+    config = configure(lab, ui, FIXED_IMAGE)
     run_id = ui.trigger(mode="apply", require_approvals=True, bake_seconds=BAKE_SECONDS)
     conf = server.api("GET", f"dags/{MIGRATION_DAG}/dagRuns/{run_id}")["conf"]
     assert (conf["mode"], conf["require_approvals"], conf["bake_seconds"]) == ("apply", True, BAKE_SECONDS)
@@ -188,7 +187,8 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
     assert all(path.is_file() and path.stat().st_size > 0 for path in saved), saved
 
     report = ui.open_extra_link(run_id, "validation.report", MigrationReportLink.name)
-    assert report.url == xcom(server, run_id, "validation.report", MigrationReportLink.key)
+    # Served by Airflow's own api-server (the project's reports_app plugin), on the UI's origin.
+    assert report.url == server.url + xcom(server, run_id, "validation.report", MigrationReportLink.key)
     stall = xcom(server, run_id, "switchover.switch_database")["write_stall_ms"]
     expect(report.locator("#write-stall")).to_have_text(f"{stall} ms")
     expect(report.get_by_text(run_id).first).to_be_visible()
@@ -201,12 +201,12 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
 
 @pytest.mark.timeout(1800)
 def test_faulty_image_fails_its_smoke_test_then_a_clear_finishes_the_run(
-    ui_lab: AirflowLab, ui: AirflowUI, reports: Reports, artifacts: Path
+    ui_lab: AirflowLab, ui: AirflowUI, artifacts: Path
 ) -> None:
     lab, server = ui_lab, ui_lab.server
     began = time.monotonic()
     lab.fresh()
-    config = configure(lab, ui, reports, FAULTY_IMAGE)
+    config = configure(lab, ui, FAULTY_IMAGE)
     before = systems(lab, config)
     run_id = ui.trigger(mode="apply", require_approvals=False, bake_seconds=BAKE_SECONDS)
 
@@ -227,7 +227,7 @@ def test_faulty_image_fails_its_smoke_test_then_a_clear_finishes_the_run(
     assert weights(contained) == {(0, 100)}
     assert {p["points_at"] for p in contained["database"]["poolers"].values()} == {"source"}
 
-    config = configure(lab, ui, reports, FIXED_IMAGE)
+    config = configure(lab, ui, FIXED_IMAGE)
     ui.clear_with_downstream(run_id, DEPLOY, expected=(SMOKE_TEST, PROMOTE))
     server.wait("the run to start again", lambda: server.run_state(MIGRATION_DAG, run_id) != "failed", 120)
     state = server.wait_for_run(MIGRATION_DAG, run_id, timeout=RUN_TIMEOUT)
