@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class AirflowLab:
     http_rate: float = 30.0
     db_rate: float = 50.0
     load: LoadProcess | None = None
-    runs: int = field(default=0)
 
     @property
     def ledger_path(self) -> Path:
