@@ -25,7 +25,11 @@ from pyairtable_migration.hooks.bluegreen import (
     StateChanged,
 )
 from pyairtable_migration.links import ServiceDashboardLink
-from pyairtable_migration.operators.bluegreen import BlueGreenDeployOperator, percentile
+from pyairtable_migration.operators.bluegreen import (
+    BlueGreenDeployOperator,
+    BlueGreenRollbackOperator,
+    percentile,
+)
 from tests.services.conftest import INGRESS_NAMESPACE, create_namespace
 from tests.services.support import CONN_ID, BlueGreenService, run_task, wait_for
 
@@ -357,6 +361,37 @@ def test_a_stale_selector_write_is_refused_and_retried(
     core.patch_namespaced_service("web", namespace, {"metadata": {"labels": {"touched": "yes"}}})
     with pytest.raises(StateChanged):
         hook.point_service(spec, "web", "active", "green", stale)
+    assert selector(core, namespace) == {"app": "web", "color": "blue"}
+
+
+def test_rollback_reads_again_when_the_deployment_changes_under_it(
+    web: BlueGreenService,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The emulator's controller writes a Deployment's status at any moment; here a real write lands
+    right after each of the operator's first two reads (its read is wrapped only to time that write)."""
+    web.release("1.0.0")
+    web.release("2.0.0")
+    operator = BlueGreenRollbackOperator(task_id="rollback", poll_seconds=0.1, **web.arguments("2.0.0"))
+    observe = operator.observe
+    writes: list[str] = []
+
+    def observe_then_change(mode: str) -> Any:
+        state = observe(mode)
+        if len(writes) < 2:
+            writes.append(f"touch-{len(writes)}")
+            apps.patch_namespaced_deployment(
+                "web-blue", namespace, {"metadata": {"labels": {"touched": writes[-1]}}}
+            )
+        return state
+
+    monkeypatch.setattr(operator, "observe", observe_then_change)
+    assert run_task(operator)["color"] == "blue"
+    assert writes == ["touch-0", "touch-1"]
+    assert replicas(apps, namespace, "web-blue") == 2
     assert selector(core, namespace) == {"app": "web", "color": "blue"}
 
 

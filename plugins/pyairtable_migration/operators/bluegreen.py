@@ -638,12 +638,7 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
             )
             return self.summary(previous, mode="plan", changed=False)
         if target.replicas == 0:
-            replicas = int(target.annotations.get(RETIRED_REPLICAS_ANNOTATION) or self.replicas)
-            try:
-                self.hook.scale(target, replicas, {RETIRED_REPLICAS_ANNOTATION: None})
-            except (StateChanged, BlueGreenError) as exc:
-                raise AirflowFailException(str(exc)) from None
-            self.log.info("Scaled %s back up to %d replica(s)", target.name, replicas)
+            self.compare_and_set(mode, lambda fresh: self._scale_up(fresh, previous))
         elif not target.rollout.done:
             self.log.info("%s: %s", target.name, target.rollout.describe())
         else:
@@ -659,6 +654,21 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete", kwargs={"previous": previous})
         return self.execute_complete(context, asyncio.run(_first_event(trigger)), previous)
+
+    def _scale_up(self, state: BlueGreenState, previous: str) -> None:
+        """Give the previous color back the replicas retire recorded (a controller's status update can
+        change it between the read and this write: compare_and_set then reads again)."""
+        target = state.colors.get(previous)
+        if target is None:
+            raise AirflowFailException(
+                f"cannot roll back {self.service_name} to {previous}: its deployment is gone"
+            )
+        if target.replicas != 0:
+            self.log.info("%s already has %d replica(s)", target.name, target.replicas)
+            return
+        replicas = int(target.annotations.get(RETIRED_REPLICAS_ANNOTATION) or self.replicas)
+        self.hook.scale(target, replicas, {RETIRED_REPLICAS_ANNOTATION: None})
+        self.log.info("Scaled %s back up to %d replica(s)", target.name, replicas)
 
     def execute_complete(
         self, context: Context, event: Mapping[str, Any], previous: str | None = None
