@@ -53,7 +53,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy plugins lab dags tests benchmarks
 
 test: bootstrap lint typecheck
-	$(BIN)/pytest
+	$(BIN)/python -m tests.parallel
 
 plan: $(VENV)/.installed
 	@$(BIN)/python -m pyairtable_migration.plan

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TEST_AIRFLOW_HOME = REPO_ROOT / ".test-airflow"
+# tests.parallel gives the process it starts beside this one a home of its own.
+TEST_AIRFLOW_HOME = Path(os.environ.get("PYAIRTABLE_TEST_AIRFLOW_HOME", REPO_ROOT / ".test-airflow"))
 
 # Airflow reads its settings when first imported, so these must be set before any test imports it.
 os.environ["AIRFLOW_HOME"] = str(TEST_AIRFLOW_HOME)

@@ -41,7 +41,7 @@ from tests.airflow_lab import MIGRATION_DAG, AirflowLab
 from tests.browser.airflow_ui import AirflowUI
 from tests.browser.conftest import REPORT_SETTING
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
 BAKE_SECONDS = 3
 APPROVALS = ("switchover.approve", "traffic.approve_100")

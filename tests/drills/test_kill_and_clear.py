@@ -28,7 +28,7 @@ from lab.pgbouncer import ADMIN_DATABASE
 from lab.postgres import DATABASE
 from tests.airflow_lab import FAST_RUN, MIGRATION_DAG, AirflowLab, airflow_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
 REPLICATION_TASK = "database.create_subscription"
 SWITCHOVER_TASK = "switchover.switch_database"
