@@ -42,13 +42,9 @@ Configuration: `{config_path}`.
 def run_params(config: MigrationConfig) -> dict[str, Param]:
     """The trigger form: defaults from the config, each field titled and explained."""
     return {
-        "mode": Param(
+        "mode": mode_param(
             "plan",
-            type="string",
-            enum=["plan", "apply"],
-            title="Mode",
-            description="plan: every task logs what it would change and changes nothing. "
-            "apply: perform the migration.",
+            "plan: every task logs what it would change and changes nothing. apply: perform the migration.",
         ),
         "require_approvals": Param(
             config.approvals.required,
@@ -82,6 +78,12 @@ def run_params(config: MigrationConfig) -> dict[str, Param]:
             f"{config.database.lag_consecutive_samples} consecutive samples.",
         ),
     }
+
+
+def mode_param(default: str, description: str) -> Param:
+    """The plan/apply switch of both trigger forms; the migration defaults to plan, the rollback
+    (the emergency path) to apply."""
+    return Param(default, type="string", enum=["plan", "apply"], title="Mode", description=description)
 
 
 # Every task reads the state and changes only what differs, so one automatic retry is always safe.
@@ -134,17 +136,38 @@ def build_airflow_graph(plan: MigrationPlan, dag: DAG) -> dict[str, BaseOperator
     return tasks
 
 
-def build_migration_dag(config: MigrationConfig, config_path: str | Path = "", dag_id: str = DAG_ID) -> DAG:
+def build_plan_dag(
+    dag_id: str,
+    plan: MigrationPlan,
+    *,
+    params: dict[str, Param],
+    doc_md: str,
+    description: str,
+    tags: list[str],
+) -> DAG:
+    """A DAG of the plan's steps, triggered by hand and one run at a time: the migration and the
+    rollback are built alike, so neither drifts in scheduling or retries."""
     dag = DAG(
         dag_id,
         schedule=None,
         max_active_runs=1,
         catchup=False,
+        params=params,
+        doc_md=doc_md,
+        description=description,
+        tags=tags,
+        default_args=DEFAULT_ARGS,
+    )
+    build_airflow_graph(plan, dag)
+    return dag
+
+
+def build_migration_dag(config: MigrationConfig, config_path: str | Path = "", dag_id: str = DAG_ID) -> DAG:
+    return build_plan_dag(
+        dag_id,
+        build_plan(config),
         params=run_params(config),
         doc_md=DOC_MD.format(config_path=config_path),
         description="Move PyAirtable from staging to production with zero downtime and zero data loss",
         tags=["pyairtable", "migration"],
-        default_args=DEFAULT_ARGS,
     )
-    build_airflow_graph(build_plan(config), dag)
-    return dag

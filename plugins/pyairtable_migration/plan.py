@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,12 +129,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
             ),
             operator=f"{OPERATORS}.database.CheckDatabaseOperator",
             arguments={
-                **_database_arguments(config),
-                "poolers": _poolers(config),
-                "publication": db.publication,
-                "subscription": db.subscription,
-                "reverse_publication": db.reverse_publication,
-                "reverse_subscription": db.reverse_subscription,
+                **_replication_arguments(config),
                 "replica_identity_full": list(db.replica_identity_full),
                 "pg_bin_dir": db.pg_bin_dir,
             },
@@ -147,7 +142,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"connection {config.redis.target_conn_id} (read only)",
             ),
             operator=f"{OPERATORS}.redis_sync.CheckRedisOperator",
-            arguments=_redis_arguments(config),
+            arguments=redis_arguments(config),
         ),
         Step(
             "preflight.check_kubernetes",
@@ -171,26 +166,14 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
             "check the hosted zone and every weighted record exist",
             (f"hosted zone {dns.hosted_zone} (read only)", *(f"record {r} (read only)" for r in dns.records)),
             operator=f"{OPERATORS}.traffic_checks.CheckDnsOperator",
-            arguments={
-                "aws_conn_id": dns.aws_conn_id,
-                "hosted_zone": dns.hosted_zone,
-                "records": list(dns.records),
-                "staging_set_identifier": staging.set_identifier,
-                "production_set_identifier": production.set_identifier,
-            },
+            arguments=route53_arguments(config),
         ),
         Step(
             "preflight.check_prometheus",
             "check Prometheus answers the gate queries",
             (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
             operator=f"{OPERATORS}.traffic_checks.CheckPrometheusOperator",
-            arguments={
-                "prometheus_conn_id": config.traffic.gate.prometheus_conn_id,
-                "error_ratio_query": config.traffic.gate.error_ratio_query,
-                "p99_query": config.traffic.gate.p99_query,
-                "prometheus_labels": dict(production.prometheus_labels),
-                "window": config.traffic.gate.window,
-            },
+            arguments={**_gate_queries(config), "window": config.traffic.gate.window},
         ),
     ]
     params = plan.add(
@@ -206,19 +189,81 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
         plan.add(check, after=params)
 
 
-def _database_arguments(config: MigrationConfig) -> dict[str, Any]:
+# The arguments of each operator family, built once for the migration's steps and the rollback's:
+# both DAGs act on the same databases, Redis servers, records and services.
+
+
+def database_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What every DatabaseOperator takes: both clusters' connections."""
     return {
         "source_conn_id": config.database.source_conn_id,
         "target_conn_id": config.database.target_conn_id,
     }
 
 
-def _redis_arguments(config: MigrationConfig) -> dict[str, Any]:
+def redis_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What every RedisOperator takes: both servers' connections and how keys move between them."""
     redis = config.redis
     return {
         "source_conn_id": redis.source_conn_id,
         "target_conn_id": redis.target_conn_id,
         "mode": redis.mode,
+    }
+
+
+def route53_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What every Route53Targets operator takes: the weighted records and both environments' sets."""
+    dns, environments = config.dns, config.environments
+    return {
+        "aws_conn_id": dns.aws_conn_id,
+        "hosted_zone": dns.hosted_zone,
+        "records": list(dns.records),
+        "staging_set_identifier": environments.staging.set_identifier,
+        "production_set_identifier": environments.production.set_identifier,
+    }
+
+
+def switchover_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What SwitchoverOperatorBase takes: the switch and its rollback move writers over the same
+    clusters, poolers and replication, with the same margin and freeze limit."""
+    db = config.database
+    return {
+        **_replication_arguments(config),
+        "sequence_margin": db.sequence_margin,
+        "timeout_seconds": db.switchover_timeout_seconds,
+        "replica_identity_full": list(db.replica_identity_full),
+    }
+
+
+def service_arguments(config: MigrationConfig, name: str, node: ServiceNode) -> dict[str, Any]:
+    """What every BlueGreenOperator takes: the service, where it runs in production, its rollout
+    deadline and dashboard link."""
+    production, blue_green = config.environments.production, config.blue_green
+    return {
+        "kubernetes_conn_id": production.kubernetes_conn_id,
+        "namespace": production.namespace,
+        "service_name": name,
+        "image": node.image,
+        "replicas": node.replicas,
+        "port": node.port,
+        "health_path": node.health_path,
+        "service_secret": production.service_secret,
+        "progress_deadline_seconds": blue_green.progress_deadline_seconds,
+        "dashboard_url_template": blue_green.dashboard_url_template,
+    }
+
+
+def _replication_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """Both clusters, the poolers and both directions' replication: what the preflight checks is
+    what the switch acts on."""
+    db = config.database
+    return {
+        **database_arguments(config),
+        "poolers": _poolers(config),
+        "publication": db.publication,
+        "subscription": db.subscription,
+        "reverse_publication": db.reverse_publication,
+        "reverse_subscription": db.reverse_subscription,
     }
 
 
@@ -229,11 +274,24 @@ def _poolers(config: MigrationConfig) -> list[dict[str, str]]:
     ]
 
 
+def _gate_queries(config: MigrationConfig) -> dict[str, Any]:
+    """The traffic gate's queries for production: the preflight checks the ones the gate runs."""
+    gate = config.traffic.gate
+    return {
+        "prometheus_conn_id": gate.prometheus_conn_id,
+        "error_ratio_query": gate.error_ratio_query,
+        "p99_query": gate.p99_query,
+        "prometheus_labels": dict(config.environments.production.prometheus_labels),
+    }
+
+
 def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, redis = config.database, config.redis
     target, source = f"target {db.target_conn_id}", f"source {db.source_conn_id}"
     operators = f"{OPERATORS}.database"
-    both = _database_arguments(config)
+    both = database_arguments(config)
+    # The forward replication every step from the subscription to the lag gate works on.
+    forward = {**both, "publication": db.publication, "subscription": db.subscription}
     identity = ", ".join(db.replica_identity_full)
     plan.chain(
         Step(
@@ -269,19 +327,14 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             f"create or verify subscription {db.subscription}",
             (f"{target}: subscription {db.subscription}", f"{source}: replication slot {db.subscription}"),
             operator=f"{operators}.CreateSubscriptionOperator",
-            arguments={**both, "publication": db.publication, "subscription": db.subscription},
+            arguments=forward,
         ),
         Step(
             "database.wait_initial_sync",
             "wait until every table is replicated (state r)",
             (f"{target} (read only)",),
             operator=f"{operators}.WaitInitialSyncOperator",
-            arguments={
-                **both,
-                "publication": db.publication,
-                "subscription": db.subscription,
-                "timeout_seconds": db.initial_sync_timeout_seconds,
-            },
+            arguments={**forward, "timeout_seconds": db.initial_sync_timeout_seconds},
         ),
         Step(
             "database.build_deferred_indexes",
@@ -296,9 +349,7 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             (f"{source} (read only)",),
             operator=f"{operators}.LagGateOperator",
             arguments={
-                **both,
-                "publication": db.publication,
-                "subscription": db.subscription,
+                **forward,
                 "lag_threshold_bytes": "{{ params.lag_threshold_bytes }}",
                 "consecutive_samples": db.lag_consecutive_samples,
                 "sample_seconds": db.lag_sample_seconds,
@@ -324,14 +375,14 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             f"replicate Redis ({redis.mode})",
             (f"redis {redis.target_conn_id}: {REDIS_SYNC_TOUCHES[redis.mode]}",),
             operator=f"{OPERATORS}.redis_sync.SyncRedisOperator",
-            arguments={**_redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
+            arguments={**redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
         ),
         Step(
             "database.validate_redis",
             "compare key counts per type and TTLs",
             (f"redis {redis.source_conn_id} (read only)", f"redis {redis.target_conn_id} (read only)"),
             operator=f"{OPERATORS}.redis_sync.ValidateRedisOperator",
-            arguments={**_redis_arguments(config), "ttl_tolerance_seconds": redis.ttl_tolerance_seconds},
+            arguments={**redis_arguments(config), "ttl_tolerance_seconds": redis.ttl_tolerance_seconds},
         ),
     )
 
@@ -370,18 +421,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
             assert isinstance(node, ServiceNode)
             plan.group_tooltips[group] = f"{name}: {node.image} x{node.replicas}; depends on {depends}"
             deployments = f"namespace {namespace}: deployment {name}-blue or {name}-green"
-            service = {
-                "kubernetes_conn_id": production.kubernetes_conn_id,
-                "namespace": namespace,
-                "service_name": name,
-                "image": node.image,
-                "replicas": node.replicas,
-                "port": node.port,
-                "health_path": node.health_path,
-                "service_secret": production.service_secret,
-                "progress_deadline_seconds": blue_green.progress_deadline_seconds,
-                "dashboard_url_template": blue_green.dashboard_url_template,
-            }
+            service = service_arguments(config, name, node)
             ids = plan.chain(
                 Step(
                     f"{group}.deploy",
@@ -483,26 +523,15 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"replication slot {db.subscription} dropped",
             ),
             operator=f"{OPERATORS}.switchover.SwitchDatabaseOperator",
-            arguments={
-                **_database_arguments(config),
-                "poolers": _poolers(config),
-                "publication": db.publication,
-                "subscription": db.subscription,
-                "reverse_publication": db.reverse_publication,
-                "reverse_subscription": db.reverse_subscription,
-                "sequence_margin": db.sequence_margin,
-                "timeout_seconds": db.switchover_timeout_seconds,
-                "replica_identity_full": list(db.replica_identity_full),
-                # An approval skipped because approvals are off must not skip the switch.
-                "trigger_rule": "none_failed",
-            },
+            # An approval skipped because approvals are off must not skip the switch.
+            arguments={**switchover_arguments(config), "trigger_rule": "none_failed"},
         ),
         Step(
             "switchover.switch_redis",
             "promote the target Redis and mark it switched (the rollback reads the mark)",
             (f"redis {redis.target_conn_id}",),
             operator=f"{OPERATORS}.redis_sync.SwitchRedisOperator",
-            arguments={**_redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
+            arguments={**redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
         ),
     )
 
@@ -511,13 +540,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
     dns, traffic, gate = config.dns, config.traffic, config.traffic.gate
     records = ", ".join(dns.records)
     operators = f"{OPERATORS}.traffic"
-    route53 = {
-        "aws_conn_id": dns.aws_conn_id,
-        "hosted_zone": dns.hosted_zone,
-        "records": list(dns.records),
-        "staging_set_identifier": config.environments.staging.set_identifier,
-        "production_set_identifier": config.environments.production.set_identifier,
-    }
+    route53 = route53_arguments(config)
     # A weight left out of the run's traffic_steps, or an approval with approvals off, is skipped;
     # the steps after it still run (a failure still stops them).
     after_skips = {"trigger_rule": "none_failed"}
@@ -551,10 +574,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                     **route53,
                     "weight": weight,
                     "bake_seconds": "{{ params.bake_seconds }}",
-                    "prometheus_conn_id": gate.prometheus_conn_id,
-                    "error_ratio_query": gate.error_ratio_query,
-                    "p99_query": gate.p99_query,
-                    "prometheus_labels": dict(config.environments.production.prometheus_labels),
+                    **_gate_queries(config),
                     "max_error_ratio": gate.max_error_ratio,
                     "max_p99_seconds": gate.max_p99_seconds,
                     "sample_seconds": gate.sample_seconds,
@@ -627,7 +647,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             (f"{db.source_conn_id}, {db.target_conn_id} (read only)",),
             operator=f"{operators}.DataParityOperator",
             arguments={
-                **_database_arguments(config),
+                **database_arguments(config),
                 "poolers": _poolers(config),
                 "subscription": db.subscription,
                 "reverse_subscription": db.reverse_subscription,
@@ -646,7 +666,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             ),
             operator=f"{operators}.SecurityOperator",
             arguments={
-                **_database_arguments(config),
+                **database_arguments(config),
                 "allowed": {
                     "source": [f"subscription:{db.reverse_subscription}"],
                     "target": [f"publication:{db.reverse_publication}", f"slot:{db.reverse_subscription}"],
@@ -712,14 +732,15 @@ def format_plan(plan: MigrationPlan) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
-def main(argv: list[str]) -> int:
-    path = Path(argv[0]) if argv else None
+def main(argv: list[str], build: Callable[[MigrationConfig], MigrationPlan] = build_plan) -> int:
+    """Print the plan `build` makes from the config at argv[0] (else the default); the rollback's
+    `python -m` prints its own plan through this too."""
     try:
-        config = load_config(path) if path else load_config()
+        config = load_config(Path(argv[0])) if argv else load_config()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(format_plan(build_plan(config)))
+    print(format_plan(build(config)))
     return 0
 
 

@@ -18,10 +18,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
-from pyairtable_migration.config import ConfigError, MigrationConfig, ServiceNode, load_config
-from pyairtable_migration.plan import OPERATORS, MigrationPlan, Step, format_plan
+from pyairtable_migration.config import MigrationConfig, ServiceNode
+from pyairtable_migration.plan import (
+    OPERATORS,
+    MigrationPlan,
+    Step,
+    main,
+    redis_arguments,
+    route53_arguments,
+    service_arguments,
+    switchover_arguments,
+)
 
 ROLLBACK_DAG_ID = "pyairtable_production_rollback"
 ROLLBACK_PHASES = ("traffic", "services", "database", "redis")
@@ -44,20 +53,14 @@ Configuration: `{config_path}`.
 def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
     plan = MigrationPlan()
     dns, db, redis = config.dns, config.database, config.redis
-    production, blue_green = config.environments.production, config.blue_green
+    production = config.environments.production
     traffic = plan.add(
         Step(
             "traffic.revert_weights",
             "production weight 0, staging 100 on every record in one batch; wait INSYNC",
             (f"records {', '.join(dns.records)}: weights",),
             operator=f"{OPERATORS}.traffic.TrafficRollbackOperator",
-            arguments={
-                "aws_conn_id": dns.aws_conn_id,
-                "hosted_zone": dns.hosted_zone,
-                "records": list(dns.records),
-                "staging_set_identifier": config.environments.staging.set_identifier,
-                "production_set_identifier": production.set_identifier,
-            },
+            arguments=route53_arguments(config),
         )
     )
     for tier in config.tiers:
@@ -74,17 +77,8 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 (f"namespace {production.namespace}: service {name} selector, {name}-blue/-green",),
                 operator=f"{OPERATORS}.bluegreen.BlueGreenRollbackOperator",
                 arguments={
-                    "kubernetes_conn_id": production.kubernetes_conn_id,
-                    "namespace": production.namespace,
-                    "service_name": name,
-                    "image": node.image,
-                    "replicas": node.replicas,
-                    "port": node.port,
-                    "health_path": node.health_path,
-                    "service_secret": production.service_secret,
-                    "progress_deadline_seconds": blue_green.progress_deadline_seconds,
-                    "dashboard_url_template": blue_green.dashboard_url_template,
-                    "poll_seconds": blue_green.rollout_poll_seconds,
+                    **service_arguments(config, name, node),
+                    "poll_seconds": config.blue_green.rollout_poll_seconds,
                 },
             )
         )
@@ -103,21 +97,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 f"source {db.source_conn_id}: sequences, subscription {db.reverse_subscription} dropped",
             ),
             operator=f"{OPERATORS}.switchover.RollbackDatabaseOperator",
-            arguments={
-                "source_conn_id": db.source_conn_id,
-                "target_conn_id": db.target_conn_id,
-                "poolers": [
-                    {"name": p.name, "admin_conn_id": p.admin_conn_id, "database": p.database}
-                    for p in db.poolers
-                ],
-                "publication": db.publication,
-                "subscription": db.subscription,
-                "reverse_publication": db.reverse_publication,
-                "reverse_subscription": db.reverse_subscription,
-                "sequence_margin": db.sequence_margin,
-                "timeout_seconds": db.switchover_timeout_seconds,
-                "replica_identity_full": list(db.replica_identity_full),
-            },
+            arguments=switchover_arguments(config),
         )
     )
     redis_step = plan.add(
@@ -136,12 +116,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 + ("REPLICAOF the source again" if redis.mode == "replicaof" else "switch marker deleted"),
             ),
             operator=f"{OPERATORS}.redis_sync.RollbackRedisOperator",
-            arguments={
-                "source_conn_id": redis.source_conn_id,
-                "target_conn_id": redis.target_conn_id,
-                "mode": redis.mode,
-                "timeout_seconds": redis.sync_timeout_seconds,
-            },
+            arguments={**redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
         )
     )
     services_roots, services_leaves = plan.phase_roots_and_leaves("services")
@@ -156,41 +131,23 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
 def build_rollback_dag(
     config: MigrationConfig, config_path: str | Path = "", dag_id: str = ROLLBACK_DAG_ID
 ) -> DAG:
-    from pyairtable_migration.builder import DEFAULT_ARGS, build_airflow_graph
+    from pyairtable_migration.builder import build_plan_dag, mode_param
 
-    dag = DAG(
+    return build_plan_dag(
         dag_id,
-        schedule=None,
-        max_active_runs=1,
-        catchup=False,
+        build_rollback_plan(config),
         params={
-            "mode": Param(
+            "mode": mode_param(
                 "apply",
-                type="string",
-                enum=["plan", "apply"],
-                title="Mode",
-                description="apply: roll back what is in place (each step a no-op when there is nothing "
-                "to undo). plan: log what would change, change nothing.",
+                "apply: roll back what is in place (each step a no-op when there is nothing to undo). "
+                "plan: log what would change, change nothing.",
             )
         },
         doc_md=DOC_MD.format(config_path=config_path),
         description="Undo the PyAirtable production migration: traffic, services, database, Redis",
         tags=["pyairtable", "migration", "rollback"],
-        default_args=DEFAULT_ARGS,
     )
-    build_airflow_graph(build_rollback_plan(config), dag)
-    return dag
-
-
-def main(argv: list[str]) -> int:
-    try:
-        config = load_config(Path(argv[0])) if argv else load_config()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(format_plan(build_rollback_plan(config)))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], build_rollback_plan))
