@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import TaskDeferred
@@ -232,7 +233,7 @@ def postgres_server() -> Iterator[int]:
         user=user,
     )
     try:
-        _wait_until(lambda: _answers(port), process, "postgres")
+        _wait_until(lambda: _accepts_sessions(port), process, "postgres")
         yield port
     finally:
         process.send_signal(signal.SIGINT)  # fast shutdown: do not wait for clients to leave
@@ -245,6 +246,17 @@ def _answers(port: int) -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:
+        return False
+
+
+def _accepts_sessions(port: int) -> bool:
+    """Listening is not ready: during startup PostgreSQL accepts TCP and refuses sessions."""
+    try:
+        psycopg2.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
+        ).close()
+        return True
+    except psycopg2.OperationalError:
         return False
 
 

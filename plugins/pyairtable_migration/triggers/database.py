@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
@@ -26,12 +26,9 @@ from pyairtable_migration.hooks.database import (
     table_states,
 )
 from pyairtable_migration.hooks.redis_hook import MigrationRedisHook, replication_state
+from pyairtable_migration.triggers.base import PollingTrigger, failure
 
 STATE_NAMES = {"i": "waiting", "d": "copying", "f": "copied", "s": "catching up", "r": "ready"}
-
-
-def _path(trigger: BaseTrigger) -> str:
-    return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
 
 
 # `disable_on_error` also stops a subscription on a lost connection (the publisher restarted, the
@@ -82,7 +79,7 @@ class DisabledSubscriptionHandler:
         return None
 
 
-class InitialSyncTrigger(BaseTrigger):
+class InitialSyncTrigger(PollingTrigger):
     """Waits until every table of `subscription` is in state r (ready), logging done / total."""
 
     def __init__(
@@ -103,19 +100,6 @@ class InitialSyncTrigger(BaseTrigger):
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            _path(self),
-            {
-                "source_conn_id": self.source_conn_id,
-                "target_conn_id": self.target_conn_id,
-                "subscription": self.subscription,
-                "publication": self.publication,
-                "timeout_seconds": self.timeout_seconds,
-                "poll_seconds": self.poll_seconds,
-            },
-        )
-
     def sample(self) -> dict[str, Any]:
         target = MigrationPostgresHook(self.target_conn_id)
         with target.cursor() as cursor:
@@ -133,21 +117,16 @@ class InitialSyncTrigger(BaseTrigger):
         last_line = None
         states: dict[str, str] = {}
         disabled = DisabledSubscriptionHandler(self)
-        while True:
-            try:
-                observed = await asyncio.to_thread(self.sample)
-            except Exception as exc:
-                self.log.warning("Could not read the subscription's state (will retry): %s", exc)
-                observed = None
+        async for observed in self.poll(
+            self.poll_seconds, "Could not read the subscription's state (will retry): %s"
+        ):
             if observed is not None:
                 subscription, states = observed["subscription"], observed["states"]
                 if subscription is None:
-                    yield TriggerEvent(
-                        {
-                            "status": "failed",
-                            "message": f"subscription {self.subscription} does not exist on the target; "
-                            "run create_subscription first",
-                        }
+                    yield failure(
+                        "failed",
+                        f"subscription {self.subscription} does not exist on the target; "
+                        "run create_subscription first",
                     )
                     return
                 ready = sorted(t for t, s in states.items() if s == "r")
@@ -173,34 +152,27 @@ class InitialSyncTrigger(BaseTrigger):
                     message = await asyncio.to_thread(
                         disabled.handle, self.subscription, subscription["subslotname"] or self.subscription
                     )
-                    if message is None:
-                        await asyncio.sleep(self.poll_seconds)
+                    if message is None:  # resumed: look again after the interval
                         continue
                     stuck = ", ".join(f"{t} ({STATE_NAMES.get(s, s)})" for t, s in sorted(pending.items()))
-                    yield TriggerEvent(
-                        {
-                            "status": "failed",
-                            "message": f"initial sync stopped with {len(pending)} table(s) not "
-                            f"ready: {stuck}. {message}. A table stuck while copying usually means the "
-                            "target already holds rows of it: empty that table on the target (TRUNCATE) "
-                            "and ENABLE.",
-                        }
+                    yield failure(
+                        "failed",
+                        f"initial sync stopped with {len(pending)} table(s) not ready: {stuck}. {message}. "
+                        "A table stuck while copying usually means the target already holds rows of it: "
+                        "empty that table on the target (TRUNCATE) and ENABLE.",
                     )
                     return
             if time.monotonic() - started > self.timeout_seconds:
                 counts = Counter(STATE_NAMES.get(s, s) for s in states.values())
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"initial sync not done after {self.timeout_seconds:.0f} s: "
-                        + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
-                    }
+                yield failure(
+                    "timeout",
+                    f"initial sync not done after {self.timeout_seconds:.0f} s: "
+                    + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
                 )
                 return
-            await asyncio.sleep(self.poll_seconds)
 
 
-class ReplicationLagTrigger(BaseTrigger):
+class ReplicationLagTrigger(PollingTrigger):
     """Passes once the slot's lag (current WAL vs confirmed flush) is below the threshold for
     `consecutive` samples in a row; fails at once on a disabled subscription or new apply errors."""
 
@@ -226,21 +198,6 @@ class ReplicationLagTrigger(BaseTrigger):
         self.sample_seconds = sample_seconds
         self.timeout_seconds = timeout_seconds
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            _path(self),
-            {
-                "source_conn_id": self.source_conn_id,
-                "target_conn_id": self.target_conn_id,
-                "subscription": self.subscription,
-                "publication": self.publication,
-                "threshold_bytes": self.threshold_bytes,
-                "consecutive": self.consecutive,
-                "sample_seconds": self.sample_seconds,
-                "timeout_seconds": self.timeout_seconds,
-            },
-        )
-
     def sample(self) -> dict[str, Any]:
         target = MigrationPostgresHook(self.target_conn_id)
         source = MigrationPostgresHook(self.source_conn_id)
@@ -258,14 +215,12 @@ class ReplicationLagTrigger(BaseTrigger):
         samples = 0
         first_errors: list[int] | None = None
         disabled = DisabledSubscriptionHandler(self)
-        while True:
-            try:
-                observed: dict[str, Any] | None = await asyncio.to_thread(self.sample)
-            except Exception as exc:
-                self.log.warning("Lag sample failed (counts as not below the threshold): %s", exc)
-                observed = None
+        async for observed in self.poll(
+            self.sample_seconds, "Lag sample failed (counts as not below the threshold): %s"
+        ):
+            if observed is None:
                 streak = []
-            if observed is not None:
+            else:
                 samples += 1
                 subscription, slot = observed["subscription"], observed["slot"]
                 if subscription is None or slot is None:
@@ -274,31 +229,26 @@ class ReplicationLagTrigger(BaseTrigger):
                         if subscription is None
                         else f"replication slot {observed['slot_name']} on the source"
                     )
-                    yield TriggerEvent({"status": "failed", "message": f"{missing} does not exist"})
+                    yield failure("failed", f"{missing} does not exist")
                     return
                 if not subscription["subenabled"]:
                     slot_name = observed["slot_name"]
                     message = await asyncio.to_thread(disabled.handle, self.subscription, slot_name)
                     if message is None:  # resumed: count apply errors from here on
                         streak, first_errors = [], None
-                        await asyncio.sleep(self.sample_seconds)
                         continue
-                    yield TriggerEvent(
-                        {"status": "failed", "message": message, "lag_bytes": slot["lag_bytes"]}
-                    )
+                    yield failure("failed", message, lag_bytes=slot["lag_bytes"])
                     return
                 errors = observed["errors"]
                 first_errors = first_errors or errors
                 if errors[0] > first_errors[0]:
-                    yield TriggerEvent(
-                        {
-                            "status": "failed",
-                            "message": f"subscription {self.subscription} hit {errors[0] - first_errors[0]} "
-                            "apply error(s) during the gate and keeps retrying (it was created without "
-                            "disable_on_error); the failing table and LSN are in the target's server log "
-                            "(`processing remote data ... finished at <LSN>`); fix the conflicting row or "
-                            f"ALTER SUBSCRIPTION {self.subscription} SKIP (lsn = '<LSN>')",
-                        }
+                    yield failure(
+                        "failed",
+                        f"subscription {self.subscription} hit {errors[0] - first_errors[0]} apply "
+                        "error(s) during the gate and keeps retrying (it was created without "
+                        "disable_on_error); the failing table and LSN are in the target's server log "
+                        "(`processing remote data ... finished at <LSN>`); fix the conflicting row or "
+                        f"ALTER SUBSCRIPTION {self.subscription} SKIP (lsn = '<LSN>')",
                     )
                     return
                 lag = int(slot["lag_bytes"] or 0)
@@ -321,18 +271,15 @@ class ReplicationLagTrigger(BaseTrigger):
                     )
                     return
             if time.monotonic() - started > self.timeout_seconds:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"lag not below {self.threshold_bytes} bytes for {self.consecutive} "
-                        f"consecutive samples within {self.timeout_seconds:.0f} s ({samples} samples)",
-                    }
+                yield failure(
+                    "timeout",
+                    f"lag not below {self.threshold_bytes} bytes for {self.consecutive} "
+                    f"consecutive samples within {self.timeout_seconds:.0f} s ({samples} samples)",
                 )
                 return
-            await asyncio.sleep(self.sample_seconds)
 
 
-class RedisCatchUpTrigger(BaseTrigger):
+class RedisCatchUpTrigger(PollingTrigger):
     """Waits until the target Redis replicates the source with its offset at the source's."""
 
     def __init__(
@@ -343,17 +290,6 @@ class RedisCatchUpTrigger(BaseTrigger):
         self.target_conn_id = target_conn_id
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            _path(self),
-            {
-                "source_conn_id": self.source_conn_id,
-                "target_conn_id": self.target_conn_id,
-                "timeout_seconds": self.timeout_seconds,
-                "poll_seconds": self.poll_seconds,
-            },
-        )
 
     def sample(self) -> dict[str, Any]:
         source_hook = MigrationRedisHook(self.source_conn_id)
@@ -371,15 +307,10 @@ class RedisCatchUpTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
         last: dict[str, Any] = {}
-        while True:
-            try:
-                last = await asyncio.to_thread(self.sample)
-            except Exception as exc:
-                self.log.warning("Redis sample failed (will retry): %s", exc)
+        async for observed in self.poll(self.poll_seconds, "Redis sample failed (will retry): %s"):
+            last = observed or last  # a failed sample leaves the last one standing
             if last and not last["replicating"]:
-                yield TriggerEvent(
-                    {"status": "failed", "message": "the target no longer replicates the source"}
-                )
+                yield failure("failed", "the target no longer replicates the source")
                 return
             if (
                 last
@@ -390,11 +321,7 @@ class RedisCatchUpTrigger(BaseTrigger):
                 yield TriggerEvent({"status": "ok", **last, "seconds": round(time.monotonic() - started, 2)})
                 return
             if time.monotonic() - started > self.timeout_seconds:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"target Redis not caught up after {self.timeout_seconds:.0f} s: {last}",
-                    }
+                yield failure(
+                    "timeout", f"target Redis not caught up after {self.timeout_seconds:.0f} s: {last}"
                 )
                 return
-            await asyncio.sleep(self.poll_seconds)

@@ -13,17 +13,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 from kubernetes_asyncio import client as async_client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from pyairtable_migration.hooks.bluegreen import RolloutStatus, describe_pods
+from pyairtable_migration.triggers.base import MigrationTrigger
 
 
-class DeploymentRolloutTrigger(BaseTrigger):
+class DeploymentRolloutTrigger(MigrationTrigger):
     """Fires once: `{"status": "success" | "failed", "message": ..., "rollout": {...}, "seconds": ...}`."""
 
     def __init__(
@@ -43,19 +43,6 @@ class DeploymentRolloutTrigger(BaseTrigger):
         self.pod_selector = pod_selector
         self.progress_deadline_seconds = progress_deadline_seconds
         self.poll_seconds = poll_seconds
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "kubernetes_conn_id": self.kubernetes_conn_id,
-                "namespace": self.namespace,
-                "deployment": self.deployment,
-                "pod_selector": self.pod_selector,
-                "progress_deadline_seconds": self.progress_deadline_seconds,
-                "poll_seconds": self.poll_seconds,
-            },
-        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
@@ -122,7 +109,7 @@ class DeploymentRolloutTrigger(BaseTrigger):
         )
 
 
-class RollbackWindowTrigger(BaseTrigger):
+class RollbackWindowTrigger(MigrationTrigger):
     """Fires at `until` (ISO 8601, with offset): the end of the window in which the old color stays up.
 
     Sleeps the exact remaining time (not in whole seconds), so short windows in drills stay short.
@@ -131,9 +118,6 @@ class RollbackWindowTrigger(BaseTrigger):
     def __init__(self, *, until: str) -> None:
         super().__init__()
         self.until = until
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}", {"until": self.until})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         end = datetime.fromisoformat(self.until)

@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.route53 import Route53WeightsHook
+from pyairtable_migration.triggers.base import MigrationTrigger
 
 MAX_POLL_SECONDS = 10.0
 UNITS = {"error_ratio": "", "p99": " s"}
@@ -184,7 +185,7 @@ async def wait_insync(
     return time.monotonic() - started
 
 
-class Route53ChangeTrigger(BaseTrigger):
+class Route53ChangeTrigger(MigrationTrigger):
     """Waits until a Route53 change is INSYNC, then optionally holds `hold_seconds` more.
 
     The hold is how the TTL step waits out the old TTL: it starts only once every Route53 name
@@ -211,20 +212,6 @@ class Route53ChangeTrigger(BaseTrigger):
         self.poll_seconds = poll_seconds
         self.hold_seconds = hold_seconds
         self.carry = carry or {}
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "aws_conn_id": self.aws_conn_id,
-                "change_id": self.change_id,
-                "region_name": self.region_name,
-                "timeout_seconds": self.timeout_seconds,
-                "poll_seconds": self.poll_seconds,
-                "hold_seconds": self.hold_seconds,
-                "carry": self.carry,
-            },
-        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         insync_seconds = 0.0
@@ -255,7 +242,7 @@ class Route53ChangeTrigger(BaseTrigger):
         )
 
 
-class TrafficGateTrigger(BaseTrigger):
+class TrafficGateTrigger(MigrationTrigger):
     """One weight step after its change: wait INSYNC, then bake while sampling the gate queries.
 
     Yields one event: `passed`, `breached` (as soon as the gate trips), `no_data`, or
@@ -305,27 +292,6 @@ class TrafficGateTrigger(BaseTrigger):
         self.poll_seconds = poll_seconds
         self.revert = revert
         self.carry = carry or {}
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "weight": self.weight,
-                "aws_conn_id": self.aws_conn_id,
-                "change_id": self.change_id,
-                "prometheus_conn_id": self.prometheus_conn_id,
-                "queries": self.queries,
-                "limits": self.limits,
-                "bake_seconds": self.bake_seconds,
-                "sample_seconds": self.sample_seconds,
-                "consecutive_breaches": self.consecutive_breaches,
-                "region_name": self.region_name,
-                "insync_timeout_seconds": self.insync_timeout_seconds,
-                "poll_seconds": self.poll_seconds,
-                "revert": self.revert,
-                "carry": self.carry,
-            },
-        )
 
     def revert_now(self) -> dict[str, Any]:
         """Put traffic back on staging (runs in a thread); what was done, or why it was not."""

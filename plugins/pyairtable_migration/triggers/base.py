@@ -1,0 +1,58 @@
+"""What every trigger here shares: how it serializes, and (for the sampling ones) the poll loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from abc import abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class MigrationTrigger(BaseTrigger):
+    """A trigger serialized as its constructor's parameters, each read back from its attribute.
+
+    The triggerer re-creates a trigger as `cls(**kwargs)`: with the constructor as the one list of
+    those kwargs, serialize() cannot drift from it.
+    """
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        parameters = inspect.signature(type(self)).parameters
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {name: getattr(self, name) for name in parameters},
+        )
+
+
+class PollingTrigger(MigrationTrigger):
+    """A trigger that samples through the project's synchronous hooks until it has an answer.
+
+    `sample` runs in a thread (`asyncio.to_thread`), so the triggerer's event loop never blocks
+    and connections resolve as in any task.
+    """
+
+    @abstractmethod
+    def sample(self) -> dict[str, Any]:
+        """One look at what the trigger waits for (runs in a thread)."""
+
+    async def poll(self, interval: float, failed: str) -> AsyncIterator[dict[str, Any] | None]:
+        """Each sample, `interval` s apart; None for one that raised, logged with `failed` (`%s`: why).
+
+        A sample that raises is not the end of the wait: a database restarting, or a dropped
+        connection, is what these triggers wait out.
+        """
+        while True:
+            try:
+                observed: dict[str, Any] | None = await asyncio.to_thread(self.sample)
+            except Exception as exc:
+                self.log.warning(failed, exc)
+                observed = None
+            yield observed
+            await asyncio.sleep(interval)
+
+
+def failure(status: str, message: str, **details: Any) -> TriggerEvent:
+    """The event of a wait that ends without success: its status and a message that says why."""
+    return TriggerEvent({"status": status, "message": message, **details})
