@@ -15,9 +15,9 @@ trips, the resumed step re-asserts it), and the step fails with the measured val
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
@@ -48,8 +48,9 @@ def _mode(context: Context) -> str:
     return str(context["params"]["mode"])
 
 
-def _run_id(context: Context) -> str:
-    return str(context.get("run_id") or "")
+def _comment(context: Context, what: str) -> str:
+    """A change batch's comment: which run made it, and why."""
+    return f"pyairtable-migration {context.get('run_id') or ''}: {what}"
 
 
 class Route53Targets:
@@ -66,6 +67,7 @@ class Route53Targets:
     region_name: str | None
     insync_timeout_seconds: float
     log: Any
+    defer: Callable[..., NoReturn]
 
     def _init_targets(
         self,
@@ -126,26 +128,45 @@ class Route53Targets:
             zone_id,
             records,
             self.wanted_weights(0),
-            comment=f"pyairtable-migration {_run_id(context)}: back to staging ({why})"[:256],
+            comment=_comment(context, f"back to staging ({why})")[:256],
         )
         self.log_change(result, f"Traffic back to staging ({self.describe_weights(0)})")
         return result
 
-    def insync_trigger(
-        self, change_id: str | None, carry: dict[str, Any], hold_seconds: float = 0.0
-    ) -> Route53ChangeTrigger:
-        """Wait for INSYNC (then hold); `carry` comes back in the event for the resume."""
-        return Route53ChangeTrigger(
-            aws_conn_id=self.aws_conn_id,
-            change_id=change_id,
-            region_name=self.region_name,
-            timeout_seconds=self.insync_timeout_seconds,
-            hold_seconds=hold_seconds,
-            carry=carry,
-        )
-
     def insync_timeout(self, hold_seconds: float = 0.0) -> timedelta:
         return timedelta(seconds=self.insync_timeout_seconds + hold_seconds) + DEFERRAL_MARGIN
+
+    def defer_until_insync(
+        self, change_id: str | None, carry: dict[str, Any], method_name: str, hold_seconds: float = 0.0
+    ) -> NoReturn:
+        """Resume `method_name` once the change is INSYNC (then held); `carry` comes back in the event."""
+        self.defer(
+            trigger=Route53ChangeTrigger(
+                aws_conn_id=self.aws_conn_id,
+                change_id=change_id,
+                region_name=self.region_name,
+                timeout_seconds=self.insync_timeout_seconds,
+                hold_seconds=hold_seconds,
+                carry=carry,
+            ),
+            method_name=method_name,
+            timeout=self.insync_timeout(hold_seconds),
+        )
+
+    def fail_once_insync(
+        self,
+        context: Context,
+        revert_change_id: str | None,
+        carry: dict[str, Any],
+        fail: Callable[[Context, Mapping[str, Any]], NoReturn],
+    ) -> NoReturn:
+        """After a revert, `fail` once it is INSYNC, so the task fails with users back on staging.
+
+        At once when the revert changed nothing: there is no change to wait for.
+        """
+        if revert_change_id is None:
+            fail(context, {"status": "insync", "insync_seconds": 0.0, "carry": carry})
+        self.defer_until_insync(revert_change_id, carry, fail.__name__)
 
 
 class TrafficOperator(Route53Targets, BaseOperator):
@@ -188,6 +209,21 @@ class TrafficOperator(Route53Targets, BaseOperator):
             insync_timeout_seconds,
         )
 
+    def finish_once_insync(
+        self, summary: dict[str, Any], change_id: str | None, hold_seconds: float = 0.0
+    ) -> dict[str, Any]:
+        """`summary` once the change is INSYNC (from execute_complete); at once when nothing waits."""
+        if change_id is None and hold_seconds <= 0:
+            return summary
+        self.defer_until_insync(change_id, {"summary": summary}, "execute_complete", hold_seconds)
+
+    def confirmed_summary(self, event: Mapping[str, Any], unconfirmed: str) -> dict[str, Any]:
+        """On resume: the summary `finish_once_insync` carried, or fail with `unconfirmed`."""
+        summary: dict[str, Any] = event["carry"]["summary"]
+        if event["status"] != "insync":
+            raise AirflowFailException(f"{unconfirmed}: {event.get('message')}")
+        return summary
+
 
 class LowerTtlOperator(TrafficOperator):
     """Lower every cutover record's TTL, then wait out the old TTL before the first shift.
@@ -225,16 +261,15 @@ class LowerTtlOperator(TrafficOperator):
             zone_id,
             records,
             cutover,
-            comment=f"pyairtable-migration {_run_id(context)}: TTL to {cutover}s for the cutover; "
-            f"old TTL max {old_max}s",
+            comment=_comment(context, f"TTL to {cutover}s for the cutover; old TTL max {old_max}s"),
             only_lower=True,
         )
         self.log_change(result, f"TTL lowered to {cutover} s")
+        # Nothing lowered now means nothing changed: the current TTLs are the old ones.
+        wait = old_max
         if result.change_id is not None:
-            wait = old_max
             self.log.info("Waiting out the old TTL: %d s from INSYNC", wait)
         else:
-            wait = max((ttl for ttl in old.values() if ttl is not None), default=0)
             self.log.info(
                 "TTLs were already at most %d s (lowered by an earlier try): waiting max(current TTL) = %d s",
                 cutover,
@@ -248,18 +283,10 @@ class LowerTtlOperator(TrafficOperator):
             "old_ttls": old,
             "wait_seconds": wait,
         }
-        if result.change_id is None and wait <= 0:
-            return summary
-        self.defer(
-            trigger=self.insync_trigger(result.change_id, {"summary": summary}, hold_seconds=wait),
-            method_name="execute_complete",
-            timeout=self.insync_timeout(wait),
-        )
+        return self.finish_once_insync(summary, result.change_id, hold_seconds=wait)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
-        summary: dict[str, Any] = event["carry"]["summary"]
-        if event["status"] != "insync":
-            raise AirflowFailException(f"TTL change not confirmed: {event.get('message')}")
+        summary = self.confirmed_summary(event, "TTL change not confirmed")
         self.log.info(
             "TTL change INSYNC after %.1f s; old TTL (%d s) waited out: clients now follow the weights",
             event["insync_seconds"],
@@ -379,7 +406,7 @@ class ShiftTrafficOperator(TrafficOperator):
             zone_id,
             records,
             self.wanted_weights(weight),
-            comment=f"pyairtable-migration {_run_id(context)}: production {weight} %",
+            comment=_comment(context, f"production {weight} %"),
         )
         self.log_change(result, f"Weights {self.describe_weights(weight)}")
         step = {
@@ -440,15 +467,9 @@ class ShiftTrafficOperator(TrafficOperator):
             "gate": {k: event[k] for k in ("message", "peaks", "limits", "breaching_samples")},
             "revert_change_id": revert_change_id,
         }
-        if revert_change_id is None:
-            self.fail_after_revert(context, {"status": "insync", "insync_seconds": 0.0, "carry": carry})
-        self.defer(
-            trigger=self.insync_trigger(revert_change_id, carry),
-            method_name="fail_after_revert",
-            timeout=self.insync_timeout(),
-        )
+        self.fail_once_insync(context, revert_change_id, carry, self.fail_after_revert)
 
-    def fail_after_revert(self, context: Context, event: Mapping[str, Any]) -> None:
+    def fail_after_revert(self, context: Context, event: Mapping[str, Any]) -> NoReturn:
         gate, revert_change_id = event["carry"]["gate"], event["carry"]["revert_change_id"]
         confirmed = (
             f"INSYNC after {event['insync_seconds']:.1f} s"
@@ -529,15 +550,9 @@ class TrafficApprovalOperator(Route53Targets, ApprovalOperator):
         self.log.info("Rejected by %s: putting traffic back on staging", who)
         revert = self.revert_to_staging(context, f"{self.weight} % rejected by {who}")
         carry = {"who": who, "revert_change_id": revert.change_id}
-        if revert.change_id is None:
-            self.fail_after_rejection(context, {"status": "insync", "insync_seconds": 0.0, "carry": carry})
-        self.defer(
-            trigger=self.insync_trigger(revert.change_id, carry),
-            method_name="fail_after_rejection",
-            timeout=self.insync_timeout(),
-        )
+        self.fail_once_insync(context, revert.change_id, carry, self.fail_after_rejection)
 
-    def fail_after_rejection(self, context: Context, event: Mapping[str, Any]) -> None:
+    def fail_after_rejection(self, context: Context, event: Mapping[str, Any]) -> NoReturn:
         who, revert_change_id = event["carry"]["who"], event["carry"]["revert_change_id"]
         confirmed = "INSYNC" if event["status"] == "insync" else f"NOT confirmed ({event.get('message')})"
         raise AirflowFailException(
@@ -589,7 +604,7 @@ class FinalizeTrafficOperator(TrafficOperator):
             zone_id,
             records,
             final_ttl,
-            comment=f"pyairtable-migration {_run_id(context)}: cutover done, TTL back to {final_ttl}s",
+            comment=_comment(context, f"cutover done, TTL back to {final_ttl}s"),
         )
         self.log_change(result, f"TTL restored to {final_ttl} s")
         keep_until = datetime.now(UTC) + timedelta(seconds=retention)
@@ -608,18 +623,10 @@ class FinalizeTrafficOperator(TrafficOperator):
             "final_ttl_seconds": final_ttl,
             "staging_kept_until": keep_until.isoformat(timespec="seconds"),
         }
-        if result.change_id is None:
-            return summary
-        self.defer(
-            trigger=self.insync_trigger(result.change_id, {"summary": summary}),
-            method_name="execute_complete",
-            timeout=self.insync_timeout(),
-        )
+        return self.finish_once_insync(summary, result.change_id)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
-        summary: dict[str, Any] = event["carry"]["summary"]
-        if event["status"] != "insync":
-            raise AirflowFailException(f"TTL change not confirmed: {event.get('message')}")
+        summary = self.confirmed_summary(event, "TTL change not confirmed")
         self.log.info("TTL change INSYNC after %.1f s", event["insync_seconds"])
         return summary
 
@@ -640,17 +647,9 @@ class TrafficRollbackOperator(TrafficOperator):
             return {"mode": "plan"}
         result = self.revert_to_staging(context, "rollback")
         summary = {"mode": "apply", "change_id": result.change_id, "changed": result.described}
-        if result.change_id is None:
-            return summary
-        self.defer(
-            trigger=self.insync_trigger(result.change_id, {"summary": summary}),
-            method_name="execute_complete",
-            timeout=self.insync_timeout(),
-        )
+        return self.finish_once_insync(summary, result.change_id)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any]) -> dict[str, Any]:
-        summary: dict[str, Any] = event["carry"]["summary"]
-        if event["status"] != "insync":
-            raise AirflowFailException(f"rollback change not confirmed INSYNC: {event.get('message')}")
+        summary = self.confirmed_summary(event, "rollback change not confirmed INSYNC")
         self.log.info("Rollback INSYNC after %.1f s: every user is on staging", event["insync_seconds"])
         return summary
