@@ -144,7 +144,7 @@ class AirflowServer:
             method,
             f"{self.url}/api/v2/{path}",
             headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=30,
+            timeout=60,
             **kwargs,
         )
         if not answer.ok:
@@ -194,14 +194,23 @@ class AirflowServer:
         return sorted(ti["task_id"] for ti in cleared["task_instances"])
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
-        """Poll `check` until it returns something truthy; fail naming `what` and the log's tail."""
+        """Poll `check` until it returns something truthy; fail naming `what`.
+
+        A poll the api-server does not answer in time (a busy machine) is a poll without an
+        answer, not the end of the wait; the last such error is named if the wait runs out.
+        """
         deadline = time.monotonic() + timeout
+        unanswered: requests.RequestException | None = None
         while time.monotonic() < deadline:
-            result = check()
+            try:
+                result = check()
+            except requests.RequestException as exc:
+                unanswered, result = exc, None
             if result:
                 return result
             time.sleep(poll)
-        raise AirflowError(f"timed out after {timeout:.0f} s waiting for {what}")
+        last = f" (last unanswered poll: {unanswered})" if unanswered else ""
+        raise AirflowError(f"timed out after {timeout:.0f} s waiting for {what}{last}")
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
         """Wait until the run ends; returns its state."""

@@ -190,14 +190,16 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
     assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
     assert dns_now(traffic_lab) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
 
-    # From the gate tripping (its third breaching sample) to the last request production served.
-    requests = cutover.requests
+    # After the gate tripped (its third breaching sample) the one weight change is the revert:
+    # nothing shifted forward. Production then served only clients still holding a cached answer,
+    # so its last request falls within the records' TTL of the revert (a margin for a busy machine).
     tripped = tripped_at(cutover.output)
-    reverted = cutover.monitor.weight_changes()[-1][0]
-    last_on_production = requests.last_at(PRODUCTION.set_identifier)
+    after_trip = [(at, weight) for at, weight in cutover.monitor.weight_changes() if at >= tripped]
+    assert [weight for _, weight in after_trip] == [0], after_trip
+    reverted = after_trip[0][0]
+    last_on_production = cutover.requests.last_at(PRODUCTION.set_identifier)
     assert last_on_production is not None
-    assert last_on_production - tripped <= TTL + 10, (tripped, reverted, last_on_production)
-    assert reverted - tripped <= 2, "the revert follows the trip at once"
+    assert last_on_production - reverted <= TTL + 10, (tripped, reverted, last_on_production)
 
 
 def tripped_at(output: str) -> float:
