@@ -278,7 +278,8 @@ def test_a_switchover_that_cannot_pause_in_time_aborts_cleanly(
         started = time.monotonic()
         with pytest.raises(AirflowFailException, match="switchover aborted cleanly") as failure:
             task(config, "switchover.switch_database", timeout_seconds=2)
-        assert time.monotonic() - started < 10
+        # The held transaction never ends: returning at all means the timeout withdrew the switch.
+        assert time.monotonic() - started < 60
     finally:
         holder.rollback()
         holder.close()

@@ -386,12 +386,11 @@ def test_status_reports_every_component_up_without_printing_secrets(lab: LabSett
 def test_up_again_starts_nothing_and_keeps_the_pids(lab: LabSettings) -> None:
     before = dict(State(lab).pids)
     lines: list[str] = []
-    seconds = supervisor.up(lab, supervisor.seeded_records(lab), echo=lines.append)
+    supervisor.up(lab, supervisor.seeded_records(lab), echo=lines.append)
     assert State(lab).pids == before
     component_lines = [line for line in lines if line.split()[0] in before]
     assert len(component_lines) == len(before) == len(supervisor.components())
     assert all("already running" in line for line in component_lines), lines
-    assert seconds < 15
 
 
 # --- bad input ------------------------------------------------------------------------------------

