@@ -22,15 +22,13 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
-from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Context
 from psycopg2 import sql
 
 from pyairtable_migration.hooks.database import (
@@ -57,36 +55,35 @@ from pyairtable_migration.hooks.database import (
 )
 from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
 from pyairtable_migration.hooks.validation import Validator
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
-DEFERRAL_MARGIN = timedelta(minutes=5)
 MIN_SERVER_VERSION = 100000  # logical replication
 
-
-def fail(message: str) -> AirflowFailException:
-    return AirflowFailException(message)
+T = TypeVar("T")
 
 
 def parse_tables(names: Sequence[str]) -> list[Table]:
     return [Table.parse(name) for name in names]
 
 
-class DatabaseOperator(BaseOperator):
+def lacking_replica_identity(cursor: Any) -> list[Table]:
+    """Tables whose UPDATE/DELETE a FOR ALL TABLES publication would break (no replica identity)."""
+    return [
+        Table(row["schema_name"], row["table_name"])
+        for row in fetch_dicts(cursor, statement("preflight_replica_identity"))
+    ]
+
+
+class DatabaseOperator(ConnectionPairOperator):
     """Base of the database operators: the two clusters, by Airflow connection id.
 
     :param source_conn_id: `postgres` connection to the source (staging) database
     :param target_conn_id: `postgres` connection to the target (production) database
     """
 
-    template_fields: Sequence[str] = ("source_conn_id", "target_conn_id")
     ui_color = "#d7ecf9"
-
-    def __init__(self, *, source_conn_id: str, target_conn_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
 
     def source(self) -> MigrationPostgresHook:
         return MigrationPostgresHook(self.source_conn_id)
@@ -94,15 +91,7 @@ class DatabaseOperator(BaseOperator):
     def target(self) -> MigrationPostgresHook:
         return MigrationPostgresHook(self.target_conn_id)
 
-    def planned(self, context: Context, *lines: str) -> bool:
-        """In plan mode: log what would be done, and say so (the caller returns)."""
-        if run_mode(context) != "plan":
-            return False
-        for line in lines:
-            self.log.info("Plan: would %s", line)
-        return True
-
-    def run(self, action: str, function: Any, *args: Any) -> Any:
+    def run(self, action: str, function: Callable[..., T], *args: Any) -> T:
         """Call function(*args); a MigrationError becomes a task failure with its text."""
         try:
             return function(*args)
@@ -110,10 +99,59 @@ class DatabaseOperator(BaseOperator):
             raise fail(f"{action}: {exc}") from None
 
 
+class ReplicationOperator(DatabaseOperator):
+    """Base of the operators on the forward replication (source -> target).
+
+    :param publication: the source's FOR ALL TABLES publication
+    :param subscription: the target's subscription to it (its slot on the source has the same name)
+    """
+
+    template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "publication", "subscription")
+
+    def __init__(self, *, publication: str, subscription: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.publication = publication
+        self.subscription = subscription
+
+
+class ReplicationTopologyOperator(ReplicationOperator):
+    """Base of the operators that need the whole arrangement the switchover works in: both
+    replication directions, the poolers that send writers to one cluster, and the tables allowed
+    REPLICA IDENTITY FULL (the preflight checks what the switchover then relies on).
+
+    :param poolers: [{name, admin_conn_id, database}] as in the config
+    :param reverse_publication / reverse_subscription: reverse replication (target -> source)
+    :param replica_identity_full: tables allowed to be set REPLICA IDENTITY FULL
+    """
+
+    template_fields: Sequence[str] = (
+        *ReplicationOperator.template_fields,
+        "poolers",
+        "reverse_publication",
+        "reverse_subscription",
+        "replica_identity_full",
+    )
+
+    def __init__(
+        self,
+        *,
+        poolers: Sequence[Mapping[str, str]],
+        reverse_publication: str,
+        reverse_subscription: str,
+        replica_identity_full: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.poolers = [dict(p) for p in poolers]
+        self.reverse_publication = reverse_publication
+        self.reverse_subscription = reverse_subscription
+        self.replica_identity_full = list(replica_identity_full)
+
+
 # --- preflight ----------------------------------------------------------------------------------
 
 
-class CheckDatabaseOperator(DatabaseOperator):
+class CheckDatabaseOperator(ReplicationTopologyOperator):
     """Preflight: everything the database phase and the switchover rely on, checked, nothing changed.
 
     Fails with one message listing every problem: connections, server versions, wal_level on both
@@ -121,40 +159,13 @@ class CheckDatabaseOperator(DatabaseOperator):
     WAL senders, privileges, replica identity of every table the publication will carry, unlogged
     tables, large objects, the target empty or already this migration's, pg_dump, the poolers.
 
-    :param poolers: [{name, admin_conn_id, database}] as in the config
-    :param replica_identity_full: tables allowed to be set REPLICA IDENTITY FULL
+    :param pg_bin_dir: where pg_dump is (the schema copy runs it)
     """
 
-    template_fields: Sequence[str] = (
-        *DatabaseOperator.template_fields,
-        "poolers",
-        "publication",
-        "subscription",
-        "reverse_publication",
-        "reverse_subscription",
-        "replica_identity_full",
-        "pg_bin_dir",
-    )
+    template_fields: Sequence[str] = (*ReplicationTopologyOperator.template_fields, "pg_bin_dir")
 
-    def __init__(
-        self,
-        *,
-        poolers: Sequence[dict[str, str]],
-        publication: str,
-        subscription: str,
-        reverse_publication: str,
-        reverse_subscription: str,
-        replica_identity_full: Sequence[str] = (),
-        pg_bin_dir: str = DEFAULT_PG_BIN,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, pg_bin_dir: str = DEFAULT_PG_BIN, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.poolers = [dict(p) for p in poolers]
-        self.publication = publication
-        self.subscription = subscription
-        self.reverse_publication = reverse_publication
-        self.reverse_subscription = reverse_subscription
-        self.replica_identity_full = list(replica_identity_full)
         self.pg_bin_dir = pg_bin_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -220,9 +231,7 @@ class CheckDatabaseOperator(DatabaseOperator):
         for note in notes:
             self.log.info("Note: %s", note)
         if problems:
-            raise fail(
-                f"database preflight found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
-            )
+            raise fail(bulleted(f"database preflight found {len(problems)} problem(s)", problems))
         self.log.info("Database preflight passed")
         return {
             "passed": True,
@@ -280,10 +289,7 @@ class CheckDatabaseOperator(DatabaseOperator):
     def _source_problems(self, cursor: Any, fact: dict[str, Any], notes: list[str]) -> list[str]:
         problems = []
         allowed = set(parse_tables(self.replica_identity_full))
-        lacking = [
-            Table(row["schema_name"], row["table_name"])
-            for row in fetch_dicts(cursor, statement("preflight_replica_identity"))
-        ]
+        lacking = lacking_replica_identity(cursor)
         unlisted = [t for t in lacking if t not in allowed]
         listed = [t for t in lacking if t in allowed]
         for table in unlisted:
@@ -636,34 +642,24 @@ class CreatePublicationOperator(DatabaseOperator):
             changed = ensure_replica_identity_full(cursor, parse_tables(self.replica_identity_full))
             for line in changed:
                 self.log.info("Source: %s", line)
-            lacking = [
-                str(Table(r["schema_name"], r["table_name"]))
-                for r in fetch_dicts(cursor, statement("preflight_replica_identity"))
-            ]
+            lacking = lacking_replica_identity(cursor)
             if lacking:
                 raise MigrationError(
-                    f"table(s) {', '.join(lacking)} have no replica identity and are not listed under "
-                    "database.replica_identity_full: a publication now would break their UPDATE/DELETE"
+                    f"table(s) {', '.join(map(str, lacking))} have no replica identity and are not listed "
+                    "under database.replica_identity_full: a publication now would break their UPDATE/DELETE"
                 )
             action = ensure_publication(cursor, self.publication)
         self.log.info("Source: publication %s %s (FOR ALL TABLES)", self.publication, action)
         return {"publication": self.publication, "action": action, "replica_identity_changes": changed}
 
 
-class CreateSubscriptionOperator(DatabaseOperator):
+class CreateSubscriptionOperator(ReplicationOperator):
     """On the target: the subscription to the source's publication, created when absent (initial
     copy of every table), verified when present.
 
     A slot of the same name left on the source by an interrupted earlier attempt (no subscription
     on the target) is dropped first; so are rows an abandoned copy left in the target's tables.
     """
-
-    template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "publication", "subscription")
-
-    def __init__(self, *, publication: str, subscription: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.publication = publication
-        self.subscription = subscription
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -755,33 +751,17 @@ class CreateSubscriptionOperator(DatabaseOperator):
         return {"subscription": self.subscription, "action": "created", "tables": len(states)}
 
 
-class WaitInitialSyncOperator(DatabaseOperator):
+class WaitInitialSyncOperator(ReplicationOperator):
     """Wait (deferred) until every table of the subscription is in state r; logs done / total."""
 
-    template_fields: Sequence[str] = (
-        *DatabaseOperator.template_fields,
-        "publication",
-        "subscription",
-        "timeout_seconds",
-        "poll_seconds",
-    )
+    template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "timeout_seconds", "poll_seconds")
 
-    def __init__(
-        self,
-        *,
-        publication: str,
-        subscription: str,
-        timeout_seconds: float,
-        poll_seconds: float = 2.0,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, timeout_seconds: float, poll_seconds: float = 2.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.publication = publication
-        self.subscription = subscription
         self.timeout_seconds = timeout_seconds
         self.poll_seconds = poll_seconds
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
             context, f"wait until every table of subscription {self.subscription} is ready (state r)"
         ):
@@ -796,8 +776,8 @@ class WaitInitialSyncOperator(DatabaseOperator):
             return {"tables": len(states), "seconds": 0.0}
         ready = sum(1 for s in states.values() if s == "r")
         self.log.info("Initial sync: %d / %d tables ready; waiting on the triggerer", ready, len(states))
-        self.defer(
-            trigger=InitialSyncTrigger(
+        self.defer_to(
+            InitialSyncTrigger(
                 source_conn_id=self.source_conn_id,
                 target_conn_id=self.target_conn_id,
                 subscription=self.subscription,
@@ -805,14 +785,11 @@ class WaitInitialSyncOperator(DatabaseOperator):
                 timeout_seconds=float(self.timeout_seconds),
                 poll_seconds=float(self.poll_seconds),
             ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout_seconds)) + DEFERRAL_MARGIN,
+            self.timeout_seconds,
         )
-        return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") != "ok":
-            raise fail(f"wait_initial_sync: {event.get('message')}")
+        self.raise_on_failure(event, "wait_initial_sync")
         self.log.info(
             "Initial sync done: %d / %d tables ready in %.1f s",
             event["tables"],
@@ -913,7 +890,7 @@ class BuildDeferredIndexesOperator(DatabaseOperator):
         return name, invalid
 
 
-class LagGateOperator(DatabaseOperator):
+class LagGateOperator(ReplicationOperator):
     """Wait (deferred) until the source slot's lag stays below the threshold for N samples.
 
     A disabled subscription or new apply errors fail it with the table, the LSN and the remedy.
@@ -922,9 +899,7 @@ class LagGateOperator(DatabaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *DatabaseOperator.template_fields,
-        "publication",
-        "subscription",
+        *ReplicationOperator.template_fields,
         "lag_threshold_bytes",
         "consecutive_samples",
         "sample_seconds",
@@ -934,8 +909,6 @@ class LagGateOperator(DatabaseOperator):
     def __init__(
         self,
         *,
-        publication: str,
-        subscription: str,
         lag_threshold_bytes: int | str,
         consecutive_samples: int,
         sample_seconds: float,
@@ -943,14 +916,12 @@ class LagGateOperator(DatabaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.publication = publication
-        self.subscription = subscription
         self.lag_threshold_bytes = lag_threshold_bytes
         self.consecutive_samples = consecutive_samples
         self.sample_seconds = sample_seconds
         self.timeout_seconds = timeout_seconds
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> dict[str, Any]:
         threshold = int(float(self.lag_threshold_bytes))
         if self.planned(
             context,
@@ -965,8 +936,8 @@ class LagGateOperator(DatabaseOperator):
             self.sample_seconds,
             self.timeout_seconds,
         )
-        self.defer(
-            trigger=ReplicationLagTrigger(
+        self.defer_to(
+            ReplicationLagTrigger(
                 source_conn_id=self.source_conn_id,
                 target_conn_id=self.target_conn_id,
                 subscription=self.subscription,
@@ -976,14 +947,11 @@ class LagGateOperator(DatabaseOperator):
                 sample_seconds=float(self.sample_seconds),
                 timeout_seconds=float(self.timeout_seconds),
             ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout_seconds)) + DEFERRAL_MARGIN,
+            self.timeout_seconds,
         )
-        return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") != "ok":
-            raise fail(f"lag_gate: {event.get('message')}")
+        self.raise_on_failure(event, "lag_gate")
         self.log.info("Lag gate passed: last samples %s bytes (%.1f s)", event["lags"], event["seconds"])
         return {"passed": True, "lags": event["lags"], "seconds": event["seconds"]}
 
@@ -1085,8 +1053,11 @@ class ValidateDataOperator(DatabaseOperator):
             lines = [f"table {t} is missing on the target" for t in report.missing_tables]
             lines += [d.describe() for d in report.differences]
             raise fail(
-                f"validate_data: {len(lines)} difference(s) persist after {report.rechecks} re-check(s) "
-                "(the target had caught up with the source each time):\n  - " + "\n  - ".join(lines)
+                bulleted(
+                    f"validate_data: {len(lines)} difference(s) persist after {report.rechecks} re-check(s) "
+                    "(the target had caught up with the source each time)",
+                    lines,
+                )
             )
         self.log.info(
             "Validation passed: %d tables, %d rows, %d ranges in %.2f s (%.0f rows/s); %d in-flight "

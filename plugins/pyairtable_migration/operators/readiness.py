@@ -22,7 +22,8 @@ from pyairtable_migration.hooks.readiness import (
     http_ready,
     postgres_ready,
 )
-from pyairtable_migration.operators.bluegreen import run_mode
+from pyairtable_migration.operators.base import bulleted
+from pyairtable_migration.operators.params import run_mode
 
 
 class InfrastructureReadyOperator(BaseOperator):
@@ -50,6 +51,7 @@ class InfrastructureReadyOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = run_mode(context)
+        summary = {"node": self.node, "check": self.check, "mode": mode}
         if self.external:
             message = (
                 f"{self.node} ({self.check}) is marked external: it is not reachable from this environment, "
@@ -57,7 +59,7 @@ class InfrastructureReadyOperator(BaseOperator):
             )
             if mode == "plan":
                 self.log.info("Plan: %s (in apply mode this task ends skipped)", message)
-                return {"node": self.node, "check": self.check, "mode": mode, "external": True}
+                return {**summary, "external": True}
             self.log.warning("%s: skipped", message)
             raise AirflowSkipException(message)
         target = self.url if self.check == "mesh" else f"connection {self.conn_id}"
@@ -67,10 +69,10 @@ class InfrastructureReadyOperator(BaseOperator):
             reason = f"{self.node} ({self.check} via {target}) is not ready: {type(exc).__name__}: {exc}"
             if mode == "plan":
                 self.log.warning("Plan: %s (in apply mode this task fails)", reason)
-                return {"node": self.node, "check": self.check, "mode": mode, "ready": False}
+                return {**summary, "ready": False}
             raise AirflowException(reason) from None
         self.log.info("%s is ready (%s via %s): %s", self.node, self.check, target, facts)
-        return {"node": self.node, "check": self.check, "mode": mode, "ready": True, **facts}
+        return {**summary, "ready": True, **facts}
 
     def _run_check(self) -> dict[str, Any]:
         if self.check == "postgres":
@@ -130,6 +132,6 @@ class CheckKubernetesOperator(BaseOperator):
             except Exception as exc:
                 problems.append(f"{environment}: namespace {namespace} unreachable: {exc}")
         if problems:
-            raise AirflowException("Kubernetes preflight refused:\n  - " + "\n  - ".join(problems))
+            raise AirflowException(bulleted("Kubernetes preflight refused", problems))
         self.log.info("Namespaces reachable: %s", self.namespaces)
         return {"namespaces": self.namespaces, "problems": []}

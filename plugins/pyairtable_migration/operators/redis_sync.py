@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any, Literal
 
 import redis
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
 from pyairtable_migration.hooks.redis_hook import (
     SWITCH_MARKER,
@@ -33,37 +32,26 @@ from pyairtable_migration.hooks.redis_hook import (
     switch_marker,
     version_tuple,
 )
-from pyairtable_migration.operators.database import DEFERRAL_MARGIN, fail, run_mode
+from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
 from pyairtable_migration.triggers.database import RedisCatchUpTrigger
 
 MODES = ("replicaof", "copy")
 
 
-class RedisOperator(BaseOperator):
+class RedisOperator(ConnectionPairOperator):
     """Base: the two Redis servers by Airflow `redis` connection id, and the sync mode."""
 
-    template_fields: Sequence[str] = ("source_conn_id", "target_conn_id", "mode")
+    template_fields: Sequence[str] = (*ConnectionPairOperator.template_fields, "mode")
     ui_color = "#fbe3e3"
 
-    def __init__(
-        self, *, source_conn_id: str, target_conn_id: str, mode: str = "replicaof", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, mode: str = "replicaof", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
         self.mode = mode
 
     def hooks(self) -> tuple[MigrationRedisHook, MigrationRedisHook]:
         if self.mode not in MODES:
             raise fail(f"{self.task_id}: unknown Redis mode {self.mode!r} (known: {', '.join(MODES)})")
         return MigrationRedisHook(self.source_conn_id), MigrationRedisHook(self.target_conn_id)
-
-    def planned(self, context: Context, *lines: str) -> bool:
-        if run_mode(context) != "plan":
-            return False
-        for line in lines:
-            self.log.info("Plan: would %s", line)
-        return True
 
 
 def wait_caught_up(
@@ -163,7 +151,7 @@ class CheckRedisOperator(RedisOperator):
         for note in notes:
             self.log.info("Note: %s", note)
         if problems:
-            raise fail(f"Redis preflight found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+            raise fail(bulleted(f"Redis preflight found {len(problems)} problem(s)", problems))
         self.log.info("Redis preflight passed (mode %s)", self.mode)
         return {"passed": True, "versions": versions, "mode": self.mode, "notes": notes}
 
@@ -184,7 +172,7 @@ class SyncRedisOperator(RedisOperator):
         super().__init__(**kwargs)
         self.timeout_seconds = timeout_seconds
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
             context,
             f"make {self.target_conn_id} a replica of {self.source_conn_id} and wait until caught up"
@@ -222,20 +210,17 @@ class SyncRedisOperator(RedisOperator):
             self.log.info(
                 "Target %s: REPLICAOF %s %d (was %s)", target_hook.describe(), host, port, state.role
             )
-        self.defer(
-            trigger=RedisCatchUpTrigger(
+        self.defer_to(
+            RedisCatchUpTrigger(
                 source_conn_id=self.source_conn_id,
                 target_conn_id=self.target_conn_id,
                 timeout_seconds=float(self.timeout_seconds),
             ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout_seconds)) + DEFERRAL_MARGIN,
+            self.timeout_seconds,
         )
-        return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("status") != "ok":
-            raise fail(f"{self.task_id}: {event.get('message')}")
+        self.raise_on_failure(event, self.task_id)
         self.log.info(
             "Target caught up: offset %d >= source %d (%.1f s)",
             event["target_offset"],
@@ -274,7 +259,7 @@ class ValidateRedisOperator(RedisOperator):
             time.monotonic() - started,
         )
         if problems:
-            raise fail(f"{self.task_id}: Redis differs:\n  - " + "\n  - ".join(problems))
+            raise fail(bulleted(f"{self.task_id}: Redis differs", problems))
         return {"keys": source.total, "types": dict(source.types), "expiring": len(source.ttls)}
 
 
@@ -463,15 +448,14 @@ class RollbackRedisOperator(RedisOperator):
             self.log.info("Source %s: REPLICAOF %s", source_hook.describe(), target_hook.describe())
             stage = "catch_up"
         if stage == "catch_up" and not caught_up:
-            self.defer(
-                trigger=RedisCatchUpTrigger(
+            self.defer_to(
+                RedisCatchUpTrigger(
                     source_conn_id=self.target_conn_id,
                     target_conn_id=self.source_conn_id,
                     timeout_seconds=float(self.timeout_seconds),
                 ),
-                method_name="execute_complete",
+                self.timeout_seconds,
                 kwargs={"started": started},
-                timeout=timedelta(seconds=float(self.timeout_seconds)) + DEFERRAL_MARGIN,
             )
         if stage == "catch_up":
             done, offset, wanted = wait_caught_up(target, source, float(self.timeout_seconds))

@@ -47,7 +47,6 @@ from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
     Table,
     ensure_publication,
-    fetch_dicts,
     fetch_value,
     get_slot,
     get_subscription,
@@ -56,7 +55,13 @@ from pyairtable_migration.hooks.database import (
     sync_sequences,
 )
 from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
-from pyairtable_migration.operators.database import DatabaseOperator, fail, run_mode
+from pyairtable_migration.operators.base import fail
+from pyairtable_migration.operators.database import (
+    ReplicationTopologyOperator,
+    lacking_replica_identity,
+    parse_tables,
+)
+from pyairtable_migration.operators.params import run_mode
 
 POLL_SECONDS = 0.002
 
@@ -266,14 +271,11 @@ class WriteSwitch:
                     "Re-enabled subscription %s (disabled by an interrupted attempt)", d.catch_up_subscription
                 )
             if d.starts_reverse:
-                lacking = [
-                    str(Table(r["schema_name"], r["table_name"]))
-                    for r in fetch_dicts(joining, statement("preflight_replica_identity"))
-                ]
+                lacking = lacking_replica_identity(joining)
                 if lacking:
                     raise MigrationError(
-                        f"table(s) {', '.join(lacking)} on the {d.joining.name} have no replica identity: "
-                        "the reverse publication would break their UPDATE/DELETE"
+                        f"table(s) {', '.join(map(str, lacking))} on the {d.joining.name} have no replica "
+                        "identity: the reverse publication would break their UPDATE/DELETE"
                     )
                 action = ensure_publication(joining, d.reverse_publication)  # type: ignore[arg-type]
                 self.log.info(
@@ -458,55 +460,39 @@ class WriteSwitch:
 # --- operators ------------------------------------------------------------------------------------
 
 
-class SwitchoverOperatorBase(DatabaseOperator):
-    """The configured clusters and poolers, shared by the switch and the rollback.
+class SwitchoverOperatorBase(ReplicationTopologyOperator):
+    """The switch and the rollback: one engine, run in the direction the subclass names.
 
-    :param poolers: [{name, admin_conn_id, database}] as in the config
-    :param publication / subscription: forward replication (source -> target)
-    :param reverse_publication / reverse_subscription: reverse replication (target -> source)
     :param sequence_margin: steps added to every sequence's last value on the side writers join
     :param timeout_seconds: longest write freeze; past it the switch aborts and resumes
     """
 
     template_fields: Sequence[str] = (
-        *DatabaseOperator.template_fields,
-        "poolers",
-        "publication",
-        "subscription",
-        "reverse_publication",
-        "reverse_subscription",
+        *ReplicationTopologyOperator.template_fields,
         "sequence_margin",
         "timeout_seconds",
-        "replica_identity_full",
     )
     ui_color = "#f9d7d7"
 
-    def __init__(
-        self,
-        *,
-        poolers: Sequence[Mapping[str, str]],
-        publication: str,
-        subscription: str,
-        reverse_publication: str,
-        reverse_subscription: str,
-        sequence_margin: int,
-        timeout_seconds: float = 30.0,
-        replica_identity_full: Sequence[str] = (),
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, sequence_margin: int, timeout_seconds: float = 30.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.poolers = [dict(p) for p in poolers]
-        self.publication = publication
-        self.subscription = subscription
-        self.reverse_publication = reverse_publication
-        self.reverse_subscription = reverse_subscription
         self.sequence_margin = sequence_margin
         self.timeout_seconds = timeout_seconds
-        self.replica_identity_full = list(replica_identity_full)
         self._engine: WriteSwitch | None = None
 
     def direction(self) -> Direction:
         raise NotImplementedError
+
+    def plan(self) -> list[str]:
+        """What the direction would do after pausing the poolers, for plan mode."""
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context, f"PAUSE pooler(s) {', '.join(p['name'] for p in self.poolers)}", *self.plan()
+        ):
+            return {"mode": "plan"}
+        return self.switch(context)
 
     def engine(self, context: Context) -> WriteSwitch:
         direction = self.direction()
@@ -516,16 +502,14 @@ class SwitchoverOperatorBase(DatabaseOperator):
             sequence_margin=int(self.sequence_margin),
             timeout_seconds=float(self.timeout_seconds),
             marker_id=f"{direction.label}:{context.get('run_id') or 'manual'}",
-            replica_identity_full=[Table.parse(t) for t in self.replica_identity_full],
+            replica_identity_full=parse_tables(self.replica_identity_full),
             log=self.log,
         )
 
     def switch(self, context: Context) -> dict[str, Any]:
         self._engine = self.engine(context)
         try:
-            return self._engine.run()
-        except MigrationError as exc:
-            raise fail(f"{self.task_id}: {exc}") from None
+            return self.run(self.task_id, self._engine.run)
         finally:
             self._engine = None
 
@@ -550,22 +534,17 @@ class SwitchDatabaseOperator(SwitchoverOperatorBase):
             reverse_subscription=self.reverse_subscription,
         )
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        if run_mode(context) == "plan":
-            for line in (
-                f"PAUSE pooler(s) {', '.join(p['name'] for p in self.poolers)}",
-                f"write a marker on {self.source_conn_id}, wait until {self.target_conn_id} has it",
-                f"set every sequence on the target to the source's last value + {self.sequence_margin}",
-                f"disable subscription {self.subscription}; create slot {self.reverse_subscription} on the "
-                "target",
-                "repoint the pooler(s) to the target and RESUME (abort and RESUME on the source past "
-                f"{self.timeout_seconds} s)",
-                f"start reverse replication {self.reverse_publication} -> {self.reverse_subscription} "
-                f"(copy_data = false); drop subscription {self.subscription}",
-            ):
-                self.log.info("Plan: would %s", line)
-            return {"mode": "plan"}
-        return self.switch(context)
+    def plan(self) -> list[str]:
+        return [
+            f"write a marker on {self.source_conn_id}, wait until {self.target_conn_id} has it",
+            f"set every sequence on the target to the source's last value + {self.sequence_margin}",
+            f"disable subscription {self.subscription}; create slot {self.reverse_subscription} on the "
+            "target",
+            "repoint the pooler(s) to the target and RESUME (abort and RESUME on the source past "
+            f"{self.timeout_seconds} s)",
+            f"start reverse replication {self.reverse_publication} -> {self.reverse_subscription} "
+            f"(copy_data = false); drop subscription {self.subscription}",
+        ]
 
 
 class RollbackDatabaseOperator(SwitchoverOperatorBase):
@@ -580,17 +559,12 @@ class RollbackDatabaseOperator(SwitchoverOperatorBase):
             catch_up_subscription=self.reverse_subscription,
         )
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        if run_mode(context) == "plan":
-            for line in (
-                f"PAUSE pooler(s) {', '.join(p['name'] for p in self.poolers)}",
-                f"write a marker on {self.target_conn_id}, wait until {self.source_conn_id} has it",
-                f"set every sequence on the source to the target's last value + {self.sequence_margin}",
-                f"repoint the pooler(s) to the source, RESUME; drop subscription {self.reverse_subscription}",
-            ):
-                self.log.info("Plan: would %s", line)
-            return {"mode": "plan"}
-        return self.switch(context)
+    def plan(self) -> list[str]:
+        return [
+            f"write a marker on {self.target_conn_id}, wait until {self.source_conn_id} has it",
+            f"set every sequence on the source to the target's last value + {self.sequence_margin}",
+            f"repoint the pooler(s) to the source, RESUME; drop subscription {self.reverse_subscription}",
+        ]
 
 
 class SwitchoverApprovalOperator(ApprovalOperator):

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
 from psycopg2 import sql
 
 from pyairtable_migration.hooks.bluegreen import COLORS, BlueGreenError, BlueGreenHook, deployment_name
@@ -43,6 +42,7 @@ from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
 from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.links import MigrationReportLink
+from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
 from pyairtable_migration.operators.database import catch_up
 from pyairtable_migration.operators.params import run_mode
 
@@ -54,23 +54,24 @@ FAILED_STATES = frozenset({"failed", "upstream_failed"})
 MIN_SECRET_LENGTH = 4  # shorter "passwords" would match everywhere and mean nothing
 
 
-def fail(message: str) -> AirflowFailException:
-    return AirflowFailException(message)
-
-
 def selector(labels: Mapping[str, str]) -> str:
     return ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
 
 
-class ValidationCheckOperator(BaseOperator):
+class ValidationCheckOperator(MigrationOperator):
+    """Base of the checks: each returns its figures, or fails listing its problems."""
+
     ui_color = "#e8e0f5"
 
-    def planned(self, context: Context, *lines: str) -> bool:
-        if run_mode(context) != "plan":
-            return False
-        for line in lines:
-            self.log.info("Plan: would %s", line)
-        return True
+    def concluded(
+        self, context: Context, summary: dict[str, Any], heading: str, problems: Sequence[str]
+    ) -> dict[str, Any]:
+        """Return the summary (the XCom); with problems, push it as `figures` first (a failed task
+        returns nothing, and the report still shows what was measured), then fail listing them."""
+        if problems:
+            context["ti"].xcom_push(key="figures", value=summary)
+            raise fail(bulleted(heading, problems))
+        return summary
 
 
 # --- latency SLOs -----------------------------------------------------------------------------------
@@ -192,10 +193,7 @@ class LatencySloOperator(ValidationCheckOperator):
         problems = breached + (silent if self.no_traffic == "fail" else [])
         for line in silent:
             self.log.warning("No data: %s", line)
-        if problems:
-            context["ti"].xcom_push(key="figures", value=summary)
-            raise fail(f"latency SLOs: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
-        return summary
+        return self.concluded(context, summary, f"latency SLOs: {len(problems)} problem(s)", problems)
 
 
 # --- data parity ------------------------------------------------------------------------------------
@@ -333,10 +331,7 @@ class DataParityOperator(ValidationCheckOperator):
             report.seconds,
             len(problems),
         )
-        if problems:
-            context["ti"].xcom_push(key="figures", value=summary)
-            raise fail(f"data_parity: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
-        return summary
+        return self.concluded(context, summary, f"data_parity: {len(problems)} problem(s)", problems)
 
 
 TABLES_QUERY = sql.SQL(
@@ -511,10 +506,7 @@ class SecurityOperator(ValidationCheckOperator):
             len(secrets),
             len(documents),
         )
-        if problems:
-            context["ti"].xcom_push(key="figures", value=summary)
-            raise fail(f"security: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
-        return summary
+        return self.concluded(context, summary, f"security: {len(problems)} problem(s)", problems)
 
 
 # --- backup restore ---------------------------------------------------------------------------------
@@ -648,10 +640,7 @@ class BackupRestoreOperator(ValidationCheckOperator):
             summary["restore_seconds"],
             len(mismatches),
         )
-        if mismatches:
-            context["ti"].xcom_push(key="figures", value=summary)
-            raise fail("backup_restore: restored row counts differ:\n  - " + "\n  - ".join(mismatches))
-        return summary
+        return self.concluded(context, summary, "backup_restore: restored row counts differ", mismatches)
 
 
 # --- monitoring -------------------------------------------------------------------------------------
@@ -696,13 +685,9 @@ class MonitoringOperator(ValidationCheckOperator):
         )
         if not ours:
             raise fail(f"monitoring: Prometheus has no target labelled {self.prometheus_labels}")
-        if down:
-            context["ti"].xcom_push(key="figures", value=summary)
-            raise fail(
-                f"monitoring: {len(down)} of {len(ours)} production target(s) down:\n  - "
-                + "\n  - ".join(down)
-            )
-        return summary
+        return self.concluded(
+            context, summary, f"monitoring: {len(down)} of {len(ours)} production target(s) down", down
+        )
 
 
 # --- the report -------------------------------------------------------------------------------------
