@@ -33,14 +33,12 @@ The measured write stall (PAUSE issued -> RESUME done) is logged and in the XCom
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowSkipException
 
 from pyairtable_migration.hooks.database import (
     MigrationError,
@@ -55,13 +53,13 @@ from pyairtable_migration.hooks.database import (
     sync_sequences,
 )
 from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
+from pyairtable_migration.operators.approval import MigrationApprovalOperator
 from pyairtable_migration.operators.base import fail
 from pyairtable_migration.operators.database import (
     ReplicationTopologyOperator,
     lacking_replica_identity,
     parse_tables,
 )
-from pyairtable_migration.operators.params import run_mode
 
 POLL_SECONDS = 0.002
 
@@ -567,12 +565,10 @@ class RollbackDatabaseOperator(SwitchoverOperatorBase):
         ]
 
 
-class SwitchoverApprovalOperator(ApprovalOperator):
+class SwitchoverApprovalOperator(MigrationApprovalOperator):
     """A person approves the write switchover. Skipped when the run's `require_approvals` is false;
     in plan mode it only says what it would ask. A rejection fails the task: writers stay on the
     source and nothing downstream runs."""
-
-    ui_color = "#fff2a8"
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("subject", "Switch PyAirtable's database writes to production?")
@@ -584,21 +580,9 @@ class SwitchoverApprovalOperator(ApprovalOperator):
         )
         super().__init__(**kwargs)
 
-    def execute(self, context: Context) -> Any:
-        if run_mode(context) == "plan":
-            self.log.info("Plan: would ask for approval: %s", self.subject)
-            return {"mode": "plan"}
-        if not context["params"].get("require_approvals", True):
-            self.log.info("Approvals off for this run (require_approvals=false): not asking")
-            raise AirflowSkipException("approvals off (require_approvals=false)")
-        return super().execute(context)
+    def approved(self, context: Context, who: str) -> dict[str, Any]:
+        self.log.info("Approved by %s: the write switchover may proceed", who)
+        return {"approved": True, "by": who}
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        answer = HITLOperator.execute_complete(self, context, event)
-        chosen = answer["chosen_options"][0]
-        user = answer.get("responded_by_user") or {}
-        who = str((user.get("name") or user.get("id")) if isinstance(user, Mapping) else user) or "unknown"
-        if chosen == self.APPROVE:
-            self.log.info("Approved by %s: the write switchover may proceed", who)
-            return {"approved": True, "by": who}
+    def rejected(self, context: Context, who: str) -> Any:
         raise fail(f"write switchover rejected by {who}: writers stay on the source")

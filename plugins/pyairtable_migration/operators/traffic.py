@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -31,6 +31,9 @@ from pyairtable_migration.hooks.route53 import (
     weights_of,
 )
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
+from pyairtable_migration.operators.approval import MigrationApprovalOperator
+from pyairtable_migration.operators.base import DEFERRAL_MARGIN
+from pyairtable_migration.operators.params import run_mode
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
 
 ROUTE53_FIELDS = (
@@ -40,12 +43,6 @@ ROUTE53_FIELDS = (
     "staging_set_identifier",
     "production_set_identifier",
 )
-# Deferrals end with a margin over what they wait for; past it the task fails instead of hanging.
-DEFERRAL_MARGIN = timedelta(minutes=5)
-
-
-def _mode(context: Context) -> str:
-    return str(context["params"]["mode"])
 
 
 def _comment(context: Context, what: str) -> str:
@@ -247,7 +244,7 @@ class LowerTtlOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         cutover = int(self.cutover_ttl_seconds)
-        if _mode(context) == "plan":
+        if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would lower the TTL of %s to %d s where higher, then wait out the old TTL",
                 ", ".join(self.records),
@@ -384,7 +381,7 @@ class ShiftTrafficOperator(TrafficOperator):
             raise AirflowSkipException(f"{weight} % is not among this run's traffic steps {steps}")
         bake = float(self.bake_seconds)
         limits = self.gate_limits()
-        if _mode(context) == "plan":
+        if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would set %s on %s in one batch, wait INSYNC, bake %g s and gate on production: "
                 "error ratio <= %g, p99 <= %g s, sampled every %g s, %d consecutive breaches revert to "
@@ -482,7 +479,7 @@ class ShiftTrafficOperator(TrafficOperator):
         )
 
 
-class TrafficApprovalOperator(Route53Targets, ApprovalOperator):
+class TrafficApprovalOperator(Route53Targets, MigrationApprovalOperator):
     """A person approves the next weight; a rejection puts traffic back on staging and fails.
 
     Skipped (logged: approvals off) when the run's `require_approvals` is false; in plan mode it
@@ -494,7 +491,6 @@ class TrafficApprovalOperator(Route53Targets, ApprovalOperator):
 
     template_fields: Sequence[str] = (*ApprovalOperator.template_fields, *ROUTE53_FIELDS, "weight")
     operator_extra_links = (HostedZoneLink(),)
-    ui_color = "#fff2a8"
 
     def __init__(
         self,
@@ -528,25 +524,14 @@ class TrafficApprovalOperator(Route53Targets, ApprovalOperator):
             insync_timeout_seconds,
         )
 
-    def execute(self, context: Context) -> Any:
-        if _mode(context) == "plan":
-            self.log.info("Plan: would ask for approval of %s %%: %s", self.weight, self.subject)
-            return {"mode": "plan", "weight": self.weight}
-        if not context["params"]["require_approvals"]:
-            self.log.info("Approvals off for this run (require_approvals=false): not asking")
-            raise AirflowSkipException("approvals off (require_approvals=false)")
-        return super().execute(context)
+    def plan_summary(self) -> dict[str, Any]:
+        return {"mode": "plan", "weight": self.weight}
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        # HITLOperator's: validates the answer; ApprovalOperator's would skip downstream on Reject.
-        answer = HITLOperator.execute_complete(self, context, event)
-        chosen = answer["chosen_options"][0]
-        user = answer.get("responded_by_user") or {}
-        who = str((user.get("name") or user.get("id") or "") if isinstance(user, Mapping) else user)
-        who = who or "an unknown user"
-        if chosen == self.APPROVE:
-            self.log.info("Approved by %s: %s %% may proceed", who, self.weight)
-            return {"approved": True, "by": who, "weight": self.weight}
+    def approved(self, context: Context, who: str) -> dict[str, Any]:
+        self.log.info("Approved by %s: %s %% may proceed", who, self.weight)
+        return {"approved": True, "by": who, "weight": self.weight}
+
+    def rejected(self, context: Context, who: str) -> NoReturn:
         self.log.info("Rejected by %s: putting traffic back on staging", who)
         revert = self.revert_to_staging(context, f"{self.weight} % rejected by {who}")
         carry = {"who": who, "revert_change_id": revert.change_id}
@@ -577,7 +562,7 @@ class FinalizeTrafficOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
-        if _mode(context) == "plan":
+        if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would check %s on %s, restore TTL %d s, and keep staging's records at weight 0 "
                 "for %d s as the way back",
@@ -638,7 +623,7 @@ class TrafficRollbackOperator(TrafficOperator):
     """
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if _mode(context) == "plan":
+        if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would set %s on %s in one batch and wait INSYNC",
                 self.describe_weights(0),
