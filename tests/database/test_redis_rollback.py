@@ -127,6 +127,24 @@ def test_switch_marks_the_target_and_a_rerun_keeps_the_mark(pair: Pair, config: 
     assert status["source"]["switched_at"] is None
 
 
+@pytest.mark.parametrize("mode", ["replicaof", "copy"])
+def test_sync_refuses_a_switched_target_and_keeps_its_writes(
+    pair: Pair, config: MigrationConfig, mode: str
+) -> None:
+    """Cleared after the switch (or a second run of the migration), sync_redis would make
+    production's primary a copy of staging again."""
+    target = pair.redis("target")
+    sync(config)
+    switch(config)
+    target.set(f"{PREFIX}written-after-the-switch", "kept")
+    before = inventory(target)
+    with pytest.raises(AirflowFailException, match=r"was switched at .* nothing changed"):
+        sync(config, mode=mode)
+    assert replication_state(target).role == "master"
+    assert target.get(f"{PREFIX}written-after-the-switch") == b"kept"
+    assert compare_inventories(before, inventory(target), TTL_TOLERANCE_MS) == []
+
+
 def test_switch_marks_a_target_promoted_without_a_mark(pair: Pair, config: MigrationConfig) -> None:
     """A run killed between REPLICAOF NO ONE and the marker: the re-run marks it."""
     target = pair.redis("target")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
 
 from pyairtable_migration.builder import create_airflow_task
 from pyairtable_migration.config import MigrationConfig, load_config
@@ -78,14 +79,36 @@ def test_final_parity_compares_target_to_source_after_the_switchover(
 def test_only_the_reverse_path_is_left_behind(switched: Pair, config: MigrationConfig) -> None:
     step = operator_for(config, "validation.security")
     assert isinstance(step, SecurityOperator)
-    kept, problems, tolerated = step.leftovers()
+    kept, problems = step.leftovers()
     db = config.database
     assert kept == {
         "source": [f"subscription:{db.reverse_subscription}"],
         "target": [f"publication:{db.reverse_publication}", f"slot:{db.reverse_subscription}"],
     }
-    assert problems == []
-    assert [t.split(" (")[0] for t in tolerated] == [f"source: publication {db.publication} left behind"]
+    assert problems == [], "the switchover dropped the forward publication, subscription and slot"
+
+
+@pytest.mark.parametrize("task_id", PHASE[:3])
+def test_the_steps_that_write_into_the_target_refuse_once_writers_are_there(
+    switched: Pair, config: MigrationConfig, task_id: str
+) -> None:
+    """Cleared after the switchover (or a second run of the migration), they would copy staging
+    over production: create_subscription would even empty the target's tables first."""
+    before = leftovers_and_rows(switched)
+    with pytest.raises(AirflowFailException, match=r"writers are on the target .* nothing changed"):
+        run(operator_for(config, task_id), config)
+    assert leftovers_and_rows(switched) == before
+
+
+def leftovers_and_rows(pair: Pair) -> dict[str, Any]:
+    return {
+        side: pair.query(
+            side,
+            "SELECT (SELECT count(*) FROM records), (SELECT array_agg(pubname ORDER BY pubname) FROM "
+            "pg_publication), (SELECT array_agg(subname ORDER BY subname) FROM pg_subscription)",
+        )
+        for side in ("source", "target")
+    }
 
 
 def test_a_dump_of_the_target_restores_with_equal_counts(switched: Pair, config: MigrationConfig) -> None:

@@ -467,7 +467,52 @@ def remove_objects(script: str, kind: str, names: set[tuple[str, str]]) -> tuple
     return "".join(kept), removed
 
 
-class CopySchemaOperator(DatabaseOperator):
+class BeforeSwitchoverOperator(DatabaseOperator):
+    """Base of the steps that prepare the target while writers use the source: the schema, the
+    publication, the initial copy. Once any pooler sends writers to the target, the target is
+    production's primary, and these steps refuse to run at all: cleared, or in a second run of
+    the migration, they would copy staging over it. The rollback (writers back on the source)
+    lifts the refusal.
+
+    :param poolers: [{name, admin_conn_id, database}] as in the config: where writers go is read
+        from each pooler's admin console, the one place that decides it
+    """
+
+    template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "poolers")
+
+    def __init__(self, *, poolers: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poolers = [dict(p) for p in poolers]
+
+    def run(self, action: str, function: Callable[..., T], *args: Any) -> T:
+        def guarded() -> T:
+            self.refuse_after_switchover()
+            return function(*args)
+
+        return super().run(action, guarded)
+
+    def refuse_after_switchover(self) -> None:
+        host, port, _ = self.target().address
+        on_target = []
+        for pooler in self.poolers:
+            try:
+                state = PgBouncerHook(pooler["admin_conn_id"]).database(pooler["database"])
+            except Exception as exc:
+                raise MigrationError(
+                    f"cannot tell where writers go: pooler {pooler['name']} unreadable ({_first_line(exc)}); "
+                    "nothing changed"
+                ) from None
+            if state is not None and (state["host"], int(state["port"])) == (host, port):
+                on_target.append(pooler["name"])
+        if on_target:
+            raise MigrationError(
+                f"writers are on the target (pooler(s) {', '.join(on_target)} point at {host}:{port}): it is "
+                "production's primary now, and this step would copy the source over it; nothing changed. "
+                "To migrate again, roll back first (pyairtable_production_rollback)"
+            )
+
+
+class CopySchemaOperator(BeforeSwitchoverOperator):
     """Copy the source's schema to the target with pg_dump, in one transaction.
 
     Non-unique secondary indexes are left out (built CONCURRENTLY after the initial sync, which
@@ -481,7 +526,7 @@ class CopySchemaOperator(DatabaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        *DatabaseOperator.template_fields,
+        *BeforeSwitchoverOperator.template_fields,
         "replica_identity_full",
         "pg_bin_dir",
     )
@@ -612,12 +657,12 @@ class CopySchemaOperator(DatabaseOperator):
 # --- publication and subscription ------------------------------------------------------------------
 
 
-class CreatePublicationOperator(DatabaseOperator):
+class CreatePublicationOperator(BeforeSwitchoverOperator):
     """On the source: REPLICA IDENTITY FULL on the listed tables lacking one, then the FOR ALL TABLES
     publication, created when absent, verified when present."""
 
     template_fields: Sequence[str] = (
-        *DatabaseOperator.template_fields,
+        *BeforeSwitchoverOperator.template_fields,
         "publication",
         "replica_identity_full",
     )
@@ -653,13 +698,16 @@ class CreatePublicationOperator(DatabaseOperator):
         return {"publication": self.publication, "action": action, "replica_identity_changes": changed}
 
 
-class CreateSubscriptionOperator(ReplicationOperator):
+class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
     """On the target: the subscription to the source's publication, created when absent (initial
     copy of every table), verified when present.
 
     A slot of the same name left on the source by an interrupted earlier attempt (no subscription
-    on the target) is dropped first; so are rows an abandoned copy left in the target's tables.
+    on the target) is dropped first; so are rows an abandoned copy left in the target's tables
+    (never once writers are on the target: BeforeSwitchoverOperator).
     """
+
+    template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers")
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(

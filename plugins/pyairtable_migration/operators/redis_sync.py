@@ -164,7 +164,10 @@ class CheckRedisOperator(RedisOperator):
 
 
 class SyncRedisOperator(RedisOperator):
-    """Fill the target: REPLICAOF and wait (deferred) until caught up, or copy every key."""
+    """Fill the target: REPLICAOF and wait (deferred) until caught up, or copy every key.
+
+    Refused on a target carrying the switch marker: writers use it, and a sync would overwrite it.
+    """
 
     template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds")
 
@@ -182,6 +185,13 @@ class SyncRedisOperator(RedisOperator):
         ):
             return {"mode": "plan"}
         source_hook, target_hook = self.hooks()
+        switched_at = switch_marker(target_hook.client())
+        if switched_at:
+            raise fail(
+                f"target {target_hook.describe()} was switched at {switched_at} ({SWITCH_MARKER}): it is "
+                "production's primary, and syncing from the source would overwrite its writes; nothing "
+                "changed. To migrate again, roll back first (pyairtable_production_rollback)"
+            )
         if self.mode == "copy":
             result = copy_keys(source_hook.client(), target_hook.client())
             rate = result.copied / result.seconds if result.seconds else 0.0

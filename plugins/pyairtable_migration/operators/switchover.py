@@ -16,7 +16,8 @@ Forward (`SwitchDatabaseOperator`), writers leave the source for the target:
                         repoint every pooler to the target (ini line + RELOAD)
     commit point        RESUME every pooler: writers continue, on the target
     after               reverse subscription on the source, on that slot (copy_data = false);
-                        forward subscription dropped (with its slot on the source)
+                        forward subscription dropped (with its slot on the source), then the
+                        forward publication: only the reverse path is left
 
 Anything failing before the commit point, or the freeze outlasting `timeout_seconds`, aborts
 cleanly: poolers pointed back, the reverse slot dropped, the forward subscription re-enabled,
@@ -25,7 +26,7 @@ re-run after success finds everything in place and changes nothing.
 
 Rollback (`RollbackDatabaseOperator`) is the same engine in reverse: pause, marker on the target
 until the source has it (reverse replication), sequences on the source, reverse subscription
-disabled, repoint to the source, resume, reverse subscription dropped.
+disabled, repoint to the source, resume, reverse subscription and publication dropped.
 
 The measured write stall (PAUSE issued -> RESUME done) is logged and in the XCom summary.
 """
@@ -46,6 +47,7 @@ from pyairtable_migration.hooks.database import (
     Table,
     ensure_publication,
     fetch_value,
+    get_publication,
     get_slot,
     get_subscription,
     quiet_statement_logging,
@@ -84,12 +86,14 @@ class Pooler:
 @dataclass
 class Direction:
     """Writers move from `leaving` to `joining`; `catch_up_subscription` (on `joining`) replicates
-    leaving -> joining. A forward switch also starts reverse replication joining -> leaving."""
+    leaving -> joining from `catch_up_publication` (on `leaving`). A forward switch also starts
+    reverse replication joining -> leaving."""
 
     label: str
     leaving: Side
     joining: Side
     catch_up_subscription: str
+    catch_up_publication: str
     reverse_publication: str | None = None
     reverse_subscription: str | None = None
 
@@ -105,6 +109,7 @@ class Observed:
     poolers: dict[str, tuple[str, int]] = field(default_factory=dict)
     paused: dict[str, bool] = field(default_factory=dict)
     catch_up: dict[str, Any] | None = None
+    catch_up_publication: dict[str, Any] | None = None
     reverse_subscription: dict[str, Any] | None = None
     reverse_slot: dict[str, Any] | None = None
 
@@ -189,8 +194,9 @@ class WriteSwitch:
             observed.catch_up = get_subscription(cursor, d.catch_up_subscription)
             if d.reverse_subscription is not None:
                 observed.reverse_slot = get_slot(cursor, d.reverse_subscription)
-        if d.reverse_subscription is not None:
-            with d.leaving.hook.cursor() as cursor:
+        with d.leaving.hook.cursor() as cursor:
+            observed.catch_up_publication = get_publication(cursor, d.catch_up_publication)
+            if d.reverse_subscription is not None:
                 observed.reverse_subscription = get_subscription(cursor, d.reverse_subscription)
         return observed
 
@@ -203,6 +209,7 @@ class WriteSwitch:
             len(self._at(observed, d.joining)) == len(self.poolers)
             and not any(observed.paused.values())
             and observed.catch_up is None
+            and observed.catch_up_publication is None
             and (not d.starts_reverse or observed.reverse_subscription is not None)
         )
 
@@ -414,7 +421,8 @@ class WriteSwitch:
 
     def _complete(self, observed: Observed) -> dict[str, Any]:
         """After the commit point (idempotent): every pooler on the joining side and resumed, reverse
-        replication running, the catch-up subscription gone."""
+        replication running, the catch-up subscription and its publication gone (nothing of the way
+        writers came is left behind; the reverse path is the way back)."""
         d = self.direction
         done: list[str] = []
         host, port, dbname = d.joining.address
@@ -450,6 +458,10 @@ class WriteSwitch:
             done.append(
                 f"subscription {d.catch_up_subscription} on the {d.joining.name} dropped (and its slot)"
             )
+        if observed.catch_up_publication is not None:
+            with d.leaving.hook.cursor() as leaving:
+                leaving.execute(statement("publication_drop", publication=d.catch_up_publication))
+            done.append(f"publication {d.catch_up_publication} on the {d.leaving.name} dropped")
         for line in done:
             self.log.info("Completed: %s", line)
         return {"completed": done}
@@ -528,6 +540,7 @@ class SwitchDatabaseOperator(SwitchoverOperatorBase):
             leaving=Side("source", self.source()),
             joining=Side("target", self.target()),
             catch_up_subscription=self.subscription,
+            catch_up_publication=self.publication,
             reverse_publication=self.reverse_publication,
             reverse_subscription=self.reverse_subscription,
         )
@@ -541,7 +554,7 @@ class SwitchDatabaseOperator(SwitchoverOperatorBase):
             "repoint the pooler(s) to the target and RESUME (abort and RESUME on the source past "
             f"{self.timeout_seconds} s)",
             f"start reverse replication {self.reverse_publication} -> {self.reverse_subscription} "
-            f"(copy_data = false); drop subscription {self.subscription}",
+            f"(copy_data = false); drop subscription {self.subscription} and publication {self.publication}",
         ]
 
 
@@ -555,13 +568,15 @@ class RollbackDatabaseOperator(SwitchoverOperatorBase):
             leaving=Side("target", self.target()),
             joining=Side("source", self.source()),
             catch_up_subscription=self.reverse_subscription,
+            catch_up_publication=self.reverse_publication,
         )
 
     def plan(self) -> list[str]:
         return [
             f"write a marker on {self.target_conn_id}, wait until {self.source_conn_id} has it",
             f"set every sequence on the source to the target's last value + {self.sequence_margin}",
-            f"repoint the pooler(s) to the source, RESUME; drop subscription {self.reverse_subscription}",
+            f"repoint the pooler(s) to the source, RESUME; drop subscription {self.reverse_subscription} and "
+            f"publication {self.reverse_publication}",
         ]
 
 

@@ -388,11 +388,9 @@ class SecurityOperator(ValidationCheckOperator):
         namespace: str,
         services: Sequence[str],
         connection_ids: Sequence[str],
-        tolerated: Mapping[str, Mapping[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.tolerated = {side: dict(names) for side, names in (tolerated or {}).items()}
         self.source_conn_id = source_conn_id
         self.target_conn_id = target_conn_id
         self.allowed = {side: list(names) for side, names in allowed.items()}
@@ -401,24 +399,20 @@ class SecurityOperator(ValidationCheckOperator):
         self.services = list(services)
         self.connection_ids = list(connection_ids)
 
-    def leftovers(self) -> tuple[dict[str, list[str]], list[str], list[str]]:
-        """(kept on purpose per side, problems, tolerated leftovers with the reason)."""
+    def leftovers(self) -> tuple[dict[str, list[str]], list[str]]:
+        """(kept on purpose per side, problems: anything else left behind)."""
         kept: dict[str, list[str]] = {}
-        problems, warnings = [], []
+        problems = []
         for side, conn_id in (("source", self.source_conn_id), ("target", self.target_conn_id)):
             with MigrationPostgresHook(conn_id).cursor() as cursor:
                 found = [f"{r['kind']}:{r['name']}" for r in fetch_dicts(cursor, LEFTOVERS_QUERY)]
             kept[side] = sorted(f for f in found if f in self.allowed.get(side, []))
-            tolerated = self.tolerated.get(side, {})
-            for leftover in sorted(found):
-                described = f"{side}: {leftover.replace(':', ' ', 1)} left behind"
-                if leftover in kept[side]:
-                    continue
-                if leftover in tolerated:
-                    warnings.append(f"{described} ({tolerated[leftover]})")
-                else:
-                    problems.append(described)
-        return kept, problems, warnings
+            problems += [
+                f"{side}: {leftover.replace(':', ' ', 1)} left behind"
+                for leftover in sorted(found)
+                if leftover not in kept[side]
+            ]
+        return kept, problems
 
     def colors(self) -> tuple[dict[str, str | None], list[str]]:
         try:
@@ -479,9 +473,7 @@ class SecurityOperator(ValidationCheckOperator):
             + ", ".join(self.connection_ids),
         ):
             return {"mode": "plan"}
-        kept, problems, warnings = self.leftovers()
-        for warning in warnings:
-            self.log.warning("Tolerated: %s", warning)
+        kept, problems = self.leftovers()
         active, color_problems = self.colors()
         problems += color_problems
         secrets = self.secrets()
@@ -491,7 +483,6 @@ class SecurityOperator(ValidationCheckOperator):
         summary = {
             "mode": "apply",
             "replication_kept": kept,
-            "tolerated": warnings,
             "active_colors": active,
             "secrets_searched": len(secrets),
             "documents_searched": len(documents),
