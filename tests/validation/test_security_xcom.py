@@ -1,4 +1,5 @@
-"""The security check reads this run's XComs through the Task SDK and names a leaked password's place."""
+"""The security check reads this run's XComs through the Task SDK, renders every task's template
+fields as the run does, and names a leaked password's place."""
 
 from __future__ import annotations
 
@@ -6,12 +7,23 @@ import json
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG, TaskGroup, task
+from airflow.sdk import DAG, BaseOperator, TaskGroup, task
 
 from pyairtable_migration.operators.validation import SecurityOperator
 from tests.dagrun import registered, task_states
 
 SECRET = "hunter2-not-a-real-password"
+
+
+class Templated(BaseOperator):
+    template_fields = ("dsn",)
+
+    def __init__(self, *, dsn: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dsn = dsn
+
+    def execute(self, context: Any) -> None:
+        """Writes nothing anywhere: the leak is in what its template renders to."""
 
 
 @pytest.mark.usefixtures("airflow_db")
@@ -21,7 +33,7 @@ def test_a_password_in_an_xcom_fails_the_security_check(monkeypatch: pytest.Monk
         json.dumps({"conn_type": "postgres", "host": "db", "login": "u", "password": SECRET}),
     )
     # Only the XCom search is under test: no clusters to list, no Services to read.
-    monkeypatch.setattr(SecurityOperator, "leftovers", lambda self: ({}, [], []))
+    monkeypatch.setattr(SecurityOperator, "leftovers", lambda self: ({}, []))
     monkeypatch.setattr(SecurityOperator, "colors", lambda self: ({}, []))
 
     with DAG("security_xcom_test", schedule=None, params={"mode": "apply"}) as dag:
@@ -36,6 +48,10 @@ def test_a_password_in_an_xcom_fails_the_security_check(monkeypatch: pytest.Monk
                 return {"dsn": "postgresql://u@db/pyairtable"}
 
             leaked, clean = careless(), careful()
+            # Its template puts the password into the task when rendered: found without running it.
+            templated = Templated(
+                task_id="templated", dsn="postgresql://u:{{ conn.test_secret_db.password }}@db"
+            )
         with TaskGroup("validation"):
             security = SecurityOperator(
                 task_id="security",
@@ -47,7 +63,7 @@ def test_a_password_in_an_xcom_fails_the_security_check(monkeypatch: pytest.Monk
                 services=[],
                 connection_ids=["test_secret_db"],
             )
-        [leaked, clean] >> security
+        [leaked, clean, templated] >> security
     run = registered(dag).test(run_conf={"mode": "apply"})
     states = task_states(run)
     assert states["validation.security"] == "failed"
@@ -62,6 +78,7 @@ def test_a_password_in_an_xcom_fails_the_security_check(monkeypatch: pytest.Monk
         )
         figures = XComModel.deserialize_value(row)
     assert figures["problems"] == [
-        "secret found in XCom return_value of database.careless: password of connection test_secret_db"
+        "secret found in XCom return_value of database.careless: password of connection test_secret_db",
+        "secret found in rendered fields of database.templated: password of connection test_secret_db",
     ]
     assert SECRET not in json.dumps(figures)

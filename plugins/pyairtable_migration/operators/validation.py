@@ -357,6 +357,22 @@ LEFTOVERS_QUERY = sql.SQL(
 )
 
 
+def rendered_fields(task: Any, context: Context) -> dict[str, Any]:
+    """`task`'s template fields rendered with this run's context (params, conf, connections), as
+    its own run renders them: Airflow 3's Task SDK gives a task no access to what other tasks
+    stored, so the check renders them again. A field that cannot be rendered here is kept as
+    written (and searched as such)."""
+    rendered = {}
+    task_context: Any = {**context, "task": task}
+    for field in task.template_fields:
+        value = getattr(task, field, None)
+        try:
+            rendered[field] = task.render_template(value, task_context)
+        except Exception:
+            rendered[field] = value
+    return rendered
+
+
 def find_secrets(secrets: Mapping[str, str], documents: Mapping[str, Any]) -> list[str]:
     """Where a secret appears: `<document>: password of <connection>` (the secret itself never shown)."""
     found = []
@@ -447,7 +463,8 @@ class SecurityOperator(ValidationCheckOperator):
         return found
 
     def run_documents(self, context: Context) -> dict[str, Any]:
-        """Every XCom (return value and figures) of this run's other tasks, and every task's arguments."""
+        """Every XCom (return value and figures) of this run's other tasks, and every task's
+        template fields as rendered for this run."""
         dag = context["dag"]
         ti = context["ti"]
         documents: dict[str, Any] = {}
@@ -459,8 +476,7 @@ class SecurityOperator(ValidationCheckOperator):
                     value = ti.xcom_pull(task_ids=task.task_id, key=key)
                     if value is not None:
                         documents[f"XCom {key} of {task.task_id}"] = value
-            arguments = {field: getattr(task, field, None) for field in task.template_fields}
-            documents[f"arguments of {task.task_id}"] = arguments
+            documents[f"rendered fields of {task.task_id}"] = rendered_fields(task, context)
         return documents
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -486,12 +502,11 @@ class SecurityOperator(ValidationCheckOperator):
             "active_colors": active,
             "secrets_searched": len(secrets),
             "documents_searched": len(documents),
-            "rendered_fields_searched": False,
             "problems": problems,
         }
         self.log.info(
-            "Kept for rollback: %s; colors: %s; %d password(s) searched in %d XCom/argument document(s) "
-            "(other tasks' rendered fields are not reachable from a task in Airflow 3's SDK)",
+            "Kept for rollback: %s; colors: %s; %d password(s) searched in %d XCom/rendered-fields "
+            "document(s)",
             kept,
             active,
             len(secrets),
