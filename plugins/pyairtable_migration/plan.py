@@ -267,6 +267,18 @@ def _replication_arguments(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def forward_replication_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What the operators that create or drop forward replication take: both clusters, the
+    publication and subscription, and the poolers (they refuse once writers are on the target)."""
+    db = config.database
+    return {
+        **database_arguments(config),
+        "publication": db.publication,
+        "subscription": db.subscription,
+        "poolers": _poolers(config),
+    }
+
+
 def _poolers(config: MigrationConfig) -> list[dict[str, str]]:
     return [
         {"name": p.name, "admin_conn_id": p.admin_conn_id, "database": p.database}
@@ -329,7 +341,7 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             f"create or verify subscription {db.subscription}",
             (f"{target}: subscription {db.subscription}", f"{source}: replication slot {db.subscription}"),
             operator=f"{operators}.CreateSubscriptionOperator",
-            arguments={**forward, **before_switchover},
+            arguments=forward_replication_arguments(config),
         ),
         Step(
             "database.wait_initial_sync",

@@ -3,7 +3,8 @@
     traffic  -> every user back on staging (production weight 0, staging 100, INSYNC)
     services -> each production Service back to its previous color, dependents before their
                 dependencies (frontend tier first: reverse topological order)
-    database -> the pooler(s) back to the source, which reverse replication kept current
+    database -> the pooler(s) back to the source, which reverse replication kept current; then
+                forward replication dropped too (no slot left holding the source's WAL)
     redis    -> only if the target carries the switch marker: the source takes the target's keys
                 (replicaof: it replicates the target until caught up and is promoted, then the
                 target replicates it as before the switch; copy: the keys are copied back)
@@ -25,6 +26,7 @@ from pyairtable_migration.plan import (
     OPERATORS,
     MigrationPlan,
     Step,
+    forward_replication_arguments,
     main,
     redis_arguments,
     route53_arguments,
@@ -100,6 +102,19 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
             arguments=switchover_arguments(config),
         )
     )
+    stop_forward = plan.add(
+        Step(
+            "database.drop_forward_replication",
+            f"drop subscription {db.subscription} and publication {db.publication}: no replication is "
+            "left (a rollback after the database phase only)",
+            (
+                f"target {db.target_conn_id}: subscription {db.subscription}",
+                f"source {db.source_conn_id}: replication slot and publication",
+            ),
+            operator=f"{OPERATORS}.database.DropForwardReplicationOperator",
+            arguments=forward_replication_arguments(config),
+        )
+    )
     redis_step = plan.add(
         Step(
             "redis.rollback",
@@ -124,7 +139,8 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
     plan.edges.update((leaf, database) for leaf in services_leaves)
     if not services_roots:
         plan.edges.add((traffic, database))
-    plan.edges.add((database, redis_step))
+    plan.edges.add((database, stop_forward))
+    plan.edges.add((stop_forward, redis_step))
     return plan
 
 

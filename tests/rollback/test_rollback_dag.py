@@ -28,13 +28,15 @@ def test_rollback_undoes_in_reverse_dependency_order() -> None:
         "traffic.revert_weights",
         *services,
         "database.repoint_poolers",
+        "database.drop_forward_replication",
         "redis.rollback",
     }
     # traffic first, every service before the database, the database before Redis
     for task_id in services:
         assert "traffic.revert_weights" in upstream_closure(dag, task_id)
     assert set(services) <= upstream_closure(dag, "database.repoint_poolers")
-    assert "database.repoint_poolers" in upstream_closure(dag, "redis.rollback")
+    assert "database.repoint_poolers" in upstream_closure(dag, "database.drop_forward_replication")
+    assert "database.drop_forward_replication" in upstream_closure(dag, "redis.rollback")
     # a dependent rolls back before each of its (deployable) dependencies
     by_name = {name: task_id for task_id, name in services.items()}
     for name in config.deployable:

@@ -322,6 +322,12 @@ def get_slot(cursor: Any, name: str) -> dict[str, Any] | None:
     return fetch_one(cursor, statement("replication_slot_get"), {"name": name})
 
 
+def drop_subscription(cursor: Any, name: str) -> None:
+    """Stop, then drop, a subscription: its slot on the publisher goes with it."""
+    cursor.execute(statement("subscription_disable", subscription=name))
+    cursor.execute(statement("subscription_drop", subscription=name))
+
+
 def table_states(cursor: Any, subscription: str) -> dict[Table, str]:
     return {
         Table(row["schema_name"], row["table_name"]): row["state"]

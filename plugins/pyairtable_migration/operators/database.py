@@ -39,6 +39,7 @@ from pyairtable_migration.hooks.database import (
     applied_lsn,
     current_lsn,
     display_identifier,
+    drop_subscription,
     ensure_publication,
     ensure_replica_identity_full,
     fetch_dicts,
@@ -507,8 +508,8 @@ class BeforeSwitchoverOperator(DatabaseOperator):
         if on_target:
             raise MigrationError(
                 f"writers are on the target (pooler(s) {', '.join(on_target)} point at {host}:{port}): it is "
-                "production's primary now, and this step would copy the source over it; nothing changed. "
-                "To migrate again, roll back first (pyairtable_production_rollback)"
+                "production's primary now, and this step is for while writers use the source; nothing "
+                "changed. To migrate again, roll back first (pyairtable_production_rollback)"
             )
 
 
@@ -797,6 +798,42 @@ class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
             self.subscription,
         )
         return {"subscription": self.subscription, "action": "created", "tables": len(states)}
+
+
+class DropForwardReplicationOperator(BeforeSwitchoverOperator, ReplicationOperator):
+    """The rollback's last database step, with writers back on the source: forward replication
+    goes too (the subscription on the target, its slot on the source with it, and the publication
+    on the source), so staging is left as before the migration, with no slot keeping WAL for a
+    target nobody uses. A no-op when neither exists. The target's tables keep their rows: the next
+    migration's create_subscription empties them before its initial copy.
+    """
+
+    template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"drop subscription {self.subscription} on {self.target_conn_id} (and its slot on "
+            f"{self.source_conn_id}), then publication {self.publication} on {self.source_conn_id}",
+        ):
+            return {"mode": "plan"}
+        return self.run("drop_forward_replication", self._drop)
+
+    def _drop(self) -> dict[str, Any]:
+        dropped = []
+        with self.target().cursor() as target:
+            if get_subscription(target, self.subscription) is not None:
+                drop_subscription(target, self.subscription)
+                dropped.append(f"subscription {self.subscription} on the target (and its slot on the source)")
+        with self.source().cursor() as source:
+            if get_publication(source, self.publication) is not None:
+                source.execute(statement("publication_drop", publication=self.publication))
+                dropped.append(f"publication {self.publication} on the source")
+        for line in dropped:
+            self.log.info("Dropped %s", line)
+        if not dropped:
+            self.log.info("No forward replication between the source and the target: nothing to drop")
+        return {"dropped": dropped, "changed": bool(dropped)}
 
 
 class WaitInitialSyncOperator(ReplicationOperator):

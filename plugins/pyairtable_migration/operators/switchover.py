@@ -45,6 +45,7 @@ from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
     Table,
+    drop_subscription,
     ensure_publication,
     fetch_value,
     get_publication,
@@ -415,8 +416,7 @@ class WriteSwitch:
 
     def _drop_subscription(self, cursor: Any, name: str | None, why: str) -> None:
         assert name is not None
-        cursor.execute(statement("subscription_disable", subscription=name))
-        cursor.execute(statement("subscription_drop", subscription=name))
+        drop_subscription(cursor, name)
         self.log.info("Dropped subscription %s (%s)", name, why)
 
     def _complete(self, observed: Observed) -> dict[str, Any]:
