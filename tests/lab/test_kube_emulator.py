@@ -27,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from lab.kube import POD_PORT_ANNOTATION, IngressRoute, KubeEmulator
+from tests.services.support import write_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INGRESS_NAMESPACE = "kube-test-ingress"
@@ -40,24 +41,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def write_kubeconfig(directory: Path, server: str) -> Path:
-    """A kubeconfig without credentials (JSON is YAML, so kubectl reads it too)."""
-    kubeconfig = directory / "config"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "lab", "cluster": {"server": server}}],
-                "users": [{"name": "lab", "user": {}}],
-                "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-                "current-context": "lab",
-            }
-        )
-    )
-    return kubeconfig
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +57,7 @@ def kube_emulator() -> Iterator[KubeEmulator]:
 @pytest.fixture(scope="module")
 def kube_client(kube_emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
     """A client built from a kubeconfig file, the way the Airflow connection builds one."""
-    kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube"), kube_emulator.url)
+    kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", kube_emulator.url)
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
@@ -515,7 +498,7 @@ def test_kubectl_discovers_and_prints(
 ) -> None:
     apps.create_namespaced_deployment(namespace, deployment("web-blue", "ghcr.io/pyairtable/web:1.4.0"))
     wait_rolled_out(apps, namespace, "web-blue")
-    kubeconfig = write_kubeconfig(tmp_path, kube_emulator.url)
+    kubeconfig = write_kubeconfig(tmp_path / "config", kube_emulator.url)
     environment = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
     printed = subprocess.run(
         ["kubectl", "-n", namespace, "get", "deployments,pods"],
