@@ -414,19 +414,21 @@ class BlueGreenHook(KubernetesHook):
 
     # --- reads -----------------------------------------------------------------------------------
 
-    def read_state(self, service: str) -> BlueGreenState:
+    def _list(self, call: Callable[..., Any], selector: str, what: str) -> list[Manifest]:
         try:
-            listed = self._json(
-                self.apps_v1_client.list_namespaced_deployment,
-                self.namespace,
-                label_selector=f"app={service}",
-            )
+            listed = self._json(call, self.namespace, label_selector=selector)
         except ApiException as exc:
-            raise BlueGreenError(_api_reason(exc, f"list deployments of {service}")) from None
+            raise BlueGreenError(_api_reason(exc, f"list {what}")) from None
+        return list(listed.get("items") or [])
+
+    def read_state(self, service: str) -> BlueGreenState:
+        items = self._list(
+            self.apps_v1_client.list_namespaced_deployment, f"app={service}", f"deployments of {service}"
+        )
         names = {deployment_name(service, color): color for color in COLORS}
         colors = {
             names[item["metadata"]["name"]]: ColorState(names[item["metadata"]["name"]], item)
-            for item in listed.get("items") or []
+            for item in items
             if item["metadata"]["name"] in names
         }
         active = self._read(self.core_v1_client.read_namespaced_service, service)
@@ -486,15 +488,11 @@ class BlueGreenHook(KubernetesHook):
         return sorted({*(secret.get("data") or {}), *(secret.get("stringData") or {})})
 
     def pods(self, service: str, color: str) -> list[Manifest]:
-        try:
-            listed = self._json(
-                self.core_v1_client.list_namespaced_pod,
-                self.namespace,
-                label_selector=f"app={service},color={color}",
-            )
-        except ApiException as exc:
-            raise BlueGreenError(_api_reason(exc, f"list pods of {service} {color}")) from None
-        return list(listed.get("items") or [])
+        return self._list(
+            self.core_v1_client.list_namespaced_pod,
+            f"app={service},color={color}",
+            f"pods of {service} {color}",
+        )
 
     def proxy_get(self, service_name: str, path: str, timeout_seconds: float) -> tuple[int, float, str]:
         """GET through the Service proxy: (HTTP status, seconds, a short reason for a failure)."""

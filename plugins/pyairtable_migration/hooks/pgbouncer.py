@@ -76,17 +76,20 @@ class PgBouncerHook(BaseHook):
         port, database = connection.port or 6432, connection.schema or ADMIN_DATABASE
         return f"{connection.login}@{connection.host}:{port}/{database}"
 
-    def console(self, timeout: int = 5) -> psycopg2.extensions.connection:
+    def _console_arguments(self, timeout: int) -> dict[str, Any]:
         connection = self._connection
-        console = psycopg2.connect(
-            host=connection.host,
-            port=int(connection.port or 6432),
-            user=connection.login,
-            password=connection.password,
-            dbname=connection.schema or ADMIN_DATABASE,
-            connect_timeout=timeout,
-            application_name=APPLICATION_NAME,
-        )
+        return {
+            "host": connection.host,
+            "port": int(connection.port or 6432),
+            "user": connection.login,
+            "password": connection.password,
+            "dbname": connection.schema or ADMIN_DATABASE,
+            "connect_timeout": timeout,
+            "application_name": APPLICATION_NAME,
+        }
+
+    def console(self, timeout: int = 5) -> psycopg2.extensions.connection:
+        console = psycopg2.connect(**self._console_arguments(timeout))
         console.autocommit = True
         return console
 
@@ -138,15 +141,8 @@ class PgBouncerHook(BaseHook):
         """
         started = time.monotonic()
         deadline = started + timeout
-        connection = self._connection
         console = psycopg2.connect(
-            host=connection.host,
-            port=int(connection.port or 6432),
-            user=connection.login,
-            password=connection.password,
-            dbname=connection.schema or ADMIN_DATABASE,
-            connect_timeout=max(1, int(timeout)),
-            application_name=APPLICATION_NAME,
+            **self._console_arguments(max(1, int(timeout))),
             async_=True,
         )
         try:
