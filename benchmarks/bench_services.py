@@ -132,25 +132,15 @@ class InProcessExecutor:
         record.end, record.state = time.perf_counter(), state
         with self._lock:
             self._finished.add(task_id)
-            ready = []
-            for downstream_id in self.dag.task_dict[task_id].downstream_task_ids:
-                downstream = self.dag.task_dict[downstream_id]
-                if downstream_id in self._finished or not downstream.upstream_task_ids <= self._finished:
-                    continue
-                verdict = self._trigger_rule(downstream)
-                if verdict == "run":
-                    ready.append(downstream_id)
-                else:
-                    self._finished.add(downstream_id)
-                    self.records[downstream_id].state = verdict
-                    ready.extend(self._cascade(downstream_id))
+            ready = self._cascade(task_id)
             if len(self._finished) == len(self.dag.task_dict):
                 self._done.set()
         for ready_id in ready:
             self._submit(ready_id)
 
     def _cascade(self, task_id: str) -> list[str]:
-        """Tasks decided without running (skipped / upstream_failed) settle their downstream too."""
+        """The downstream tasks of `task_id` now ready to run; those decided without running
+        (skipped / upstream_failed) settle their own downstream too."""
         ready: list[str] = []
         for downstream_id in self.dag.task_dict[task_id].downstream_task_ids:
             downstream = self.dag.task_dict[downstream_id]

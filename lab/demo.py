@@ -32,13 +32,15 @@ from pyairtable_migration.config import load_config
 
 
 def phase_durations(run: Any) -> dict[str, float]:
+    """Each phase's wall time, first task start to last task end, in the order the phases began."""
     spans: dict[str, list[float]] = {}
     for ti in run.get_task_instances():
         if ti.start_date and ti.end_date:
             phase = ti.task_id.split(".", 1)[0]
             span = spans.setdefault(phase, [ti.start_date.timestamp(), ti.end_date.timestamp()])
             span[0], span[1] = min(span[0], ti.start_date.timestamp()), max(span[1], ti.end_date.timestamp())
-    return {phase: end - start for phase, (start, end) in spans.items()}
+    by_start = sorted(spans.items(), key=lambda item: item[1][0])
+    return {phase: end - start for phase, (start, end) in by_start}
 
 
 def running_during(run: Any, start: float, end: float) -> list[str]:

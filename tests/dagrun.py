@@ -22,3 +22,16 @@ def registered(dag: Any) -> Any:
 
 def task_states(run: Any) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
+    """What `task_id` pushed under `key` in `run`, read from the metadata database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=run.run_id, key=key, task_ids=task_id, dag_ids=run.dag_id)
+        ).first()
+        assert row is not None, (task_id, key)
+        return XComModel.deserialize_value(row)

@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pyairtable_migration.plan import PHASES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PHASE_ORDER = ("preflight", "database", "services", "switchover", "traffic", "validation")
 STATE_COLORS = {
     "success": "#3c9a5f",
     "failed": "#c9423a",
@@ -137,7 +138,7 @@ def build_data(
     xcoms: dict[str, Any],
 ) -> dict[str, Any]:
     phases = []
-    for phase in PHASE_ORDER:
+    for phase in PHASES:
         inside = [t for t in tasks if t["phase"] == phase]
         if not inside:
             continue

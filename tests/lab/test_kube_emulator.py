@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from lab.kube import POD_PORT_ANNOTATION, IngressRoute, KubeEmulator
-from tests.services.support import write_kubeconfig
+from tests.services.support import wait_for, write_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INGRESS_NAMESPACE = "kube-test-ingress"
@@ -115,17 +115,6 @@ def service(name: str, selector: dict[str, str]) -> client.V1Service:
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1ServiceSpec(selector=selector, ports=[client.V1ServicePort(name="http", port=8080)]),
     )
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll until `condition()` is truthy, and return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str) -> client.V1Deployment:

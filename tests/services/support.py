@@ -150,6 +150,7 @@ class BlueGreenService:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy, and return it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()

@@ -10,7 +10,6 @@ still deploy.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 import yaml
@@ -22,7 +21,7 @@ from lab.synthetic_graph import real_document
 from pyairtable_migration.builder import build_airflow_graph, run_params
 from pyairtable_migration.config import MigrationConfig, parse_config
 from pyairtable_migration.plan import MigrationPlan, build_plan
-from tests.dagrun import registered
+from tests.dagrun import registered, xcom
 from tests.services.conftest import create_namespace
 from tests.services.support import postgres_connection, redis_connection
 
@@ -121,19 +120,6 @@ def test_the_services_phase_deploys_every_pyairtable_service_in_dependency_order
         assert xcom(run, "services.verify", "return_value")["problems"] == 0
     finally:
         core.delete_namespace(namespace)
-
-
-def xcom(run: Any, task_id: str, key: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
-            .one()
-        )
-        return XComModel.deserialize_value(row)
 
 
 def test_services_without_a_path_between_them_can_run_in_parallel() -> None:

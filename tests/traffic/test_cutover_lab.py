@@ -23,6 +23,7 @@ from lab.route53 import find_zone_id, route53_client
 from lab.settings import LabSettings
 from pyairtable_migration.builder import build_migration_dag
 from pyairtable_migration.links import HostedZoneLink, P99GraphLink
+from tests.dagrun import xcom
 from tests.traffic.driver import make_context, run_operator
 from tests.traffic.lablib import (
     CONFIG,
@@ -206,18 +207,6 @@ def tripped_at(output: str) -> float:
     """When the gate tripped: the time of the last breaching sample in the failure message."""
     line = next(line for line in output.splitlines() if "gate tripped at" in line)
     return clock_to_epoch(re.findall(r"(\d\d:\d\d:\d\d\.\d\d\d): ", line)[-1])
-
-
-def xcom(run: Any, task_id: str, key: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(run_id=run.run_id, key=key, task_ids=task_id, dag_ids=run.dag_id)
-        ).first()
-        assert row is not None, (task_id, key)
-        return XComModel.deserialize_value(row)
 
 
 def respond(task_id: str, choice: str, stop: threading.Event) -> None:

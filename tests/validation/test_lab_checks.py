@@ -28,6 +28,17 @@ PROMETHEUS = "pyairtable_prometheus"
 
 
 def test_monitoring_sees_the_lab_targets(lab: LabSettings) -> None:  # noqa: F811
+    # A lab started moments ago: Prometheus finds the pods (service discovery) and scrapes each
+    # within seconds; the check is about what it reports once every pod has been scraped.
+    prometheus, deadline = PrometheusHook(PROMETHEUS), time.monotonic() + 60
+    while True:
+        health = [
+            t["health"] for t in prometheus.targets() if t["labels"].get("namespace") == "pyairtable-staging"
+        ]
+        if health and "unknown" not in health:
+            break
+        assert time.monotonic() < deadline, f"Prometheus has not scraped every staging pod: {health}"
+        time.sleep(0.5)
     staging = MonitoringOperator(
         task_id="monitoring",
         prometheus_conn_id=PROMETHEUS,

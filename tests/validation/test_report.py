@@ -15,7 +15,7 @@ from pyairtable_migration.config import DEFAULT_CONFIG_PATH
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.validation import MigrationReportOperator
 from pyairtable_migration.report import build_data, render_html
-from tests.dagrun import registered
+from tests.dagrun import registered, xcom
 
 
 class Page(HTMLParser):
@@ -125,19 +125,6 @@ def test_report_task_writes_html_and_json_per_run(tmp_path: Path) -> None:
     assert (
         xcom(run, "validation.report", MigrationReportLink.key) == f"/pyairtable-reports/{html_files[0].name}"
     )
-
-
-def xcom(run: Any, task_id: str, key: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
-            .one()
-        )
-        return XComModel.deserialize_value(row)
 
 
 def test_airflow_serves_the_report_files_and_nothing_else(

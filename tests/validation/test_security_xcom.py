@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import DAG, BaseOperator, TaskGroup, task
 
 from pyairtable_migration.operators.validation import SecurityOperator
-from tests.dagrun import registered, task_states
+from tests.dagrun import registered, task_states, xcom
 
 SECRET = "hunter2-not-a-real-password"
 
@@ -67,16 +67,7 @@ def test_a_password_in_an_xcom_fails_the_security_check(monkeypatch: pytest.Monk
     run = registered(dag).test(run_conf={"mode": "apply"})
     states = task_states(run)
     assert states["validation.security"] == "failed"
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="validation.security", key="figures")
-            .one()
-        )
-        figures = XComModel.deserialize_value(row)
+    figures = xcom(run, "validation.security", "figures")
     assert figures["problems"] == [
         "secret found in XCom return_value of database.careless: password of connection test_secret_db",
         "secret found in rendered fields of database.templated: password of connection test_secret_db",
