@@ -35,7 +35,7 @@ from lab.connections import connections_in_environment
 from lab.migration_config import write_lab_config
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.links import MigrationReportLink
-from pyairtable_migration.report import PHASE_ORDER
+from pyairtable_migration.plan import PHASES
 from pyairtable_migration.status import collect
 from tests.airflow_lab import MIGRATION_DAG, AirflowLab
 from tests.browser.airflow_ui import AirflowUI
@@ -119,7 +119,7 @@ def answer_taken(server: AirflowServer, run_id: str, task_id: str) -> bool:
 
 def assert_graph_succeeded(ui: AirflowUI, run_id: str) -> None:
     ui.show_graph(run_id)
-    for phase in PHASE_ORDER:
+    for phase in PHASES:
         expect(ui.badge(phase)).to_have_text("success")
 
 
@@ -192,7 +192,7 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
     stall = xcom(server, run_id, "switchover.switch_database")["write_stall_ms"]
     expect(report.locator("#write-stall")).to_have_text(f"{stall} ms")
     expect(report.get_by_text(run_id).first).to_be_visible()
-    for phase in PHASE_ORDER:
+    for phase in PHASES:
         expect(report.locator("#phases").get_by_role("cell", name=phase, exact=True)).to_be_visible()
     report.screenshot(path=artifacts / "run1-report.png", full_page=True)
     report.close()
