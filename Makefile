@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer redis-server prometheus chromium
+APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer pgbackrest redis-server prometheus chromium
 
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)

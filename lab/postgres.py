@@ -26,6 +26,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
+from lab import pgbackrest
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, secrets
 from lab.processes import (
     Binary,
@@ -150,7 +151,11 @@ class PostgresCluster(Component):
             with open(data / "postgresql.conf", "a") as conf:
                 conf.write("\ninclude 'lab.conf'\n")
         os_users = sorted({getpass.getuser(), service_user() or getpass.getuser()})
-        write_private(data / "lab.conf", SERVER_SETTINGS, for_service=True)
+        server_settings = SERVER_SETTINGS
+        if self.role == "target":  # production: every WAL segment archived through pgBackRest
+            pgbackrest.prepare(settings)
+            server_settings += pgbackrest.server_settings(settings)
+        write_private(data / "lab.conf", server_settings, for_service=True)
         write_private(
             data / "pg_ident.conf",
             "# MAPNAME OS-USER PG-USER: who may be the superuser over the unix socket\n"
@@ -222,7 +227,8 @@ class PostgresCluster(Component):
     def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
         self._ensure_roles(settings)
         if self.role == "target":
-            return "empty (the migration copies the schema)"
+            pgbackrest.ensure_stanza(settings)
+            return f"empty (the migration copies the schema); pgBackRest stanza {pgbackrest.STANZA}"
         return self._ensure_data(settings, scale, state)
 
     def _ensure_roles(self, settings: LabSettings) -> None:
