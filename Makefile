@@ -67,8 +67,7 @@ airflow: bootstrap
 
 .PHONY: demo
 demo: bootstrap
-	@$(BIN)/airflow db migrate > /dev/null
-	$(BIN)/python -m lab.demo
+	@$(BIN)/python -m lab.demo $(if $(TTL),--ttl '$(TTL)')
 
 .PHONY: bench
 bench: bootstrap
