@@ -165,14 +165,14 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
             "preflight.check_dns",
             "check the hosted zone and every weighted record exist",
             (f"hosted zone {dns.hosted_zone} (read only)", *(f"record {r} (read only)" for r in dns.records)),
-            operator=f"{OPERATORS}.traffic_checks.CheckDnsOperator",
+            operator=f"{OPERATORS}.traffic.CheckDnsOperator",
             arguments=route53_arguments(config),
         ),
         Step(
             "preflight.check_prometheus",
             "check Prometheus answers the gate queries",
             (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
-            operator=f"{OPERATORS}.traffic_checks.CheckPrometheusOperator",
+            operator=f"{OPERATORS}.traffic.CheckPrometheusOperator",
             arguments={**_gate_queries(config), "window": config.traffic.gate.window},
         ),
     ]

@@ -35,20 +35,22 @@ def _lag(cursor: Any, slot: str) -> dict[str, Any] | None:
 
 
 def database_status(config: MigrationConfig) -> dict[str, Any]:
-    from pyairtable_migration.hooks.database import MigrationPostgresHook, get_subscription
-    from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
+    from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook, get_subscription
+    from pyairtable_migration.topology import Pooler, writers
 
     db = config.database
     source, target = MigrationPostgresHook(db.source_conn_id), MigrationPostgresHook(db.target_conn_id)
-    names = {source.address[:2]: "source", target.address[:2]: "target"}
-    poolers = {}
-    for pooler in db.poolers:
-        state = PgBouncerHook(pooler.admin_conn_id).database(pooler.database) or {}
-        address = (str(state.get("host")), int(state.get("port") or 0))
-        poolers[pooler.name] = {
-            "points_at": names.get(address, f"{address[0]}:{address[1]}"),
-            "paused": bool(state.get("paused")),
+    where = writers([Pooler.of(p) for p in db.poolers], source.address[:2], target.address[:2])
+    if where.unreadable:
+        raise MigrationError("; ".join(f"pooler {endpoint.describe()}" for endpoint in where.unreadable))
+    poolers = {
+        endpoint.name: {
+            "points_at": endpoint.side or f"{endpoint.address[0]}:{endpoint.address[1]}",
+            "paused": endpoint.paused,
         }
+        for endpoint in where.seen
+        if endpoint.address is not None
+    }
     directions = {}
     for label, publisher, subscriber, subscription in (
         ("forward (source -> target)", source, target, db.subscription),

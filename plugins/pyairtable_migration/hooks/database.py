@@ -278,12 +278,22 @@ def replica_identity(cursor: Any, table: Table) -> str | None:
     )
 
 
-def ensure_replica_identity_full(cursor: Any, tables: Sequence[Table]) -> list[str]:
-    """REPLICA IDENTITY FULL on each listed table that has no usable identity; what changed."""
-    lacking = {
+def parse_tables(names: Sequence[str]) -> list[Table]:
+    """The config's table names (`table` or `schema.table`, as SQL spells them) as tables."""
+    return [Table.parse(name) for name in names]
+
+
+def lacking_replica_identity(cursor: Any) -> list[Table]:
+    """Tables whose UPDATE/DELETE a FOR ALL TABLES publication would break (no replica identity)."""
+    return [
         Table(row["schema_name"], row["table_name"])
         for row in fetch_dicts(cursor, statement("preflight_replica_identity"))
-    }
+    ]
+
+
+def ensure_replica_identity_full(cursor: Any, tables: Sequence[Table]) -> list[str]:
+    """REPLICA IDENTITY FULL on each listed table that has no usable identity; what changed."""
+    lacking = set(lacking_replica_identity(cursor))
     changed = []
     for table in tables:
         if table in lacking:

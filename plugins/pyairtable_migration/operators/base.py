@@ -1,5 +1,6 @@
 """What the migration's operators do alike: plan mode, waiting on a trigger, and failing once
-with every problem listed.
+with every problem listed; and the bases every operator on the two PostgreSQL clusters shares
+(the database phase, the switchover and its rollback).
 
 Plan mode (run param `mode` = plan) only logs what a task would do, so a plan run is safe against
 production. A long wait is handed to the triggerer, which reports success or failure as an event
@@ -8,19 +9,22 @@ that `execute_complete` turns into the task's outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger
 
+from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook
 from pyairtable_migration.operators.params import run_mode
 
 # Each trigger keeps its own deadline and reports running past it as an event; the task's timeout
 # only backs that up (a dead triggerer), so it waits this much longer.
 DEFERRAL_MARGIN = timedelta(minutes=5)
+
+T = TypeVar("T")
 
 
 def fail(message: str) -> AirflowFailException:
@@ -71,3 +75,75 @@ class ConnectionPairOperator(MigrationOperator):
         super().__init__(**kwargs)
         self.source_conn_id = source_conn_id
         self.target_conn_id = target_conn_id
+
+
+class DatabaseOperator(ConnectionPairOperator):
+    """Base of the database operators: the two clusters, by Airflow connection id.
+
+    :param source_conn_id: `postgres` connection to the source (staging) database
+    :param target_conn_id: `postgres` connection to the target (production) database
+    """
+
+    ui_color = "#d7ecf9"
+
+    def source(self) -> MigrationPostgresHook:
+        return MigrationPostgresHook(self.source_conn_id)
+
+    def target(self) -> MigrationPostgresHook:
+        return MigrationPostgresHook(self.target_conn_id)
+
+    def run(self, action: str, function: Callable[..., T], *args: Any) -> T:
+        """Call function(*args); a MigrationError becomes a task failure with its text."""
+        try:
+            return function(*args)
+        except MigrationError as exc:
+            raise fail(f"{action}: {exc}") from None
+
+
+class ReplicationOperator(DatabaseOperator):
+    """Base of the operators on the forward replication (source -> target).
+
+    :param publication: the source's FOR ALL TABLES publication
+    :param subscription: the target's subscription to it (its slot on the source has the same name)
+    """
+
+    template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "publication", "subscription")
+
+    def __init__(self, *, publication: str, subscription: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.publication = publication
+        self.subscription = subscription
+
+
+class ReplicationTopologyOperator(ReplicationOperator):
+    """Base of the operators that need the whole arrangement the switchover works in: both
+    replication directions, the poolers that send writers to one cluster, and the tables allowed
+    REPLICA IDENTITY FULL (the preflight checks what the switchover then relies on).
+
+    :param poolers: [{name, admin_conn_id, database}] as in the config
+    :param reverse_publication / reverse_subscription: reverse replication (target -> source)
+    :param replica_identity_full: tables allowed to be set REPLICA IDENTITY FULL
+    """
+
+    template_fields: Sequence[str] = (
+        *ReplicationOperator.template_fields,
+        "poolers",
+        "reverse_publication",
+        "reverse_subscription",
+        "replica_identity_full",
+    )
+
+    def __init__(
+        self,
+        *,
+        poolers: Sequence[Mapping[str, str]],
+        reverse_publication: str,
+        reverse_subscription: str,
+        replica_identity_full: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.poolers = [dict(p) for p in poolers]
+        self.reverse_publication = reverse_publication
+        self.reverse_subscription = reverse_subscription
+        self.replica_identity_full = list(replica_identity_full)

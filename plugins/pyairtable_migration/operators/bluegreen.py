@@ -36,6 +36,7 @@ from pyairtable_migration.hooks.bluegreen import (
     preview_name,
 )
 from pyairtable_migration.links import ServiceDashboardLink
+from pyairtable_migration.operators.base import MigrationOperator
 from pyairtable_migration.operators.params import run_mode
 from pyairtable_migration.triggers.rollout import DeploymentRolloutTrigger, RollbackWindowTrigger
 
@@ -49,7 +50,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-class BlueGreenOperator(BaseOperator):
+class BlueGreenOperator(MigrationOperator):
     """What every blue-green step knows about its service, and how it reads the cluster."""
 
     template_fields: Sequence[str] = (
@@ -152,6 +153,11 @@ class BlueGreenOperator(BaseOperator):
             except BlueGreenError as exc:
                 raise AirflowFailException(str(exc)) from None
         raise AssertionError("unreachable")
+
+    def longest_rollout_seconds(self) -> float:
+        """The most a rollout that keeps moving can take: the trigger's deadline is on progress,
+        and each replica moves three counters (updated, ready, available), each within it."""
+        return float(self.progress_deadline_seconds) * (3 * int(self.replicas) + 1)
 
     def summary(self, color: str | None, **extra: Any) -> dict[str, Any]:
         return {
@@ -321,7 +327,7 @@ class BlueGreenRolloutOperator(BlueGreenOperator):
             poll_seconds=float(self.poll_seconds),
         )
         if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"color": color})
+            self.defer_to(trigger, self.longest_rollout_seconds(), {"color": color})
         event = asyncio.run(_first_event(trigger))
         return self.execute_complete(context, event, color)
 
@@ -556,7 +562,7 @@ class BlueGreenRetireOperator(BlueGreenOperator):
                 until.isoformat(timespec="seconds"),
                 remaining,
             )
-            self.defer(trigger=RollbackWindowTrigger(until=until.isoformat()), method_name="execute_complete")
+            self.defer_to(RollbackWindowTrigger(until=until.isoformat()), remaining)
         return self._retire()
 
     def _window_end(self, state: BlueGreenState) -> datetime:
@@ -652,7 +658,7 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
             poll_seconds=float(self.poll_seconds),
         )
         if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete", kwargs={"previous": previous})
+            self.defer_to(trigger, self.longest_rollout_seconds(), {"previous": previous})
         return self.execute_complete(context, asyncio.run(_first_event(trigger)), previous)
 
     def _scale_up(self, state: BlueGreenState, previous: str) -> None:

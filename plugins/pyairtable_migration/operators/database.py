@@ -36,8 +36,6 @@ from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
     Table,
-    applied_lsn,
-    current_lsn,
     display_identifier,
     drop_subscription,
     ensure_publication,
@@ -47,106 +45,30 @@ from pyairtable_migration.hooks.database import (
     get_publication,
     get_slot,
     get_subscription,
-    lsn_reached,
+    lacking_replica_identity,
+    parse_tables,
     quiet_statement_logging,
     server_facts,
     statement,
     table_states,
     user_tables,
 )
-from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
 from pyairtable_migration.hooks.validation import Validator
-from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
+from pyairtable_migration.operators.base import (
+    DatabaseOperator,
+    ReplicationOperator,
+    ReplicationTopologyOperator,
+    bulleted,
+    fail,
+)
+from pyairtable_migration.postgres.replication import catch_up
+from pyairtable_migration.topology import Pooler, first_line, writers
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 MIN_SERVER_VERSION = 100000  # logical replication
 
 T = TypeVar("T")
-
-
-def parse_tables(names: Sequence[str]) -> list[Table]:
-    return [Table.parse(name) for name in names]
-
-
-def lacking_replica_identity(cursor: Any) -> list[Table]:
-    """Tables whose UPDATE/DELETE a FOR ALL TABLES publication would break (no replica identity)."""
-    return [
-        Table(row["schema_name"], row["table_name"])
-        for row in fetch_dicts(cursor, statement("preflight_replica_identity"))
-    ]
-
-
-class DatabaseOperator(ConnectionPairOperator):
-    """Base of the database operators: the two clusters, by Airflow connection id.
-
-    :param source_conn_id: `postgres` connection to the source (staging) database
-    :param target_conn_id: `postgres` connection to the target (production) database
-    """
-
-    ui_color = "#d7ecf9"
-
-    def source(self) -> MigrationPostgresHook:
-        return MigrationPostgresHook(self.source_conn_id)
-
-    def target(self) -> MigrationPostgresHook:
-        return MigrationPostgresHook(self.target_conn_id)
-
-    def run(self, action: str, function: Callable[..., T], *args: Any) -> T:
-        """Call function(*args); a MigrationError becomes a task failure with its text."""
-        try:
-            return function(*args)
-        except MigrationError as exc:
-            raise fail(f"{action}: {exc}") from None
-
-
-class ReplicationOperator(DatabaseOperator):
-    """Base of the operators on the forward replication (source -> target).
-
-    :param publication: the source's FOR ALL TABLES publication
-    :param subscription: the target's subscription to it (its slot on the source has the same name)
-    """
-
-    template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "publication", "subscription")
-
-    def __init__(self, *, publication: str, subscription: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.publication = publication
-        self.subscription = subscription
-
-
-class ReplicationTopologyOperator(ReplicationOperator):
-    """Base of the operators that need the whole arrangement the switchover works in: both
-    replication directions, the poolers that send writers to one cluster, and the tables allowed
-    REPLICA IDENTITY FULL (the preflight checks what the switchover then relies on).
-
-    :param poolers: [{name, admin_conn_id, database}] as in the config
-    :param reverse_publication / reverse_subscription: reverse replication (target -> source)
-    :param replica_identity_full: tables allowed to be set REPLICA IDENTITY FULL
-    """
-
-    template_fields: Sequence[str] = (
-        *ReplicationOperator.template_fields,
-        "poolers",
-        "reverse_publication",
-        "reverse_subscription",
-        "replica_identity_full",
-    )
-
-    def __init__(
-        self,
-        *,
-        poolers: Sequence[Mapping[str, str]],
-        reverse_publication: str,
-        reverse_subscription: str,
-        replica_identity_full: Sequence[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.poolers = [dict(p) for p in poolers]
-        self.reverse_publication = reverse_publication
-        self.reverse_subscription = reverse_subscription
-        self.replica_identity_full = list(replica_identity_full)
 
 
 # --- preflight ----------------------------------------------------------------------------------
@@ -188,7 +110,7 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
             except Exception as exc:
                 problems.append(
                     f"{side}: cannot connect with {getattr(hook, 'migration_conn_id', side)} "
-                    f"({_safe_describe(hook)}): {_first_line(exc)}"
+                    f"({_safe_describe(hook)}): {first_line(exc)}"
                 )
                 continue
             connections.append(connection)
@@ -375,49 +297,33 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
 
     def _pooler_problems(self, notes: list[str]) -> list[str]:
         problems = []
-        source_address = self._address(self.source())
-        target_address = self._address(self.target())
-        for pooler in self.poolers:
-            name, database = pooler["name"], pooler["database"]
-            hook = PgBouncerHook(pooler["admin_conn_id"])
-            try:
-                state = hook.database(database)
-            except Exception as exc:
-                problems.append(
-                    f"pooler {name}: admin console {pooler['admin_conn_id']} unreachable: {_first_line(exc)}"
-                )
-                continue
-            if state is None:
-                problems.append(f"pooler {name}: has no database {database} (SHOW DATABASES)")
+        poolers = [Pooler.of(p) for p in self.poolers]
+        source, target = self._address(self.source()), self._address(self.target())
+        found = writers(poolers, source, target)
+        for pooler, endpoint in zip(poolers, found.seen, strict=True):
+            if endpoint.error is not None or endpoint.address is None:
+                problems.append(f"pooler {endpoint.describe()}")
                 continue
             try:
-                path = hook.ini_path()
-                configured = hook.configured(database)
+                path = pooler.hook.ini_path()
+                configured = pooler.hook.configured(pooler.database)
             except (MigrationError, OSError) as exc:
-                problems.append(f"pooler {name}: {_first_line(exc)}")
+                problems.append(f"pooler {pooler.name}: {first_line(exc)}")
                 continue
             if not os.access(path, os.W_OK):
                 problems.append(
-                    f"pooler {name}: {path} is not writable by this worker (the switchover edits it)"
+                    f"pooler {pooler.name}: {path} is not writable by this worker (the switchover edits it)"
                 )
-            points = (state["host"], int(state["port"]))
-            where = (
-                "the source"
-                if points == source_address
-                else "the target"
-                if points == target_address
-                else None
-            )
-            if where is None:
+            host, port = endpoint.address
+            if endpoint.side is None:
                 problems.append(
-                    f"pooler {name}: database {database} goes to {points[0]}:{points[1]}, neither the source "
-                    f"{source_address[0]}:{source_address[1]} nor the target "
-                    f"{target_address[0]}:{target_address[1]}"
+                    f"pooler {pooler.name}: database {pooler.database} goes to {host}:{port}, neither the "
+                    f"source {source[0]}:{source[1]} nor the target {target[0]}:{target[1]}"
                 )
             else:
-                paused = ", PAUSED" if state["paused"] else ""
+                paused = ", PAUSED" if endpoint.paused else ""
                 notes.append(
-                    f"pooler {name}: {database} -> {where} ({points[0]}:{points[1]}, ini "
+                    f"pooler {pooler.name}: {pooler.database} -> the {endpoint.side} ({host}:{port}, ini "
                     f"{configured.get('host')}:{configured.get('port')}){paused}"
                 )
         return problems
@@ -431,15 +337,11 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
         return host, port
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _safe_describe(hook: MigrationPostgresHook) -> str:
     try:
         return hook.describe()
     except Exception as exc:
-        return f"connection not found: {_first_line(exc)}"
+        return f"connection not found: {first_line(exc)}"
 
 
 # --- schema ---------------------------------------------------------------------------------------
@@ -493,23 +395,21 @@ class BeforeSwitchoverOperator(DatabaseOperator):
         return super().run(action, guarded)
 
     def refuse_after_switchover(self) -> None:
-        host, port, _ = self.target().address
-        on_target = []
-        for pooler in self.poolers:
-            try:
-                state = PgBouncerHook(pooler["admin_conn_id"]).database(pooler["database"])
-            except Exception as exc:
-                raise MigrationError(
-                    f"cannot tell where writers go: pooler {pooler['name']} unreadable ({_first_line(exc)}); "
-                    "nothing changed"
-                ) from None
-            if state is not None and (state["host"], int(state["port"])) == (host, port):
-                on_target.append(pooler["name"])
+        target = self.target().address[:2]
+        found = writers([Pooler.of(p) for p in self.poolers], self.source().address[:2], target)
+        if found.unreadable:
+            raise MigrationError(
+                "cannot tell where writers go: "
+                + "; ".join(f"pooler {endpoint.describe()}" for endpoint in found.unreadable)
+                + "; nothing changed"
+            )
+        on_target = found.on("target")
         if on_target:
             raise MigrationError(
-                f"writers are on the target (pooler(s) {', '.join(on_target)} point at {host}:{port}): it is "
-                "production's primary now, and this step is for while writers use the source; nothing "
-                "changed. To migrate again, roll back first (pyairtable_production_rollback)"
+                f"writers are on the target (pooler(s) {', '.join(on_target)} point at "
+                f"{target[0]}:{target[1]}): it is production's primary now, and this step is for while "
+                "writers use the source; nothing changed. To migrate again, roll back first "
+                "(pyairtable_production_rollback)"
             )
 
 
@@ -1042,37 +942,6 @@ class LagGateOperator(ReplicationOperator):
 
 
 # --- validation -------------------------------------------------------------------------------------
-
-
-def catch_up(
-    publisher: MigrationPostgresHook,
-    subscriber: MigrationPostgresHook,
-    subscription: str,
-    timeout_seconds: float,
-    log: Any = None,
-) -> None:
-    """Return once the subscriber has applied the publisher's WAL up to its current position."""
-    with publisher.cursor() as pub, subscriber.cursor() as sub:
-        state = get_subscription(sub, subscription)
-        if state is None:
-            if log is not None:
-                log.info("No subscription %s on the subscriber: nothing in flight to wait for", subscription)
-            return
-        wanted = current_lsn(pub)
-        slot_name = state["subslotname"] or subscription
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            if lsn_reached(sub, applied_lsn(sub, subscription), wanted):
-                return
-            slot = get_slot(pub, slot_name)
-            if slot is not None and lsn_reached(pub, slot["confirmed_flush_lsn"], wanted):
-                return
-            if time.monotonic() > deadline:
-                raise MigrationError(
-                    f"the subscriber did not reach the publisher's LSN {wanted} within {timeout_seconds:.0f} "
-                    f"s (subscription {subscription} {'enabled' if state['subenabled'] else 'DISABLED'})"
-                )
-            time.sleep(0.1)
 
 
 class ValidateDataOperator(DatabaseOperator):

@@ -33,6 +33,7 @@ from pyairtable_migration.hooks.redis_hook import (
     version_tuple,
 )
 from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
+from pyairtable_migration.topology import writers_of_redis
 from pyairtable_migration.triggers.database import RedisCatchUpTrigger
 
 MODES = ("replicaof", "copy")
@@ -185,11 +186,11 @@ class SyncRedisOperator(RedisOperator):
         ):
             return {"mode": "plan"}
         source_hook, target_hook = self.hooks()
-        switched_at = switch_marker(target_hook.client())
-        if switched_at:
+        found = writers_of_redis(target_hook.client())
+        if found.where == "target":
             raise fail(
-                f"target {target_hook.describe()} was switched at {switched_at} ({SWITCH_MARKER}): it is "
-                "production's primary, and syncing from the source would overwrite its writes; nothing "
+                f"target {target_hook.describe()} was switched at {found.switched_at} ({SWITCH_MARKER}): "
+                "it is production's primary, and syncing from the source would overwrite its writes; nothing "
                 "changed. To migrate again, roll back first (pyairtable_production_rollback)"
             )
         if self.mode == "copy":
@@ -304,7 +305,7 @@ class SwitchRedisOperator(RedisOperator):
             return {"mode": "plan"}
         source_hook, target_hook = self.hooks()
         source, target = source_hook.client(), target_hook.client()
-        switched_at = switch_marker(target)
+        switched_at = writers_of_redis(target).switched_at
         if self.mode == "copy":
             if switched_at:
                 self.log.info("Target marked switched at %s: nothing to change", switched_at)

@@ -51,18 +51,15 @@ from pyairtable_migration.hooks.database import (
     get_publication,
     get_slot,
     get_subscription,
+    lacking_replica_identity,
+    parse_tables,
     quiet_statement_logging,
     statement,
     sync_sequences,
 )
-from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
 from pyairtable_migration.operators.approval import MigrationApprovalOperator
-from pyairtable_migration.operators.base import fail
-from pyairtable_migration.operators.database import (
-    ReplicationTopologyOperator,
-    lacking_replica_identity,
-    parse_tables,
-)
+from pyairtable_migration.operators.base import ReplicationTopologyOperator, fail
+from pyairtable_migration.topology import Pooler, Writers, writers
 
 POLL_SECONDS = 0.002
 
@@ -75,13 +72,6 @@ class Side:
     @property
     def address(self) -> tuple[str, int, str]:
         return self.hook.address
-
-
-@dataclass
-class Pooler:
-    name: str
-    hook: PgBouncerHook
-    database: str
 
 
 @dataclass
@@ -105,29 +95,16 @@ class Direction:
 
 @dataclass
 class Observed:
-    """Where each pooler sends its database, and the replication objects of both directions."""
+    """Where the poolers send writers, and the replication objects of both directions."""
 
-    poolers: dict[str, tuple[str, int]] = field(default_factory=dict)
-    paused: dict[str, bool] = field(default_factory=dict)
+    writers: Writers = field(default_factory=lambda: Writers("unknown"))
     catch_up: dict[str, Any] | None = None
     catch_up_publication: dict[str, Any] | None = None
     reverse_subscription: dict[str, Any] | None = None
     reverse_slot: dict[str, Any] | None = None
 
     def describe(self, direction: Direction) -> str:
-        leaving, joining = direction.leaving.address[:2], direction.joining.address[:2]
-
-        def where(address: tuple[str, int]) -> str:
-            if address == leaving:
-                return direction.leaving.name
-            if address == joining:
-                return direction.joining.name
-            return f"{address[0]}:{address[1]}"
-
-        parts = [
-            f"pooler {name} -> {where(address)}{' (PAUSED)' if self.paused[name] else ''}"
-            for name, address in self.poolers.items()
-        ]
+        parts = [f"pooler {endpoint.describe()}" for endpoint in self.writers.seen]
         catch_up = self.catch_up
         parts.append(
             f"subscription {direction.catch_up_subscription} on the {direction.joining.name}: "
@@ -184,13 +161,14 @@ class WriteSwitch:
     # --- observation --------------------------------------------------------------------------
     def observe(self) -> Observed:
         d = self.direction
-        observed = Observed()
-        for pooler in self.poolers:
-            state = pooler.hook.database(pooler.database)
-            if state is None:
-                raise MigrationError(f"pooler {pooler.name} has no database {pooler.database}")
-            observed.poolers[pooler.name] = (str(state["host"]), int(state["port"]))
-            observed.paused[pooler.name] = bool(state["paused"])
+        sides = {d.leaving.name: d.leaving.address[:2], d.joining.name: d.joining.address[:2]}
+        observed = Observed(writers(self.poolers, sides["source"], sides["target"]))
+        unreadable = observed.writers.unreadable
+        if any(endpoint.unreachable for endpoint in unreadable):
+            # A console that did not answer may answer the retry: not a MigrationError.
+            raise ConnectionError("; ".join(f"pooler {endpoint.describe()}" for endpoint in unreadable))
+        if unreadable:
+            raise MigrationError("; ".join(f"pooler {endpoint.describe()}" for endpoint in unreadable))
         with d.joining.hook.cursor() as cursor:
             observed.catch_up = get_subscription(cursor, d.catch_up_subscription)
             if d.reverse_subscription is not None:
@@ -202,13 +180,13 @@ class WriteSwitch:
         return observed
 
     def _at(self, observed: Observed, side: Side) -> list[str]:
-        return [name for name, address in observed.poolers.items() if address == side.address[:2]]
+        return observed.writers.on(side.name)
 
     def finished(self, observed: Observed) -> bool:
         d = self.direction
         return (
             len(self._at(observed, d.joining)) == len(self.poolers)
-            and not any(observed.paused.values())
+            and not any(endpoint.paused for endpoint in observed.writers.seen)
             and observed.catch_up is None
             and observed.catch_up_publication is None
             and (not d.starts_reverse or observed.reverse_subscription is not None)
@@ -226,11 +204,7 @@ class WriteSwitch:
                 d.label,
             )
             return {"changed": False, "writers_on": d.joining.name}
-        stray = [
-            name
-            for name, address in observed.poolers.items()
-            if address not in (d.leaving.address[:2], d.joining.address[:2])
-        ]
+        stray = [endpoint.name for endpoint in observed.writers.seen if endpoint.side is None]
         if stray:
             raise MigrationError(f"pooler(s) {', '.join(stray)} point at neither the source nor the target")
         if self._at(observed, d.joining):
@@ -267,7 +241,7 @@ class WriteSwitch:
                     d.joining.name,
                 )
             if not catch_up["subenabled"]:
-                if not any(observed.paused.values()):
+                if not any(endpoint.paused for endpoint in observed.writers.seen):
                     raise MigrationError(
                         f"subscription {d.catch_up_subscription} on the {d.joining.name} is disabled (an "
                         "apply error?): the lag gate names the cause; nothing was changed"
@@ -508,7 +482,7 @@ class SwitchoverOperatorBase(ReplicationTopologyOperator):
         direction = self.direction()
         return WriteSwitch(
             direction,
-            [Pooler(p["name"], PgBouncerHook(p["admin_conn_id"]), p["database"]) for p in self.poolers],
+            [Pooler.of(p) for p in self.poolers],
             sequence_margin=int(self.sequence_margin),
             timeout_seconds=float(self.timeout_seconds),
             marker_id=f"{direction.label}:{context.get('run_id') or 'manual'}",

@@ -38,13 +38,13 @@ from psycopg2 import sql
 
 from pyairtable_migration.hooks.bluegreen import COLORS, BlueGreenError, BlueGreenHook, deployment_name
 from pyairtable_migration.hooks.database import MigrationPostgresHook, Table, fetch_dicts, get_subscription
-from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
 from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
-from pyairtable_migration.operators.database import catch_up
 from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.postgres.replication import catch_up
+from pyairtable_migration.topology import Pooler, writers
 
 LATENCY_QUERY = (
     "histogram_quantile(0.95, sum by (le, service) "
@@ -239,24 +239,6 @@ class DataParityOperator(ValidationCheckOperator):
         self.parallelism = parallelism
         self.catch_up_timeout_seconds = catch_up_timeout_seconds
 
-    def writers_on(self, source: MigrationPostgresHook, target: MigrationPostgresHook) -> str:
-        sides = set()
-        for pooler in self.poolers:
-            state = PgBouncerHook(pooler["admin_conn_id"]).database(pooler["database"]) or {}
-            address = (str(state.get("host")), int(state.get("port") or 0))
-            sides.add(
-                "target"
-                if address == target.address[:2]
-                else "source"
-                if address == source.address[:2]
-                else "elsewhere"
-            )
-        if len(sides) != 1 or "elsewhere" in sides:
-            raise fail(
-                f"data_parity: the pooler(s) do not all point at one of the clusters ({sorted(sides)})"
-            )
-        return sides.pop()
-
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
             context,
@@ -270,12 +252,17 @@ class DataParityOperator(ValidationCheckOperator):
             MigrationPostgresHook(self.source_conn_id),
             MigrationPostgresHook(self.target_conn_id),
         )
-        writers = self.writers_on(source, target)
-        if writers == "target":
+        found = writers([Pooler.of(p) for p in self.poolers], source.address[:2], target.address[:2])
+        if found.where not in ("source", "target"):
+            raise fail(
+                f"data_parity: the pooler(s) do not all point at one of the clusters ({found.describe()})"
+            )
+        side = found.where
+        if side == "target":
             primary, follower, subscription = target, source, self.reverse_subscription
         else:
             primary, follower, subscription = source, target, self.subscription
-        self.log.info("Writers use the %s; comparing it with its follower through %s", writers, subscription)
+        self.log.info("Writers use the %s; comparing it with its follower through %s", side, subscription)
         problems: list[str] = []
         with primary.cursor() as p_cur, follower.cursor() as f_cur:
             tables = {
@@ -284,13 +271,13 @@ class DataParityOperator(ValidationCheckOperator):
             }
             replication = get_subscription(f_cur, subscription)
             errors = fetch_dicts(f_cur, SUBSCRIPTION_ERRORS_QUERY, {"name": subscription})
-            if writers == "target":
+            if side == "target":
                 forward = get_subscription(p_cur, self.subscription)
                 if forward is not None:
                     problems.append(f"forward subscription {self.subscription} still exists on the target")
         only_primary = sorted(tables["primary"] - tables["follower"])
         only_follower = sorted(tables["follower"] - tables["primary"])
-        problems += [f"table {t} exists only on the {writers}" for t in only_primary]
+        problems += [f"table {t} exists only on the {side}" for t in only_primary]
         problems += [f"table {t} exists only on the follower" for t in only_follower]
         if replication is None:
             problems.append(f"subscription {subscription} is missing: nothing keeps the other side current")
@@ -317,8 +304,8 @@ class DataParityOperator(ValidationCheckOperator):
         problems += [d.describe() for d in report.differences]
         summary = {
             "mode": "apply",
-            "writers_on": writers,
-            "compared": f"{writers} -> {'source' if writers == 'target' else 'target'}",
+            "writers_on": side,
+            "compared": f"{side} -> {'source' if side == 'target' else 'target'}",
             "replication": subscription,
             **report.summary(),
             "problems": problems,
