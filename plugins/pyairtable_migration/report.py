@@ -1,10 +1,17 @@
 """The migration report: one self-contained HTML file and its data as JSON, per run.
 
 Built from what the run recorded: the task instances' states and durations (the Task SDK's
-task breadcrumbs of the run) and every task's XCom summary. Charts are inline SVG: no script,
-no CDN (the network may be closed), so the file opens anywhere and can be attached to a ticket.
+task breadcrumbs of the run), every task's XCom summary, and Prometheus's series over the
+moments that matter (each traffic gate's bake, the writes around the switchover). Charts are
+inline SVG: no script, no CDN (the network may be closed), so the file opens anywhere and can be
+attached to a ticket. Every table cell is a figure with its unit or a word, never raw data.
 
     report_<dag_id>_<run_id>.html / .json   under validation.report_dir (default reports/)
+
+Where Prometheus's series come from: the tasks record durations, not wall-clock times, so each
+window is placed from the one timestamp the run keeps (the Redis switch marker, written at the end
+of the switchover) plus the durations of the tasks chained after it. The windows are exact to
+the scheduling gaps between tasks (a second or two); the charts say so.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import contextlib
 import datetime as dt
 import html
 import json
+import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +37,11 @@ STATE_COLORS = {
     "skipped": "#b0b0b0",
     "running": "#3b7dd8",
 }
+# Committed writes per second, as Prometheus sees the writers. The configuration has no field for
+# it yet; the default is the lab's writers' counter, a real platform names its own series here.
+WRITES_QUERY = os.environ.get("PYAIRTABLE_REPORT_WRITES_QUERY", "sum(rate(lab_loadgen_db_commits_total[5s]))")
+# Seconds of writes shown before and after the switchover.
+WRITES_BEFORE, WRITES_AFTER = 60, 30
 
 
 def resolve_dir(report_dir: str | Path) -> Path:
@@ -80,6 +94,76 @@ def _xcoms(context: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _prometheus_range(conn_id: str, query: str, start: float, end: float, step: float) -> list[list[float]]:
+    """[[epoch seconds, value], ...] of a range query's first series (NaN points left out)."""
+    from pyairtable_migration.hooks.prometheus import PrometheusHook
+
+    response = PrometheusHook(conn_id).run(
+        "api/v1/query_range",
+        data={"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{max(step, 1.0):g}"},
+        extra_options={"timeout": 10},
+    )
+    result = response.json()["data"]["result"]
+    if not result:
+        return []
+    return [[float(t), float(v)] for t, v in result[0]["values"] if not math.isnan(float(v))]
+
+
+def _epoch(value: Any) -> float | None:
+    with contextlib.suppress(TypeError, ValueError):
+        return dt.datetime.fromisoformat(str(value)).timestamp()
+    return None
+
+
+def _series(
+    context: Mapping[str, Any], xcoms: Mapping[str, Any], durations: Mapping[str, float | None]
+) -> dict[str, Any]:
+    """Prometheus's view of each gate's bake and of the writes around the switchover.
+
+    Windows are placed from the Redis switch marker (written as the switchover ends) plus the
+    durations of the tasks that ran after it, in DAG order (see the module docstring).
+    """
+    switched = _epoch(_value(xcoms, "switchover.switch_redis").get("switched_at"))
+    if switched is None:
+        return {"note": "the switchover left no timestamp (no Redis switch marker): no series"}
+    result: dict[str, Any] = {"gates": {}, "writes": {}, "note": ""}
+    shifts = [t for t in context["dag"].tasks if t.task_id.startswith("traffic.shift_to_")]
+    conn_id = next((getattr(t, "prometheus_conn_id", None) for t in shifts), None)
+    if conn_id is None:
+        return {**result, "note": "no traffic gate names a Prometheus connection: no series"}
+    bake = float(context["params"].get("bake_seconds") or 0)
+    clock = switched
+    for task in context["dag"].tasks:
+        if not task.task_id.startswith("traffic.") or durations.get(task.task_id) is None:
+            continue
+        clock += float(durations[task.task_id] or 0)
+        if task in shifts and hasattr(task, "gate_queries"):
+            step = float(getattr(task, "sample_seconds", 2) or 2)
+            start, end = clock - bake, clock
+            entry: dict[str, Any] = {"bake_start": start, "bake_end": end}
+            try:
+                for name, query in task.gate_queries().items():
+                    entry[name] = _prometheus_range(conn_id, query, start - 2 * step, end + 2 * step, step)
+            except Exception as exc:
+                entry["note"] = f"Prometheus did not answer: {type(exc).__name__}: {exc}"[:300]
+            result["gates"][task.task_id] = entry
+    switch_took = float(durations.get("switchover.switch_database") or 0)
+    redis_took = float(durations.get("switchover.switch_redis") or 0)
+    writes: dict[str, Any] = {
+        "query": WRITES_QUERY,
+        "switch_start": switched - redis_took - switch_took,
+        "switch_end": switched - redis_took,
+    }
+    try:
+        writes["points"] = _prometheus_range(
+            conn_id, WRITES_QUERY, switched - WRITES_BEFORE, switched + WRITES_AFTER, 1
+        )
+    except Exception as exc:
+        writes["note"] = f"Prometheus did not answer: {type(exc).__name__}: {exc}"[:300]
+    result["writes"] = writes
+    return result
+
+
 def collect(context: Mapping[str, Any]) -> dict[str, Any]:
     """Everything the report shows, as plain JSON-able data."""
     dag_run = context.get("dag_run")
@@ -98,13 +182,20 @@ def collect(context: Mapping[str, Any]) -> dict[str, Any]:
                 "duration": known.get("duration"),
             }
         )
+    xcoms = _xcoms(context)
+    try:
+        series = _series(context, xcoms, {t["task_id"]: t["duration"] for t in tasks})
+    except Exception as exc:  # the report is written whatever happened
+        series = {"note": f"series not collected: {type(exc).__name__}: {exc}"[:300]}
     return build_data(
         dag_id=context["dag"].dag_id,
         run_id=str(context["run_id"]),
         mode=str(context["params"].get("mode", "plan")),
         started=run_started.isoformat() if run_started else None,
         tasks=tasks,
-        xcoms=_xcoms(context),
+        xcoms=xcoms,
+        lag_threshold_bytes=context["params"].get("lag_threshold_bytes"),
+        series=series,
     )
 
 
@@ -136,6 +227,8 @@ def build_data(
     started: str | None,
     tasks: list[dict[str, Any]],
     xcoms: dict[str, Any],
+    lag_threshold_bytes: float | None = None,
+    series: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     phases = []
     for phase in PHASES:
@@ -163,21 +256,22 @@ def build_data(
     ):
         value = _value(xcoms, task_id)
         peaks = next((v for _, v in _find(value, ("peaks",)) if isinstance(v, Mapping)), {})
+        gate: Mapping[str, Any] = value["gate"] if isinstance(value.get("gate"), Mapping) else {}
         traffic.append(
             {
                 "task_id": task_id,
                 "weight": int(re.sub(r"\D", "", task_id) or 0),
                 "error_ratio": peaks.get("error_ratio"),
                 "p99": peaks.get("p99"),
-                "gate": value.get("gate"),
+                "limits": dict(gate.get("limits") or {}),
+                "samples": gate.get("samples"),
+                "complete_samples": gate.get("complete_samples"),
+                "status": gate.get("status") or ("breached" if gate.get("message") else None),
             }
         )
-    gates = {task_id: gate for task_id in xcoms if (gate := _value(xcoms, task_id).get("gate")) is not None}
-    if lag_gate:
-        gates["database.lag_gate"] = lag_gate
     validation = {t: _value(xcoms, t) for t in xcoms if t.startswith("validation.")}
     rolled_back = [
-        f"{task_id}: {key} = {json.dumps(value, default=str)[:200]}"
+        f"{task_id}: {key} {_words(value)}"
         for task_id in sorted(xcoms)
         for key, value in _find(xcoms[task_id], ("rolled_back_from", "reverted", "rolled_back", "revert"))
         if value
@@ -195,10 +289,13 @@ def build_data(
         "write_stall_ms": switch.get("write_stall_ms"),
         "switchover": switch,
         "replication_lag_bytes": [x for x in lags if isinstance(x, int | float)],
+        "lag_gate": {"passed": lag_gate.get("passed"), "threshold_bytes": lag_threshold_bytes}
+        if lag_gate
+        else {},
         "traffic": traffic,
-        "gates": gates,
         "validation": validation,
         "rolled_back": rolled_back,
+        "series": dict(series or {}),
     }
 
 
@@ -221,11 +318,65 @@ def write(data: Mapping[str, Any], report_dir: str | Path) -> tuple[Path, Path]:
     return html_path, json_path
 
 
-# --- rendering ----------------------------------------------------------------------------------------
+# --- words and numbers ---------------------------------------------------------------------------------
 
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _words(value: Any) -> str:
+    """A value as a person reads it: lists as counts or short enumerations, mappings as `key value` pairs."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, Mapping):
+        if not value:
+            return "none"
+        return "; ".join(
+            f"{k} {f'{len(v)} entries' if isinstance(v, Mapping) else _words(v)}" for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        if not value:
+            return "none"
+        if all(isinstance(v, str) for v in value) and sum(len(v) for v in value) < 200:
+            return ", ".join(value)
+        return f"{len(value)} items"
+    return str(value)
+
+
+def _pct(ratio: Any) -> str:
+    return "—" if ratio is None else f"{float(ratio) * 100:.2f} %"
+
+
+def _s(seconds: Any) -> str:
+    return "—" if seconds is None else f"{float(seconds):.3f} s"
+
+
+def _bytes(value: Any) -> str:
+    if value is None:
+        return "—"
+    number = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(number) < 1024 or unit == "GiB":
+            return f"{number:,.0f} {unit}" if unit == "B" else f"{number:,.1f} {unit}"
+        number /= 1024
+    return ""
+
+
+def _verdict(ok: bool | None) -> str:
+    return "—" if ok is None else "pass" if ok else "FAIL"
+
+
+# --- charts --------------------------------------------------------------------------------------------
+
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{label}">'
 
 
 def bar_chart(items: Sequence[tuple[str, float, str]], unit: str, width: int = 640) -> str:
@@ -235,7 +386,7 @@ def bar_chart(items: Sequence[tuple[str, float, str]], unit: str, width: int = 6
     top = max(v for _, v, _ in items) or 1.0
     row, left = 22, 190
     height = row * len(items) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
+    parts = [SVG.format(w=width, h=height, label=_e(f"bars in {unit}"))]
     for i, (label, value, color) in enumerate(items):
         y = 5 + i * row
         length = max(1.0, (width - left - 90) * value / top)
@@ -248,88 +399,301 @@ def bar_chart(items: Sequence[tuple[str, float, str]], unit: str, width: int = 6
     return "".join(parts)
 
 
-def line_chart(series: Sequence[float], label: str, width: int = 640, height: int = 180) -> str:
-    if not series:
-        return "<p><em>no samples recorded</em></p>"
-    top = max(series) or 1.0
-    pad = 40
-    step = (width - 2 * pad) / max(1, len(series) - 1)
-    points = " ".join(
-        f"{pad + i * step:.1f},{height - pad - (height - 2 * pad) * v / top:.1f}"
-        for i, v in enumerate(series)
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<polyline points="{points}" fill="none" stroke="#3b7dd8" stroke-width="2"/>'
-        f'<text x="{pad}" y="{pad - 8}" font-size="12">{_e(label)} (max {top:g})</text>'
-        f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end" font-size="12">sample</text>'
-        "</svg>"
-    )
+def time_chart(
+    points: Sequence[Sequence[float]],
+    *,
+    title: str,
+    unit: str,
+    scale: float = 1.0,
+    limit: float | None = None,
+    band: tuple[float, float, str] | None = None,
+    zero: float = 0.0,
+    x_label: str = "s",
+    width: int = 420,
+    height: int = 190,
+) -> str:
+    """A line over time: `points` are [x, y]; x shown relative to `zero`, y times `scale` in `unit`.
 
+    `limit` draws the threshold as a dashed red line; `band` (x0, x1, label) shades a span.
+    """
+    left, right, top_pad, bottom = 56, 14, 26, 34
+    if not points:
+        return f'<div class="chart"><p class="title">{_e(title)}</p><p><em>no samples recorded</em></p></div>'
+    xs = [p[0] - zero for p in points]
+    ys = [p[1] * scale for p in points]
+    lo_x, hi_x = (
+        min(xs + ([band[0] - zero, band[1] - zero] if band else [])),
+        max(xs + ([band[0] - zero, band[1] - zero] if band else [])),
+    )
+    hi_x = hi_x if hi_x > lo_x else lo_x + 1
+    limit_y = limit * scale if limit is not None else None
+    top = max([*ys, limit_y or 0.0]) * 1.1 or 1.0
+    inner_w, inner_h = width - left - right, height - top_pad - bottom
 
-def traffic_chart(steps: Sequence[Mapping[str, Any]], width: int = 640, height: int = 220) -> str:
-    """Production weight per step (bars, left axis 0-100 %) and the peak error ratio (line, right axis)."""
-    if not steps:
-        return "<p><em>no traffic step ran</em></p>"
-    pad = 44
-    slot = (width - 2 * pad) / len(steps)
-    ratios = [float(s["error_ratio"]) if s.get("error_ratio") is not None else None for s in steps]
-    top = max([r for r in ratios if r is not None] or [0.0]) or 0.01
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
-    inner = height - 2 * pad
-    points = []
-    for i, step in enumerate(steps):
-        x = pad + i * slot
-        bar = inner * step["weight"] / 100
+    def x_at(x: float) -> float:
+        return left + inner_w * (x - lo_x) / (hi_x - lo_x)
+
+    def y_at(y: float) -> float:
+        return top_pad + inner_h * (1 - y / top)
+
+    parts = [SVG.format(w=width, h=height, label=_e(title))]
+    parts.append(f'<text x="{left}" y="15" font-size="12" font-weight="bold">{_e(title)}</text>')
+    if band:
+        x0, x1 = x_at(band[0] - zero), x_at(band[1] - zero)
         parts.append(
-            f'<rect x="{x + slot * 0.2:.1f}" y="{height - pad - bar:.1f}" width="{slot * 0.6:.1f}" '
-            f'height="{bar:.1f}" fill="#c8dcf5"/>'
+            f'<rect x="{x0:.1f}" y="{top_pad}" width="{max(x1 - x0, 2):.1f}" height="{inner_h}" '
+            'fill="#f3d9a4" opacity="0.7"/>'
         )
         parts.append(
-            f'<text x="{x + slot / 2:.1f}" y="{height - pad + 16}" text-anchor="middle" font-size="12">'
-            f"{step['weight']} %</text>"
+            f'<text x="{x0 + 3:.1f}" y="{top_pad + 12}" font-size="11" fill="#8a5a00">{_e(band[2])}</text>'
         )
-        if ratios[i] is not None:
-            points.append(f"{x + slot / 2:.1f},{height - pad - inner * (ratios[i] or 0) / top:.1f}")
-    if points:
-        parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="#c9423a" stroke-width="2"/>')
+    axis = f"{left},{top_pad} {left},{top_pad + inner_h} {left + inner_w},{top_pad + inner_h}"
+    parts.append(f'<polyline points="{axis}" fill="none" stroke="#888"/>')
+    for value in (0.0, top / 1.1):
+        parts.append(
+            f'<text x="{left - 4}" y="{y_at(value) + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{_e(f'{value:.3g}')}</text>"
+        )
+    for value in (lo_x, hi_x):
+        parts.append(
+            f'<text x="{x_at(value):.1f}" y="{top_pad + inner_h + 14}" text-anchor="middle" font-size="11">'
+            f"{value:+.0f} {_e(x_label)}</text>"
+        )
     parts.append(
-        f'<text x="{pad}" y="{pad - 10}" font-size="12">bars: production weight; red: peak production '
-        f"error ratio (max {top:.4g})</text></svg>"
+        f'<text x="{left + inner_w / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="11">'
+        f"{_e(unit)}</text>"
     )
-    return "".join(parts)
+    if limit_y is not None:
+        y = y_at(limit_y)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + inner_w}" y2="{y:.1f}" stroke="#c9423a" '
+            'stroke-dasharray="5,4"/>'
+        )
+        parts.append(
+            f'<text x="{left + inner_w - 2}" y="{y - 4:.1f}" text-anchor="end" font-size="11" fill="#c9423a">'
+            f"limit {_e(f'{limit_y:g}')}</text>"
+        )
+    line = " ".join(f"{x_at(x):.1f},{y_at(y):.1f}" for x, y in zip(xs, ys, strict=True))
+    parts.append(f'<polyline points="{line}" fill="none" stroke="#3b7dd8" stroke-width="2"/>')
+    parts.append("</svg>")
+    return f'<div class="chart">{"".join(parts)}</div>'
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+# --- tables --------------------------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """`columns`: (key, heading). Every cell goes through `_words`: no raw data in a cell."""
     if not rows:
         return "<p><em>none</em></p>"
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    head = "".join(f"<th>{_e(title)}</th>" for _, title in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(_short(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
+        "<tr>"
+        + "".join(
+            f'<td class="{_cell_class(row.get(key))}">{_e(_words(row.get(key)))}</td>' for key, _ in columns
+        )
+        + "</tr>"
+        for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _short(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str, sort_keys=True)[:300]
-    return str(value)
+def _cell_class(value: Any) -> str:
+    return {"pass": "pass", "FAIL": "fail", "met": "pass", "breached": "fail"}.get(str(value), "")
 
 
-def _latency_rows(validation: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _phase_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "phase": p["phase"],
+            "tasks": p["tasks"],
+            "succeeded": p["states"].get("success", 0),
+            "failed": p["states"].get("failed", 0) + p["states"].get("upstream_failed", 0),
+            "skipped": p["states"].get("skipped", 0),
+            "seconds": f"{p['task_seconds']:.1f} s",
+            "longest": p["longest_task"],
+        }
+        for p in data["phases"]
+    ]
+
+
+def _gate_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    lag_gate = data.get("lag_gate") or {}
+    lags = data.get("replication_lag_bytes") or []
+    if lag_gate or lags:
+        threshold = lag_gate.get("threshold_bytes")
+        rows.append(
+            {
+                "gate": "replication lag (database.lag_gate)",
+                "measure": "lag behind the source",
+                "worst": _bytes(max(lags) if lags else None),
+                "limit": f"< {_bytes(threshold)}" if threshold is not None else "—",
+                "samples": f"last {len(lags)} below the limit",
+                "verdict": _verdict(lag_gate.get("passed")),
+            }
+        )
+    for step in data["traffic"]:
+        limits = step.get("limits") or {}
+        samples = (
+            f"{step['complete_samples']} of {step['samples']} complete"
+            if step.get("samples") is not None
+            else "—"
+        )
+        verdict = _verdict(step["status"] == "passed" if step.get("status") else None)
+        for measure, worst, limit in (
+            ("error ratio", _pct(step.get("error_ratio")), _pct(limits.get("error_ratio"))),
+            ("p99 latency", _s(step.get("p99")), _s(limits.get("p99"))),
+        ):
+            rows.append(
+                {
+                    "gate": f"traffic {step['weight']} % ({step['task_id']})",
+                    "measure": f"production {measure}",
+                    "worst": worst,
+                    "limit": f"≤ {limit}",
+                    "samples": samples,
+                    "verdict": verdict,
+                }
+            )
+    return rows
+
+
+SWITCH_STEPS = (
+    ("pause_ms", "pause the pooler(s)"),
+    ("catch_up_ms", "marker caught up on the new primary"),
+    ("sequences_ms", "sequences synced"),
+    ("replication_ms", "reverse replication started, forward dropped"),
+    ("repoint_ms", "pooler(s) repointed"),
+    ("resume_ms", "pooler(s) resumed"),
+    ("write_stall_ms", "write stall in all (writers waited, none failed)"),
+)
+
+
+def _switch_rows(switch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"step": title, "took": f"{float(switch[key]):.1f} ms"}
+        for key, title in SWITCH_STEPS
+        if key in switch
+    ]
+
+
+def _slo_rows(validation: Mapping[str, Any]) -> list[dict[str, Any]]:
     services = (validation.get("validation.latency_slos") or {}).get("services") or {}
-    return [{"service": name, **figures} for name, figures in sorted(services.items())]
+    return [
+        {
+            "service": name,
+            "class": f.get("slo_class"),
+            "budget": f"< {f['budget_ms']} ms" if f.get("budget_ms") is not None else "—",
+            "p95": f"{float(f['p95_ms']):.1f} ms" if f.get("p95_ms") is not None else "no requests",
+            "verdict": {"met": "pass", "breached": "FAIL"}.get(str(f.get("verdict")), f.get("verdict")),
+        }
+        for name, f in sorted(services.items())
+    ]
 
 
-LATENCY_COLUMNS = ("service", "slo_class", "budget_ms", "p95_ms", "verdict")
+def _check_outcome(value: Mapping[str, Any]) -> str:
+    if value.get("mode") == "plan":
+        return "plan only"
+    problems = [value.get(k) for k in ("problems", "mismatches", "differences", "breached", "down")]
+    if value.get("passed") is False or any(p for p in problems if isinstance(p, list | int) and p):
+        return "FAIL"
+    return "pass"
+
+
+def _check_rows(validation: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "check": task_id.split(".", 1)[1],
+            "outcome": _check_outcome(value),
+            "figures": _words({k: v for k, v in value.items() if k not in ("mode", "services")}),
+        }
+        for task_id, value in sorted(validation.items())
+    ]
+
+
+# --- the page ------------------------------------------------------------------------------------------
+
+
+def _gate_charts(data: Mapping[str, Any]) -> str:
+    series = data.get("series") or {}
+    gates = series.get("gates") or {}
+    figures = []
+    for step in data["traffic"]:
+        entry = gates.get(step["task_id"]) or {}
+        limits = step.get("limits") or {}
+        band = (entry["bake_start"], entry["bake_end"], "bake") if "bake_start" in entry else None
+        zero = entry.get("bake_start", 0.0)
+        panels = time_chart(
+            entry.get("error_ratio") or [],
+            title="error ratio",
+            unit="% of production requests",
+            scale=100,
+            limit=limits.get("error_ratio"),
+            band=band,
+            zero=zero,
+        ) + time_chart(
+            entry.get("p99") or [],
+            title="p99 latency",
+            unit="seconds",
+            limit=limits.get("p99"),
+            band=band,
+            zero=zero,
+        )
+        note = f'<p class="note">{_e(entry["note"])}</p>' if entry.get("note") else ""
+        figures.append(
+            f'<figure class="gate"><figcaption>traffic {step["weight"]} %: gate '
+            f"{_e(step.get('status') or '—')}</figcaption>{panels}{note}</figure>"
+        )
+    if not figures:
+        return "<p><em>no traffic step ran</em></p>"
+    note = series.get("note") or (
+        "Series from Prometheus at step = the gate's sample interval; the bake window (shaded) is placed "
+        "from the switchover's timestamp and the durations of the tasks since, exact to a second or two."
+    )
+    return "".join(figures) + f'<p class="note">{_e(note)}</p>'
+
+
+def _writes_chart(data: Mapping[str, Any]) -> str:
+    writes = (data.get("series") or {}).get("writes") or {}
+    if not writes:
+        return f'<p class="note">{_e((data.get("series") or {}).get("note") or "no series collected")}</p>'
+    stall = data.get("write_stall_ms")
+    label = f"switch_database (stall {stall} ms inside)" if stall is not None else "switch_database"
+    chart = time_chart(
+        writes.get("points") or [],
+        title="committed writes per second",
+        unit="seconds from the switch task's start",
+        band=(writes["switch_start"], writes["switch_end"], label),
+        zero=writes["switch_start"],
+        width=860,
+        height=220,
+    )
+    note = writes.get("note") or (
+        f"Prometheus query {writes.get('query')} at 1 s steps. A stall shorter than the query's rate "
+        "window shows as a dip, not a gap; its exact length is the switch task's own measure."
+    )
+    return chart + f'<p class="note">{_e(note)}</p>'
+
+
+def _lag_chart(data: Mapping[str, Any]) -> str:
+    lags = data.get("replication_lag_bytes") or []
+    threshold = (data.get("lag_gate") or {}).get("threshold_bytes")
+    chart = time_chart(
+        [[float(i), float(v)] for i, v in enumerate(lags)],
+        title="replication lag at the lag gate",
+        unit="KiB behind the source, by sample",
+        scale=1 / 1024,
+        limit=float(threshold) if threshold is not None else None,
+        x_label="",
+        width=640,
+    )
+    return chart + (
+        '<p class="note">The samples that passed the gate (the gate keeps the consecutive samples below '
+        "the limit, not the whole wait).</p>"
+    )
 
 
 def render_html(data: Mapping[str, Any]) -> str:
-    phases = data["phases"]
     durations = bar_chart(
         [
             (
@@ -337,30 +701,38 @@ def render_html(data: Mapping[str, Any]) -> str:
                 float(p["task_seconds"]),
                 STATE_COLORS["failed"] if p["states"].get("failed") else "#3c9a5f",
             )
-            for p in phases
+            for p in data["phases"]
         ],
         "s",
     )
     stall = data.get("write_stall_ms")
     validation = data.get("validation") or {}
-    checks = [
-        {"check": task_id.split(".", 1)[1], "figures": value} for task_id, value in sorted(validation.items())
-    ]
-    latency = _latency_rows(validation)
+    slo_rows = _slo_rows(validation)
+    services = (validation.get("validation.latency_slos") or {}).get("services") or {}
     latency_bars = bar_chart(
         [
-            (r["service"], float(r["p95_ms"] or 0), "#3c9a5f" if r["verdict"] == "met" else "#c9423a")
-            for r in latency
+            (name, float(f["p95_ms"]), "#3c9a5f" if f.get("verdict") == "met" else "#c9423a")
+            for name, f in sorted(services.items())
+            if f.get("p95_ms") is not None
         ],
         "ms",
     )
-    gates = [{"gate": k, "values": v} for k, v in sorted(data["gates"].items())]
-    rolled_back = [{"what": line} for line in data["rolled_back"]]
+    failures = [t for t in data["tasks"] if t["state"] in ("failed", "upstream_failed")]
+    outcome = "completed" if not failures and data["tasks"] else f"{len(failures)} task(s) failed"
+    task_rows = [
+        {
+            "task": t["task_id"],
+            "state": t["state"],
+            "took": f"{float(t['duration']):.1f} s" if t.get("duration") is not None else "—",
+        }
+        for t in data["tasks"]
+    ]
     sections = [
         f"<h1>PyAirtable migration report</h1><p>DAG <code>{_e(data['dag_id'])}</code>, run "
         f"<code>{_e(data['run_id'])}</code>, mode <strong>{_e(data['mode'])}</strong>; started "
         f"{_e(data.get('started') or '—')}, report written {_e(data['generated'])}.</p>",
         '<section id="summary"><h2>At a glance</h2><ul>'
+        f"<li>outcome: <strong>{_e(outcome)}</strong></li>"
         f'<li>write stall at the switchover: <strong id="write-stall">'
         f"{_e(f'{stall} ms' if stall is not None else 'not measured in this run')}</strong></li>"
         f"<li>rolled back / failed: <strong>{len(data['rolled_back'])}</strong></li>"
@@ -368,25 +740,73 @@ def render_html(data: Mapping[str, Any]) -> str:
         f"{_e(data.get('elapsed_seconds') if data.get('elapsed_seconds') is not None else '—')} s</li>"
         "</ul></section>",
         f'<section id="phases"><h2>Phases (task time)</h2>{durations}'
-        f"{_table(phases, ('phase', 'tasks', 'states', 'task_seconds', 'longest_task'))}</section>",
-        '<section id="lag"><h2>Replication lag (lag gate samples, bytes)</h2>'
-        f"{line_chart(data['replication_lag_bytes'], 'lag bytes')}</section>",
-        '<section id="traffic"><h2>Traffic weight and production error ratio</h2>'
-        f"{traffic_chart(data['traffic'])}"
-        f"{_table(data['traffic'], ('task_id', 'weight', 'error_ratio', 'p99'))}</section>",
-        f'<section id="gates"><h2>Gates</h2>{_table(gates, ("gate", "values"))}</section>',
-        '<section id="latency"><h2>Latency SLOs (p95 of real production requests)</h2>'
-        f"{latency_bars}{_table(latency, LATENCY_COLUMNS)}</section>",
+        + _table(
+            _phase_rows(data),
+            (
+                ("phase", "phase"),
+                ("tasks", "tasks"),
+                ("succeeded", "succeeded"),
+                ("failed", "failed"),
+                ("skipped", "skipped"),
+                ("seconds", "task time"),
+                ("longest", "longest task"),
+            ),
+        )
+        + "</section>",
+        f'<section id="lag"><h2>Replication lag</h2>{_lag_chart(data)}</section>',
+        '<section id="switchover"><h2>Write switchover</h2>'
+        + _writes_chart(data)
+        + _table(_switch_rows(data.get("switchover") or {}), (("step", "step"), ("took", "took")))
+        + "</section>",
+        '<section id="traffic"><h2>Traffic gates: production during each bake</h2>'
+        + _gate_charts(data)
+        + "</section>",
+        '<section id="gates"><h2>Gates</h2>'
+        + _table(
+            _gate_rows(data),
+            (
+                ("gate", "gate"),
+                ("measure", "measure"),
+                ("worst", "worst sample"),
+                ("limit", "limit"),
+                ("samples", "samples"),
+                ("verdict", "verdict"),
+            ),
+        )
+        + "</section>",
+        '<section id="latency"><h2>Latency SLOs (p95 of real production requests, every service)</h2>'
+        + latency_bars
+        + _table(
+            slo_rows,
+            (
+                ("service", "service"),
+                ("class", "SLO class"),
+                ("budget", "budget"),
+                ("p95", "p95"),
+                ("verdict", "verdict"),
+            ),
+        )
+        + "</section>",
         '<section id="validation"><h2>Validation checks</h2>'
-        f"{_table(checks, ('check', 'figures'))}</section>",
-        f'<section id="rollback"><h2>Rolled back or failed</h2>{_table(rolled_back, ("what",))}</section>',
+        + _table(
+            _check_rows(validation), (("check", "check"), ("outcome", "outcome"), ("figures", "figures"))
+        )
+        + "</section>",
+        '<section id="rollback"><h2>Rolled back or failed</h2>'
+        + _table([{"what": line} for line in data["rolled_back"]], (("what", "what"),))
+        + "</section>",
         '<section id="tasks"><h2>Every task</h2>'
-        f"{_table(data['tasks'], ('task_id', 'state', 'duration'))}</section>",
+        + _table(task_rows, (("task", "task"), ("state", "state"), ("took", "took")))
+        + "</section>",
     ]
     style = (
-        "body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;margin:.5em 0}"
+        "body{font-family:sans-serif;margin:2em;max-width:72em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left;vertical-align:top}"
-        "th{background:#f0f0f0}code{background:#f4f4f4}"
+        "th{background:#f0f0f0}code{background:#f4f4f4}td.pass{color:#2d7a48}td.fail{color:#c9423a;"
+        "font-weight:bold}.chart{display:inline-block;margin:0 1em .5em 0;vertical-align:top}"
+        "figure.gate{margin:.5em 0 1em;border-left:3px solid #c8dcf5;padding-left:.8em}"
+        "figcaption{font-weight:bold;margin-bottom:.3em}.note{color:#666;font-size:12px;max-width:60em}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
