@@ -24,6 +24,7 @@ from pyairtable_migration.pgbackrest.repository import os_user, run_as
 from pyairtable_migration.pgbackrest.settings import BackupSettings
 
 LISTEN_HOST = "127.0.0.1"
+PID_FILE_SECONDS = 15.0
 HBA = (
     "# Written for a restored cluster: TCP on loopback with a password, nothing else.\n"
     "host all all 127.0.0.1/32 scram-sha-256\n"
@@ -150,13 +151,19 @@ class RestoredCluster:
             raise RestoreError(
                 f"pg_ctl start failed: {done.stderr.strip()[-500:]}; {log_problems(self.data_path)}"
             )
+        # From here on, a missing pid file means the server exited (what the waits rely on).
+        deadline = time.monotonic() + PID_FILE_SECONDS
+        while not self.running:
+            if time.monotonic() > deadline:
+                raise RestoreError(f"the restored server did not start: {log_problems(self.data_path)}")
+            time.sleep(0.05)
 
     def wait_accepting(self, timeout: float) -> dict[str, Any]:
         """Until the server accepts sessions (it reached a consistent state); its recovery state.
-        Fails at once if the server exited (the pid file appears a moment after pg_ctl returns)."""
+        Fails at once if the server exited."""
         started = time.monotonic()
         while True:
-            if not self.running and time.monotonic() - started > 2:
+            if not self.running:
                 raise RestoreError(f"the restored server stopped: {log_problems(self.data_path)}")
             try:
                 return self.state()

@@ -139,7 +139,7 @@ def table_counts(cluster: RestoredCluster) -> dict[str, int]:
     """Exact row counts of every user table in the restored cluster."""
     counts = {}
     with cluster.hook().cursor() as cursor:
-        for row in fetch_dicts(cursor, statement("user_tables")):
+        for row in fetch_dicts(cursor, statement("backup_tables")):
             table = Table(row["schema_name"], row["table_name"])
             cursor.execute(statement("backup_table_count", table=table.identifier))
             counts[str(table)] = int(cursor.fetchone()[0])
