@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pyairtable_migration.hooks.database import Table, fetch_dicts, fetch_one, statement
+from pyairtable_migration.hooks.database import fetch_one, statement, user_tables
 from pyairtable_migration.pgbackrest.cluster import RestoredCluster, RestoreError
 from pyairtable_migration.pgbackrest.repository import BackupSet, PgBackRest, StanzaInfo
 
@@ -139,8 +139,7 @@ def table_counts(cluster: RestoredCluster) -> dict[str, int]:
     """Exact row counts of every user table in the restored cluster."""
     counts = {}
     with cluster.hook().cursor() as cursor:
-        for row in fetch_dicts(cursor, statement("backup_tables")):
-            table = Table(row["schema_name"], row["table_name"])
+        for table in sorted(user_tables(cursor)):
             cursor.execute(statement("backup_table_count", table=table.identifier))
             counts[str(table)] = int(cursor.fetchone()[0])
     return counts
