@@ -8,7 +8,7 @@ and checks what the UI showed.
 Run 1, healthy: the form sets mode, approvals and bake time; both approvals are answered in the UI;
 the Graph view is watched through the cutover (screenshots of the traffic phase are kept in
 test-artifacts/browser/); the run succeeds and the report task's "Migration report" link opens the
-report, whose figures match the run's XCom.
+report, whose figures match the run's XCom; the same address without a session is refused.
 
 Run 2, a fault: web-bff's production image is `-5xx` (its pods answer 500). Its smoke test fails,
 which the graph shows; the automatic containment holds (the active Service, DNS and the pooler
@@ -195,7 +195,21 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
     for phase in PHASES:
         expect(report.locator("#phases").get_by_role("cell", name=phase, exact=True)).to_be_visible()
     report.screenshot(path=artifacts / "run1-report.png", full_page=True)
+    report_url = report.url
     report.close()
+    # Only a logged-in user reads it: without a session the browser lands on Airflow's login page,
+    # and a client that is no browser gets 401.
+    assert ui.page.context.browser is not None
+    stranger = ui.page.context.browser.new_context()
+    try:
+        page = stranger.new_page()
+        page.goto(report_url)
+        page.wait_for_url(lambda url: "/auth/login" in url)
+        expect(page.locator("input[name=username]")).to_be_visible()
+        expect(page.get_by_text(run_id)).to_have_count(0)
+        assert stranger.request.get(report_url, max_redirects=0).status == 401
+    finally:
+        stranger.close()
     print(f"\nrun 1: {time.monotonic() - began:.0f} s; screenshots: {[p.name for p in saved]}")
 
 
