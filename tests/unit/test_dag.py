@@ -17,6 +17,7 @@ from lab.synthetic_graph import REAL_CONFIG, real_document, service, with_servic
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import load_config, parse_config
 from pyairtable_migration.plan import PHASES, build_plan, format_plan
+from pyairtable_migration.recovery import RECOVERY_DAG_ID
 from pyairtable_migration.rollback import ROLLBACK_DAG_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,7 @@ def test_dag_file_imports_without_errors() -> None:
 
     bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
     assert bag.import_errors == {}
-    assert sorted(bag.dags) == sorted([DAG_ID, ROLLBACK_DAG_ID])
+    assert sorted(bag.dags) == sorted([DAG_ID, ROLLBACK_DAG_ID, RECOVERY_DAG_ID])
     dag = bag.dags[DAG_ID]
     assert dag.schedule is None if hasattr(dag, "schedule") else True
     assert dag.max_active_runs == 1
