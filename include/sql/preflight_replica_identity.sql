@@ -1,13 +1,12 @@
--- Preflight, source: ordinary tables a FOR ALL TABLES publication would publish that have no
--- usable replica identity (no primary key under the default identity, identity NOTHING, or an
--- identity index that is gone or not valid). Their UPDATE and DELETE would fail on the source.
-SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text AS identity
-FROM pg_class AS c
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p')
-  AND c.relpersistence = 'p'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND left(n.nspname, 3) <> 'pg_'
+-- Preflight, source: user tables a FOR ALL TABLES publication would publish (logged, partitions
+-- included: each publishes its own changes) that have no usable replica identity (no primary key
+-- under the default identity, identity NOTHING, or an identity index that is gone or not valid).
+-- Their UPDATE and DELETE would fail on the source.
+WITH user_tables AS ({user_tables})
+SELECT t.schema_name, t.table_name, c.relreplident::text AS identity
+FROM user_tables AS t
+JOIN pg_class AS c ON c.oid = t.relid
+WHERE t.persistence = 'p'
   AND (
       c.relreplident = 'n'
       OR (c.relreplident = 'd' AND NOT EXISTS (

@@ -1,8 +1,6 @@
--- Preflight, source: unlogged tables, which logical replication never carries.
-SELECT n.nspname AS schema_name, c.relname AS table_name
-FROM pg_class AS c
-JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p')
-  AND c.relpersistence = 'u'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+-- Preflight, source: unlogged user tables, which logical replication never carries.
+WITH user_tables AS ({user_tables})
+SELECT schema_name, table_name
+FROM user_tables
+WHERE persistence = 'u'
 ORDER BY 1, 2

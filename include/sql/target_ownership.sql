@@ -1,2 +1,3 @@
--- Target: does it hold the migration's own schema (a copy this migration made)?
+-- Does this cluster hold the migration's own schema? On the target: a copy this migration made;
+-- on the source: the switchover's marker table is already there.
 SELECT to_regclass('pyairtable_migration.switchover_marker') IS NOT NULL AS is_ours

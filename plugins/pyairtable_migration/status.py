@@ -24,18 +24,13 @@ from typing import Any
 from pyairtable_migration.config import ConfigError, MigrationConfig, load_config
 
 
-def _lag(cursor: Any, slot: str) -> dict[str, Any] | None:
-    cursor.execute(
-        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes "
-        "FROM pg_replication_slots WHERE slot_name = %s",
-        (slot,),
-    )
-    row = cursor.fetchone()
-    return None if row is None else {"slot_active": bool(row[0]), "lag_bytes": row[1]}
-
-
 def database_status(config: MigrationConfig) -> dict[str, Any]:
-    from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook, get_subscription
+    from pyairtable_migration.hooks.database import (
+        MigrationError,
+        MigrationPostgresHook,
+        get_slot,
+        get_subscription,
+    )
     from pyairtable_migration.topology import Pooler, writers
 
     db = config.database
@@ -58,11 +53,12 @@ def database_status(config: MigrationConfig) -> dict[str, Any]:
     ):
         with subscriber.cursor() as sub, publisher.cursor() as pub:
             found = get_subscription(sub, subscription)
-            slot = _lag(pub, (found or {}).get("subslotname") or subscription)
+            slot = get_slot(pub, (found or {}).get("subslotname") or subscription)
         directions[label] = {
             "subscription": subscription,
             "state": "absent" if found is None else "enabled" if found["subenabled"] else "DISABLED",
-            **(slot or {"slot_active": None, "lag_bytes": None}),
+            "slot_active": None if slot is None else bool(slot["active"]),
+            "lag_bytes": None if slot is None else slot["lag_bytes"],
         }
     return {"poolers": poolers, "replication": directions}
 

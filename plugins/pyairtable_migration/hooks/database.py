@@ -65,7 +65,8 @@ def statement(name: str, **identifiers: Identifiable) -> sql.Composed:
     """include/sql/<name>.sql with each {placeholder} replaced by a quoted identifier.
 
     A str is one identifier, a tuple a qualified one (schema, table); a Composable goes in as is
-    (e.g. a list of identifiers joined by commas).
+    (e.g. a list of identifiers joined by commas). `{user_tables}` is the one definition of a user
+    table (include/sql/user_tables.sql), which every statement about the tables reads.
     """
 
     def compose(value: Identifiable) -> sql.Composable:
@@ -75,7 +76,9 @@ def statement(name: str, **identifiers: Identifiable) -> sql.Composed:
             return sql.Identifier(*value)
         return sql.Identifier(value)
 
-    return sql.SQL(sql_text(name)).format(**{key: compose(value) for key, value in identifiers.items()})
+    text = sql_text(name)
+    fragments = {"user_tables": sql.SQL(sql_text("user_tables"))} if "{user_tables}" in text else {}
+    return sql.SQL(text).format(**fragments, **{key: compose(value) for key, value in identifiers.items()})
 
 
 def display_identifier(name: str) -> str:
@@ -266,10 +269,15 @@ def server_facts(cursor: Any) -> dict[str, Any]:
 
 
 def user_tables(cursor: Any) -> dict[Table, int]:
+    """The user tables logical replication carries, with their estimated row counts."""
     return {
         Table(row["schema_name"], row["table_name"]): row["estimated_rows"]
-        for row in fetch_dicts(cursor, statement("user_tables"))
+        for row in fetch_dicts(cursor, statement("user_tables_list"))
     }
+
+
+def row_count(cursor: Any, table: Table) -> int:
+    return int(fetch_value(cursor, statement("table_row_count", table=(table.schema, table.name))))
 
 
 def replica_identity(cursor: Any, table: Table) -> str | None:
@@ -585,7 +593,7 @@ def conflicting_rows(cursor: Any, pending: PendingTransaction) -> list[str]:
         if operation != "INSERT INTO" or not key or any(v is None for v in key.values()):
             continue
         condition = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(column)) for column in key)
-        query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(table.identifier, condition)
+        query = statement("row_exists", table=table.identifier, condition=condition)
         try:
             if fetch_value(cursor, query, list(key.values())):
                 found.append(f"{table} ({', '.join(f'{c}={v}' for c, v in key.items())})")

@@ -34,10 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator, Context
-from psycopg2 import sql
 
 from pyairtable_migration.hooks.bluegreen import COLORS, BlueGreenError, BlueGreenHook, deployment_name
-from pyairtable_migration.hooks.database import MigrationPostgresHook, Table, fetch_dicts, get_subscription
+from pyairtable_migration.hooks.database import (
+    MIGRATION_SCHEMA,
+    MigrationPostgresHook,
+    fetch_dicts,
+    fetch_value,
+    get_subscription,
+    row_count,
+    statement,
+    subscription_errors,
+    user_tables,
+)
 from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.links import MigrationReportLink
@@ -266,11 +275,11 @@ class DataParityOperator(ValidationCheckOperator):
         problems: list[str] = []
         with primary.cursor() as p_cur, follower.cursor() as f_cur:
             tables = {
-                side: {str(r["t"]) for r in fetch_dicts(cur, TABLES_QUERY)}
+                side: {str(t) for t in user_tables(cur) if t.schema != MIGRATION_SCHEMA}
                 for side, cur in (("primary", p_cur), ("follower", f_cur))
             }
             replication = get_subscription(f_cur, subscription)
-            errors = fetch_dicts(f_cur, SUBSCRIPTION_ERRORS_QUERY, {"name": subscription})
+            apply_errors, sync_errors = subscription_errors(f_cur, subscription)
             if side == "target":
                 forward = get_subscription(p_cur, self.subscription)
                 if forward is not None:
@@ -283,12 +292,10 @@ class DataParityOperator(ValidationCheckOperator):
             problems.append(f"subscription {subscription} is missing: nothing keeps the other side current")
         elif not replication["subenabled"]:
             problems.append(f"subscription {subscription} is disabled")
-        for row in errors:
-            if row["apply_error_count"] or row["sync_error_count"]:
-                problems.append(
-                    f"subscription {subscription}: {row['apply_error_count']} apply / "
-                    f"{row['sync_error_count']} sync error(s)"
-                )
+        if apply_errors or sync_errors:
+            problems.append(
+                f"subscription {subscription}: {apply_errors} apply / {sync_errors} sync error(s)"
+            )
         validator = Validator(
             primary,
             follower,
@@ -321,27 +328,7 @@ class DataParityOperator(ValidationCheckOperator):
         return self.concluded(context, summary, f"data_parity: {len(problems)} problem(s)", problems)
 
 
-TABLES_QUERY = sql.SQL(
-    "SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
-    "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pyairtable_migration') "
-    "AND n.nspname NOT LIKE 'pg_toast%%' AND NOT c.relispartition"
-)
-SUBSCRIPTION_ERRORS_QUERY = sql.SQL(
-    "SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats WHERE subname = %(name)s"
-)
-
-
 # --- security ---------------------------------------------------------------------------------------
-
-LEFTOVERS_QUERY = sql.SQL(
-    "SELECT 'publication' AS kind, pubname::text AS name FROM pg_publication "
-    "UNION ALL SELECT 'subscription', subname::text FROM pg_subscription "
-    "WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "UNION ALL SELECT 'slot', slot_name::text FROM pg_replication_slots "
-    "UNION ALL SELECT 'replication role', rolname::text FROM pg_roles "
-    "WHERE rolreplication AND NOT rolsuper AND rolname NOT LIKE 'pg\\_%%'"
-)
 
 
 def rendered_fields(task: Any, context: Context) -> dict[str, Any]:
@@ -408,7 +395,10 @@ class SecurityOperator(ValidationCheckOperator):
         problems = []
         for side, conn_id in (("source", self.source_conn_id), ("target", self.target_conn_id)):
             with MigrationPostgresHook(conn_id).cursor() as cursor:
-                found = [f"{r['kind']}:{r['name']}" for r in fetch_dicts(cursor, LEFTOVERS_QUERY)]
+                found = [
+                    f"{r['kind']}:{r['name']}"
+                    for r in fetch_dicts(cursor, statement("replication_leftovers"))
+                ]
             kept[side] = sorted(f for f in found if f in self.allowed.get(side, []))
             problems += [
                 f"{side}: {leftover.replace(':', ' ', 1)} left behind"
@@ -504,21 +494,9 @@ class SecurityOperator(ValidationCheckOperator):
 
 # --- backup restore ---------------------------------------------------------------------------------
 
-COUNT_TABLES_QUERY = sql.SQL(
-    "SELECT n.nspname AS schema_name, c.relname AS table_name FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
-    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
-    "ORDER BY 1, 2"
-)
-
 
 def exact_counts(cursor: Any) -> dict[str, int]:
-    counts = {}
-    for row in fetch_dicts(cursor, COUNT_TABLES_QUERY):
-        table = Table(row["schema_name"], row["table_name"])
-        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier))
-        counts[str(table)] = int(cursor.fetchone()[0])
-    return counts
+    return {str(table): row_count(cursor, table) for table in user_tables(cursor)}
 
 
 class BackupRestoreOperator(ValidationCheckOperator):
@@ -566,7 +544,6 @@ class BackupRestoreOperator(ValidationCheckOperator):
         ):
             return {"mode": "plan"}
         target = MigrationPostgresHook(self.target_conn_id)
-        scratch = sql.Identifier(self.scratch_database)
         environment = target.libpq_environment()
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="pyairtable-backup-") as directory:
@@ -574,9 +551,7 @@ class BackupRestoreOperator(ValidationCheckOperator):
             snapshot_connection = target.connect(autocommit=False)
             try:
                 with snapshot_connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    cursor.execute("SELECT pg_export_snapshot()")
-                    snapshot = cursor.fetchone()[0]
+                    snapshot = fetch_value(cursor, statement("snapshot_export"))
                     expected = exact_counts(cursor)
                     self._tool("pg_dump", ["-Fc", f"--snapshot={snapshot}", "-f", str(dump)], environment)
             finally:
@@ -585,8 +560,8 @@ class BackupRestoreOperator(ValidationCheckOperator):
             dumped = time.monotonic()
             size = dump.stat().st_size
             with target.cursor() as cursor:
-                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(scratch))
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(scratch))
+                cursor.execute(statement("database_drop", database=self.scratch_database))
+                cursor.execute(statement("database_create", database=self.scratch_database))
             try:
                 self._tool(
                     "pg_restore",
@@ -609,7 +584,7 @@ class BackupRestoreOperator(ValidationCheckOperator):
                     actual = exact_counts(cursor)
             finally:
                 with target.cursor() as cursor:
-                    cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(scratch))
+                    cursor.execute(statement("database_drop", database=self.scratch_database))
         mismatches = [
             f"{table}: target {expected.get(table)} row(s), restored {actual.get(table)}"
             for table in sorted(set(expected) | set(actual))

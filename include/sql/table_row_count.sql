@@ -1,0 +1,2 @@
+-- A table's exact row count.
+SELECT count(*) FROM {table}
