@@ -14,7 +14,7 @@ import pytest
 from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
-from pyairtable_migration.operators.switchover import WriteSwitch
+from pyairtable_migration.postgres.switchover import WriteSwitch
 from tests.database.pair import Pair
 from tests.database.runner import rollback_operator, run, run_task
 

@@ -15,8 +15,8 @@ from pyairtable_migration.config import ConfigError, load_config, parse_config
 from pyairtable_migration.hooks.database import SQL_DIR, Table, display_identifier, parse_pending_transaction
 from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connstring
 from pyairtable_migration.hooks.redis_hook import KeyInventory, compare_inventories
-from pyairtable_migration.operators.database import remove_objects, strip_psql_meta
 from pyairtable_migration.plan import build_plan
+from pyairtable_migration.postgres.schema import remove_objects, strip_psql_meta
 
 
 def test_every_sql_file_composes_with_identifiers_only() -> None:

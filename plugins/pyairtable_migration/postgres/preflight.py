@@ -1,0 +1,353 @@
+"""Database preflight: everything the database phase and the switchover rely on, checked, nothing
+changed, every problem listed at once.
+
+The rules are pure functions over what was read (a server's settings and role, the source's and
+the target's tables, publication, slot and subscription), so each is tested on plain data; the
+`read_*` functions gather those facts with one cursor each, and `check` runs the whole preflight
+over two hooks and the poolers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyairtable_migration.hooks.database import (
+    MIGRATION_SCHEMA,
+    MigrationError,
+    MigrationPostgresHook,
+    Table,
+    display_identifier,
+    fetch_dicts,
+    fetch_value,
+    get_publication,
+    get_slot,
+    get_subscription,
+    lacking_replica_identity,
+    server_facts,
+    statement,
+    user_tables,
+)
+from pyairtable_migration.topology import Pooler, first_line, writers
+
+MIN_SERVER_VERSION = 100000  # logical replication
+
+
+@dataclass
+class SourceFacts:
+    """What the source holds that the publication and its slot depend on."""
+
+    lacking_replica_identity: list[Table]
+    tables: set[Table]
+    unlogged: list[Table]
+    publication: dict[str, Any] | None
+    slot: dict[str, Any] | None
+
+
+@dataclass
+class TargetFacts:
+    """What the target holds: its tables, whether they are this migration's copy, the subscription."""
+
+    tables: list[Table]
+    ours: bool
+    subscription: dict[str, Any] | None
+
+
+@dataclass
+class Findings:
+    """The preflight's verdict: problems (any one refuses) and notes (logged)."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def read_source(cursor: Any, publication: str, subscription: str) -> SourceFacts:
+    return SourceFacts(
+        lacking_replica_identity=lacking_replica_identity(cursor),
+        tables=set(user_tables(cursor)),
+        unlogged=[
+            Table(row["schema_name"], row["table_name"])
+            for row in fetch_dicts(cursor, statement("preflight_unlogged_tables"))
+        ],
+        publication=get_publication(cursor, publication),
+        slot=get_slot(cursor, subscription),
+    )
+
+
+def read_target(cursor: Any, subscription: str) -> TargetFacts:
+    return TargetFacts(
+        tables=sorted(user_tables(cursor)),
+        ours=bool(fetch_value(cursor, statement("target_ownership"))),
+        subscription=get_subscription(cursor, subscription),
+    )
+
+
+def server_problems(side: str, fact: Mapping[str, Any]) -> list[str]:
+    """What one server's settings and role lack for logical replication both ways."""
+    problems = []
+    role = fact["role_name"]
+    if fact["server_version_num"] < MIN_SERVER_VERSION:
+        problems.append(f"{side}: PostgreSQL {fact['server_version']} has no logical replication (10+)")
+    if fact["wal_level"] != "logical":
+        why = "logical replication to the target" if side == "source" else "reverse replication (rollback)"
+        problems.append(
+            f"{side}: wal_level is {fact['wal_level']}, {why} needs wal_level = logical (ALTER SYSTEM "
+            "SET wal_level = logical; then restart the server)"
+        )
+    free_slots = fact["max_replication_slots"] - fact["used_replication_slots"]
+    if free_slots < 1:
+        problems.append(
+            f"{side}: no free replication slot ({fact['used_replication_slots']} of "
+            f"max_replication_slots {fact['max_replication_slots']} in use)"
+        )
+    free_senders = fact["max_wal_senders"] - fact["used_wal_senders"]
+    if free_senders < 1:
+        problems.append(
+            f"{side}: no free WAL sender ({fact['used_wal_senders']} of max_wal_senders "
+            f"{fact['max_wal_senders']} in use)"
+        )
+    if side == "target" and fact["max_logical_replication_workers"] < 2:
+        problems.append(
+            f"target: max_logical_replication_workers is {fact['max_logical_replication_workers']}; the "
+            "subscription needs at least 2 (apply + sync)"
+        )
+    if not fact["is_superuser"]:
+        problems.append(
+            f"{side}: role {role} is not a superuser; PostgreSQL 15 allows only superusers to CREATE "
+            "PUBLICATION ... FOR ALL TABLES and CREATE SUBSCRIPTION (forward and reverse)"
+        )
+        if not fact["has_replication"]:
+            problems.append(
+                f"{side}: role {role} lacks the REPLICATION privilege (ALTER ROLE "
+                f"{display_identifier(role)} REPLICATION)"
+            )
+    if fact["large_objects"]:
+        problems.append(
+            f"{side}: {fact['large_objects']} large object(s): logical replication does not carry large "
+            "objects; move them into bytea columns or copy them separately before the switchover"
+        )
+    return problems
+
+
+def version_problems(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
+    """The target must run the source's major version or a newer one."""
+    source_major = source["server_version_num"] // 10000
+    target_major = target["server_version_num"] // 10000
+    if target_major < source_major:
+        return [
+            f"target runs PostgreSQL {target_major}, older than the source's {source_major}: the "
+            "target must be the same major version or newer"
+        ]
+    return []
+
+
+def source_problems(
+    facts: SourceFacts, allowed: set[Table], publication: str, subscription: str, notes: list[str]
+) -> list[str]:
+    """Replica identities, unlogged tables, and a publication or slot by our names that is not ours."""
+    problems = []
+    lacking = facts.lacking_replica_identity
+    unlisted = [t for t in lacking if t not in allowed]
+    listed = [t for t in lacking if t in allowed]
+    for table in unlisted:
+        problems.append(
+            f"source: table {table} has no replica identity: with a FOR ALL TABLES publication its "
+            f"UPDATE and DELETE would fail on the source. Add a primary key, or ALTER TABLE {table} "
+            "REPLICA IDENTITY FULL, or list it under database.replica_identity_full to let the "
+            "migration set REPLICA IDENTITY FULL"
+        )
+    if listed:
+        notes.append(
+            "REPLICA IDENTITY FULL will be set on "
+            + ", ".join(str(t) for t in listed)
+            + " (database.replica_identity_full)"
+        )
+    present = facts.tables
+    for table in sorted(allowed - present):
+        notes.append(f"database.replica_identity_full names {table}, which does not exist on the source")
+    for table in facts.unlogged:
+        problems.append(
+            f"source: table {table} is UNLOGGED: logical replication never carries it; ALTER TABLE "
+            f"{table} SET LOGGED (or drop it if it only caches)"
+        )
+    found = facts.publication
+    if found is not None and not found["puballtables"]:
+        problems.append(
+            f"source: publication {publication} exists but is not FOR ALL TABLES: not this "
+            "migration's; drop it or configure another name"
+        )
+    elif found is not None:
+        notes.append(f"publication {publication} exists on the source (a re-run): it will be verified")
+    slot = facts.slot
+    if slot is not None and slot["slot_type"] != "logical":
+        problems.append(f"source: replication slot {subscription} exists and is not a logical slot")
+    elif slot is not None:
+        notes.append(
+            f"replication slot {subscription} exists on the source "
+            f"({'active' if slot['active'] else 'inactive'}, lag {slot['lag_bytes']} bytes)"
+        )
+    return problems
+
+
+def target_problems(facts: TargetFacts, publication: str, subscription: str, notes: list[str]) -> list[str]:
+    """The target empty or this migration's copy; a subscription by our name subscribing to ours."""
+    problems = []
+    tables = facts.tables
+    ours = facts.ours
+    found = facts.subscription
+    if tables and not ours:
+        sample = ", ".join(str(t) for t in tables[:5])
+        problems.append(
+            f"target: not empty ({len(tables)} table(s): {sample}) and not a copy made by this migration "
+            f"(no {MIGRATION_SCHEMA} schema): point target_conn_id at an empty database"
+        )
+    elif tables:
+        notes.append(f"target already holds this migration's schema ({len(tables)} tables): a re-run")
+    if found is not None:
+        if list(found["subpublications"]) != [publication]:
+            problems.append(
+                f"target: subscription {subscription} exists but subscribes to "
+                f"{found['subpublications']}, not [{publication}]"
+            )
+        else:
+            notes.append(
+                f"subscription {subscription} exists on the target "
+                f"({'enabled' if found['subenabled'] else 'DISABLED'})"
+            )
+    return problems
+
+
+def pg_dump_problems(pg_bin_dir: str, source_major: int) -> list[str]:
+    """pg_dump where the schema copy will look for it, at least the source's major version."""
+    pg_dump = Path(pg_bin_dir) / "pg_dump"
+    if not os.access(pg_dump, os.X_OK):
+        return [f"pg_dump not found at {pg_dump} (pg_bin_dir): the schema copy needs it"]
+    output = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", output)
+    if match and int(match.group(1)) < source_major:
+        return [f"{pg_dump} is version {match.group(1)}, older than the source server ({source_major})"]
+    return []
+
+
+def pooler_problems(
+    poolers: Sequence[Pooler], source: tuple[str, int], target: tuple[str, int], notes: list[str]
+) -> list[str]:
+    """Every pooler readable, its ini file writable here (the switch edits it), pointing at a cluster."""
+    problems = []
+    found = writers(poolers, source, target)
+    for pooler, endpoint in zip(poolers, found.seen, strict=True):
+        if endpoint.error is not None or endpoint.address is None:
+            problems.append(f"pooler {endpoint.describe()}")
+            continue
+        try:
+            path = pooler.hook.ini_path()
+            configured = pooler.hook.configured(pooler.database)
+        except (MigrationError, OSError) as exc:
+            problems.append(f"pooler {pooler.name}: {first_line(exc)}")
+            continue
+        if not os.access(path, os.W_OK):
+            problems.append(
+                f"pooler {pooler.name}: {path} is not writable by this worker (the switchover edits it)"
+            )
+        host, port = endpoint.address
+        if endpoint.side is None:
+            problems.append(
+                f"pooler {pooler.name}: database {pooler.database} goes to {host}:{port}, neither the "
+                f"source {source[0]}:{source[1]} nor the target {target[0]}:{target[1]}"
+            )
+        else:
+            paused = ", PAUSED" if endpoint.paused else ""
+            notes.append(
+                f"pooler {pooler.name}: {pooler.database} -> the {endpoint.side} ({host}:{port}, ini "
+                f"{configured.get('host')}:{configured.get('port')}){paused}"
+            )
+    return problems
+
+
+def address(hook: MigrationPostgresHook) -> tuple[str, int]:
+    """(host, port), or ("?", 0) for a connection that cannot be resolved (reported elsewhere)."""
+    try:
+        host, port, _ = hook.address
+    except Exception:
+        return ("?", 0)
+    return host, port
+
+
+def safe_describe(hook: MigrationPostgresHook) -> str:
+    try:
+        return hook.describe()
+    except Exception as exc:
+        return f"connection not found: {first_line(exc)}"
+
+
+def check(
+    source: MigrationPostgresHook,
+    target: MigrationPostgresHook,
+    *,
+    poolers: Sequence[Pooler],
+    publication: str,
+    subscription: str,
+    replica_identity_full: Sequence[Table],
+    pg_bin_dir: str,
+    log: Any,
+) -> Findings:
+    """The whole database preflight: both servers, their tables and replication objects, pg_dump,
+    the poolers. A server that cannot be reached is one problem; the rest is still checked."""
+    findings = Findings()
+    problems, notes = findings.problems, findings.notes
+    facts: dict[str, dict[str, Any]] = {}
+    cursors: dict[str, Any] = {}
+    connections = []
+    for side, hook in (("source", source), ("target", target)):
+        try:
+            connection = hook.connect(connect_timeout=5)
+        except Exception as exc:
+            problems.append(
+                f"{side}: cannot connect with {getattr(hook, 'migration_conn_id', side)} "
+                f"({safe_describe(hook)}): {first_line(exc)}"
+            )
+            continue
+        connections.append(connection)
+        cursors[side] = connection.cursor()
+        facts[side] = server_facts(cursors[side])
+        log.info(
+            "%s %s: PostgreSQL %s, wal_level=%s, slots %d/%d, senders %d/%d, role %s (superuser %s, "
+            "replication %s)",
+            side,
+            hook.describe(),
+            facts[side]["server_version"],
+            facts[side]["wal_level"],
+            facts[side]["used_replication_slots"],
+            facts[side]["max_replication_slots"],
+            facts[side]["used_wal_senders"],
+            facts[side]["max_wal_senders"],
+            facts[side]["role_name"],
+            facts[side]["is_superuser"],
+            facts[side]["has_replication"],
+        )
+    try:
+        for side, fact in facts.items():
+            problems.extend(server_problems(side, fact))
+        if "source" in cursors:
+            source_facts = read_source(cursors["source"], publication, subscription)
+            problems.extend(
+                source_problems(source_facts, set(replica_identity_full), publication, subscription, notes)
+            )
+        if "target" in cursors:
+            target_facts = read_target(cursors["target"], subscription)
+            problems.extend(target_problems(target_facts, publication, subscription, notes))
+        if "source" in facts and "target" in facts:
+            problems.extend(version_problems(facts["source"], facts["target"]))
+            problems.extend(pg_dump_problems(pg_bin_dir, facts["source"]["server_version_num"] // 10000))
+    finally:
+        for connection in connections:
+            connection.close()
+    problems.extend(pooler_problems(poolers, address(source), address(target), notes))
+    findings.versions = {side: fact["server_version"] for side, fact in facts.items()}
+    return findings

@@ -1,0 +1,171 @@
+"""Copying the source's schema to the target with pg_dump, in one transaction.
+
+Non-unique secondary indexes are left out (built CONCURRENTLY after the initial sync, which is
+faster: `indexes.py`); primary keys, unique constraints and foreign keys are created before the copy
+because logical replication applies UPDATE/DELETE by key. Publications and subscriptions are never
+copied; owners and privileges only when every role they name exists on the target.
+
+Before dumping, the migration's own schema (`pyairtable_migration.switchover_marker`, the
+switchover's catch-up marker) is created on the source, so the target gets it too. A target that
+already holds this migration's copy is verified, not copied again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pyairtable_migration.hooks.database import (
+    MIGRATION_SCHEMA,
+    MigrationError,
+    MigrationPostgresHook,
+    Table,
+    display_identifier,
+    ensure_replica_identity_full,
+    fetch_dicts,
+    fetch_value,
+    statement,
+    user_tables,
+)
+
+
+def strip_psql_meta(text: str) -> str:
+    """pg_dump 15.14+ frames its script with psql's \\restrict / \\unrestrict: not SQL."""
+    return "\n".join(
+        line for line in text.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
+
+
+HEADER = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>[^;]+); Schema: (?P<schema>[^;]*);", re.M)
+
+
+def remove_objects(script: str, kind: str, names: set[tuple[str, str]]) -> tuple[str, list[str]]:
+    """Drop the (schema, name) objects of `kind` from a pg_dump script; returns (script, removed)."""
+    blocks = re.split(r"(?m)^(?=--\n-- Name: )", script)
+    kept, removed = [], []
+    for block in blocks:
+        header = HEADER.search(block)
+        if header and header["type"] == kind and (header["schema"], header["name"]) in names:
+            removed.append(f"{display_identifier(header['schema'])}.{display_identifier(header['name'])}")
+            continue
+        kept.append(block)
+    return "".join(kept), removed
+
+
+def copy_schema(
+    source: MigrationPostgresHook,
+    target: MigrationPostgresHook,
+    *,
+    replica_identity_full: Sequence[Table],
+    pg_bin_dir: str,
+    log: Any,
+) -> dict[str, Any]:
+    """The source's schema on the target, in one transaction (module docstring); what was done."""
+    started = time.monotonic()
+    with source.cursor() as cursor:
+        if not fetch_value(cursor, statement("target_ownership")):
+            cursor.execute(statement("marker_schema"))
+            log.info("Source: created %s.switchover_marker (switchover catch-up markers)", MIGRATION_SCHEMA)
+        source_tables = set(user_tables(cursor))
+        deferred = {
+            (row["schema_name"], row["index_name"]): row["definition"]
+            for row in fetch_dicts(cursor, statement("indexes_deferrable"))
+        }
+        referenced = [r["role_name"] for r in fetch_dicts(cursor, statement("roles_referenced"))]
+    identity_tables = list(replica_identity_full)
+    with target.cursor() as cursor:
+        target_tables = set(user_tables(cursor))
+        ours = bool(fetch_value(cursor, statement("target_ownership")))
+        if target_tables and not ours:
+            raise MigrationError(
+                f"the target holds {len(target_tables)} table(s) not created by this migration; refusing"
+            )
+        if ours:
+            missing = sorted(source_tables - target_tables)
+            if missing:
+                raise MigrationError(
+                    "the target holds an earlier copy of the schema without table(s) "
+                    + ", ".join(str(t) for t in missing)
+                    + ": the source's schema changed since; reset the target and run again"
+                )
+            changed = ensure_replica_identity_full(cursor, identity_tables)
+            for line in changed:
+                log.info("Target: %s", line)
+            log.info(
+                "Target already holds this migration's copy of the schema (%d tables): nothing copied",
+                len(target_tables),
+            )
+            return {"copied": False, "tables": len(target_tables), "changed": changed}
+        existing = {
+            r["rolname"] for r in fetch_dicts(cursor, statement("roles_exist"), {"names": referenced})
+        }
+    missing_roles = sorted(set(referenced) - existing)
+    options = ["--schema-only", "--no-publications", "--no-subscriptions"]
+    if missing_roles:
+        log.info(
+            "Role(s) %s do not exist on the target: copying without owners and privileges",
+            ", ".join(missing_roles),
+        )
+        options += ["--no-owner", "--no-privileges"]
+    pre_data = strip_psql_meta(pg_dump(source, pg_bin_dir, [*options, "--section=pre-data"]))
+    post_data = strip_psql_meta(pg_dump(source, pg_bin_dir, [*options, "--section=post-data"]))
+    post_data, removed = remove_objects(post_data, "INDEX", set(deferred))
+    connection = target.connect(autocommit=False)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(pre_data)
+            cursor.execute(post_data)
+            changed = ensure_replica_identity_full(cursor, identity_tables)
+            copied = len(user_tables(cursor))
+        connection.commit()
+    finally:
+        connection.close()
+    seconds = time.monotonic() - started
+    log.info(
+        "Target: schema copied in one transaction in %.1f s: %d tables; %d secondary index(es) "
+        "deferred (%s)%s",
+        seconds,
+        copied,
+        len(removed),
+        ", ".join(removed) or "none",
+        "; " + "; ".join(changed) if changed else "",
+    )
+    return {
+        "copied": True,
+        "tables": copied,
+        "deferred_indexes": removed,
+        "owners_and_privileges": not missing_roles,
+        "seconds": round(seconds, 2),
+    }
+
+
+def pg_dump(source: MigrationPostgresHook, pg_bin_dir: str, options: list[str]) -> str:
+    """pg_dump's output for `options` (pg_bin_dir's, else the one on PATH); the password only in
+    its environment."""
+    pg_dump = Path(pg_bin_dir) / "pg_dump"
+    if not os.access(pg_dump, os.X_OK):
+        found = shutil.which("pg_dump")
+        if found is None:
+            raise MigrationError(f"pg_dump not found at {pg_dump} nor on PATH")
+        pg_dump = Path(found)
+    # Connection settings and the password reach pg_dump through its environment only.
+    environment = {**os.environ, **source.libpq_environment()}
+    result = subprocess.run(
+        [str(pg_dump), *options],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=3600,
+    )
+    if result.returncode != 0:
+        raise MigrationError(
+            f"pg_dump {' '.join(options)} failed ({result.returncode}): {result.stderr.strip()}"
+        )
+    return result.stdout
