@@ -2,7 +2,7 @@
 
 python -m lab up [--scale N]        start (and seed) whatever is not running; safe to repeat
 python -m lab status [--resources]  one line per component, checked by connecting; exit 1 if any is down
-python -m lab down [--purge]        stop everything; --purge also deletes the lab's data
+python -m lab down [--purge]        stop everything, and what an ended test run left; --purge: data too
 python -m lab start|stop|restart COMPONENT [--crash]   one component, for fault drills
 """
 
@@ -13,6 +13,7 @@ import sys
 
 from lab.postgres import DEFAULT_SCALE
 from lab.processes import LabError
+from lab.reaper import reap_orphans
 from lab.settings import LabSettings
 from lab.supervisor import (
     components,
@@ -56,6 +57,8 @@ def main(argv: list[str]) -> int:
         elif args.command == "status":
             return print_status(settings, args.resources)
         elif args.command == "down":
+            for line in reap_orphans():
+                print(f"stopped, left by an ended test run: {line}")
             remaining = down(settings, purge=args.purge, echo=print)
             if remaining:
                 return 1

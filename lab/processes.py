@@ -29,6 +29,11 @@ import psutil
 from lab.settings import LabSettings
 
 MARKER_VARIABLE = "PYAIRTABLE_LAB"
+# Set by a test session (lab/reaper.py): whose processes these are, inherited by every child.
+OWNER_VARIABLE = "PYAIRTABLE_LAB_OWNER"
+# <data_dir>/owners/<pid>: the owner of a component that rewrites its environment with its
+# process title (redis-server, postgres), where the inherited mark cannot be read back.
+OWNERS_DIR = "owners"
 STOP_TIMEOUT_SECONDS = 10.0
 
 
@@ -218,6 +223,10 @@ def start_detached(component: Component, settings: LabSettings) -> subprocess.Po
             extra_groups=[] if user else None,
         )
     _CHILDREN[process.pid] = process
+    owner = os.environ.get(OWNER_VARIABLE)
+    if owner:
+        (settings.data_dir / OWNERS_DIR).mkdir(exist_ok=True)
+        (settings.data_dir / OWNERS_DIR / str(process.pid)).write_text(owner)
     return process
 
 

@@ -1,14 +1,21 @@
-"""Test session setup: an Airflow home of its own, so tests never touch a developer's."""
+"""Test session setup: an Airflow home of its own, so tests never touch a developer's; a bound on
+every test (tests/watchdog.py); and nothing the session starts outlives it (lab/reaper.py)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from lab.reaper import OWNER_VARIABLE, owner_mark, reap_orphans, start_watcher
+
+pytest_plugins = ["tests.watchdog", "pytester"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # tests.parallel gives the process it starts beside this one a home of its own.
@@ -21,6 +28,23 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.pop("PYAIRTABLE_MIGRATION_CONFIG", None)
+# Every process this session starts inherits the mark; the watcher stops them when it ends.
+os.environ[OWNER_VARIABLE] = owner_mark(os.getpid())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for line in reap_orphans():
+        print(f"stopped, left by an ended test run: {line}", file=sys.stderr)
+    session.config.stash[WATCHER] = start_watcher(os.getpid())
+    # SIGTERM (a CI timeout, `timeout make test`) unwinds like Ctrl-C: fixtures stop their labs.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+WATCHER = pytest.StashKey[subprocess.Popen[bytes]]()
 
 
 @pytest.fixture(scope="session")

@@ -35,3 +35,67 @@ def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:
         ).first()
         assert row is not None, (task_id, key)
         return XComModel.deserialize_value(row)
+
+
+def run_id_at(logical_date: Any) -> str:
+    """The run id `dag.test(logical_date=...)` gives its run: a responder answers only that run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    return str(
+        DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=logical_date, run_after=logical_date)
+    )
+
+
+class Responder:
+    """Answers one Human-in-the-loop task of one run, as the api-server's HITL route does.
+
+    Build it in the main thread, before dag.test(): the first ORM query of a process imports
+    every Airflow model and configures the mappers under SQLAlchemy's global lock, and a thread
+    doing that while dag.test() imports `airflow.models.dagrun` deadlocks both (each waits on
+    the lock the other holds). `answer()` then runs in a helper thread (tests.watchdog.helper_thread,
+    so anything unexpected fails the test at once).
+    """
+
+    def __init__(self, dag_id: str, run_id: str, task_id: str, choice: str, user: str = "oncall") -> None:
+        from airflow.models import import_all_models
+        from sqlalchemy.orm import configure_mappers
+
+        import_all_models()
+        configure_mappers()
+        self.dag_id, self.run_id, self.task_id, self.choice, self.user = dag_id, run_id, task_id, choice, user
+
+    def answer(self, stop: Any) -> bool:
+        """Answer once the task awaits input; False if `stop` (a threading.Event) was set first."""
+        from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.trigger import handle_event_submit
+        from airflow.sdk import timezone
+        from airflow.triggers.base import TriggerEvent
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        while not stop.is_set():
+            with create_session() as session:
+                ti = session.scalar(
+                    select(TaskInstance).where(
+                        TaskInstance.dag_id == self.dag_id,
+                        TaskInstance.run_id == self.run_id,
+                        TaskInstance.task_id == self.task_id,
+                        TaskInstance.state == "awaiting_input",
+                    )
+                )
+                if ti is not None:
+                    detail = session.get(HITLDetail, ti.id)
+                    if detail is None:
+                        raise AssertionError(f"{self.task_id} of {self.run_id} awaits input, no HITL detail")
+                    detail.responded_by = {"id": "7", "name": self.user}
+                    detail.responded_at = timezone.utcnow()
+                    detail.chosen_options = [self.choice]
+                    detail.params_input = {}
+                    handle_event_submit(
+                        TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                    )
+                    return True
+            stop.wait(0.5)
+        return False

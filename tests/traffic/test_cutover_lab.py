@@ -12,18 +12,18 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from lab.route53 import find_zone_id, route53_client
 from lab.settings import LabSettings
-from pyairtable_migration.builder import build_migration_dag
+from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.links import HostedZoneLink, P99GraphLink
-from tests.dagrun import xcom
+from tests.dagrun import Responder, run_id_at, xcom
 from tests.traffic.driver import make_context, run_operator
 from tests.traffic.lablib import (
     CONFIG,
@@ -41,6 +41,7 @@ from tests.traffic.lablib import (
     set_dns,
     task_states,
 )
+from tests.watchdog import helper_thread
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db"), pytest.mark.timeout(300)]
 
@@ -78,21 +79,37 @@ class Cutover:
 def run_cutover(
     settings: LabSettings,
     capfd: pytest.CaptureFixture[str] | None = None,
-    during: Any = None,
+    during: Callable[[DnsMonitor], object] | None = None,
+    answer: tuple[str, str] | None = None,
     mark_success: str = NOT_TRAFFIC,
     **conf: Any,
 ) -> Cutover:
+    """dag.test() of the cutover under load; `during(monitor)` runs beside it, and `answer`
+    (task id, choice) is given to that Human-in-the-loop task of this run when it asks."""
     dag = build_migration_dag(cutover_config(TTL))
     run_conf = {"mode": "apply", "require_approvals": False, "bake_seconds": BAKE, **conf}
+    logical_date = datetime.now(UTC)
+    stop = threading.Event()
+    helpers = []
+    if answer:
+        responder = Responder(DAG_ID, run_id_at(logical_date), *answer)
+        helpers.append(helper_thread(lambda: responder.answer(stop), f"answer {answer[0]}"))
     with DnsMonitor(settings) as monitor, load(settings, rate=RATE) as measured:
         time.sleep(1)
-        helper = threading.Thread(target=during, args=(monitor,), daemon=True) if during else None
-        if helper:
-            helper.start()
-        run = dag.test(run_conf=run_conf, mark_success_pattern=mark_success)
-        time.sleep(SETTLED + 1)
-        if helper:
-            helper.join(timeout=30)
+        if during:
+            helpers.append(helper_thread(lambda: during(monitor), "during the cutover"))
+        try:
+            run = dag.test(
+                run_conf=run_conf,
+                mark_success_pattern=mark_success,
+                logical_date=logical_date,
+                run_after=logical_date,
+            )
+            time.sleep(SETTLED + 1)
+        finally:
+            stop.set()
+            for helper in helpers:
+                helper.join(timeout=30)
     output = capfd.readouterr().out if capfd else ""
     return Cutover(run, task_states(run), monitor, measured[0], output)
 
@@ -209,51 +226,17 @@ def tripped_at(output: str) -> float:
     return clock_to_epoch(re.findall(r"(\d\d:\d\d:\d\d\.\d\d\d): ", line)[-1])
 
 
-def respond(task_id: str, choice: str, stop: threading.Event) -> None:
-    """Answer a Human-in-the-loop task as the Airflow UI's response handler does."""
-    from airflow.models.hitl import HITLDetail
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.trigger import handle_event_submit
-    from airflow.sdk import timezone
-    from airflow.triggers.base import TriggerEvent
-    from airflow.utils.session import create_session
-
-    while not stop.is_set():
-        with create_session() as session:
-            ti = session.scalar(
-                select(TaskInstance).where(
-                    TaskInstance.task_id == task_id, TaskInstance.state == "awaiting_input"
-                )
-            )
-            if ti is not None:
-                detail = session.get(HITLDetail, ti.id)
-                assert detail is not None
-                detail.responded_by = {"id": "7", "name": "oncall"}
-                detail.responded_at = timezone.utcnow()
-                detail.chosen_options = [choice]
-                detail.params_input = {}
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-                )
-                return
-        stop.wait(0.5)
-
-
 def test_a_rejected_approval_puts_traffic_back_on_staging_and_100_never_runs(
     traffic_lab: LabSettings, capfd: pytest.CaptureFixture[str]
 ) -> None:
     set_dns(traffic_lab, production=0, ttl=TTL)
-    stop = threading.Event()
-
-    def reject(monitor: DnsMonitor) -> None:
-        respond("traffic.approve_100", "Reject", stop)
-
-    try:
-        cutover = run_cutover(
-            traffic_lab, capfd, during=reject, require_approvals=True, traffic_steps=[50, 100]
-        )
-    finally:
-        stop.set()
+    cutover = run_cutover(
+        traffic_lab,
+        capfd,
+        answer=("traffic.approve_100", "Reject"),
+        require_approvals=True,
+        traffic_steps=[50, 100],
+    )
     states = cutover.states
     assert states["traffic.shift_to_50"] == "success"
     assert states["traffic.approve_100"] == "failed"

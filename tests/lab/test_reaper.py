@@ -1,0 +1,128 @@
+"""Nothing a test run starts outlives it, however the run ends.
+
+Each case starts a real pytest session (this project's conftest) whose test brings up a throwaway
+lab component (Redis) and a plain child process, then waits forever; the session is then ended
+the hard ways: SIGTERM (a CI timeout, `timeout make test`) and SIGKILL (nothing runs in it after).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from lab.reaper import OWNER_VARIABLE, reap_orphans
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(240)
+
+WAITS_FOREVER = """
+import json
+import os
+import subprocess
+import time
+
+from lab.settings import LabSettings
+from lab.supervisor import start_component
+
+
+def test_waits_forever():
+    settings = LabSettings.throwaway("pyairtable-reaper-drill-")
+    redis = start_component("redis-source", settings)
+    child = subprocess.Popen(["sleep", "3600"])
+    state = {"pids": [redis, child.pid], "lab_dir": str(settings.data_dir)}
+    with open(os.environ["DRILL_STATE"], "w") as out:
+        json.dump(state, out)
+    while True:
+        time.sleep(1)
+"""
+
+
+@pytest.fixture
+def drill(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    (tmp_path / "test_drill.py").write_text(textwrap.dedent(WAITS_FOREVER))
+    state = tmp_path / "state.json"
+    environment = {key: value for key, value in os.environ.items() if key != OWNER_VARIABLE} | {
+        "DRILL_STATE": str(state),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
+    }
+    session = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield session, state
+    finally:
+        session.kill()
+        session.wait()
+
+
+def started(session: subprocess.Popen[bytes], state: Path) -> dict[str, object]:
+    deadline = time.monotonic() + 120
+    while not state.exists() or not state.read_text():
+        assert session.poll() is None, "the drill session ended before starting its processes"
+        assert time.monotonic() < deadline, "the drill session did not start its processes"
+        time.sleep(0.2)
+    return dict(json.loads(state.read_text()))
+
+
+def gone(pids: list[int], lab_dir: Path, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        if not alive and not lab_dir.exists():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_test_session_leaves_no_process_and_no_lab_behind(
+    drill: tuple[subprocess.Popen[bytes], Path], signum: signal.Signals
+) -> None:
+    session, state_file = drill
+    state = started(session, state_file)
+    pids = [int(pid) for pid in state["pids"]]  # type: ignore[attr-defined]
+    lab_dir = Path(str(state["lab_dir"]))
+    assert all(psutil.pid_exists(pid) for pid in pids) and lab_dir.is_dir()
+
+    session.send_signal(signum)
+    session.wait(timeout=60)
+    assert gone(pids, lab_dir, within=60), [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def test_orphans_whose_watcher_was_killed_too_are_reaped_by_the_next_session(tmp_path: Path) -> None:
+    # An owner that is gone: a process started with the mark of a pid that has exited.
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    mark = f"{ended.pid}:0.00"
+    orphan = subprocess.Popen(
+        ["sleep", "3600"], env={**os.environ, OWNER_VARIABLE: mark}, start_new_session=True
+    )
+    try:
+        assert any(line.startswith(f"pid {orphan.pid} ") for line in reap_orphans())
+        orphan.wait(timeout=30)  # it ended (the reaper already collected its status)
+    finally:
+        orphan.kill()
