@@ -28,15 +28,12 @@ REDIS_SYNC_TOUCHES = {"replicaof": "becomes a replica of the source", "copy": "e
 PHASES = ("preflight", "database", "services", "switchover", "traffic", "validation")
 
 
-OPERATORS = "pyairtable_migration.operators"
-
-
 @dataclass(frozen=True)
 class Step:
     """One task: its dotted id (TaskGroups and all), what it does, and what it touches.
 
-    Like cosmos's TaskMetadata, the operator is named by import path with its arguments, so the
-    plan stays free of Airflow imports.
+    Like cosmos's TaskMetadata, the operator is named by its full import path (spelled out, so a
+    search for it finds the step) with its arguments, so the plan stays free of Airflow imports.
     """
 
     task_id: str
@@ -127,7 +124,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"connection {db.target_conn_id} (read only)",
                 *(f"pooler {p.name} via {p.admin_conn_id} (read only)" for p in db.poolers),
             ),
-            operator=f"{OPERATORS}.database.CheckDatabaseOperator",
+            operator="pyairtable_migration.operators.database.CheckDatabaseOperator",
             arguments={
                 **_replication_arguments(config),
                 "replica_identity_full": list(db.replica_identity_full),
@@ -141,14 +138,14 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"connection {config.redis.source_conn_id} (read only)",
                 f"connection {config.redis.target_conn_id} (read only)",
             ),
-            operator=f"{OPERATORS}.redis_sync.CheckRedisOperator",
+            operator="pyairtable_migration.operators.redis_sync.CheckRedisOperator",
             arguments=redis_arguments(config),
         ),
         Step(
             "preflight.check_kubernetes",
             "check both namespaces are reachable and production's service Secret exists",
             (f"namespace {staging.namespace} (read only)", f"namespace {production.namespace} (read only)"),
-            operator=f"{OPERATORS}.readiness.CheckKubernetesOperator",
+            operator="pyairtable_migration.operators.readiness.CheckKubernetesOperator",
             arguments={
                 "namespaces": {"staging": staging.namespace, "production": production.namespace},
                 "kubernetes_conn_ids": {
@@ -165,14 +162,14 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
             "preflight.check_dns",
             "check the hosted zone and every weighted record exist",
             (f"hosted zone {dns.hosted_zone} (read only)", *(f"record {r} (read only)" for r in dns.records)),
-            operator=f"{OPERATORS}.traffic.CheckDnsOperator",
+            operator="pyairtable_migration.operators.traffic.CheckDnsOperator",
             arguments=route53_arguments(config),
         ),
         Step(
             "preflight.check_prometheus",
             "check Prometheus answers the gate queries",
             (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
-            operator=f"{OPERATORS}.traffic.CheckPrometheusOperator",
+            operator="pyairtable_migration.operators.traffic.CheckPrometheusOperator",
             arguments={**_gate_queries(config), "window": config.traffic.gate.window},
         ),
     ]
@@ -181,7 +178,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
             "preflight.check_params",
             "check the run's parameters against the configuration",
             ("run parameters",),
-            operator=f"{OPERATORS}.params.CheckRunParamsOperator",
+            operator="pyairtable_migration.operators.params.CheckRunParamsOperator",
             arguments={"configured_steps": list(config.traffic.steps)},
         )
     )
@@ -300,7 +297,6 @@ def _gate_queries(config: MigrationConfig) -> dict[str, Any]:
 def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, redis = config.database, config.redis
     target, source = f"target {db.target_conn_id}", f"source {db.source_conn_id}"
-    operators = f"{OPERATORS}.database"
     both = database_arguments(config)
     # The forward replication every step from the subscription to the lag gate works on.
     forward = {**both, "publication": db.publication, "subscription": db.subscription}
@@ -315,7 +311,7 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"{target}: schema" + (f", REPLICA IDENTITY FULL on {identity}" if identity else ""),
                 f"{source}: schema pyairtable_migration (switchover markers)",
             ),
-            operator=f"{operators}.CopySchemaOperator",
+            operator="pyairtable_migration.operators.database.CopySchemaOperator",
             arguments={
                 **before_switchover,
                 "replica_identity_full": list(db.replica_identity_full),
@@ -329,7 +325,7 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"{source}: publication {db.publication}"
                 + (f", REPLICA IDENTITY FULL on {identity}" if identity else ""),
             ),
-            operator=f"{operators}.CreatePublicationOperator",
+            operator="pyairtable_migration.operators.database.CreatePublicationOperator",
             arguments={
                 **before_switchover,
                 "publication": db.publication,
@@ -340,41 +336,41 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             "database.create_subscription",
             f"create or verify subscription {db.subscription}",
             (f"{target}: subscription {db.subscription}", f"{source}: replication slot {db.subscription}"),
-            operator=f"{operators}.CreateSubscriptionOperator",
+            operator="pyairtable_migration.operators.database.CreateSubscriptionOperator",
             arguments=forward_replication_arguments(config),
         ),
         Step(
             "database.wait_initial_sync",
             "wait until every table is replicated (state r)",
             (f"{target} (read only)",),
-            operator=f"{operators}.WaitInitialSyncOperator",
+            operator="pyairtable_migration.operators.database.WaitInitialSyncOperator",
             arguments={**forward, "timeout_seconds": db.initial_sync_timeout_seconds},
         ),
         Step(
             "database.build_deferred_indexes",
             "build the deferred indexes concurrently",
             (f"{target}: secondary indexes",),
-            operator=f"{operators}.BuildDeferredIndexesOperator",
+            operator="pyairtable_migration.operators.database.BuildDeferredIndexesOperator",
             arguments=both,
         ),
         Step(
             "database.lag_gate",
             f"wait until lag < {db.lag_threshold_bytes} bytes for {db.lag_consecutive_samples} samples",
             (f"{source} (read only)",),
-            operator=f"{operators}.LagGateOperator",
+            operator="pyairtable_migration.operators.database.LagGateOperator",
             arguments={
                 **forward,
                 "lag_threshold_bytes": "{{ params.lag_threshold_bytes }}",
-                "consecutive_samples": db.lag_consecutive_samples,
-                "sample_seconds": db.lag_sample_seconds,
-                "timeout_seconds": db.lag_timeout_seconds,
+                "lag_consecutive_samples": db.lag_consecutive_samples,
+                "lag_sample_seconds": db.lag_sample_seconds,
+                "lag_timeout_seconds": db.lag_timeout_seconds,
             },
         ),
         Step(
             "database.validate_data",
             "compare counts and chunked hashes per table on both sides",
             (f"{source} (read only)", f"{target} (read only)"),
-            operator=f"{operators}.ValidateDataOperator",
+            operator="pyairtable_migration.operators.database.ValidateDataOperator",
             arguments={
                 **both,
                 "subscription": db.subscription,
@@ -388,14 +384,14 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             "database.sync_redis",
             f"replicate Redis ({redis.mode})",
             (f"redis {redis.target_conn_id}: {REDIS_SYNC_TOUCHES[redis.mode]}",),
-            operator=f"{OPERATORS}.redis_sync.SyncRedisOperator",
+            operator="pyairtable_migration.operators.redis_sync.SyncRedisOperator",
             arguments={**redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
         ),
         Step(
             "database.validate_redis",
             "compare key counts per type and TTLs",
             (f"redis {redis.source_conn_id} (read only)", f"redis {redis.target_conn_id} (read only)"),
-            operator=f"{OPERATORS}.redis_sync.ValidateRedisOperator",
+            operator="pyairtable_migration.operators.redis_sync.ValidateRedisOperator",
             arguments={**redis_arguments(config), "ttl_tolerance_seconds": redis.ttl_tolerance_seconds},
         ),
     )
@@ -404,7 +400,6 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
 def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
     production, blue_green = config.environments.production, config.blue_green
     namespace = production.namespace
-    bluegreen = f"{OPERATORS}.bluegreen"
     default_conn_ids = {"postgres": config.database.source_conn_id, "redis": config.redis.source_conn_id}
     for tier in config.tiers:
         plan.group_tooltips[f"services.{tier}"] = f"tier {tier}"
@@ -420,7 +415,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"check {name} is ready ({node.check})"
                     + (" — external, reported and skipped" if node.external else ""),
                     (f"{name} (read only)",),
-                    operator=f"{OPERATORS}.readiness.InfrastructureReadyOperator",
+                    operator="pyairtable_migration.operators.readiness.InfrastructureReadyOperator",
                     arguments={
                         "node": name,
                         "check": node.check,
@@ -441,7 +436,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"{group}.deploy",
                     f"deploy {node.image} as the idle color",
                     (deployments, f"namespace {namespace}: service {name}-preview selector"),
-                    operator=f"{bluegreen}.BlueGreenDeployOperator",
+                    operator="pyairtable_migration.operators.bluegreen.BlueGreenDeployOperator",
                     # A dependency that was skipped (an external check) does not stop this service.
                     arguments={**service, "trigger_rule": "none_failed"},
                 ),
@@ -449,7 +444,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"{group}.wait_rollout",
                     f"wait until {node.replicas} replica(s) are available",
                     (f"{deployments} (read only)",),
-                    operator=f"{bluegreen}.BlueGreenRolloutOperator",
+                    operator="pyairtable_migration.operators.bluegreen.BlueGreenRolloutOperator",
                     arguments={**service, "poll_seconds": blue_green.rollout_poll_seconds},
                 ),
                 Step(
@@ -457,7 +452,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"smoke-test {node.health_path} through {name}-preview "
                     f"(p95 < {config.slo_classes[node.slo_class]} ms, {node.slo_class})",
                     (f"namespace {namespace}: service {name}-preview",),
-                    operator=f"{bluegreen}.BlueGreenSmokeTestOperator",
+                    operator="pyairtable_migration.operators.bluegreen.BlueGreenSmokeTestOperator",
                     arguments={
                         **service,
                         "slo_class": node.slo_class,
@@ -470,7 +465,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"{group}.promote",
                     f"point service {name} at the new color",
                     (f"namespace {namespace}: service {name} selector",),
-                    operator=f"{bluegreen}.BlueGreenPromoteOperator",
+                    operator="pyairtable_migration.operators.bluegreen.BlueGreenPromoteOperator",
                     arguments=service,
                 ),
                 Step(
@@ -478,7 +473,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"keep the old color for the rollback window ({blue_green.rollback_window_seconds:g} s), "
                     "then scale it to 0",
                     (deployments,),
-                    operator=f"{bluegreen}.BlueGreenRetireOperator",
+                    operator="pyairtable_migration.operators.bluegreen.BlueGreenRetireOperator",
                     arguments={**service, "rollback_window_seconds": blue_green.rollback_window_seconds},
                 ),
             )
@@ -494,7 +489,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
             "services.verify",
             "check every service's active Service selects a rolled-out color running its image",
             (f"namespace {namespace} (read only)",),
-            operator=f"{bluegreen}.BlueGreenVerifyOperator",
+            operator="pyairtable_migration.operators.bluegreen.BlueGreenVerifyOperator",
             arguments={
                 "kubernetes_conn_id": production.kubernetes_conn_id,
                 "namespace": namespace,
@@ -522,7 +517,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
         Step(
             "switchover.approve",
             "ask the on-call engineer to approve the write switchover",
-            operator=f"{OPERATORS}.switchover.SwitchoverApprovalOperator",
+            operator="pyairtable_migration.operators.switchover.SwitchoverApprovalOperator",
         ),
         Step(
             "switchover.switch_database",
@@ -536,7 +531,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"source {db.source_conn_id}: marker row, subscription {db.reverse_subscription}, "
                 f"replication slot {db.subscription} dropped",
             ),
-            operator=f"{OPERATORS}.switchover.SwitchDatabaseOperator",
+            operator="pyairtable_migration.operators.switchover.SwitchDatabaseOperator",
             # An approval skipped because approvals are off must not skip the switch.
             arguments={**switchover_arguments(config), "trigger_rule": "none_failed"},
         ),
@@ -544,7 +539,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             "switchover.switch_redis",
             "promote the target Redis and mark it switched (the rollback reads the mark)",
             (f"redis {redis.target_conn_id}",),
-            operator=f"{OPERATORS}.redis_sync.SwitchRedisOperator",
+            operator="pyairtable_migration.operators.redis_sync.SwitchRedisOperator",
             arguments={**redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
         ),
     )
@@ -553,7 +548,6 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
 def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
     dns, traffic, gate = config.dns, config.traffic, config.traffic.gate
     records = ", ".join(dns.records)
-    operators = f"{OPERATORS}.traffic"
     route53 = route53_arguments(config)
     # A weight left out of the run's traffic_steps, or an approval with approvals off, is skipped;
     # the steps after it still run (a failure still stops them).
@@ -563,7 +557,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
             "traffic.lower_ttl",
             f"lower TTL to {dns.cutover_ttl_seconds}s and wait out the old TTL",
             (f"records {records}: TTL",),
-            operator=f"{operators}.LowerTtlOperator",
+            operator="pyairtable_migration.operators.traffic.LowerTtlOperator",
             arguments={**route53, "cutover_ttl_seconds": dns.cutover_ttl_seconds},
         )
     ]
@@ -574,7 +568,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"traffic.approve_{weight}",
                     f"ask the on-call engineer to approve {weight} %",
                     (f"records {records}: weights back to staging if rejected",),
-                    operator=f"{operators}.TrafficApprovalOperator",
+                    operator="pyairtable_migration.operators.traffic.TrafficApprovalOperator",
                     arguments={**route53, "weight": weight, **after_skips},
                 )
             )
@@ -583,7 +577,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"traffic.shift_to_{weight}",
                 f"production weight {weight}, bake {traffic.bake_seconds:g}s, gate on error ratio and p99",
                 (f"records {records}: weights",),
-                operator=f"{operators}.ShiftTrafficOperator",
+                operator="pyairtable_migration.operators.traffic.ShiftTrafficOperator",
                 arguments={
                     **route53,
                     "weight": weight,
@@ -603,7 +597,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
             "traffic.finalize",
             f"keep staging at weight 0 for {dns.retention_seconds}s, restore TTL {dns.final_ttl_seconds}s",
             (f"records {records}: TTL",),
-            operator=f"{operators}.FinalizeTrafficOperator",
+            operator="pyairtable_migration.operators.traffic.FinalizeTrafficOperator",
             arguments={
                 **route53,
                 "final_ttl_seconds": dns.final_ttl_seconds,
@@ -618,7 +612,6 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
 def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, production, gate = config.database, config.environments.production, config.traffic.gate
     checks_config = config.validation
-    operators = f"{OPERATORS}.validation"
     prometheus = {
         "prometheus_conn_id": gate.prometheus_conn_id,
         "prometheus_labels": dict(production.prometheus_labels),
@@ -644,7 +637,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             f"SLO class ({', '.join(f'{k} < {v} ms' for k, v in config.slo_classes.items())}); "
             f"no traffic: {checks_config.no_traffic}",
             (f"connection {gate.prometheus_conn_id} (read only)",),
-            operator=f"{operators}.LatencySloOperator",
+            operator="pyairtable_migration.operators.validation.LatencySloOperator",
             arguments={
                 **prometheus,
                 "services": slo_services,
@@ -659,7 +652,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             "final data parity from the writers' side to its follower (counts and chunked hashes), "
             "table sets of both sides, forward subscription gone, reverse replication healthy",
             (f"{db.source_conn_id}, {db.target_conn_id} (read only)",),
-            operator=f"{operators}.DataParityOperator",
+            operator="pyairtable_migration.operators.validation.DataParityOperator",
             arguments={
                 **database_arguments(config),
                 "poolers": _poolers(config),
@@ -678,7 +671,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"namespace {production.namespace} (read only)",
                 f"{db.source_conn_id}, {db.target_conn_id} (read only)",
             ),
-            operator=f"{operators}.SecurityOperator",
+            operator="pyairtable_migration.operators.validation.SecurityOperator",
             arguments={
                 **database_arguments(config),
                 "allowed": {
@@ -697,7 +690,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             f"pg_dump the target in a snapshot, restore into scratch database "
             f"{checks_config.scratch_database}, compare exact row counts, drop it",
             (f"target {db.target_conn_id}: scratch database {checks_config.scratch_database}",),
-            operator=f"{operators}.BackupRestoreOperator",
+            operator="pyairtable_migration.operators.validation.BackupRestoreOperator",
             arguments={
                 "target_conn_id": db.target_conn_id,
                 "pg_bin_dir": db.pg_bin_dir,
@@ -709,7 +702,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             "validation.monitoring",
             "every production target is up in Prometheus",
             (f"connection {gate.prometheus_conn_id} (read only)",),
-            operator=f"{operators}.MonitoringOperator",
+            operator="pyairtable_migration.operators.validation.MonitoringOperator",
             arguments={**prometheus, **after_skips},
         ),
     ]
@@ -717,7 +710,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
         "validation.report",
         "write the migration report (HTML with charts, and its data as JSON), whatever the checks' outcome",
         (f"directory {checks_config.report_dir}",),
-        operator=f"{operators}.MigrationReportOperator",
+        operator="pyairtable_migration.operators.validation.MigrationReportOperator",
         arguments={"report_dir": checks_config.report_dir, "report_base_url": checks_config.report_base_url},
     )
     for check in checks:

@@ -23,7 +23,6 @@ from airflow.sdk import DAG
 
 from pyairtable_migration.config import MigrationConfig, ServiceNode
 from pyairtable_migration.plan import (
-    OPERATORS,
     MigrationPlan,
     Step,
     forward_replication_arguments,
@@ -61,7 +60,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
             "traffic.revert_weights",
             "production weight 0, staging 100 on every record in one batch; wait INSYNC",
             (f"records {', '.join(dns.records)}: weights",),
-            operator=f"{OPERATORS}.traffic.TrafficRollbackOperator",
+            operator="pyairtable_migration.operators.traffic.TrafficRollbackOperator",
             arguments=route53_arguments(config),
         )
     )
@@ -77,7 +76,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 f"services.{node.tier}.{name}",
                 f"point service {name} back at its previous color (scaled up again if retired)",
                 (f"namespace {production.namespace}: service {name} selector, {name}-blue/-green",),
-                operator=f"{OPERATORS}.bluegreen.BlueGreenRollbackOperator",
+                operator="pyairtable_migration.operators.bluegreen.BlueGreenRollbackOperator",
                 arguments={
                     **service_arguments(config, name, node),
                     "poll_seconds": config.blue_green.rollout_poll_seconds,
@@ -98,7 +97,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 *(f"pooler {p.name}" for p in db.poolers),
                 f"source {db.source_conn_id}: sequences, subscription {db.reverse_subscription} dropped",
             ),
-            operator=f"{OPERATORS}.switchover.RollbackDatabaseOperator",
+            operator="pyairtable_migration.operators.switchover.RollbackDatabaseOperator",
             arguments=switchover_arguments(config),
         )
     )
@@ -111,7 +110,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 f"target {db.target_conn_id}: subscription {db.subscription}",
                 f"source {db.source_conn_id}: replication slot and publication",
             ),
-            operator=f"{OPERATORS}.database.DropForwardReplicationOperator",
+            operator="pyairtable_migration.operators.database.DropForwardReplicationOperator",
             arguments=forward_replication_arguments(config),
         )
     )
@@ -130,7 +129,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 f"redis {redis.target_conn_id}: "
                 + ("REPLICAOF the source again" if redis.mode == "replicaof" else "switch marker deleted"),
             ),
-            operator=f"{OPERATORS}.redis_sync.RollbackRedisOperator",
+            operator="pyairtable_migration.operators.redis_sync.RollbackRedisOperator",
             arguments={**redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
         )
     )

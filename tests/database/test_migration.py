@@ -50,7 +50,7 @@ PHASE = [
     "database.validate_redis",
 ]
 # A quicker gate than production's 5 samples 2 s apart; the rule is the same.
-FAST_GATE = {"sample_seconds": 0.5, "consecutive_samples": 3}
+FAST_GATE = {"lag_sample_seconds": 0.5, "lag_consecutive_samples": 3}
 
 
 class Load:

@@ -26,18 +26,17 @@ MIN_STATEMENT_LENGTH = 16
 NAMED = re.compile(r"\bstatement\(\s*\"(\w+)\"")
 
 
+def is_statement(value: object) -> bool:
+    return isinstance(value, str) and len(value) >= MIN_STATEMENT_LENGTH and bool(STATEMENT.search(value))
+
+
 def sql_in_python() -> list[str]:
     found = []
     for path in sorted(PLUGINS.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and len(node.value) >= MIN_STATEMENT_LENGTH
-                and STATEMENT.search(node.value)
-            ):
-                found.append(f"{path.relative_to(PLUGINS.parent)}:{node.lineno}: {node.value[:60]!r}")
+            if isinstance(node, ast.Constant) and is_statement(node.value):
+                found.append(f"{path.relative_to(PLUGINS.parent)}:{node.lineno}: {str(node.value)[:60]!r}")
     return found
 
 
@@ -45,7 +44,7 @@ def test_no_sql_statement_is_written_in_python_under_plugins() -> None:
     assert sql_in_python() == [], "move these statements to include/sql/<purpose>.sql"
 
 
-def test_the_check_finds_a_statement_in_a_python_string(tmp_path: Path) -> None:
+def test_the_check_finds_a_statement_in_a_python_string() -> None:
     flagged = [
         'q = "SELECT count(*) FROM records"',
         'q = f"DROP DATABASE IF EXISTS {name}"',
@@ -54,7 +53,7 @@ def test_the_check_finds_a_statement_in_a_python_string(tmp_path: Path) -> None:
     passed = ['op = "INSERT INTO"', 'prefix = "CREATE INDEX "', 'plan = "drop subscription s on target"']
     for source in flagged + passed:
         constants = [n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)]
-        hit = any(len(c) >= MIN_STATEMENT_LENGTH and STATEMENT.search(c) for c in constants)
+        hit = any(is_statement(value) for value in constants)
         assert hit is (source in flagged), source
 
 

@@ -51,7 +51,7 @@ def switched(config: MigrationConfig) -> Iterator[Pair]:
         for task_id in PHASE:
             arguments: dict[str, Any] = {}
             if task_id == "database.lag_gate":
-                arguments = {"sample_seconds": 0.5, "consecutive_samples": 3}
+                arguments = {"lag_sample_seconds": 0.5, "lag_consecutive_samples": 3}
             run(operator_for(config, task_id, **arguments), config)
         yield pair
 

@@ -455,40 +455,41 @@ class LagGateOperator(ReplicationOperator):
     template_fields: Sequence[str] = (
         *ReplicationOperator.template_fields,
         "lag_threshold_bytes",
-        "consecutive_samples",
-        "sample_seconds",
-        "timeout_seconds",
+        "lag_consecutive_samples",
+        "lag_sample_seconds",
+        "lag_timeout_seconds",
     )
 
     def __init__(
         self,
         *,
         lag_threshold_bytes: int | str,
-        consecutive_samples: int,
-        sample_seconds: float,
-        timeout_seconds: float,
+        lag_consecutive_samples: int,
+        lag_sample_seconds: float,
+        lag_timeout_seconds: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.lag_threshold_bytes = lag_threshold_bytes
-        self.consecutive_samples = consecutive_samples
-        self.sample_seconds = sample_seconds
-        self.timeout_seconds = timeout_seconds
+        self.lag_consecutive_samples = lag_consecutive_samples
+        self.lag_sample_seconds = lag_sample_seconds
+        self.lag_timeout_seconds = lag_timeout_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
         threshold = int(float(self.lag_threshold_bytes))
         if self.planned(
             context,
-            f"wait until slot {self.subscription} lags < {threshold} bytes for {self.consecutive_samples} "
-            f"samples {self.sample_seconds}s apart (timeout {self.timeout_seconds}s)",
+            f"wait until slot {self.subscription} lags < {threshold} bytes for "
+            f"{self.lag_consecutive_samples} samples {self.lag_sample_seconds}s apart (timeout "
+            f"{self.lag_timeout_seconds}s)",
         ):
             return {"mode": "plan"}
         self.log.info(
             "Lag gate: < %d bytes for %s consecutive samples, one every %s s, within %s s",
             threshold,
-            self.consecutive_samples,
-            self.sample_seconds,
-            self.timeout_seconds,
+            self.lag_consecutive_samples,
+            self.lag_sample_seconds,
+            self.lag_timeout_seconds,
         )
         self.defer_to(
             ReplicationLagTrigger(
@@ -496,12 +497,12 @@ class LagGateOperator(ReplicationOperator):
                 target_conn_id=self.target_conn_id,
                 subscription=self.subscription,
                 publication=self.publication,
-                threshold_bytes=threshold,
-                consecutive=int(self.consecutive_samples),
-                sample_seconds=float(self.sample_seconds),
-                timeout_seconds=float(self.timeout_seconds),
+                lag_threshold_bytes=threshold,
+                lag_consecutive_samples=int(self.lag_consecutive_samples),
+                lag_sample_seconds=float(self.lag_sample_seconds),
+                lag_timeout_seconds=float(self.lag_timeout_seconds),
             ),
-            self.timeout_seconds,
+            self.lag_timeout_seconds,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

@@ -174,7 +174,8 @@ class InitialSyncTrigger(PollingTrigger):
 
 class ReplicationLagTrigger(PollingTrigger):
     """Passes once the slot's lag (current WAL vs confirmed flush) is below the threshold for
-    `consecutive` samples in a row; fails at once on a disabled subscription or new apply errors."""
+    `lag_consecutive_samples` samples in a row; fails at once on a disabled subscription or new
+    apply errors. Arguments are named as in the config (database.lag_*)."""
 
     def __init__(
         self,
@@ -183,20 +184,20 @@ class ReplicationLagTrigger(PollingTrigger):
         target_conn_id: str,
         subscription: str,
         publication: str,
-        threshold_bytes: int,
-        consecutive: int,
-        sample_seconds: float,
-        timeout_seconds: float,
+        lag_threshold_bytes: int,
+        lag_consecutive_samples: int,
+        lag_sample_seconds: float,
+        lag_timeout_seconds: float,
     ) -> None:
         super().__init__()
         self.source_conn_id = source_conn_id
         self.target_conn_id = target_conn_id
         self.subscription = subscription
         self.publication = publication
-        self.threshold_bytes = threshold_bytes
-        self.consecutive = consecutive
-        self.sample_seconds = sample_seconds
-        self.timeout_seconds = timeout_seconds
+        self.lag_threshold_bytes = lag_threshold_bytes
+        self.lag_consecutive_samples = lag_consecutive_samples
+        self.lag_sample_seconds = lag_sample_seconds
+        self.lag_timeout_seconds = lag_timeout_seconds
 
     def sample(self) -> dict[str, Any]:
         target = MigrationPostgresHook(self.target_conn_id)
@@ -216,7 +217,7 @@ class ReplicationLagTrigger(PollingTrigger):
         first_errors: list[int] | None = None
         disabled = DisabledSubscriptionHandler(self)
         async for observed in self.poll(
-            self.sample_seconds, "Lag sample failed (counts as not below the threshold): %s"
+            self.lag_sample_seconds, "Lag sample failed (counts as not below the threshold): %s"
         ):
             if observed is None:
                 streak = []
@@ -252,29 +253,29 @@ class ReplicationLagTrigger(PollingTrigger):
                     )
                     return
                 lag = int(slot["lag_bytes"] or 0)
-                streak = [*streak, lag] if lag < self.threshold_bytes else []
+                streak = [*streak, lag] if lag < self.lag_threshold_bytes else []
                 self.log.info(
                     "Lag %d bytes (threshold %d): %d / %d consecutive sample(s) below",
                     lag,
-                    self.threshold_bytes,
+                    self.lag_threshold_bytes,
                     len(streak),
-                    self.consecutive,
+                    self.lag_consecutive_samples,
                 )
-                if len(streak) >= self.consecutive:
+                if len(streak) >= self.lag_consecutive_samples:
                     yield TriggerEvent(
                         {
                             "status": "ok",
                             "samples": samples,
-                            "lags": streak[-self.consecutive :],
+                            "lags": streak[-self.lag_consecutive_samples :],
                             "seconds": round(time.monotonic() - started, 1),
                         }
                     )
                     return
-            if time.monotonic() - started > self.timeout_seconds:
+            if time.monotonic() - started > self.lag_timeout_seconds:
                 yield failure(
                     "timeout",
-                    f"lag not below {self.threshold_bytes} bytes for {self.consecutive} "
-                    f"consecutive samples within {self.timeout_seconds:.0f} s ({samples} samples)",
+                    f"lag not below {self.lag_threshold_bytes} bytes for {self.lag_consecutive_samples} "
+                    f"consecutive samples within {self.lag_timeout_seconds:.0f} s ({samples} samples)",
                 )
                 return
 
