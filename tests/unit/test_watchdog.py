@@ -2,13 +2,16 @@
 once with its own exception, and a dag.test() waiting for an answer nobody gives ends at the test's
 bound (pytest-timeout's SIGALRM could be taken over by Airflow's own timeouts and never fire).
 
-Each case runs a small pytest session in a subprocess around a real dag.test() of a DAG with one
+The cases run as one small pytest session in a subprocess, each around a real dag.test() of a DAG with one
 approval task, on this session's metadata database.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,36 +69,50 @@ def test_answered():
 """
 
 
-@pytest.fixture
-def drills(pytester: pytest.Pytester, airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    pytester.makepyfile(test_drills=DRILLS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]))
-    return pytester
+@pytest.fixture(scope="module")
+def drills(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> str:
+    """The drills' pytest output (one session: Airflow is imported once for the three)."""
+    folder = tmp_path_factory.mktemp("watchdog-drills")
+    (folder / "test_drills.py").write_text(DRILLS)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)])}
+    command = [sys.executable, "-m", "pytest", "-p", "tests.watchdog", "-p", "no:timeout"]
+    finished = subprocess.run(
+        [*command, "-p", "no:cacheprovider", "-rA", "test_drills.py"],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return finished.stdout + finished.stderr
 
 
-def run(drills: pytest.Pytester, name: str) -> pytest.RunResult:
-    return drills.runpytest_subprocess(
-        "-p", "tests.watchdog", "-p", "no:timeout", "-p", "no:cacheprovider", "-k", name, timeout=400
+def summary_line(output: str, test: str) -> str:
+    """`PASSED test_drills.py::test` or `FAILED test_drills.py::test - why` from the short summary."""
+    return next(
+        line
+        for line in output.splitlines()
+        if line.split(" ")[0] in ("PASSED", "FAILED") and line.split(" ")[1] == f"test_drills.py::{test}"
     )
 
 
-def test_a_helper_thread_that_fails_fails_its_test_at_once_with_its_exception(
-    drills: pytest.Pytester,
-) -> None:
-    result = run(drills, "test_responder_breaks")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        ["*HelperFailed: helper thread 'responder' failed: RuntimeError*broke on purpose"]
+def test_a_failing_helper_thread_fails_its_test_at_once_with_its_exception(drills: str) -> None:
+    line = summary_line(drills, "test_responder_breaks")
+    assert line.startswith("FAILED"), line
+    assert "HelperFailed" in line, line
+    assert re.search(
+        r"HelperFailed: helper thread 'responder' failed: RuntimeError: .* broke on purpose", drills
     )
-    # Failed by the helper's exception, long before the test's 300 s bound.
-    assert "TestTimedOut" not in result.stdout.str()
+    # Failed by the helper's exception, not by its test's 300 s bound.
+    assert "test_responder_breaks ran past" not in drills
 
 
-def test_an_unanswered_approval_ends_at_the_bound_instead_of_waiting_forever(drills: pytest.Pytester) -> None:
-    result = run(drills, "test_nobody_answers")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*TestTimedOut: *test_nobody_answers ran past its 20 s bound"])
+def test_an_unanswered_approval_ends_at_the_bound_instead_of_waiting_forever(drills: str) -> None:
+    line = summary_line(drills, "test_nobody_answers")
+    assert line.startswith("FAILED") and "TestTimedOut" in line, line
+    assert "test_drills.py::test_nobody_answers ran past its 20 s bound" in drills
 
 
-def test_the_responder_answers_its_own_run(drills: pytest.Pytester) -> None:
-    run(drills, "test_answered").assert_outcomes(passed=1)
+def test_the_responder_answers_its_own_run(drills: str) -> None:
+    assert summary_line(drills, "test_answered").startswith("PASSED")
