@@ -14,7 +14,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOper
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.operators.base import run_mode
 
 
 def approver(answer: Mapping[str, Any]) -> str:

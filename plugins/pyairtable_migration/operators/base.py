@@ -14,17 +14,22 @@ from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.triggers.base import BaseTrigger
 
 from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.triggers.base import OK
 
 # Each trigger keeps its own deadline and reports running past it as an event; the task's timeout
 # only backs that up (a dead triggerer), so it waits this much longer.
 DEFERRAL_MARGIN = timedelta(minutes=5)
 
 T = TypeVar("T")
+
+
+def run_mode(context: Context) -> str:
+    """The run's mode; anything but an explicit "apply" is a plan, so nothing changes by accident."""
+    return "apply" if (context.get("params") or {}).get("mode") == "apply" else "plan"
 
 
 def fail(message: str) -> AirflowFailException:
@@ -61,9 +66,16 @@ class MigrationOperator(BaseOperator):
 
     @staticmethod
     def raise_on_failure(event: Mapping[str, Any], action: str) -> None:
-        """A trigger reports a failed wait as an event, not an exception: fail with its message."""
-        if event.get("status") != "ok":
-            raise fail(f"{action}: {event.get('message')}")
+        """The one reading of a trigger's event (`{"status", "message", ...}`, triggers/base.py): a
+        wait that ended otherwise than "ok" fails the task with its message; "error" (the system
+        could not be read) leaves the retry to try again, anything else fails at once."""
+        status = event.get("status")
+        if status == OK:
+            return
+        message = f"{action}: {event.get('message') or f'the wait ended with status {status!r}'}"
+        if status == "error":
+            raise AirflowException(message)
+        raise fail(message)
 
 
 class ConnectionPairOperator(MigrationOperator):

@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar
 
-from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import Context
 
 from pyairtable_migration.hooks.bluegreen import (
     PREVIOUS_COLOR_ANNOTATION,
@@ -36,8 +35,7 @@ from pyairtable_migration.hooks.bluegreen import (
     preview_name,
 )
 from pyairtable_migration.links import ServiceDashboardLink
-from pyairtable_migration.operators.base import MigrationOperator
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.operators.base import MigrationOperator, fail, run_mode
 from pyairtable_migration.triggers.rollout import DeploymentRolloutTrigger, RollbackWindowTrigger
 
 COMPARE_AND_SET_ATTEMPTS = 3
@@ -127,7 +125,7 @@ class BlueGreenOperator(MigrationOperator):
                 )
                 return None
             if isinstance(exc, BlueGreenError):
-                raise AirflowFailException(str(exc)) from None
+                raise fail(str(exc)) from None
             raise
         self.log.info("Observed in %s: %s", self.namespace, state.describe())
         return state
@@ -146,12 +144,12 @@ class BlueGreenOperator(MigrationOperator):
                 return attempt(state)
             except StateChanged as exc:
                 if number == COMPARE_AND_SET_ATTEMPTS:
-                    raise AirflowFailException(
+                    raise fail(
                         f"{exc}; the objects kept changing under this task ({number} attempts)"
                     ) from None
                 self.log.warning("Changed while deciding (%s); reading again (attempt %d)", exc, number + 1)
             except BlueGreenError as exc:
-                raise AirflowFailException(str(exc)) from None
+                raise fail(str(exc)) from None
         raise AssertionError("unreachable")
 
     def longest_rollout_seconds(self) -> float:
@@ -190,9 +188,9 @@ class BlueGreenDeployOperator(BlueGreenOperator):
         try:
             keys = self.hook.secret_keys(self.service_secret)
         except BlueGreenError as exc:
-            raise AirflowFailException(str(exc)) from None
+            raise fail(str(exc)) from None
         if keys is None:
-            raise AirflowFailException(
+            raise fail(
                 f"secret {self.service_secret} not found in namespace {self.namespace}: create it with the "
                 "services' environment (DATABASE_URL, ...) before deploying; this DAG never copies secrets"
             )
@@ -313,7 +311,7 @@ class BlueGreenRolloutOperator(BlueGreenOperator):
             )
             return self.summary(color, mode="plan")
         if current is None:
-            raise AirflowFailException(f"deployment {name} does not exist: run deploy first")
+            raise fail(f"deployment {name} does not exist: run deploy first")
         if current.rollout.done:
             self.log.info("%s is rolled out: %s", name, current.rollout.describe())
             return self.summary(color, mode="apply", ready=current.rollout.ready, waited_seconds=0.0)
@@ -336,10 +334,7 @@ class BlueGreenRolloutOperator(BlueGreenOperator):
     ) -> dict[str, Any]:
         color = color or _color_of(event)
         self.dashboard_color = color
-        if event.get("status") == "error":  # the API could not be read: worth a retry
-            raise AirflowException(str(event.get("message")))
-        if event.get("status") != "success":
-            raise AirflowFailException(str(event.get("message")))
+        self.raise_on_failure(event, f"rollout of {deployment_name(self.service_name, color)}")
         self.log.info("%s (waited %.1f s)", event.get("message"), event.get("seconds", 0.0))
         rollout = event.get("rollout") or {}
         return self.summary(
@@ -400,13 +395,13 @@ class BlueGreenSmokeTestOperator(BlueGreenOperator):
             return self.summary(color, mode="plan", slo_ms=self.slo_ms)
         assert state is not None
         if state.preview is None or state.preview.color != color:
-            raise AirflowFailException(
+            raise fail(
                 f"service {preview} selects {state.preview.color if state.preview else 'nothing'}, "
                 f"not {color} (the color running {self.image}): re-run deploy"
             )
         current = state.colors.get(color)
         if current is None or not current.rollout.done:
-            raise AirflowFailException(
+            raise fail(
                 f"{deployment_name(self.service_name, color)} is not rolled out "
                 f"({current.rollout.describe() if current else 'absent'}): re-run wait_rollout"
             )
@@ -432,13 +427,13 @@ class BlueGreenSmokeTestOperator(BlueGreenOperator):
         if errors:
             statuses = sorted({status for status, _ in errors})
             first = errors[0][1] or f"HTTP {errors[0][0]}"
-            raise AirflowFailException(
+            raise fail(
                 f"smoke test of {self.service_name} ({color}, {self.image}) through {preview}: "
                 f"{len(errors)}/{len(answers)} requests failed (HTTP {statuses}; first: {first}); "
                 f"{figures}; the active Service is unchanged"
             )
         if p95 >= float(self.slo_ms):
-            raise AirflowFailException(
+            raise fail(
                 f"smoke test of {self.service_name} ({color}, {self.image}) through {preview}: "
                 f"p95 {p95:.1f} ms breaches the {self.slo_class} SLO of {self.slo_ms} ms ({figures}); "
                 "the active Service is unchanged"
@@ -487,7 +482,7 @@ class BlueGreenPromoteOperator(BlueGreenOperator):
         current = state.colors.get(color)
         if current is None or not current.rollout.done:
             progress = current.rollout.describe() if current else "absent"
-            raise AirflowFailException(f"refusing to promote {name}: not rolled out ({progress})")
+            raise fail(f"refusing to promote {name}: not rolled out ({progress})")
         before = state.active_color
         if before == color:
             self.log.info("Service %s already selects %s: nothing to change", self.service_name, color)
@@ -540,7 +535,7 @@ class BlueGreenRetireOperator(BlueGreenOperator):
             return self.summary(color, mode="plan", retired=None)
         assert state is not None
         if state.active_color != color:
-            raise AirflowFailException(
+            raise fail(
                 f"service {self.service_name} selects {state.active_color or 'nothing'}, not {color} "
                 f"(the color running {self.image}): promote first; nothing retired"
             )
@@ -582,7 +577,7 @@ class BlueGreenRetireOperator(BlueGreenOperator):
         def attempt(state: BlueGreenState) -> dict[str, Any]:
             active = self.target(state)
             if state.active_color != active:
-                raise AirflowFailException(
+                raise fail(
                     f"service {self.service_name} now selects {state.active_color or 'nothing'}, "
                     f"not {active}: it changed during the rollback window (a rollback?); nothing retired"
                 )
@@ -631,9 +626,7 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
             return self.summary(previous, mode=mode, changed=False)
         target = state.colors.get(previous)
         if target is None:
-            raise AirflowFailException(
-                f"cannot roll back {self.service_name} to {previous}: its deployment is gone"
-            )
+            raise fail(f"cannot roll back {self.service_name} to {previous}: its deployment is gone")
         if mode == "plan":
             self.log.info(
                 "Plan: would switch service %s from %s back to %s (%s)",
@@ -666,9 +659,7 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
         change it between the read and this write: compare_and_set then reads again)."""
         target = state.colors.get(previous)
         if target is None:
-            raise AirflowFailException(
-                f"cannot roll back {self.service_name} to {previous}: its deployment is gone"
-            )
+            raise fail(f"cannot roll back {self.service_name} to {previous}: its deployment is gone")
         if target.replicas != 0:
             self.log.info("%s already has %d replica(s)", target.name, target.replicas)
             return
@@ -681,8 +672,7 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
     ) -> dict[str, Any]:
         previous = previous or _color_of(event)
         self.dashboard_color = previous
-        if event.get("status") != "success":
-            raise AirflowFailException(f"cannot roll back: {event.get('message')}")
+        self.raise_on_failure(event, "cannot roll back")
         return self._switch(previous)
 
     def _switch(self, previous: str) -> dict[str, Any]:
@@ -715,7 +705,7 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
         return self.compare_and_set("apply", attempt)
 
 
-class BlueGreenVerifyOperator(BaseOperator):
+class BlueGreenVerifyOperator(MigrationOperator):
     """The phase's last task: every service's active Service selects a rolled-out color running its image.
 
     It also ends the phase with `none_failed`, so an infrastructure check that was skipped (an
@@ -750,7 +740,7 @@ class BlueGreenVerifyOperator(BaseOperator):
                 self.log.warning("Plan: cannot read namespace %s (%s); nothing verified", self.namespace, exc)
                 return {"mode": mode, "verified": False}
             if isinstance(exc, BlueGreenError):
-                raise AirflowFailException(str(exc)) from None
+                raise fail(str(exc)) from None
             raise
         for name, fields in sorted(self.services.items()):
             spec = ServiceSpec(name=name, **fields)
@@ -768,7 +758,7 @@ class BlueGreenVerifyOperator(BaseOperator):
             else:
                 self.log.info("%s: %s serves %s (%s)", name, color, spec.image, current.rollout.describe())
         if problems and mode == "apply":
-            raise AirflowFailException(
+            raise fail(
                 f"{len(problems)} service(s) not serving their version:\n  - " + "\n  - ".join(problems)
             )
         for problem in problems:

@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Context
 
 from pyairtable_migration.config import traffic_step_problems
+from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
 
 
-def run_mode(context: Context) -> str:
-    """The run's mode; anything but an explicit "apply" is a plan, so nothing changes by accident."""
-    return "apply" if (context.get("params") or {}).get("mode") == "apply" else "plan"
-
-
-class CheckRunParamsOperator(BaseOperator):
+class CheckRunParamsOperator(MigrationOperator):
     """Checks what the trigger form's JSON schema cannot: cross-field rules against the config.
 
     The chosen traffic steps must be configured steps (each has its own task) ending at 100.
@@ -43,7 +38,7 @@ class CheckRunParamsOperator(BaseOperator):
         if params["mode"] not in ("plan", "apply"):
             problems.append(f"mode: must be 'plan' or 'apply', got {params['mode']!r}")
         if problems:
-            raise AirflowFailException("run parameters refused:\n  - " + "\n  - ".join(problems))
+            raise fail(bulleted("run parameters refused", problems))
         summary = {name: params[name] for name in RUN_PARAM_NAMES}
         self.log.info("Run parameters accepted: %s", summary)
         return summary

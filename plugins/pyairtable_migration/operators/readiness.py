@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from pyairtable_migration.hooks.bluegreen import BlueGreenHook
@@ -22,11 +22,10 @@ from pyairtable_migration.hooks.readiness import (
     http_ready,
     postgres_ready,
 )
-from pyairtable_migration.operators.base import bulleted
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.operators.base import MigrationOperator, bulleted, run_mode
 
 
-class InfrastructureReadyOperator(BaseOperator):
+class InfrastructureReadyOperator(MigrationOperator):
     template_fields: Sequence[str] = ("node", "check", "conn_id", "url")
     ui_color = "#f3ecdc"
 
@@ -93,7 +92,7 @@ class InfrastructureReadyOperator(BaseOperator):
         return self.conn_id
 
 
-class CheckKubernetesOperator(BaseOperator):
+class CheckKubernetesOperator(MigrationOperator):
     """Preflight: every environment's namespace answers, and production's service Secret exists.
 
     Reads only; reports every problem in one message. In plan mode it connects to nothing.

@@ -34,6 +34,7 @@ from pyairtable_migration.hooks.redis_hook import (
 )
 from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
 from pyairtable_migration.topology import writers_of_redis
+from pyairtable_migration.triggers.base import OK
 from pyairtable_migration.triggers.database import RedisCatchUpTrigger
 
 MODES = ("replicaof", "copy")
@@ -437,7 +438,7 @@ class RollbackRedisOperator(RedisOperator):
         # dag.test() resumes with the event only; then time counts from the catch-up wait's start.
         if started is None:
             started = time.time() - float(event.get("seconds") or 0.0)
-        if event.get("status") != "ok":
+        if event.get("status") != OK:
             raise fail(
                 f"{self.task_id}: the source did not catch up with the target ({event.get('status')}; the "
                 f"trigger calls the server catching up the target): {event.get('message')}. The source "

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+from airflow.sdk import BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -43,8 +43,7 @@ from pyairtable_migration.hooks.route53 import (
 )
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.operators.approval import MigrationApprovalOperator
-from pyairtable_migration.operators.base import DEFERRAL_MARGIN, bulleted, fail
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.operators.base import DEFERRAL_MARGIN, MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
 
 ROUTE53_FIELDS = (
@@ -177,7 +176,7 @@ class Route53Targets:
         self.defer_until_insync(revert_change_id, carry, fail.__name__)
 
 
-class TrafficOperator(Route53Targets, BaseOperator):
+class TrafficOperator(Route53Targets, MigrationOperator):
     """Base of the Route53 operators: the weighted records, by name and set identifier.
 
     :param aws_conn_id: the `aws` connection (endpoint_url in its extra for a non-AWS Route53)
@@ -229,7 +228,7 @@ class TrafficOperator(Route53Targets, BaseOperator):
         """On resume: the summary `finish_once_insync` carried, or fail with `unconfirmed`."""
         summary: dict[str, Any] = event["carry"]["summary"]
         if event["status"] != "insync":
-            raise AirflowFailException(f"{unconfirmed}: {event.get('message')}")
+            raise fail(f"{unconfirmed}: {event.get('message')}")
         return summary
 
 
@@ -458,7 +457,7 @@ class ShiftTrafficOperator(TrafficOperator):
                 "gate": {k: event[k] for k in ("status", "samples", "complete_samples", "peaks", "limits")},
             }
         if status != "breached":
-            raise AirflowFailException(
+            raise fail(
                 f"{event.get('message')}. Traffic stays at {self.describe_weights(int(self.weight))}; "
                 "clear this task to gate again once Prometheus answers, or run the traffic rollback."
             )
@@ -484,7 +483,7 @@ class ShiftTrafficOperator(TrafficOperator):
             if event["status"] == "insync"
             else f"NOT confirmed INSYNC ({event.get('message')})"
         )
-        raise AirflowFailException(
+        raise fail(
             f"{gate['message']}. Traffic reverted to staging ({self.describe_weights(0)}, "
             f"change {revert_change_id or 'none needed'}, {confirmed})."
         )
@@ -551,7 +550,7 @@ class TrafficApprovalOperator(Route53Targets, MigrationApprovalOperator):
     def fail_after_rejection(self, context: Context, event: Mapping[str, Any]) -> NoReturn:
         who, revert_change_id = event["carry"]["who"], event["carry"]["revert_change_id"]
         confirmed = "INSYNC" if event["status"] == "insync" else f"NOT confirmed ({event.get('message')})"
-        raise AirflowFailException(
+        raise fail(
             f"{self.weight} % rejected by {who}: traffic is back on staging ({self.describe_weights(0)}, "
             f"change {revert_change_id or 'none needed'}, {confirmed}); the cutover stops here."
         )
@@ -592,7 +591,7 @@ class FinalizeTrafficOperator(TrafficOperator):
             if r.set_identifier in wanted and r.weight != wanted[r.set_identifier]
         ]
         if wrong:
-            raise AirflowFailException(
+            raise fail(
                 f"not finalizing: traffic is not fully on production ({'; '.join(wrong)}); "
                 "run the 100 % step first"
             )
@@ -668,13 +667,11 @@ class CheckDnsOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         identifiers = (self.staging_set_identifier, self.production_set_identifier)
-        if context["params"]["mode"] == "plan":
-            self.log.info(
-                "Plan: would check hosted zone %s and weighted sets %s of %s (read only)",
-                self.hosted_zone,
-                ", ".join(identifiers),
-                ", ".join(self.records),
-            )
+        if self.planned(
+            context,
+            f"check hosted zone {self.hosted_zone} and weighted sets {', '.join(identifiers)} of "
+            f"{', '.join(self.records)} (read only)",
+        ):
             return {"mode": "plan"}
         hook = self.route53()
         try:
@@ -716,7 +713,7 @@ class CheckDnsOperator(TrafficOperator):
         return {"mode": "apply", "zone_id": zone_id, "weights": weights, "ttls": ttls}
 
 
-class CheckPrometheusOperator(BaseOperator):
+class CheckPrometheusOperator(MigrationOperator):
     """Prometheus answers every gate query, rendered for production as the gate will run it.
 
     Read only. A query Prometheus refuses (syntax, unknown function) or that cannot be rendered
@@ -758,13 +755,11 @@ class CheckPrometheusOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         templates = {"error_ratio_query": self.error_ratio_query, "p99_query": self.p99_query}
-        if context["params"]["mode"] == "plan":
-            self.log.info(
-                "Plan: would check Prometheus (%s) answers %s for %s (read only)",
-                self.prometheus_conn_id,
-                ", ".join(templates),
-                self.prometheus_labels,
-            )
+        if self.planned(
+            context,
+            f"check Prometheus ({self.prometheus_conn_id}) answers {', '.join(templates)} for "
+            f"{self.prometheus_labels} (read only)",
+        ):
             return {"mode": "plan"}
         hook = PrometheusHook(self.prometheus_conn_id)
         problems: list[str] = []

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseHook, BaseOperator, Context
+from airflow.sdk import BaseHook, Context
 
 from pyairtable_migration.hooks.bluegreen import COLORS, BlueGreenError, BlueGreenHook, deployment_name
 from pyairtable_migration.hooks.database import (
@@ -50,8 +50,7 @@ from pyairtable_migration.hooks.database import (
 from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.links import MigrationReportLink
-from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
-from pyairtable_migration.operators.params import run_mode
+from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.topology import Pooler, writers
 
@@ -661,7 +660,7 @@ class MonitoringOperator(ValidationCheckOperator):
 # --- the report -------------------------------------------------------------------------------------
 
 
-class MigrationReportOperator(BaseOperator):
+class MigrationReportOperator(MigrationOperator):
     """Writes this run's report (HTML with inline SVG charts, and its data as JSON); links to it.
 
     Runs whatever the checks' outcome (trigger rule all_done), so a failed migration has a report too.

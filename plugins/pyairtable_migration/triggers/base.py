@@ -1,4 +1,11 @@
-"""What every trigger here shares: how it serializes, and (for the sampling ones) the poll loop."""
+"""What every trigger here shares: how it serializes, the poll loop of the sampling ones, and the
+one shape of an event: `{"status", "message", ...data}`.
+
+`status` is "ok" when the wait ended as hoped; anything else names why it did not ("failed",
+"timeout", "error" when the system could not be read; the traffic triggers report their verdicts,
+"insync", "passed", "breached", "no_data", in the same shape). `message` says it for a person; the
+data is what the resumed task needs. `MigrationOperator.raise_on_failure` is the one reader.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +58,14 @@ class PollingTrigger(MigrationTrigger):
                 observed = None
             yield observed
             await asyncio.sleep(interval)
+
+
+OK = "ok"
+
+
+def success(message: str, **data: Any) -> TriggerEvent:
+    """The event of a wait that ended as hoped."""
+    return TriggerEvent({"status": OK, "message": message, **data})
 
 
 def failure(status: str, message: str, **details: Any) -> TriggerEvent:

@@ -26,7 +26,7 @@ from pyairtable_migration.hooks.database import (
     table_states,
 )
 from pyairtable_migration.hooks.redis_hook import MigrationRedisHook, replication_state
-from pyairtable_migration.triggers.base import PollingTrigger, failure
+from pyairtable_migration.triggers.base import PollingTrigger, failure, success
 
 STATE_NAMES = {"i": "waiting", "d": "copying", "f": "copied", "s": "catching up", "r": "ready"}
 
@@ -140,12 +140,10 @@ class InitialSyncTrigger(PollingTrigger):
                     self.log.info("%s (%.0f s)", line, time.monotonic() - started)
                     last_line = line
                 if states and not pending:
-                    yield TriggerEvent(
-                        {
-                            "status": "ok",
-                            "tables": len(states),
-                            "seconds": round(time.monotonic() - started, 1),
-                        }
+                    yield success(
+                        f"every table of {self.subscription} ready ({len(states)})",
+                        tables=len(states),
+                        seconds=round(time.monotonic() - started, 1),
                     )
                     return
                 if not subscription["subenabled"]:
@@ -262,13 +260,12 @@ class ReplicationLagTrigger(PollingTrigger):
                     self.lag_consecutive_samples,
                 )
                 if len(streak) >= self.lag_consecutive_samples:
-                    yield TriggerEvent(
-                        {
-                            "status": "ok",
-                            "samples": samples,
-                            "lags": streak[-self.lag_consecutive_samples :],
-                            "seconds": round(time.monotonic() - started, 1),
-                        }
+                    yield success(
+                        f"lag below {self.lag_threshold_bytes} bytes for {self.lag_consecutive_samples} "
+                        "consecutive samples",
+                        samples=samples,
+                        lags=streak[-self.lag_consecutive_samples :],
+                        seconds=round(time.monotonic() - started, 1),
                     )
                     return
             if time.monotonic() - started > self.lag_timeout_seconds:
@@ -319,7 +316,11 @@ class RedisCatchUpTrigger(PollingTrigger):
                 and not last["syncing"]
                 and last["target_offset"] >= last["source_offset"]
             ):
-                yield TriggerEvent({"status": "ok", **last, "seconds": round(time.monotonic() - started, 2)})
+                yield success(
+                    "the target has caught up with the source",
+                    **last,
+                    seconds=round(time.monotonic() - started, 2),
+                )
                 return
             if time.monotonic() - started > self.timeout_seconds:
                 yield failure(

@@ -20,11 +20,12 @@ from kubernetes_asyncio import client as async_client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from pyairtable_migration.hooks.bluegreen import RolloutStatus, describe_pods
-from pyairtable_migration.triggers.base import MigrationTrigger
+from pyairtable_migration.triggers.base import OK, MigrationTrigger, success
 
 
 class DeploymentRolloutTrigger(MigrationTrigger):
-    """Fires once: `{"status": "success" | "failed", "message": ..., "rollout": {...}, "seconds": ...}`."""
+    """Fires once: `{"status": "ok" | "failed" | "error", "message": ..., "rollout": {...}, "seconds": ...}`
+    ("error": the API could not be read, worth a retry)."""
 
     def __init__(
         self,
@@ -65,7 +66,7 @@ class DeploymentRolloutTrigger(MigrationTrigger):
                     status = RolloutStatus.of(api.sanitize_for_serialization(found))
                     if status.done:
                         yield self._event(
-                            "success", f"{self.deployment} rolled out: {status.describe()}", started, status
+                            OK, f"{self.deployment} rolled out: {status.describe()}", started, status
                         )
                         return
                     if status.progress != last_progress:
@@ -123,4 +124,4 @@ class RollbackWindowTrigger(MigrationTrigger):
         end = datetime.fromisoformat(self.until)
         while (remaining := (end - datetime.now(UTC)).total_seconds()) > 0:
             await asyncio.sleep(min(remaining, 60))
-        yield TriggerEvent({"status": "success", "until": self.until})
+        yield success(f"the rollback window ended at {self.until}", until=self.until)
