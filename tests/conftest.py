@@ -28,6 +28,11 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.pop("PYAIRTABLE_MIGRATION_CONFIG", None)
+# What `make` exports: every process a test starts (load generators, lab components, Airflow,
+# a pytest session of its own) imports the project as this process does.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT / "plugins"), str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 # Every process this session starts inherits the mark; the watcher stops them when it ends.
 os.environ[OWNER_VARIABLE] = owner_mark(os.getpid())
 

@@ -21,7 +21,6 @@ import psutil
 import pytest
 
 from lab.reaper import OWNER_VARIABLE, reap_orphans
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -53,7 +52,6 @@ def drill(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     state = tmp_path / "state.json"
     environment = {key: value for key, value in os.environ.items() if key != OWNER_VARIABLE} | {
         "DRILL_STATE": str(state),
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
     }
     session = subprocess.Popen(
         [

@@ -261,11 +261,7 @@ def load(
         f"--workers={workers}",
         f"--out={out}",
     ]
-    env = {
-        **os.environ,
-        **settings.to_environment(),
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
-    }
+    env = {**os.environ, **settings.to_environment()}
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     if process.stdout.readline().strip() != "running":

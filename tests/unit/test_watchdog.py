@@ -8,15 +8,12 @@ approval task, on this session's metadata database.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import REPO_ROOT
 
 DRILLS = """
 import threading
@@ -74,12 +71,10 @@ def drills(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> str:
     """The drills' pytest output (one session: Airflow is imported once for the three)."""
     folder = tmp_path_factory.mktemp("watchdog-drills")
     (folder / "test_drills.py").write_text(DRILLS)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)])}
     command = [sys.executable, "-m", "pytest", "-p", "tests.watchdog", "-p", "no:timeout"]
     finished = subprocess.run(
         [*command, "-p", "no:cacheprovider", "-rA", "test_drills.py"],
         cwd=folder,
-        env=environment,
         capture_output=True,
         text=True,
         timeout=600,
