@@ -29,7 +29,7 @@ import psutil
 
 from lab.processes import MARKER_VARIABLE, OWNER_VARIABLE, OWNERS_DIR
 
-# Throwaway labs (LabSettings.throwaway) live here; the shared lab's data (.lab) is never removed.
+# Throwaway labs and test Airflow homes live here; the shared lab's data (.lab) is never removed.
 TEMPORARY_LABS = Path(tempfile.gettempdir())
 THROWAWAY_PREFIX = "pyairtable-"
 
@@ -76,10 +76,12 @@ def process_owner(process: psutil.Process) -> str | None:
     return mark
 
 
-def lab_directory(process: psutil.Process) -> Path | None:
-    """The lab data directory a process belongs to, from its environment or working directory."""
-    marked = process.environ().get(MARKER_VARIABLE)
-    return Path(marked) if marked else _recording_lab(process)
+def working_directories(process: psutil.Process) -> set[Path]:
+    """The lab data directory and the Airflow home a process works in (when it has them)."""
+    environment = process.environ()
+    found = {Path(environment[key]) for key in (MARKER_VARIABLE, "AIRFLOW_HOME") if environment.get(key)}
+    recorded_in = _recording_lab(process)
+    return found | ({recorded_in} if recorded_in else set())
 
 
 def _recording_lab(process: psutil.Process) -> Path | None:
@@ -89,14 +91,12 @@ def _recording_lab(process: psutil.Process) -> Path | None:
 
 def reap(processes: Sequence[psutil.Process], grace_seconds: float = 10.0) -> list[str]:
     """SIGTERM each process's group and the process itself, SIGKILL what is left after the grace
-    period; remove the throwaway lab directories they named. Returns one line per process."""
+    period; remove the throwaway labs and Airflow homes they worked in. Returns one line each."""
     stopped, lab_dirs = [], set()
     targets: list[psutil.Process] = []
     for process in processes:
         with contextlib.suppress(psutil.Error):
-            lab_dir = lab_directory(process)
-            if lab_dir is not None:
-                lab_dirs.add(lab_dir)
+            lab_dirs.update(working_directories(process))
             targets.extend([process, *process.children(recursive=True)])
             stopped.append(f"pid {process.pid} ({process.name()})")
     for signum in (signal.SIGTERM, signal.SIGKILL):

@@ -2,7 +2,8 @@
 
 Each case starts a real pytest session (this project's conftest) whose test brings up a throwaway
 lab component (Redis) and a plain child process, then waits forever; the session is then ended
-the hard ways: SIGTERM (a CI timeout, `timeout make test`) and SIGKILL (nothing runs in it after).
+the hard ways: SIGTERM (a CI timeout, `timeout make test`) and SIGKILL (nothing runs in it after). The lab's
+directory and the Airflow home a process worked in go too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ WAITS_FOREVER = """
 import json
 import os
 import subprocess
+import tempfile
 import time
 
 from lab.settings import LabSettings
@@ -37,8 +39,9 @@ from lab.supervisor import start_component
 def test_waits_forever():
     settings = LabSettings.throwaway("pyairtable-reaper-drill-")
     redis = start_component("redis-source", settings)
-    child = subprocess.Popen(["sleep", "3600"])
-    state = {"pids": [redis, child.pid], "lab_dir": str(settings.data_dir)}
+    home = tempfile.mkdtemp(prefix="pyairtable-reaper-drill-airflow-")
+    child = subprocess.Popen(["sleep", "3600"], env={**os.environ, "AIRFLOW_HOME": home})
+    state = {"pids": [redis, child.pid], "dirs": [str(settings.data_dir), home]}
     with open(os.environ["DRILL_STATE"], "w") as out:
         json.dump(state, out)
     while True:
@@ -86,11 +89,11 @@ def started(session: subprocess.Popen[bytes], state: Path) -> dict[str, object]:
     return dict(json.loads(state.read_text()))
 
 
-def gone(pids: list[int], lab_dir: Path, within: float) -> bool:
+def gone(pids: list[int], dirs: list[Path], within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-        if not alive and not lab_dir.exists():
+        if not alive and not any(directory.exists() for directory in dirs):
             return True
         time.sleep(0.2)
     return False
@@ -103,12 +106,12 @@ def test_a_killed_test_session_leaves_no_process_and_no_lab_behind(
     session, state_file = drill
     state = started(session, state_file)
     pids = [int(pid) for pid in state["pids"]]  # type: ignore[attr-defined]
-    lab_dir = Path(str(state["lab_dir"]))
-    assert all(psutil.pid_exists(pid) for pid in pids) and lab_dir.is_dir()
+    dirs = [Path(directory) for directory in state["dirs"]]  # type: ignore[attr-defined]
+    assert all(psutil.pid_exists(pid) for pid in pids) and all(directory.is_dir() for directory in dirs)
 
     session.send_signal(signum)
     session.wait(timeout=60)
-    assert gone(pids, lab_dir, within=60), [pid for pid in pids if psutil.pid_exists(pid)]
+    assert gone(pids, dirs, within=60), [pid for pid in pids if psutil.pid_exists(pid)]
 
 
 def test_orphans_whose_watcher_was_killed_too_are_reaped_by_the_next_session(tmp_path: Path) -> None:
