@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.table import Figure, at_most, format_table, note
-from lab.credentials import MIGRATOR_ROLE, secrets
+from lab import postgres
+from lab.credentials import MIGRATOR_ROLE
 from lab.loadgen import LoadGenerator
-from lab.postgres import DATABASE, PG_BIN
 from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.pgbackrest.cluster import RestoredCluster, free_port
 from pyairtable_migration.pgbackrest.recovery import check_target, promote, recovery_reached, start_recovery
@@ -46,29 +45,9 @@ def dump_and_restore(production: Production) -> float:
             cursor.execute(f"CREATE DATABASE {BASELINE_DATABASE} OWNER {MIGRATOR_ROLE}")
     finally:
         connection.close()
-    environment = {
-        **os.environ,
-        "PGPASSWORD": secrets(settings)[MIGRATOR_ROLE],
-        "PGUSER": MIGRATOR_ROLE,
-        "PGHOST": settings.host,
-        "PGPORT": str(settings.postgres_target_port),
-    }
-    started = time.perf_counter()
-    dump = subprocess.Popen(
-        [str(PG_BIN / "pg_dump"), "-Fc", "-d", DATABASE], stdout=subprocess.PIPE, env=environment
+    seconds = postgres.dump_and_restore(
+        settings, settings.postgres_target_port, settings.postgres_target_port, BASELINE_DATABASE
     )
-    restore = subprocess.run(
-        [str(PG_BIN / "pg_restore"), "-d", BASELINE_DATABASE],
-        stdin=dump.stdout,
-        env=environment,
-        capture_output=True,
-        check=False,
-    )
-    assert dump.stdout is not None
-    dump.stdout.close()
-    if dump.wait() != 0 or restore.returncode != 0:
-        raise RuntimeError(f"pg_dump | pg_restore failed: {restore.stderr.decode()[-500:]}")
-    seconds = time.perf_counter() - started
     connection = production.connect()
     try:
         with connection.cursor() as cursor:

@@ -17,7 +17,6 @@ import contextlib
 import io
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.table import Figure, at_least, at_most, format_table, note
+from lab import postgres
 from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
-from lab.postgres import PG_BIN
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.hooks.validation import Validator
@@ -63,26 +62,12 @@ def dump_and_restore(pair: Pair) -> float:
     with pair.superuser("target") as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {RESTORE_DATABASE}")
         cursor.execute(f"CREATE DATABASE {RESTORE_DATABASE} OWNER migrator")
-    password = pair.passwords["migrator"]
-    environment = {**os.environ, "PGPASSWORD": password, "PGUSER": "migrator", "PGHOST": pair.settings.host}
-    started = time.perf_counter()
-    dump = subprocess.Popen(
-        [str(PG_BIN / "pg_dump"), "-Fc", "-p", str(pair.settings.postgres_source_port), "-d", "pyairtable"],
-        stdout=subprocess.PIPE,
-        env=environment,
+    seconds = postgres.dump_and_restore(
+        pair.settings,
+        pair.settings.postgres_source_port,
+        pair.settings.postgres_target_port,
+        RESTORE_DATABASE,
     )
-    restore = subprocess.run(
-        [str(PG_BIN / "pg_restore"), "-p", str(pair.settings.postgres_target_port), "-d", RESTORE_DATABASE],
-        stdin=dump.stdout,
-        env=environment,
-        capture_output=True,
-        check=False,
-    )
-    assert dump.stdout is not None
-    dump.stdout.close()
-    if dump.wait() != 0 or restore.returncode != 0:
-        raise RuntimeError(f"pg_dump | pg_restore failed: {restore.stderr.decode()[-500:]}")
-    seconds = time.perf_counter() - started
     with pair.superuser("target") as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE {RESTORE_DATABASE}")
     return seconds

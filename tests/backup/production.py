@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from lab.connections import connections_in_environment
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, secrets
 from lab.pgbackrest import backup_settings
 from lab.pgbouncer import admin_console, ini_path
-from lab.postgres import DATABASE, PG_BIN
+from lab.postgres import DATABASE, dump_and_restore
 from lab.processes import State
 from lab.settings import LabSettings
 from lab.supervisor import down, start_component
@@ -69,28 +68,8 @@ class Production:
 
 def _copy_staging_to_production(settings: LabSettings) -> None:
     """pg_dump | pg_restore of the seeded source into the target: production's data after the move."""
-    environment = {
-        **os.environ,
-        "PGPASSWORD": secrets(settings)[MIGRATOR_ROLE],
-        "PGUSER": MIGRATOR_ROLE,
-        "PGHOST": settings.host,
-        "PGDATABASE": DATABASE,
-    }
-    dump = subprocess.Popen(
-        [str(PG_BIN / "pg_dump"), "-Fc", "-p", str(settings.postgres_source_port)],
-        stdout=subprocess.PIPE,
-        env=environment,
-    )
-    restore = subprocess.run(
-        [str(PG_BIN / "pg_restore"), "--no-owner", "-p", str(settings.postgres_target_port), "-d", DATABASE],
-        stdin=dump.stdout,
-        env=environment,
-        capture_output=True,
-        check=False,
-    )
-    assert dump.stdout is not None
-    dump.stdout.close()
-    assert dump.wait() == 0 and restore.returncode == 0, restore.stderr.decode()[-800:]
+    source, target = settings.postgres_source_port, settings.postgres_target_port
+    dump_and_restore(settings, source, target, DATABASE, "--no-owner")
 
 
 def _point_pooler_at_target(settings: LabSettings) -> None:
