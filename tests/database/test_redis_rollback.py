@@ -26,7 +26,7 @@ from pyairtable_migration.hooks.redis_hook import (
     replication_state,
     switch_marker,
 )
-from pyairtable_migration.operators.redis_sync import wait_caught_up
+from pyairtable_migration.redis.stages import wait_caught_up
 from pyairtable_migration.rollback import build_rollback_plan
 from pyairtable_migration.status import redis_status
 from tests.database.pair import Pair

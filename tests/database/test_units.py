@@ -12,11 +12,19 @@ from psycopg2 import sql
 
 from pyairtable_migration.builder import build_migration_dag
 from pyairtable_migration.config import ConfigError, load_config, parse_config
-from pyairtable_migration.hooks.database import SQL_DIR, Table, display_identifier, parse_pending_transaction
+from pyairtable_migration.hooks.database import (
+    SQL_DIR,
+    MigrationError,
+    Table,
+    display_identifier,
+    parse_pending_transaction,
+)
 from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connstring
-from pyairtable_migration.hooks.redis_hook import KeyInventory, compare_inventories
+from pyairtable_migration.hooks.redis_hook import KeyInventory, ReplicationState, compare_inventories
 from pyairtable_migration.plan import build_plan
+from pyairtable_migration.postgres import preflight
 from pyairtable_migration.postgres.schema import remove_objects, strip_psql_meta
+from pyairtable_migration.redis.stages import emptied_target, rollback_stage
 
 
 def test_every_sql_file_composes_with_identifiers_only() -> None:
@@ -200,3 +208,64 @@ def test_the_plan_wires_the_database_operators() -> None:
     for task in dag.tasks:
         if task.task_id in expected and task.task_id != "switchover.approve":
             assert set(task.template_fields) >= {"source_conn_id", "target_conn_id"}, task.task_id
+
+
+SOURCE_REDIS, TARGET_REDIS = ("127.0.0.1", 6379), ("127.0.0.1", 6380)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "markers", "stage"),
+    [
+        (ReplicationState("master"), ReplicationState("slave", *SOURCE_REDIS), (None, None), "nothing"),
+        (ReplicationState("master"), ReplicationState("master"), (None, "t0"), "replicate"),
+        (ReplicationState("slave", *TARGET_REDIS), ReplicationState("master"), (None, "t0"), "catch_up"),
+        (ReplicationState("master"), ReplicationState("master"), ("t0", "t0"), "repoint_target"),
+        (ReplicationState("master"), ReplicationState("slave", *SOURCE_REDIS), ("t0", None), "unmark"),
+        (ReplicationState("master"), ReplicationState("master"), (None, None), "nothing"),
+    ],
+)
+def test_the_redis_rollback_continues_from_what_the_servers_report(
+    source: ReplicationState, target: ReplicationState, markers: tuple[str | None, str | None], stage: str
+) -> None:
+    assert rollback_stage(source, target, SOURCE_REDIS, TARGET_REDIS, *markers)[0] == stage
+
+
+def test_the_redis_rollback_refuses_an_arrangement_it_did_not_make() -> None:
+    stranger = ReplicationState("slave", "10.0.0.9", 6379)
+    with pytest.raises(MigrationError, match="neither switched nor the staging arrangement"):
+        rollback_stage(stranger, ReplicationState("master"), SOURCE_REDIS, TARGET_REDIS, None, None)
+    assert emptied_target(0, 5) and emptied_target(3, 5) is None and emptied_target(0, 0) is None
+
+
+def test_preflight_rules_name_every_problem_from_the_facts_alone() -> None:
+    fact = {
+        "server_version_num": 150004,
+        "server_version": "15.4",
+        "wal_level": "replica",
+        "max_replication_slots": 2,
+        "used_replication_slots": 2,
+        "max_wal_senders": 4,
+        "used_wal_senders": 1,
+        "max_logical_replication_workers": 4,
+        "role_name": "migrator",
+        "is_superuser": True,
+        "has_replication": True,
+        "large_objects": 0,
+    }
+    problems = preflight.server_problems("source", fact)
+    assert [p.split(":")[0] for p in problems] == ["source", "source"]
+    assert "wal_level is replica" in problems[0] and "no free replication slot" in problems[1]
+    older = preflight.version_problems(fact, {**fact, "server_version_num": 140010})
+    assert older == [
+        "target runs PostgreSQL 14, older than the source's 15: the target must be the same major "
+        "version or newer"
+    ]
+    audit, comments = Table("public", "audit_log"), Table("public", "Record Comments")
+    notes: list[str] = []
+    facts = preflight.SourceFacts([audit, comments], {audit, comments}, [comments], None, None)
+    problems = preflight.source_problems(facts, {audit}, "pub", "sub", notes)
+    assert len(problems) == 2 and 'public."Record Comments" has no replica identity' in problems[0]
+    assert "is UNLOGGED" in problems[1]
+    assert notes == ["REPLICA IDENTITY FULL will be set on public.audit_log (database.replica_identity_full)"]
+    foreign = preflight.TargetFacts([Table("public", "users")], False, None)
+    assert "not empty (1 table(s): public.users)" in preflight.target_problems(foreign, "pub", "sub", [])[0]

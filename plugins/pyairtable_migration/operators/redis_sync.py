@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import redis
 from airflow.sdk import Context
 
+from pyairtable_migration.hooks.database import MigrationError
 from pyairtable_migration.hooks.redis_hook import (
     SWITCH_MARKER,
     MigrationRedisHook,
@@ -33,6 +34,7 @@ from pyairtable_migration.hooks.redis_hook import (
     version_tuple,
 )
 from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
+from pyairtable_migration.redis.stages import Stage, emptied_target, rollback_stage, wait_caught_up
 from pyairtable_migration.topology import writers_of_redis
 from pyairtable_migration.triggers.base import OK
 from pyairtable_migration.triggers.database import RedisCatchUpTrigger
@@ -54,21 +56,6 @@ class RedisOperator(ConnectionPairOperator):
         if self.mode not in MODES:
             raise fail(f"{self.task_id}: unknown Redis mode {self.mode!r} (known: {', '.join(MODES)})")
         return MigrationRedisHook(self.source_conn_id), MigrationRedisHook(self.target_conn_id)
-
-
-def wait_caught_up(
-    primary: redis.Redis, replica: redis.Redis, timeout_seconds: float
-) -> tuple[bool, int, int]:
-    """The bounded wait right before a promotion: (caught up?, the replica's offset, the primary's)."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        wanted = replication_state(primary).offset
-        state = replication_state(replica)
-        if state.link_up and not state.sync_in_progress and state.offset >= wanted:
-            return True, state.offset, wanted
-        if time.monotonic() > deadline:
-            return False, state.offset, wanted
-        time.sleep(0.05)
 
 
 def _command_available(client: redis.Redis, name: str) -> bool:
@@ -382,9 +369,6 @@ class SwitchRedisOperator(RedisOperator):
         return {"mode": "replicaof", "changed": True, "switched_at": switched_at}
 
 
-Stage = Literal["nothing", "replicate", "catch_up", "repoint_target", "unmark"]
-
-
 class RollbackRedisOperator(RedisOperator):
     """Undo the switch: the source current again (the target's keys back on it) and the staging
     arrangement restored, so a later migration run can switch again.
@@ -497,16 +481,9 @@ class RollbackRedisOperator(RedisOperator):
         }
 
     def _refuse_an_emptied_target(self, source: redis.Redis, target: redis.Redis) -> None:
-        """A switched target held every source key; holding none now (but the marker) while the source
-        still has keys means it lost its data, and replicating it would empty the source."""
-        target_keys, source_keys = target.dbsize() - 1, source.dbsize()
-        if target_keys <= 0 < source_keys:
-            raise fail(
-                f"{self.task_id}: the target holds no keys but its switch marker, the source {source_keys}: "
-                "replicating the target would empty the source; nothing changed. If the target lost its "
-                f"data, delete its marker (DEL {SWITCH_MARKER}) and the source stays as it is; if empty is "
-                "right, empty the source (FLUSHALL) and run again."
-            )
+        problem = emptied_target(target.dbsize() - 1, source.dbsize())
+        if problem:
+            raise fail(f"{self.task_id}: {problem}")
 
     def _stage(
         self,
@@ -515,30 +492,18 @@ class RollbackRedisOperator(RedisOperator):
         source_address: tuple[str, int],
         target_address: tuple[str, int],
     ) -> Stage:
-        """Where the rollback stands, read from both servers' roles and markers (logged)."""
-        source_state, target_state = replication_state(source), replication_state(target)
-        stage: Stage
-        if target_state.replicates(*source_address):
-            if switch_marker(source):
-                stage, why = "unmark", "the target replicates the source again; the marker is left"
-            else:
-                stage, why = "nothing", "the target replicates the source (never switched, or rolled back)"
-        elif source_state.replicates(*target_address):
-            stage, why = "catch_up", "the source replicates the target"
-        elif source_state.role == target_state.role == "master":
-            switched_at = switch_marker(target)
-            if switch_marker(source):
-                stage, why = "repoint_target", "the source was promoted with the target's keys"
-            elif switched_at:
-                stage, why = "replicate", f"the target was switched at {switched_at}"
-            else:
-                stage, why = "nothing", "no switch marker on the target: it was never switched"
-        else:
-            raise fail(
-                f"{self.task_id}: neither switched nor the staging arrangement: the source is a "
-                f"{source_state.role} of {source_state.master_host}:{source_state.master_port}, the target "
-                f"a {target_state.role} of {target_state.master_host}:{target_state.master_port}"
+        """Where the rollback stands (redis/stages.py), logged."""
+        try:
+            stage, why = rollback_stage(
+                replication_state(source),
+                replication_state(target),
+                source_address,
+                target_address,
+                switch_marker(source),
+                switch_marker(target),
             )
+        except MigrationError as exc:
+            raise fail(f"{self.task_id}: {exc}") from None
         self.log.info("Redis rollback: %s -> %s", why, "nothing to undo" if stage == "nothing" else stage)
         return stage
 
