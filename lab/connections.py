@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.credentials import MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
+from lab.kafka_lab import PRODUCTION_CONN_ID, STAGING_CONN_ID
 from lab.kube_seed import kubeconfig_path
 from lab.migration_config import CONFIG_ENV, write_lab_config
 from lab.pgbouncer import ADMIN_DATABASE, ini_path
@@ -89,6 +90,11 @@ def connections(settings: LabSettings, config: MigrationConfig | None = None) ->
         "schema": "http",
         "extra": {},
     }
+    for conn_id, port in (
+        (STAGING_CONN_ID, settings.kafka_staging_port),
+        (PRODUCTION_CONN_ID, settings.kafka_production_port),
+    ):
+        result[conn_id] = {"conn_type": "generic", "host": host, "port": port, "extra": {}}
     return result
 
 

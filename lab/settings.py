@@ -27,6 +27,8 @@ class LabSettings:
     moto_port: int = 15000
     prometheus_port: int = 19090
     kube_api_port: int = 16443
+    kafka_staging_port: int = 19092
+    kafka_production_port: int = 19093
     # Each environment's ingress listens on its own loopback address, so a DNS answer
     # (an A record) really decides where a request goes.
     staging_ingress_host: str = "127.0.0.2"

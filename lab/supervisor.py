@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from lab.connections import connections, write_connections
 from lab.credentials import secrets
+from lab.kafka_lab import KafkaBroker
 from lab.kube_seed import KubeApi
 from lab.pgbouncer import PgBouncer
 from lab.postgres import DEFAULT_SCALE, PostgresCluster, parse_scale
@@ -73,7 +74,9 @@ def components() -> list[Component]:
         RedisServer("source"),
         RedisServer("target"),
         Moto(),
-        KubeApi(),  # its pods connect through PgBouncer and to Redis
+        KafkaBroker("staging"),
+        KafkaBroker("production"),
+        KubeApi(),  # its pods connect through PgBouncer, to Redis and to Kafka
         Prometheus(),  # discovers its targets from the Kubernetes emulator
     ]
 
