@@ -48,9 +48,7 @@ class KafkaBroker(Component):
         self.name = f"kafka-{cluster}"
 
     def port(self, settings: LabSettings) -> int:
-        return (
-            settings.kafka_staging_port if self.cluster == "staging" else settings.kafka_production_port
-        )
+        return settings.kafka_staging_port if self.cluster == "staging" else settings.kafka_production_port
 
     def bootstrap(self, settings: LabSettings) -> str:
         return f"{settings.host}:{self.port(settings)}"

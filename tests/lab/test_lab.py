@@ -28,6 +28,8 @@ from kubernetes import config as k8s_config
 
 from lab import supervisor
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
+from lab.kafka_lab import PRODUCTION_CONN_ID as KAFKA_PRODUCTION_CONN_ID
+from lab.kafka_lab import STAGING_CONN_ID as KAFKA_STAGING_CONN_ID
 from lab.pgbouncer import PgBouncer, admin_console, ini_path
 from lab.processes import Binary, LabError, State, apt_hint, marked_processes, port_is_free
 from lab.redis_lab import RedisServer
@@ -348,6 +350,8 @@ def test_connections_cover_every_config_id_and_work(lab: LabSettings) -> None:
         CONFIG.environments.staging.kubernetes_conn_id: "kubernetes",
         CONFIG.environments.production.kubernetes_conn_id: "kubernetes",
         CONFIG.traffic.gate.prometheus_conn_id: "http",
+        KAFKA_STAGING_CONN_ID: "generic",
+        KAFKA_PRODUCTION_CONN_ID: "generic",
     }
     assert {conn_id: fields["conn_type"] for conn_id, fields in stored.items()} == expected
     env_lines = (settings.data_dir / "airflow.env").read_text()
