@@ -1,6 +1,7 @@
 """The database phase: preflight, schema copy, publication, subscription, initial sync, deferred
 indexes, lag gate and validation, each one operator over the hooks in `hooks/` and the engines in
-`postgres/` (preflight rules, schema copy, index builds, catch-up) and `hooks/validation.py`.
+`postgres/` (preflight rules, schema copy, publication and subscription, index builds,
+catch-up) and `hooks/validation.py` (the validator).
 
     copy_schema -> create_publication -> create_subscription -> wait_initial_sync
         -> build_deferred_indexes -> lag_gate -> validate_data
@@ -22,24 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from airflow.sdk import Context
-from psycopg2 import sql
 
 from pyairtable_migration.hooks.database import (
     MIGRATION_SCHEMA,
     MigrationError,
-    drop_subscription,
-    ensure_publication,
-    ensure_replica_identity_full,
-    fetch_value,
-    get_publication,
-    get_slot,
     get_subscription,
-    lacking_replica_identity,
     parse_tables,
-    quiet_statement_logging,
-    statement,
     table_states,
-    user_tables,
 )
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.operators.base import (
@@ -49,7 +39,7 @@ from pyairtable_migration.operators.base import (
     bulleted,
     fail,
 )
-from pyairtable_migration.postgres import preflight, schema
+from pyairtable_migration.postgres import preflight, replication, schema
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.topology import Pooler, writers
@@ -217,22 +207,12 @@ class CreatePublicationOperator(BeforeSwitchoverOperator):
             f"create or verify publication {self.publication} FOR ALL TABLES on {self.source_conn_id}",
         ):
             return {"mode": "plan"}
-        return self.run("create_publication", self._publish)
-
-    def _publish(self) -> dict[str, Any]:
-        with self.source().cursor() as cursor:
-            changed = ensure_replica_identity_full(cursor, parse_tables(self.replica_identity_full))
-            for line in changed:
-                self.log.info("Source: %s", line)
-            lacking = lacking_replica_identity(cursor)
-            if lacking:
-                raise MigrationError(
-                    f"table(s) {', '.join(map(str, lacking))} have no replica identity and are not listed "
-                    "under database.replica_identity_full: a publication now would break their UPDATE/DELETE"
-                )
-            action = ensure_publication(cursor, self.publication)
-        self.log.info("Source: publication %s %s (FOR ALL TABLES)", self.publication, action)
-        return {"publication": self.publication, "action": action, "replica_identity_changes": changed}
+        return self.run(
+            "create_publication",
+            lambda: replication.publish(
+                self.source(), self.publication, parse_tables(self.replica_identity_full), self.log
+            ),
+        )
 
 
 class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
@@ -253,87 +233,12 @@ class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
             f"{self.publication} (replication slot {self.subscription} on {self.source_conn_id})",
         ):
             return {"mode": "plan"}
-        return self.run("create_subscription", self._subscribe)
-
-    def _subscribe(self) -> dict[str, Any]:
-        source, target = self.source(), self.target()
-        with target.cursor() as target_cursor, source.cursor() as source_cursor:
-            existing = get_subscription(target_cursor, self.subscription)
-            if existing is not None:
-                slot = get_slot(source_cursor, existing["subslotname"] or self.subscription)
-                if list(existing["subpublications"]) != [self.publication]:
-                    raise MigrationError(
-                        f"subscription {self.subscription} subscribes to {existing['subpublications']}, not "
-                        f"[{self.publication}]"
-                    )
-                if slot is None:
-                    raise MigrationError(
-                        f"subscription {self.subscription} exists but its slot is gone from the source: "
-                        "changes since then are lost to it; reset the target and run the database phase "
-                        "again"
-                    )
-                states = table_states(target_cursor, self.subscription)
-                ready = sum(1 for s in states.values() if s == "r")
-                self.log.info(
-                    "Target: subscription %s exists (%s), slot on the source %s, lag %s bytes; %d/%d "
-                    "tables ready",
-                    self.subscription,
-                    "enabled" if existing["subenabled"] else "DISABLED",
-                    "active" if slot["active"] else "inactive",
-                    slot["lag_bytes"],
-                    ready,
-                    len(states),
-                )
-                return {
-                    "subscription": self.subscription,
-                    "action": "verified",
-                    "enabled": existing["subenabled"],
-                }
-            leftover = get_slot(source_cursor, self.subscription)
-            if leftover is not None:
-                if leftover["active"]:
-                    raise MigrationError(
-                        f"the source has an active replication slot {self.subscription} but the target has "
-                        "no such subscription: another subscriber uses it; configure another subscription "
-                        "name"
-                    )
-                source_cursor.execute(statement("replication_slot_drop"), {"name": self.subscription})
-                self.log.info(
-                    "Source: dropped replication slot %s left by an earlier attempt", self.subscription
-                )
-            tables = sorted(user_tables(target_cursor))
-            filled = [
-                table
-                for table in tables
-                if fetch_value(target_cursor, statement("tables_with_rows", table=(table.schema, table.name)))
-            ]
-            if filled:
-                # All of them in one statement: foreign keys allow no less, and all are copied anew.
-                target_cursor.execute(
-                    statement("tables_truncate", tables=sql.SQL(", ").join(t.identifier for t in tables))
-                )
-                self.log.info(
-                    "Target: emptied every table before the initial copy (%s held rows of an abandoned copy)",
-                    ", ".join(str(t) for t in filled),
-                )
-            quiet_statement_logging(target_cursor)
-            target_cursor.execute(
-                statement(
-                    "subscription_create", subscription=self.subscription, publication=self.publication
-                ),
-                {"conninfo": source.replication_conninfo(), "slot": self.subscription},
-            )
-            states = table_states(target_cursor, self.subscription)
-        self.log.info(
-            "Target: created subscription %s to %s (%s): initial copy of %d tables started; slot %s on the "
-            "source",
-            self.subscription,
-            self.publication,
-            source.describe(),
-            len(states),
-            self.subscription,
+        return self.run(
+            "create_subscription",
+            lambda: replication.subscribe(
+                self.source(), self.target(), self.publication, self.subscription, self.log
+            ),
         )
-        return {"subscription": self.subscription, "action": "created", "tables": len(states)}
 
 
 class DropForwardReplicationOperator(BeforeSwitchoverOperator, ReplicationOperator):
@@ -353,23 +258,12 @@ class DropForwardReplicationOperator(BeforeSwitchoverOperator, ReplicationOperat
             f"{self.source_conn_id}), then publication {self.publication} on {self.source_conn_id}",
         ):
             return {"mode": "plan"}
-        return self.run("drop_forward_replication", self._drop)
-
-    def _drop(self) -> dict[str, Any]:
-        dropped = []
-        with self.target().cursor() as target:
-            if get_subscription(target, self.subscription) is not None:
-                drop_subscription(target, self.subscription)
-                dropped.append(f"subscription {self.subscription} on the target (and its slot on the source)")
-        with self.source().cursor() as source:
-            if get_publication(source, self.publication) is not None:
-                source.execute(statement("publication_drop", publication=self.publication))
-                dropped.append(f"publication {self.publication} on the source")
-        for line in dropped:
-            self.log.info("Dropped %s", line)
-        if not dropped:
-            self.log.info("No forward replication between the source and the target: nothing to drop")
-        return {"dropped": dropped, "changed": bool(dropped)}
+        return self.run(
+            "drop_forward_replication",
+            lambda: replication.drop_forward_replication(
+                self.source(), self.target(), self.publication, self.subscription, self.log
+            ),
+        )
 
 
 class WaitInitialSyncOperator(ReplicationOperator):

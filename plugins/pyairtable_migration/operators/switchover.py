@@ -11,7 +11,6 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from pyairtable_migration.hooks.database import parse_tables
 from pyairtable_migration.operators.approval import MigrationApprovalOperator
 from pyairtable_migration.operators.base import ReplicationTopologyOperator, fail
 from pyairtable_migration.postgres.switchover import Direction, Side, WriteSwitch
@@ -62,7 +61,6 @@ class SwitchoverOperatorBase(ReplicationTopologyOperator):
             sequence_margin=int(self.sequence_margin),
             timeout_seconds=float(self.timeout_seconds),
             marker_id=f"{direction.label}:{context.get('run_id') or 'manual'}",
-            replica_identity_full=parse_tables(self.replica_identity_full),
             log=self.log,
         )
 

@@ -42,7 +42,6 @@ from typing import Any
 from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
-    Table,
     drop_subscription,
     ensure_publication,
     fetch_value,
@@ -140,7 +139,6 @@ class WriteSwitch:
         sequence_margin: int,
         timeout_seconds: float,
         marker_id: str,
-        replica_identity_full: Sequence[Table] = (),
         log: Any,
     ) -> None:
         self.direction = direction
@@ -148,7 +146,6 @@ class WriteSwitch:
         self.sequence_margin = sequence_margin
         self.timeout_seconds = timeout_seconds
         self.marker_id = marker_id
-        self.replica_identity_full = list(replica_identity_full)
         self.log = log
         self.freezing = False
         self._undo: list[tuple[str, Callable[[], Any]]] = []
