@@ -24,6 +24,7 @@ help:
 	@echo "make plan          print every step of the migration and what it touches"
 	@echo "make check-config  validate include/migration.yaml"
 	@echo "make airflow       the lab, and the Airflow UI on http://localhost:8080 with this DAG pointed at it"
+	@echo "make airflow-celery  the same, deployed as docker-compose.yaml does: Celery workers, PostgreSQL metadata DB"
 	@echo "make lab-up        start and seed the local lab (SCALE=N records, default 20000); safe to re-run"
 	@echo "make lab-status    is each lab component answering? with process count and memory"
 	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
@@ -64,6 +65,13 @@ check-config: $(VENV)/.installed
 airflow: bootstrap
 	@$(BIN)/python -m lab up > /dev/null
 	@$(BIN)/python -m lab.airflow_server
+
+# As docker-compose.yaml deploys Airflow (CeleryExecutor, Redis broker, PostgreSQL metadata database,
+# every component a process of its own, a worker beside each pooler with a queue), without Docker.
+.PHONY: airflow-celery
+airflow-celery: bootstrap
+	@$(BIN)/python -m lab up > /dev/null
+	@$(BIN)/python -m lab.airflow_celery
 
 .PHONY: demo
 demo: bootstrap

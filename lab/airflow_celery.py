@@ -137,15 +137,19 @@ class Worker:
 DEFAULT_WORKERS = (Worker("worker-1"), Worker("worker-2"))
 
 
+def pooler_queues(config_path: Path) -> dict[str, str]:
+    """Each pooler's queue as the migration config names it (Airflow's default queue otherwise)."""
+    poolers = yaml.safe_load(config_path.read_text())["database"]["poolers"]
+    return {str(pooler["name"]): str(pooler.get("queue") or DEFAULT_QUEUE) for pooler in poolers}
+
+
 def pooler_workers(config_path: Path) -> list[Worker]:
     """A worker beside each pooler whose tasks the migration config sends to a queue of its own.
 
     Here every process shares the poolers' filesystem; in a real deployment this worker runs on the
     pooler's host or in its pod, sharing the config volume (docker-compose.yaml shows one).
     """
-    config = yaml.safe_load(config_path.read_text())
-    poolers = config["database"]["poolers"]
-    queues = sorted({str(pooler["queue"]) for pooler in poolers if pooler.get("queue")})
+    queues = sorted(set(pooler_queues(config_path).values()) - {DEFAULT_QUEUE})
     return [Worker(f"worker-{queue}", (queue,), concurrency=2) for queue in queues]
 
 
@@ -375,7 +379,10 @@ class CeleryAirflow(AirflowServer):
     def commands(self) -> list[tuple[str, list[str]]]:
         """Each component's command line, as docker-compose.yaml's services run them."""
         found = [
-            ("api-server", [self.airflow, "api-server", "--port", str(self.port)]),
+            (
+                "api-server",
+                [self.airflow, "api-server", "--host", self.settings.host, "--port", str(self.port)],
+            ),
             ("scheduler", [self.airflow, "scheduler"]),
             ("dag-processor", [self.airflow, "dag-processor"]),
             ("triggerer", [self.airflow, "triggerer"]),
@@ -475,7 +482,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     args = parser.parse_args(argv)
     settings = LabSettings.from_env()
-    home = Path(os.environ.get("AIRFLOW_CELERY_HOME", REPO_ROOT / ".airflow-celery"))
+    home = REPO_ROOT / ".airflow" / "celery"
     workers = [*DEFAULT_WORKERS, *pooler_workers(lab_config_path(settings))]
     server = CeleryAirflow(settings, home, args.port, workers)
     print(f"starting the Celery deployment in {home} (logs: {home / 'logs'}) ...", flush=True)

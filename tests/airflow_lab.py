@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,8 @@ ROLLBACK_DAG = "pyairtable_production_rollback"
 SCALE = 2000
 # A run through the scheduler: approvals as the test says, short bakes (the lab's config is short).
 FAST_RUN = {"mode": "apply", "require_approvals": False, "bake_seconds": 3}
+# How a test's Airflow is made: `airflow standalone` (AirflowServer) or a deployment like it.
+ServerFactory = Callable[[LabSettings, Path, int], AirflowServer]
 
 
 @dataclass
@@ -68,12 +70,12 @@ class AirflowLab:
 
 
 @contextmanager
-def airflow_lab(prefix: str) -> Iterator[AirflowLab]:
+def airflow_lab(prefix: str, server_factory: ServerFactory = AirflowServer) -> Iterator[AirflowLab]:
     settings = LabSettings.throwaway(prefix, dns_initial_ttl=5)
     home = Path(tempfile.mkdtemp(prefix=f"{prefix}airflow-"))
     up(settings, SCALE)  # Airflow starts with the lab's connections file and config in place
     (port,) = free_ports(1)
-    server = AirflowServer(settings, home, port)
+    server = server_factory(settings, home, port)
     lab = AirflowLab(settings, server)
     try:
         server.start()

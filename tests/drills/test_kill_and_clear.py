@@ -86,9 +86,10 @@ def kill_attempt(
     attempt: int,
     moment: Callable[[], bool] | None = None,
     when_running: Callable[[], None] | None = None,
+    kill: Callable[[int], object] = lambda pid: os.kill(pid, signal.SIGKILL),
 ) -> dict[str, Any]:
     """SIGKILL the task's process in `attempt` once it runs (`when_running` called then) and
-    `moment()` holds (else after 5 s)."""
+    `moment()` holds (else after 5 s); `kill(pid)` may take more with it (its whole worker)."""
     server = lab.server
 
     def running_process() -> tuple[str, int] | None:
@@ -110,7 +111,7 @@ def kill_attempt(
             caught = True
             break
         time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
+    kill(pid)
     return {"task": task_id, "attempt": attempt, "moment_caught": caught}
 
 
