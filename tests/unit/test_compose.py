@@ -2,7 +2,9 @@
 
 The compose file is validated against the Compose Specification's JSON schema, the copy that the
 pinned dev dependency `check-jsonschema` ships (its hash checked against the one it ships beside
-it), and then against what an Airflow 3 CeleryExecutor deployment of this project needs. Each check
+it), then against what an Airflow 3 CeleryExecutor deployment of this project needs: the shared
+environment is lab/airflow_celery.py's airflow_settings() (the local deployment's), and the worker
+beside the pooler serves the pooler's queue and writes the ini PgBouncer reads. Each check
 returns its problems as sentences; the tests at the bottom break the file in the ways that matter
 (a component missing, a literal password, a pinned worker name, ...) and expect a problem each
 time, so these tests can fail.
@@ -27,6 +29,8 @@ import jsonschema
 import pytest
 import yaml
 
+from lab.airflow_celery import COMPOSE, DEFAULT_QUEUE, airflow_settings
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -46,6 +50,9 @@ AIRFLOW_COMPONENTS = {
     "airflow-worker": "celery worker",
 }
 INIT = "airflow-init"
+POOLER = "pgbouncer"
+POOLER_WORKER = "airflow-worker-pgbouncer"
+SETTINGS_HOME = "airflow_settings() in lab/airflow_celery.py"
 APISERVER = "airflow-apiserver"
 WORKER = "airflow-worker"
 POSTGRES = "postgres"
@@ -548,6 +555,58 @@ def depends_on_problems(document: Mapping[str, Any]) -> Problems:
     return problems
 
 
+def settings_problems(raw: Mapping[str, Any]) -> Problems:
+    """The shared environment is the one the local Celery deployment runs with: one source, no drift."""
+    env = environment(raw.get(COMMON) or {})
+    wanted = airflow_settings(COMPOSE)
+    return [
+        *(f"{COMMON}: {key} is missing; {SETTINGS_HOME} sets it" for key in wanted if key not in env),
+        *(f"{COMMON}: {key} is not among {SETTINGS_HOME}" for key in env if key not in wanted),
+        *(
+            f"{COMMON}: {key} differs from {SETTINGS_HOME}"
+            for key in wanted
+            if key in env and env[key] != wanted[key]
+        ),
+    ]
+
+
+def pooler_problems(rendered: Mapping[str, Any]) -> Problems:
+    """The worker beside the pooler: its own queue, PgBouncer's config volume writable, and the admin
+    connection's `ini_path` (.env.example) the very ini PgBouncer was started with."""
+    found = services(rendered)
+    pooler, worker = found.get(POOLER), found.get(POOLER_WORKER)
+    if pooler is None or worker is None:
+        return [f"no {name} service" for name in (POOLER, POOLER_WORKER) if name not in found]
+    tokens = command_tokens(pooler)
+    if len(tokens) != 2 or tokens[0] != "pgbouncer":
+        return [f"{POOLER} runs {tokens}, not `pgbouncer <ini>`"]
+    ini = PurePosixPath(tokens[1])
+    config = next((mount for mount in mounts(pooler) if ini.is_relative_to(mount.target)), None)
+    if config is None:
+        return [f"{POOLER}'s ini {ini} is on no volume another service could share"]
+    problems = []
+    shared = next((m for m in mounts(worker) if (m.source, m.target) == (config.source, config.target)), None)
+    if shared is None:
+        problems.append(
+            f"{POOLER_WORKER} does not mount {POOLER}'s config ({config.source} at {config.target})"
+        )
+    elif shared.read_only:
+        problems.append(f"{POOLER_WORKER} mounts {POOLER}'s config read-only; the switchover rewrites {ini}")
+    worker_tokens = command_tokens(worker)
+    queues = worker_tokens[3].split(",") if worker_tokens[:3] == ["celery", "worker", "--queues"] else []
+    if not queues or DEFAULT_QUEUE in queues:
+        problems.append(
+            f"{POOLER_WORKER} runs {worker_tokens}, not `celery worker --queues <the pooler's queue>`"
+        )
+    ini_paths = set(re.findall(r'"ini_path": "([^"]+)"', ENV_EXAMPLE.read_text()))
+    if ini_paths != {str(ini)}:
+        problems.append(f".env.example's pooler connection names ini_path {sorted(ini_paths)}, not {ini}")
+    condition = ((worker.get("depends_on") or {}).get(POOLER) or {}).get("condition")
+    if condition != "service_healthy":
+        problems.append(f"{POOLER_WORKER} depends on {POOLER} with {condition!r}, not service_healthy")
+    return problems
+
+
 def scaling_problems(document: Mapping[str, Any]) -> Problems:
     """`docker compose up --scale airflow-worker=3` needs copies that do not collide."""
     worker = services(document).get(WORKER, {})
@@ -576,6 +635,8 @@ def all_problems(raw: Mapping[str, Any], example: Mapping[str, str], schema: Map
         *healthcheck_problems(rendered),
         *depends_on_problems(rendered),
         *scaling_problems(rendered),
+        *settings_problems(raw),
+        *pooler_problems(rendered),
     ]
     return list(dict.fromkeys(problems))
 
@@ -648,6 +709,14 @@ def test_healthchecks_and_startup_order(raw, env_example):
 
 def test_worker_can_be_scaled(raw, env_example):
     assert scaling_problems(interpolate_tree(raw, sample_env(env_example))) == []
+
+
+def test_shared_environment_is_the_local_celery_deployments(raw):
+    assert settings_problems(raw) == []
+
+
+def test_pooler_worker_serves_its_queue_and_writes_the_poolers_ini(raw, env_example):
+    assert pooler_problems(interpolate_tree(raw, sample_env(env_example))) == []
 
 
 def test_dockerfile_extends_the_official_image_with_our_requirements(raw):
@@ -831,6 +900,24 @@ def _healthcheck_interval_number(doc: dict[str, Any]) -> None:
     doc["services"]["postgres"]["healthcheck"]["interval"] = 10
 
 
+def _heartbeat_interval_changed(doc: dict[str, Any]) -> None:
+    set_common_env(doc, "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "5")
+
+
+def _pooler_worker_without_config(doc: dict[str, Any]) -> None:
+    worker = doc["services"][POOLER_WORKER]
+    worker["volumes"] = [volume for volume in worker["volumes"] if not volume.endswith(":/etc/pgbouncer")]
+
+
+def _pooler_config_read_only(doc: dict[str, Any]) -> None:
+    worker = doc["services"][POOLER_WORKER]
+    worker["volumes"] = [f"{v}:ro" if v.endswith(":/etc/pgbouncer") else v for v in worker["volumes"]]
+
+
+def _pooler_worker_serves_default(doc: dict[str, Any]) -> None:
+    doc["services"][POOLER_WORKER]["command"] = "celery worker"
+
+
 # name -> (how to break the file, words of the problem the checks must report)
 MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "triggerer removed": (_drop_triggerer, "no airflow-triggerer service"),
@@ -861,6 +948,10 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "init creates no user": (_no_init_user, "_AIRFLOW_WWW_USER_CREATE"),
     "simple auth manager": (_simple_auth_manager, "auth manager is not FAB's"),
     "unknown compose key": (_unknown_compose_key, "'restart_policy' was unexpected"),
+    "a shared setting drifted": (_heartbeat_interval_changed, "MIN_HEARTBEAT_INTERVAL differs from"),
+    "pooler worker without its config": (_pooler_worker_without_config, "does not mount pgbouncer's config"),
+    "pooler config read-only": (_pooler_config_read_only, "mounts pgbouncer's config read-only"),
+    "pooler worker on the default queue": (_pooler_worker_serves_default, "not `celery worker --queues"),
     "healthcheck interval not a duration": (
         _healthcheck_interval_number,
         "schema: services/postgres/healthcheck",
