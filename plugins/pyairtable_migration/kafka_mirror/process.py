@@ -24,6 +24,7 @@ from pyairtable_migration.kafka_mirror.mirror import MirrorSpec
 
 SPEC_VARIABLE = "PYAIRTABLE_KAFKA_MIRROR_SPEC"
 STOP_TIMEOUT_SECONDS = 40.0
+START_TIMEOUT_SECONDS = 10.0
 
 
 def pid_path(state_dir: Path) -> Path:
@@ -63,6 +64,15 @@ def start(spec: MirrorSpec, state_dir: Path, extra_env: dict[str, str] | None = 
             env=environment,
         )
     pid_path(state_dir).write_text(str(process.pid))
+    # Until the child has exec'd, its command line is still ours: wait for it to be the mirror.
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while running_pid(state_dir) is None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            log_tail = (state_dir / "mirror.log").read_text(errors="replace").splitlines()[-5:]
+            raise KafkaMirrorError(
+                f"the mirror did not start (exit {process.returncode}): {' | '.join(log_tail)}"
+            )
+        time.sleep(0.02)
     return process.pid, True
 
 
