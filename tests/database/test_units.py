@@ -23,7 +23,7 @@ from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connst
 from pyairtable_migration.hooks.redis_hook import KeyInventory, ReplicationState, compare_inventories
 from pyairtable_migration.plan import build_plan
 from pyairtable_migration.postgres import preflight
-from pyairtable_migration.postgres.schema import remove_objects, strip_psql_meta
+from pyairtable_migration.postgres.schema_copy import remove_objects, strip_psql_meta
 from pyairtable_migration.redis.stages import emptied_target, rollback_stage
 
 

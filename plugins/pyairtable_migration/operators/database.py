@@ -39,7 +39,7 @@ from pyairtable_migration.operators.base import (
     bulleted,
     fail,
 )
-from pyairtable_migration.postgres import preflight, replication, schema
+from pyairtable_migration.postgres import preflight, replication, schema_copy
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.topology import Pooler, writers
@@ -146,7 +146,7 @@ class BeforeSwitchoverOperator(DatabaseOperator):
 
 class CopySchemaOperator(BeforeSwitchoverOperator):
     """Copy the source's schema to the target with pg_dump, in one transaction, secondary indexes
-    deferred (`postgres/schema.py`). Re-run: a target holding this migration's copy is verified."""
+    deferred (`postgres/schema_copy.py`). Re-run: a target holding this migration's copy is verified."""
 
     template_fields: Sequence[str] = (
         *BeforeSwitchoverOperator.template_fields,
@@ -171,7 +171,7 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
             return {"mode": "plan"}
         return self.run(
             "copy_schema",
-            lambda: schema.copy_schema(
+            lambda: schema_copy.copy_schema(
                 self.source(),
                 self.target(),
                 replica_identity_full=parse_tables(self.replica_identity_full),
