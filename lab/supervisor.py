@@ -131,7 +131,7 @@ def up(settings: LabSettings | None = None, scale: object = DEFAULT_SCALE, echo:
                 )
                 running[item.name] = True  # its ports are its own, not a foreign process's
             try:
-                item.binary.require(item.name)
+                item.binary_for(settings).require(item.name)
             except LabError as exc:
                 problems.append(str(exc))
         problems += port_problems(everything, settings, running)
@@ -243,7 +243,7 @@ def start_component(name: str, settings: LabSettings | None = None) -> int:
     with exclusive(settings):
         state = State(settings)
         if not _running(item, settings, state):
-            item.binary.require(item.name)
+            item.binary_for(settings).require(item.name)
             problems = port_problems([item], settings, {})
             if problems:
                 raise LabError("; ".join(problems))
