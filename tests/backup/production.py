@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,16 +17,13 @@ import psycopg2
 from airflow.sdk import DAG, BaseOperator
 from airflow.sdk.exceptions import TaskDeferred
 
-from lab.connections import connections_in_environment
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, secrets
 from lab.pgbackrest import backup_settings
-from lab.pgbouncer import admin_console, ini_path
 from lab.postgres import DATABASE, dump_and_restore
-from lab.processes import State
 from lab.settings import LabSettings
-from lab.supervisor import down, start_component
 from pyairtable_migration.pgbackrest.cluster import RestoredCluster
 from pyairtable_migration.pgbackrest.settings import BackupSettings
+from tests.own_lab import point_pooler, running_lab
 
 COMPONENTS = ("postgres-source", "postgres-target", "pgbouncer")
 
@@ -72,39 +68,16 @@ def _copy_staging_to_production(settings: LabSettings) -> None:
     dump_and_restore(settings, source, target, DATABASE, "--no-owner")
 
 
-def _point_pooler_at_target(settings: LabSettings) -> None:
-    path = ini_path(settings)
-    stat = path.stat()
-    text = path.read_text().replace(
-        f"port={settings.postgres_source_port} dbname=", f"port={settings.postgres_target_port} dbname="
-    )
-    path.write_text(text)
-    os.chown(path, stat.st_uid, stat.st_gid)
-    console = admin_console(settings)
-    try:
-        with console.cursor() as cursor:
-            cursor.execute("RELOAD")
-    finally:
-        console.close()
-
-
 @contextlib.contextmanager
 def running_production(records: int) -> Iterator[Production]:
-    settings = LabSettings.throwaway("pyairtable-backup-test-")
-    state = State(settings)
-    state.seed["records"] = records
-    state.save()
-    production = Production(settings, backup_settings(settings))
-    try:
-        for name in COMPONENTS:
-            start_component(name, settings)
-        _copy_staging_to_production(settings)
-        _point_pooler_at_target(settings)
-        with connections_in_environment(settings):
+    with running_lab("pyairtable-backup-test-", records, COMPONENTS) as settings:
+        production = Production(settings, backup_settings(settings))
+        try:
+            _copy_staging_to_production(settings)
+            point_pooler(settings, settings.postgres_target_port)
             yield production
-    finally:
-        production.remove_restored()
-        down(settings, purge=True)
+        finally:
+            production.remove_restored()
 
 
 class FakeTaskInstance:

@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import redis
 from psycopg2 import sql
 
-from lab.connections import connections_in_environment
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, secrets
-from lab.pgbouncer import ADMIN_DATABASE, INI_TEMPLATE, ini_path
+from lab.ledger import LedgerReport, check_ledger
+from lab.pgbouncer import admin_console
 from lab.postgres import DATABASE, PostgresCluster
 from lab.processes import State
 from lab.settings import LabSettings
-from lab.supervisor import down, start_component
+from tests.own_lab import point_pooler, running_lab
 
 COMPONENTS = ("postgres-source", "postgres-target", "pgbouncer", "redis-source", "redis-target")
-PGBOUNCER_ADMIN = "pgbouncer_admin"
 
 
 @dataclass
@@ -77,21 +76,20 @@ class Pair:
         finally:
             connection.close()
 
+    def ledger_report(self, side: str, ledger: Path) -> LedgerReport:
+        """The writers' acknowledged rows (the load's ledger) checked against `side`'s table."""
+        connection = self.connect(side)
+        try:
+            return check_ledger(ledger, connection)
+        finally:
+            connection.close()
+
     def app_dsn(self) -> str:
         password = self.passwords[APP_ROLE]
         return f"postgresql://{APP_ROLE}:{password}@{self.settings.host}:{self.settings.pgbouncer_port}/{DATABASE}"
 
     def admin_console(self) -> Any:
-        connection = psycopg2.connect(
-            host=self.settings.host,
-            port=self.settings.pgbouncer_port,
-            user=PGBOUNCER_ADMIN,
-            password=self.passwords[PGBOUNCER_ADMIN],
-            dbname=ADMIN_DATABASE,
-            connect_timeout=5,
-        )
-        connection.autocommit = True
-        return connection
+        return admin_console(self.settings)
 
     def pooler_port(self) -> int:
         """The port PgBouncer currently sends DATABASE's server connections to."""
@@ -175,19 +173,10 @@ class Pair:
         target.flushall()
 
     def _resume_and_point_at_source(self) -> None:
-        path = ini_path(self.settings)
-        text = path.read_text()
-        wanted = INI_TEMPLATE.split("\n")[3].format(
-            database=DATABASE, host=self.settings.host, source_port=self.settings.postgres_source_port
-        )
-        lines = [wanted if line.startswith(f"{DATABASE} = ") else line for line in text.splitlines()]
-        stat = path.stat()
-        path.write_text("\n".join(lines) + "\n")
-        os.chown(path, stat.st_uid, stat.st_gid)
+        point_pooler(self.settings, self.settings.postgres_source_port)
         console = self.admin_console()
         try:
             with console.cursor() as cursor:
-                cursor.execute("RELOAD")
                 cursor.execute("SHOW DATABASES")
                 names = [d[0] for d in cursor.description]
                 paused = [
@@ -204,17 +193,8 @@ class Pair:
 @contextlib.contextmanager
 def running_pair(records: int) -> Iterator[Pair]:
     """Start the pair (seeded with `records` rows), its Airflow connections in os.environ."""
-    settings = LabSettings.throwaway("pyairtable-db-test-")
-    state = State(settings)
-    state.seed["records"] = records
-    state.save()
-    try:
-        for name in COMPONENTS:
-            start_component(name, settings)
-        with connections_in_environment(settings):
-            yield Pair(settings, records)
-    finally:
-        down(settings, purge=True)
+    with running_lab("pyairtable-db-test-", records, COMPONENTS) as settings:
+        yield Pair(settings, records)
 
 
 def describe(value: Any) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.postgres.switchover import WriteSwitch
@@ -120,9 +119,5 @@ def test_a_switchover_interrupted_after_its_commit_point_is_completed_by_a_rerun
     finally:
         figures = load.stop()
     assert figures["db_failures"] == 0, figures["db_errors"]
-    connection = pair.connect("source")
-    try:
-        report = check_ledger(ledger, connection)
-    finally:
-        connection.close()
+    report = pair.ledger_report("source", ledger)
     assert report.checked == figures["db_commits"] and report.lost == 0, report.summary()

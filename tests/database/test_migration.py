@@ -27,7 +27,6 @@ import psycopg2
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
 from tests.database.pair import Pair
@@ -91,14 +90,6 @@ def task(config: MigrationConfig, task_id: str, **arguments: Any) -> Any:
 def assert_no_failed_transaction(load: Load) -> None:
     report = load.report()
     assert report["db_failures"] == 0, report["db_errors"]
-
-
-def ledger_on(pair: Pair, load: Load, side: str) -> Any:
-    connection = pair.connect(side)
-    try:
-        return check_ledger(load.ledger, connection)
-    finally:
-        connection.close()
 
 
 def wait_until(check: Any, timeout: float = 30.0, what: str = "condition") -> None:
@@ -315,7 +306,7 @@ def test_switchover_under_load_loses_nothing(pair: Pair, config: MigrationConfig
     print(f"switchover: {summary}; longest commit gap {load.report()['longest_commit_gap_ms']:.0f} ms")
     assert load.report()["longest_commit_gap_ms"] < 5_000
     # Every acknowledged write so far is on the target.
-    report = ledger_on(pair, load, "target")
+    report = pair.ledger_report("target", load.ledger)
     assert report.checked > 0 and report.lost == 0, report.summary()
     # Reverse replication is running; forward replication is gone (with its slot).
     assert pair.subscriptions("source") == ["pyairtable_rollback"]
@@ -343,7 +334,7 @@ def test_rollback_under_load_keeps_every_write_made_on_the_target(
     figures = load.stop()
     assert figures["db_failures"] == 0, figures["db_errors"]
     # Every acknowledged write (before, during and after the target's turn) is on the source.
-    report = ledger_on(pair, load, "source")
+    report = pair.ledger_report("source", load.ledger)
     assert report.checked == figures["db_commits"] and report.lost == 0, report.summary()
     assert pair.subscriptions("source") == [] and pair.slots("target") == []
     assert run(rollback_operator(config), config) == {"changed": False, "writers_on": "source"}

@@ -26,7 +26,6 @@ import requests
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from botocore.exceptions import EndpointConnectionError
 
-from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from lab.processes import State, start_detached, wait_until_answers
 from lab.route53 import Moto
@@ -136,11 +135,7 @@ def test_replication_resumes_by_itself_after_a_source_restart_during_the_initial
     print(f"writes across the restart: {figures['db_commits']} committed, {figures['db_failures']} failed")
     validation = run_task(config, "database.validate_data")
     assert validation["passed"] is True and validation["rows"] >= pair.records
-    connection = pair.connect("target")
-    try:
-        report = check_ledger(ledger, connection)
-    finally:
-        connection.close()
+    report = pair.ledger_report("target", ledger)
     assert report.checked == figures["db_commits"] and report.lost == 0, report.summary()
 
 

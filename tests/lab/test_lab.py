@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import psutil
 import psycopg2
 import pytest
@@ -30,11 +29,13 @@ from lab import supervisor
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
 from lab.kafka_lab import PRODUCTION_CONN_ID as KAFKA_PRODUCTION_CONN_ID
 from lab.kafka_lab import STAGING_CONN_ID as KAFKA_STAGING_CONN_ID
-from lab.pgbouncer import PgBouncer, admin_console, ini_path
+from lab.pgbouncer import PgBouncer
 from lab.processes import Binary, LabError, State, apt_hint, marked_processes, port_is_free
 from lab.redis_lab import RedisServer
+from lab.route53 import route53_client
 from lab.settings import REPO_ROOT, LabSettings
 from pyairtable_migration.config import load_config
+from tests.own_lab import point_pooler
 
 pytestmark = pytest.mark.lab
 CONFIG = load_config()
@@ -224,13 +225,7 @@ def test_redis_source_is_seeded_with_every_type_and_target_is_empty(lab: LabSett
 
 def test_route53_has_weighted_records_staging_100_production_0(lab: LabSettings) -> None:
     settings = lab
-    route53 = boto3.client(
-        "route53",
-        endpoint_url=f"http://{settings.host}:{settings.moto_port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    route53 = route53_client(settings)
     zones = [z for z in route53.list_hosted_zones()["HostedZones"] if z["Name"] == CONFIG.dns.hosted_zone]
     assert len(zones) == 1
     sets = route53.list_resource_record_sets(HostedZoneId=zones[0]["Id"])["ResourceRecordSets"]
@@ -505,18 +500,7 @@ def test_a_lab_on_other_ports_starts_in_time_restarts_parts_and_goes_fully_down(
         source.close()
 
     # The switchover's move: rewrite the [databases] line, RELOAD, and writers reach the target.
-    ini = ini_path(settings)
-    ini.write_text(
-        ini.read_text().replace(
-            f"port={settings.postgres_source_port} ", f"port={settings.postgres_target_port} "
-        )
-    )
-    console = admin_console(settings)
-    try:
-        with console.cursor() as cursor:
-            cursor.execute("RELOAD")
-    finally:
-        console.close()
+    point_pooler(settings, settings.postgres_target_port)
     app = connect(settings, settings.pgbouncer_port, APP_ROLE, supervisor.secrets(settings)[APP_ROLE])
     try:
         assert query(app, "SELECT current_setting('port')::int") == [(settings.postgres_target_port,)]
@@ -525,13 +509,7 @@ def test_a_lab_on_other_ports_starts_in_time_restarts_parts_and_goes_fully_down(
 
     # moto restarts empty; starting it again recreates the zone and the weighted records.
     supervisor.restart_component("moto", settings)
-    route53 = boto3.client(
-        "route53",
-        endpoint_url=f"http://{settings.host}:{settings.moto_port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    route53 = route53_client(settings)
     zone_id = route53.list_hosted_zones()["HostedZones"][0]["Id"]
     weighted = [
         s
