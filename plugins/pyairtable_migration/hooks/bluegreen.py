@@ -259,8 +259,23 @@ def describe_pods(pods: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+class ReadObject:
+    """What a Deployment and a Service as read share: the resourceVersion every write is
+    compare-and-set against, and the annotations promote and retire leave."""
+
+    manifest: Manifest
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.manifest["metadata"].get("resourceVersion", ""))
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.manifest["metadata"].get("annotations") or {})
+
+
 @dataclass(frozen=True)
-class ColorState:
+class ColorState(ReadObject):
     """One color's Deployment as read."""
 
     color: str
@@ -280,14 +295,6 @@ class ColorState:
         return int(self.manifest["spec"].get("replicas", 1) or 0)
 
     @property
-    def resource_version(self) -> str:
-        return str(self.manifest["metadata"].get("resourceVersion", ""))
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return dict(self.manifest["metadata"].get("annotations") or {})
-
-    @property
     def rollout(self) -> RolloutStatus:
         return RolloutStatus.of(self.manifest)
 
@@ -300,7 +307,7 @@ class ColorState:
 
 
 @dataclass(frozen=True)
-class ServiceState:
+class ServiceState(ReadObject):
     """A Service as read: its selector's color and the annotations promote wrote."""
 
     name: str
@@ -313,14 +320,6 @@ class ServiceState:
     @property
     def color(self) -> str | None:
         return self.selector.get("color")
-
-    @property
-    def resource_version(self) -> str:
-        return str(self.manifest["metadata"].get("resourceVersion", ""))
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return dict(self.manifest["metadata"].get("annotations") or {})
 
 
 @dataclass(frozen=True)
