@@ -132,6 +132,22 @@ def wait_rolled_out(apps: client.AppsV1Api, namespace: str, name: str) -> client
     return wait_for(rolled_out, what=f"deployment {name} to roll out")
 
 
+def behind_services(
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespace: str,
+    images: dict[str, tuple[str, dict[str, str] | None]],
+) -> None:
+    """Per name, a Deployment of the image (color: the name) behind a Service of that name; returns
+    once all are rolled out, so a test compares what they answer."""
+    for name, (image, env) in images.items():
+        apps.create_namespaced_deployment(namespace, deployment(name, image, color=name, env=env))
+    for name in images:
+        core.create_namespaced_service(namespace, service(name, {"color": name}))
+    for name in images:
+        wait_rolled_out(apps, namespace, name)
+
+
 def proxy_get(core: client.CoreV1Api, namespace: str, service_name: str, path: str) -> tuple[int, Any]:
     """GET through the Service proxy; (status, parsed JSON body), whatever the status."""
     try:
@@ -324,17 +340,15 @@ def test_5xx_image_fails_every_request(
 
 
 def test_slow_image_adds_latency(core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str) -> None:
-    apps.create_namespaced_deployment(
+    behind_services(
+        core,
+        apps,
         namespace,
-        deployment("slow", "ghcr.io/pyairtable/web:1.4.0-slow", color="slow", env={"SLOW_MS": "300"}),
+        {
+            "slow": ("ghcr.io/pyairtable/web:1.4.0-slow", {"SLOW_MS": "300"}),
+            "fast": ("ghcr.io/pyairtable/web:1.4.0", None),
+        },
     )
-    apps.create_namespaced_deployment(
-        namespace, deployment("fast", "ghcr.io/pyairtable/web:1.4.0", color="fast")
-    )
-    core.create_namespaced_service(namespace, service("slow", {"color": "slow"}))
-    core.create_namespaced_service(namespace, service("fast", {"color": "fast"}))
-    wait_rolled_out(apps, namespace, "slow")
-    wait_rolled_out(apps, namespace, "fast")
 
     def timed(service_name: str) -> float:
         started = time.perf_counter()
@@ -463,17 +477,15 @@ def test_metrics_count_requests_and_sd_lists_ready_pods(
 
 def test_database_routes(core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str) -> None:
     unreachable = f"postgresql://lab@127.0.0.1:{_free_port()}/pyairtable"
-    apps.create_namespaced_deployment(
+    behind_services(
+        core,
+        apps,
         namespace,
-        deployment("db", "ghcr.io/pyairtable/web:1.4.0", color="db", env={"DATABASE_URL": unreachable}),
+        {
+            "db": ("ghcr.io/pyairtable/web:1.4.0", {"DATABASE_URL": unreachable}),
+            "static": ("ghcr.io/pyairtable/web:1.4.0", None),
+        },
     )
-    apps.create_namespaced_deployment(
-        namespace, deployment("static", "ghcr.io/pyairtable/web:1.4.0", color="static")
-    )
-    core.create_namespaced_service(namespace, service("db", {"color": "db"}))
-    core.create_namespaced_service(namespace, service("static", {"color": "static"}))
-    wait_rolled_out(apps, namespace, "db")
-    wait_rolled_out(apps, namespace, "static")
 
     status, body = proxy_get(core, namespace, "db", "api/records")
     assert (status, body["error"]) == (503, "database unavailable")
