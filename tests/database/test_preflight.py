@@ -83,10 +83,14 @@ def test_preflight_names_every_problem_in_one_message(
         assert 'source: table public."Event Stream" has no replica identity' in message
         assert 'ALTER TABLE public."Event Stream" REPLICA IDENTITY FULL' in message
         assert "add a primary key" in message.lower()
-        assert "audit_log" not in message  # listed under database.replica_identity_full
+        assert "audit_log has no replica identity" not in message  # database.replica_identity_full
         assert "source: wal_level is replica" in message
-        assert f"source: role {LIMITED_ROLE} is not a superuser" in message
-        assert f"source: role {LIMITED_ROLE} lacks the REPLICATION privilege" in message
+        assert (
+            f"source (PostgreSQL 15): role {LIMITED_ROLE} may not CREATE SUBSCRIPTION (forward replication "
+            "on the target, reverse replication on the source): PostgreSQL 15 allows only superusers"
+        ) in message
+        assert f"source (PostgreSQL 15): role {LIMITED_ROLE} lacks the REPLICATION attribute" in message
+        assert f"source (PostgreSQL 15): role {LIMITED_ROLE} does not own" in message
         assert "target: not empty (1 table(s): public.someone_elses)" in message
         assert password not in message
         # Preflight changed nothing.

@@ -191,6 +191,10 @@ class MigrationPostgresHook(PostgresHook):
         return f"{fields['user']}@{fields['host']}:{fields['port']}/{fields['dbname']}"
 
     @property
+    def has_password(self) -> bool:
+        return bool(self._fields["password"])
+
+    @property
     def address(self) -> tuple[str, int, str]:
         fields = self._fields
         return fields["host"], fields["port"], fields["dbname"]

@@ -22,8 +22,8 @@ from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
     Table,
-    display_identifier,
     fetch_dicts,
+    fetch_one,
     fetch_value,
     get_publication,
     get_slot,
@@ -33,6 +33,7 @@ from pyairtable_migration.hooks.database import (
     statement,
     user_tables,
 )
+from pyairtable_migration.postgres.privileges import flavor, privilege_problems
 from pyairtable_migration.topology import Pooler, first_line, writers
 
 MIN_SERVER_VERSION = 100000  # logical replication
@@ -89,9 +90,9 @@ def read_target(cursor: Any, subscription: str) -> TargetFacts:
 
 
 def server_problems(side: str, fact: Mapping[str, Any]) -> list[str]:
-    """What one server's settings and role lack for logical replication both ways."""
+    """What one server's settings lack for logical replication both ways (the role's privileges:
+    `privileges.privilege_problems`)."""
     problems = []
-    role = fact["role_name"]
     if fact["server_version_num"] < MIN_SERVER_VERSION:
         problems.append(f"{side}: PostgreSQL {fact['server_version']} has no logical replication (10+)")
     if fact["wal_level"] != "logical":
@@ -117,16 +118,6 @@ def server_problems(side: str, fact: Mapping[str, Any]) -> list[str]:
             f"target: max_logical_replication_workers is {fact['max_logical_replication_workers']}; the "
             "subscription needs at least 2 (apply + sync)"
         )
-    if not fact["is_superuser"]:
-        problems.append(
-            f"{side}: role {role} is not a superuser; PostgreSQL 15 allows only superusers to CREATE "
-            "PUBLICATION ... FOR ALL TABLES and CREATE SUBSCRIPTION (forward and reverse)"
-        )
-        if not fact["has_replication"]:
-            problems.append(
-                f"{side}: role {role} lacks the REPLICATION privilege (ALTER ROLE "
-                f"{display_identifier(role)} REPLICATION)"
-            )
     if fact["large_objects"]:
         problems.append(
             f"{side}: {fact['large_objects']} large object(s): logical replication does not carry large "
@@ -279,6 +270,15 @@ def address(hook: MigrationPostgresHook) -> tuple[str, int]:
     return host, port
 
 
+def has_password(hook: MigrationPostgresHook) -> bool:
+    """Whether a connection carries a password (a subscription through it needs one unless its
+    owner is a superuser); an unresolvable connection is reported elsewhere."""
+    try:
+        return hook.has_password
+    except Exception:
+        return True
+
+
 def safe_describe(hook: MigrationPostgresHook) -> str:
     try:
         return hook.describe()
@@ -331,9 +331,21 @@ def check(
             facts[side]["is_superuser"],
             facts[side]["has_replication"],
         )
+    hooks = {"source": source, "target": target}
     try:
         for side, fact in facts.items():
             problems.extend(server_problems(side, fact))
+            rights = fetch_one(cursors[side], statement("preflight_privileges"))
+            assert rights is not None
+            peer = hooks["target" if side == "source" else "source"]
+            problems.extend(privilege_problems(side, rights, peer_password=has_password(peer)))
+            log.info(
+                "%s: %s, role %s member of %s",
+                side,
+                flavor(rights).name,
+                rights["role_name"],
+                rights["member_of"],
+            )
         if "source" in cursors:
             source_facts = read_source(cursors["source"], publication, subscription)
             problems.extend(
