@@ -15,9 +15,9 @@ from pathlib import Path
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from pyairtable_migration.config import MigrationConfig
-from pyairtable_migration.plan import MigrationPlan, Step, build_plan
+from pyairtable_migration.plan import MIGRATION_DAG_ID, ROLLBACK_DAG_ID, MigrationPlan, Step, build_plan
 
-DAG_ID = "pyairtable_production_migration"
+DAG_ID = MIGRATION_DAG_ID
 
 DOC_MD = """
 ### PyAirtable: staging → production, zero downtime, zero data loss
@@ -162,10 +162,15 @@ def build_plan_dag(
     return dag
 
 
-def build_migration_dag(config: MigrationConfig, config_path: str | Path = "", dag_id: str = DAG_ID) -> DAG:
+def build_migration_dag(
+    config: MigrationConfig,
+    config_path: str | Path = "",
+    dag_id: str = DAG_ID,
+    rollback_dag_id: str = ROLLBACK_DAG_ID,
+) -> DAG:
     return build_plan_dag(
         dag_id,
-        build_plan(config),
+        build_plan(config, rollback_dag_id),
         params=run_params(config),
         doc_md=DOC_MD.format(config_path=config_path),
         description="Move PyAirtable from staging to production with zero downtime and zero data loss",

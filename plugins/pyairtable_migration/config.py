@@ -237,6 +237,9 @@ class TrafficConfig(_Strict):
     bake_seconds: PositiveFloat
     approval_before: list[int] = Field(default_factory=list)
     gate: GateConfig
+    # A weight step refuses to send users to production unless every pooler sends writers to the
+    # target (both environments must write to one primary). Off only to test the traffic phase alone.
+    require_writers_on_target: bool = True
 
     @field_validator("steps")
     @classmethod

@@ -27,6 +27,10 @@ REDIS_SYNC_TOUCHES = {"replicaof": "becomes a replica of the source", "copy": "e
 
 PHASES = ("preflight", "database", "services", "switchover", "traffic", "validation")
 
+# The two DAGs: each one's first task refuses to act while the other is running.
+MIGRATION_DAG_ID = "pyairtable_production_migration"
+ROLLBACK_DAG_ID = "pyairtable_production_rollback"
+
 
 @dataclass(frozen=True)
 class Step:
@@ -92,9 +96,9 @@ class MigrationPlan:
         return [t for t in ids if t not in has_upstream], [t for t in ids if t not in has_downstream]
 
 
-def build_plan(config: MigrationConfig) -> MigrationPlan:
+def build_plan(config: MigrationConfig, rollback_dag_id: str = ROLLBACK_DAG_ID) -> MigrationPlan:
     plan = MigrationPlan()
-    _preflight(plan, config)
+    _preflight(plan, config, rollback_dag_id)
     _database(plan, config)
     _services(plan, config)
     _switchover(plan, config)
@@ -107,7 +111,7 @@ def build_plan(config: MigrationConfig) -> MigrationPlan:
     return plan
 
 
-def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
+def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: str) -> None:
     db, dns, staging, production = (
         config.database,
         config.dns,
@@ -176,10 +180,10 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig) -> None:
     params = plan.add(
         Step(
             "preflight.check_params",
-            "check the run's parameters against the configuration",
-            ("run parameters",),
+            f"check the run's parameters against the configuration; refuse while {rollback_dag_id} runs",
+            ("run parameters", f"runs of {rollback_dag_id} (read only)"),
             operator="pyairtable_migration.operators.params.CheckRunParamsOperator",
-            arguments={"configured_steps": list(config.traffic.steps)},
+            arguments={"configured_steps": list(config.traffic.steps), "rollback_dag_id": rollback_dag_id},
         )
     )
     for check in checks:
@@ -552,6 +556,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
     # A weight left out of the run's traffic_steps, or an approval with approvals off, is skipped;
     # the steps after it still run (a failure still stops them).
     after_skips = {"trigger_rule": "none_failed"}
+    writers_guard = traffic.require_writers_on_target
     steps = [
         Step(
             "traffic.lower_ttl",
@@ -575,7 +580,8 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
         steps.append(
             Step(
                 f"traffic.shift_to_{weight}",
-                f"production weight {weight}, bake {traffic.bake_seconds:g}s, gate on error ratio and p99",
+                f"production weight {weight}, bake {traffic.bake_seconds:g}s, gate on error ratio and p99"
+                + (" (refused unless every pooler sends writers to the target)" if writers_guard else ""),
                 (f"records {records}: weights",),
                 operator="pyairtable_migration.operators.traffic.ShiftTrafficOperator",
                 arguments={
@@ -588,6 +594,9 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                     "sample_seconds": gate.sample_seconds,
                     "consecutive_breaches": gate.consecutive_breaches,
                     "window": gate.window,
+                    **database_arguments(config),
+                    "poolers": _poolers(config),
+                    "require_writers_on_target": writers_guard,
                     **after_skips,
                 },
             )

@@ -12,17 +12,28 @@
 Every step reads the state first and is a no-op when there is nothing to undo, so the DAG is
 safe after a partial migration, twice in a row, or after clearing any task. The trigger form's
 mode defaults to `apply` (this is the emergency path); `plan` logs what would change.
+
+The trigger form's `scope` picks what is undone: `all`; `traffic` (the emergency path: weights
+back to staging, nothing else); `services` (the chosen `services`, dependents first); `from_phase`
+(that migration phase and every later one, latest first). Every step names the phase it undoes and
+skips itself outside the scope, so the graph stays one DAG and a cleared task decides again from the
+same run params. The first task, `check_run`, refuses a scope the DAG cannot honour and, in apply
+mode, refuses while a migration run is queued or running, naming it.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from pyairtable_migration.config import MigrationConfig, ServiceNode
+from pyairtable_migration.operators.base import ROLLBACK_SCOPES, UNDOABLE_PHASES
 from pyairtable_migration.plan import (
+    MIGRATION_DAG_ID,
+    ROLLBACK_DAG_ID,
     MigrationPlan,
     Step,
     forward_replication_arguments,
@@ -33,7 +44,6 @@ from pyairtable_migration.plan import (
     switchover_arguments,
 )
 
-ROLLBACK_DAG_ID = "pyairtable_production_rollback"
 ROLLBACK_PHASES = ("traffic", "services", "database", "redis")
 
 DOC_MD = """
@@ -47,22 +57,43 @@ the target replicates the source again as before the switch).
 
 Every step is a no-op when there is nothing to undo: safe after a partial migration, twice, or
 after a clear. Mode **apply** (default) acts; **plan** logs what would change.
+
+**Scope**: `all` (default); `traffic` — the emergency path, every user back on staging and nothing
+else; `services` — only the services chosen in **services**, dependents first; `from_phase` — the
+phase chosen in **from_phase** and every later one, latest first. Steps outside the scope are
+skipped and say why. `check_run` refuses while a migration run is queued or running.
 Configuration: `{config_path}`.
 """
 
 
-def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
+def undoing(phase: str, service: str | None = None) -> dict[str, Any]:
+    """A rollback step's scope arguments: the phase it undoes, and none_failed so it still runs after
+    a step skipped as outside the scope (a failure upstream still stops it)."""
+    return {"undoes": phase, "undoes_service": service, "trigger_rule": "none_failed"}
+
+
+def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATION_DAG_ID) -> MigrationPlan:
     plan = MigrationPlan()
     dns, db, redis = config.dns, config.database, config.redis
     production = config.environments.production
+    check = plan.add(
+        Step(
+            "check_run",
+            f"check the scope; refuse while a run of {migration_dag_id} is queued or running",
+            ("run parameters", f"runs of {migration_dag_id} (read only)"),
+            operator="pyairtable_migration.operators.params.CheckRollbackRunOperator",
+            arguments={"migration_dag_id": migration_dag_id, "services": sorted(config.deployable)},
+        )
+    )
     traffic = plan.add(
         Step(
             "traffic.revert_weights",
             "production weight 0, staging 100 on every record in one batch; wait INSYNC",
             (f"records {', '.join(dns.records)}: weights",),
             operator="pyairtable_migration.operators.traffic.TrafficRollbackOperator",
-            arguments=route53_arguments(config),
-        )
+            arguments={**route53_arguments(config), **undoing("traffic")},
+        ),
+        after=check,
     )
     for tier in config.tiers:
         plan.group_tooltips[f"services.{tier}"] = f"tier {tier}"
@@ -80,6 +111,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 arguments={
                     **service_arguments(config, name, node),
                     "poll_seconds": config.blue_green.rollout_poll_seconds,
+                    **undoing("services", name),
                 },
             )
         )
@@ -98,7 +130,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 f"source {db.source_conn_id}: sequences, subscription {db.reverse_subscription} dropped",
             ),
             operator="pyairtable_migration.operators.switchover.RollbackDatabaseOperator",
-            arguments=switchover_arguments(config),
+            arguments={**switchover_arguments(config), **undoing("switchover")},
         )
     )
     stop_forward = plan.add(
@@ -111,7 +143,7 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 f"source {db.source_conn_id}: replication slot and publication",
             ),
             operator="pyairtable_migration.operators.database.DropForwardReplicationOperator",
-            arguments=forward_replication_arguments(config),
+            arguments={**forward_replication_arguments(config), **undoing("database")},
         )
     )
     redis_step = plan.add(
@@ -130,7 +162,11 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
                 + ("REPLICAOF the source again" if redis.mode == "replicaof" else "switch marker deleted"),
             ),
             operator="pyairtable_migration.operators.redis_sync.RollbackRedisOperator",
-            arguments={**redis_arguments(config), "timeout_seconds": redis.sync_timeout_seconds},
+            arguments={
+                **redis_arguments(config),
+                "timeout_seconds": redis.sync_timeout_seconds,
+                **undoing("switchover"),
+            },
         )
     )
     services_roots, services_leaves = plan.phase_roots_and_leaves("services")
@@ -143,21 +179,58 @@ def build_rollback_plan(config: MigrationConfig) -> MigrationPlan:
     return plan
 
 
+def rollback_params(config: MigrationConfig) -> dict[str, Param]:
+    """The trigger form: mode, and the scope of what is undone."""
+    from pyairtable_migration.builder import mode_param
+
+    return {
+        "mode": mode_param(
+            "apply",
+            "apply: roll back what is in place (each step a no-op when there is nothing to undo). "
+            "plan: log what would change, change nothing.",
+        ),
+        "scope": Param(
+            "all",
+            type="string",
+            enum=list(ROLLBACK_SCOPES),
+            title="Scope",
+            description="all: undo everything in reverse order. traffic: every user back on staging, "
+            "nothing else (the emergency path). services: only the services chosen below, dependents "
+            "first. from_phase: the phase chosen below and every later one, latest first.",
+        ),
+        "services": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": sorted(config.deployable)},
+            uniqueItems=True,
+            title="Services (scope services)",
+            description="Each chosen service goes back to its previous color; other services, traffic "
+            "and the database stay as they are.",
+        ),
+        "from_phase": Param(
+            "traffic",
+            type="string",
+            enum=list(UNDOABLE_PHASES),
+            title="From phase (scope from_phase)",
+            description="Undo this migration phase and every later one ("
+            + " -> ".join(UNDOABLE_PHASES)
+            + "), latest first.",
+        ),
+    }
+
+
 def build_rollback_dag(
-    config: MigrationConfig, config_path: str | Path = "", dag_id: str = ROLLBACK_DAG_ID
+    config: MigrationConfig,
+    config_path: str | Path = "",
+    dag_id: str = ROLLBACK_DAG_ID,
+    migration_dag_id: str = MIGRATION_DAG_ID,
 ) -> DAG:
-    from pyairtable_migration.builder import build_plan_dag, mode_param
+    from pyairtable_migration.builder import build_plan_dag
 
     return build_plan_dag(
         dag_id,
-        build_rollback_plan(config),
-        params={
-            "mode": mode_param(
-                "apply",
-                "apply: roll back what is in place (each step a no-op when there is nothing to undo). "
-                "plan: log what would change, change nothing.",
-            )
-        },
+        build_rollback_plan(config, migration_dag_id),
+        params=rollback_params(config),
         doc_md=DOC_MD.format(config_path=config_path),
         description="Undo the PyAirtable production migration: traffic, services, database, Redis",
         tags=["pyairtable", "migration", "rollback"],

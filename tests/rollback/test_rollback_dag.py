@@ -25,6 +25,7 @@ def test_rollback_undoes_in_reverse_dependency_order() -> None:
     dag = build_rollback_dag(config)
     services = {f"services.{config.services[n].tier}.{n}": n for n in config.deployable}
     assert {t.task_id for t in dag.tasks} == {
+        "check_run",
         "traffic.revert_weights",
         *services,
         "database.repoint_poolers",

@@ -288,6 +288,8 @@ def cutover_config(cutover_ttl: int, sample_seconds: float = 1.0, window: str = 
     document = real_document()
     document["dns"]["cutover_ttl_seconds"] = cutover_ttl
     document["traffic"]["gate"].update(sample_seconds=sample_seconds, window=window)
+    # The traffic phase alone: the lab's writers stay on the source (tests/rollback has the guard).
+    document["traffic"]["require_writers_on_target"] = False
     return parse_config(yaml.safe_dump(document))
 
 

@@ -37,6 +37,8 @@ def unit_config(**gate: Any) -> Any:
     document = real_document()
     document["dns"].update(aws_conn_id=AWS_CONN, cutover_ttl_seconds=1, final_ttl_seconds=300)
     document["traffic"]["gate"].update({"prometheus_conn_id": PROMETHEUS_CONN, "sample_seconds": 0.2, **gate})
+    # No pooler here; the writers' guard is tested in tests/rollback.
+    document["traffic"]["require_writers_on_target"] = False
     return parse_config(yaml.safe_dump(document))
 
 

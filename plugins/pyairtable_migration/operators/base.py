@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.triggers.base import BaseTrigger
 
 from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook
@@ -32,6 +32,62 @@ def run_mode(context: Context) -> str:
     return "apply" if (context.get("params") or {}).get("mode") == "apply" else "plan"
 
 
+# The migration's phases a rollback step can undo, in the migration's order: `from_phase` undoes the
+# chosen one and every later one.
+UNDOABLE_PHASES = ("database", "services", "switchover", "traffic")
+ROLLBACK_SCOPES = ("all", "traffic", "services", "from_phase")
+ACTIVE_RUN_STATES = ("queued", "running")
+
+
+def outside_rollback_scope(params: Mapping[str, Any], phase: str, service: str | None = None) -> str | None:
+    """Why a step undoing `phase` (one `service` of it) is outside the run's rollback scope, or None.
+
+    The scope is the run's `scope` param; a run without one (the migration's own DAG) undoes all.
+    """
+    scope = params.get("scope") or "all"
+    if scope == "all":
+        return None
+    if scope == "traffic":
+        return None if phase == "traffic" else f"scope traffic undoes the traffic phase only, not {phase}"
+    if scope == "services":
+        chosen = list(params.get("services") or [])
+        if phase == "services" and service in chosen:
+            return None
+        what = f"service {service}" if phase == "services" else f"the {phase} phase"
+        return f"scope services undoes only the services {chosen}, not {what}"
+    if scope == "from_phase":
+        start = params.get("from_phase")
+        if start not in UNDOABLE_PHASES:
+            raise fail(f"from_phase must be one of {list(UNDOABLE_PHASES)}, got {start!r}")
+        if UNDOABLE_PHASES.index(phase) >= UNDOABLE_PHASES.index(start):
+            return None
+        return f"scope from_phase {start} undoes {start} and the phases after it, not {phase}"
+    raise fail(f"scope must be one of {list(ROLLBACK_SCOPES)}, got {scope!r}")
+
+
+def active_runs(context: Context, dag_id: str) -> list[str]:
+    """The runs of `dag_id` now queued or running, each as `run_id (state)`.
+
+    Read through the Task SDK (a task has no metadata-database session in Airflow 3): a count by
+    state, then each run id that has task instances with its state; a queued run that has none yet
+    is counted without a name.
+    """
+    ti = context["ti"]
+    count = ti.get_dr_count(dag_id=dag_id, states=list(ACTIVE_RUN_STATES))
+    if not count:
+        return []
+    named = []
+    for run_id in sorted(ti.get_task_states(dag_id=dag_id)):
+        # A DagRunState (a str enum) in the Task SDK; its value is what the UI shows.
+        state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+        state = str(getattr(state, "value", state))
+        if state in ACTIVE_RUN_STATES:
+            named.append(f"{run_id} ({state})")
+    if len(named) < count:
+        named.append(f"{count - len(named)} more queued, no task started yet")
+    return named
+
+
 def fail(message: str) -> AirflowFailException:
     """A failure no retry can fix: Airflow fails the task at once."""
     return AirflowFailException(message)
@@ -43,7 +99,28 @@ def bulleted(heading: str, lines: Iterable[str]) -> str:
 
 
 class MigrationOperator(BaseOperator):
-    """Base of the migration's operators: plan mode and deferral to a trigger."""
+    """Base of the migration's operators: plan mode, deferral to a trigger, and rollback scope.
+
+    A rollback step names the migration phase it undoes (`undoes`, and `undoes_service` for one
+    service); outside the run's `scope` it is skipped before it reads anything. The check sits in
+    the task itself, not in a branch task, so clearing a single task re-decides from the same run
+    params and an out-of-scope task can never run by accident.
+    """
+
+    def __init__(
+        self, *, undoes: str | None = None, undoes_service: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.undoes = undoes
+        self.undoes_service = undoes_service
+
+    def pre_execute(self, context: Any) -> None:
+        if self.undoes is None:
+            return
+        reason = outside_rollback_scope(context.get("params") or {}, self.undoes, self.undoes_service)
+        if reason is not None:
+            self.log.info("Skipped, outside this rollback's scope: %s", reason)
+            raise AirflowSkipException(f"outside this rollback's scope: {reason}")
 
     def planned(self, context: Context, *lines: str) -> bool:
         """In plan mode: log what would be done, and say so (the caller returns)."""

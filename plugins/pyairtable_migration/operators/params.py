@@ -1,4 +1,6 @@
-"""The first task of every run: refuse parameters the configuration cannot honour."""
+"""The first task of every run: refuse parameters the configuration cannot honour, and refuse to
+act while the other DAG (the migration for the rollback, the rollback for the migration) is running:
+the two would move the same writers, services and records in opposite directions."""
 
 from __future__ import annotations
 
@@ -8,20 +10,41 @@ from typing import Any
 from airflow.sdk import Context
 
 from pyairtable_migration.config import traffic_step_problems
-from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
+from pyairtable_migration.operators.base import (
+    ROLLBACK_SCOPES,
+    UNDOABLE_PHASES,
+    MigrationOperator,
+    active_runs,
+    bulleted,
+    fail,
+    run_mode,
+)
+
+
+def guard_problems(context: Context, other_dag_id: str, what: str) -> list[str]:
+    """In apply mode, one problem naming every run of `other_dag_id` queued or running (plan runs
+    change nothing, so they are never refused)."""
+    if run_mode(context) != "apply":
+        return []
+    blocking = active_runs(context, other_dag_id)
+    if not blocking:
+        return []
+    return [f"{what} {other_dag_id} is running: {', '.join(blocking)}; wait for it to end (or stop it) first"]
 
 
 class CheckRunParamsOperator(MigrationOperator):
     """Checks what the trigger form's JSON schema cannot: cross-field rules against the config.
 
-    The chosen traffic steps must be configured steps (each has its own task) ending at 100.
+    The chosen traffic steps must be configured steps (each has its own task) ending at 100. In
+    apply mode, no run of the rollback DAG (`rollback_dag_id`) may be queued or running.
     """
 
     ui_color = "#dbe9f6"
 
-    def __init__(self, *, configured_steps: Sequence[int], **kwargs: Any) -> None:
+    def __init__(self, *, configured_steps: Sequence[int], rollback_dag_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.configured_steps = list(configured_steps)
+        self.rollback_dag_id = rollback_dag_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         params = context["params"]
@@ -37,6 +60,7 @@ class CheckRunParamsOperator(MigrationOperator):
                 problems.append(f"{name}: must be greater than 0, got {params[name]!r}")
         if params["mode"] not in ("plan", "apply"):
             problems.append(f"mode: must be 'plan' or 'apply', got {params['mode']!r}")
+        problems += guard_problems(context, self.rollback_dag_id, "rollback")
         if problems:
             raise fail(bulleted("run parameters refused", problems))
         summary = {name: params[name] for name in RUN_PARAM_NAMES}
@@ -45,3 +69,46 @@ class CheckRunParamsOperator(MigrationOperator):
 
 
 RUN_PARAM_NAMES = ("mode", "require_approvals", "traffic_steps", "bake_seconds", "lag_threshold_bytes")
+
+
+class CheckRollbackRunOperator(MigrationOperator):
+    """The rollback's first task: the scope is one the DAG can honour, and (apply mode) no run of
+    the migration DAG (`migration_dag_id`) is queued or running.
+
+    :param services: the services a `services` scope may name (the deployable ones)
+    """
+
+    ui_color = "#dbe9f6"
+
+    def __init__(self, *, migration_dag_id: str, services: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.migration_dag_id = migration_dag_id
+        self.services = list(services)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        params = context["params"]
+        scope, chosen = params.get("scope") or "all", list(params.get("services") or [])
+        problems = []
+        if scope not in ROLLBACK_SCOPES:
+            problems.append(f"scope: must be one of {list(ROLLBACK_SCOPES)}, got {scope!r}")
+        if scope == "services":
+            if not chosen:
+                problems.append("services: scope services needs at least one service")
+            unknown = sorted(set(chosen) - set(self.services))
+            if unknown:
+                known = ", ".join(self.services)
+                problems.append(f"services: {unknown} are not deployable services ({known})")
+        if scope == "from_phase" and params.get("from_phase") not in UNDOABLE_PHASES:
+            problems.append(
+                f"from_phase: must be one of {list(UNDOABLE_PHASES)}, got {params.get('from_phase')!r}"
+            )
+        problems += guard_problems(context, self.migration_dag_id, "migration")
+        if problems:
+            raise fail(bulleted("rollback refused", problems))
+        summary = {"mode": run_mode(context), "scope": scope}
+        if scope == "services":
+            summary["services"] = chosen
+        if scope == "from_phase":
+            summary["from_phase"] = params["from_phase"]
+        self.log.info("Rollback accepted: %s; steps outside this scope are skipped", summary)
+        return summary

@@ -25,9 +25,10 @@ from typing import Any, NoReturn
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperatorLink, Context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.hooks.prometheus import (
     PrometheusHook,
     PrometheusQueryRefused,
@@ -44,6 +45,7 @@ from pyairtable_migration.hooks.route53 import (
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.operators.approval import MigrationApprovalOperator
 from pyairtable_migration.operators.base import DEFERRAL_MARGIN, MigrationOperator, bulleted, fail, run_mode
+from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
 
 ROUTE53_FIELDS = (
@@ -323,10 +325,17 @@ class ShiftTrafficOperator(TrafficOperator):
     :param sample_seconds: seconds between samples
     :param consecutive_breaches: breaching samples in a row that trip the gate
     :param window: the PromQL range (`$window`), e.g. `30s`
+    :param source_conn_id / target_conn_id / poolers: the writers' topology; with
+        `require_writers_on_target` the step refuses, before any change, unless every pooler sends
+        writers to the target (cleared after a rollback, it would send users to production while
+        writes go to staging)
     """
 
     template_fields: Sequence[str] = (
         *ROUTE53_FIELDS,
+        "source_conn_id",
+        "target_conn_id",
+        "poolers",
         "weight",
         "bake_seconds",
         "prometheus_conn_id",
@@ -359,9 +368,17 @@ class ShiftTrafficOperator(TrafficOperator):
         sample_seconds: float,
         consecutive_breaches: int,
         window: str = "30s",
+        source_conn_id: str,
+        target_conn_id: str,
+        poolers: Sequence[Mapping[str, str]],
+        require_writers_on_target: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.source_conn_id = source_conn_id
+        self.target_conn_id = target_conn_id
+        self.poolers = [dict(p) for p in poolers]
+        self.require_writers_on_target = require_writers_on_target
         self.weight = weight
         self.bake_seconds = bake_seconds
         self.prometheus_conn_id = prometheus_conn_id
@@ -382,6 +399,26 @@ class ShiftTrafficOperator(TrafficOperator):
 
     def gate_limits(self) -> dict[str, float]:
         return {"error_ratio": float(self.max_error_ratio), "p99": float(self.max_p99_seconds)}
+
+    def refuse_unless_writers_on_target(self) -> None:
+        """Users may reach production only while production's writes reach the one primary: the
+        topology's answer, read from every pooler, must be `target`."""
+        if not self.require_writers_on_target:
+            return
+        source = MigrationPostgresHook(self.source_conn_id).address[:2]
+        target = MigrationPostgresHook(self.target_conn_id).address[:2]
+        found = writers([Pooler.of(p) for p in self.poolers], source, target)
+        self.log.info("Writers' topology: %s", found.describe())
+        if found.where == "target":
+            return
+        message = (
+            f"not moving users to production ({self.describe_weights(int(self.weight))}): "
+            f"{found.describe()}; the writers must be on the target first (the switchover has not "
+            "run, or a rollback moved them back); nothing changed"
+        )
+        if any(endpoint.unreachable for endpoint in found.seen):
+            raise AirflowException(message)  # a pooler that did not answer: the retry reads again
+        raise fail(message)
 
     def execute(self, context: Context) -> dict[str, Any]:
         weight = int(self.weight)
@@ -407,6 +444,7 @@ class ShiftTrafficOperator(TrafficOperator):
             for name, query in self.gate_queries().items():
                 self.log.info("Plan: gate query %s: %s", name, query)
             return {"mode": "plan", "weight": weight, "bake_seconds": bake}
+        self.refuse_unless_writers_on_target()
         hook, zone_id, records = self.read(context)
         before = weights_of(records)
         result = hook.set_weights(
