@@ -289,6 +289,26 @@ def test_a_switchover_that_cannot_pause_in_time_aborts_cleanly(
     assert_no_failed_transaction(load)
 
 
+def test_a_column_added_on_the_source_after_the_copy_stops_the_switchover(
+    pair: Pair, config: MigrationConfig, load: Load
+) -> None:
+    """Logical replication carries no DDL: the drift is named, table and column, before any pause."""
+    pair.execute("source", 'ALTER TABLE workspaces ADD COLUMN "Billing Plan" text')
+    try:
+        with pytest.raises(AirflowFailException, match="schema drift") as failure:
+            task(config, "switchover.switch_database")
+    finally:
+        pair.execute("source", 'ALTER TABLE workspaces DROP COLUMN "Billing Plan"')
+    assert (
+        'column public.workspaces."Billing Plan" (text) exists on the source only: ALTER TABLE '
+        'public.workspaces ADD COLUMN "Billing Plan" text on the target'
+    ) in str(failure.value)
+    assert "nothing was switched" in str(failure.value)
+    assert pair.pooler_port() == pair.settings.postgres_source_port
+    assert pair.slots("target") == [] and pair.subscriptions("source") == []
+    assert_no_failed_transaction(load)
+
+
 def test_switchover_under_load_loses_nothing(pair: Pair, config: MigrationConfig, load: Load) -> None:
     with pytest.raises(AirflowSkipException, match="require_approvals=false"):
         task(config, "switchover.approve")

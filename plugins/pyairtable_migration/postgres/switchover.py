@@ -53,6 +53,7 @@ from pyairtable_migration.hooks.database import (
     statement,
     sync_sequences,
 )
+from pyairtable_migration.postgres.drift import drift, read_catalog
 from pyairtable_migration.topology import Pooler, Writers, writers
 
 POLL_SECONDS = 0.002
@@ -218,6 +219,15 @@ class WriteSwitch:
                 "switch to; run the database phase first"
             )
         with d.joining.hook.cursor() as joining, d.leaving.hook.cursor() as leaving:
+            differences = drift(read_catalog(leaving), read_catalog(joining), joining=d.joining.name)
+            if differences:
+                raise MigrationError(
+                    f"schema drift between the {d.leaving.name} and the {d.joining.name}; nothing was "
+                    "switched, writers stay on the "
+                    + d.leaving.name
+                    + ":\n"
+                    + "\n".join(f"  - {line}" for line in differences)
+                )
             if d.starts_reverse and observed.reverse_subscription is not None:
                 self._drop_subscription(leaving, d.reverse_subscription, "left by an aborted attempt")
             elif d.starts_reverse and observed.reverse_slot is not None:
