@@ -1,7 +1,7 @@
 """The Airflow DAG that restores PyAirtable production to a point in time, into a new cluster.
 
-Built from the backup settings (include/backup.yaml, or $PYAIRTABLE_BACKUP_CONFIG); the trigger
-form takes the target time.
+Built from the `backup` section of the migration's config (include/migration.yaml, or
+$PYAIRTABLE_MIGRATION_CONFIG); the trigger form takes the target time.
 """
 
 from __future__ import annotations

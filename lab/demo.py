@@ -192,8 +192,15 @@ FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "data_parity": lambda v: (
         f"{v['rows']:,} rows in {v['tables']} tables, {len(v['differences'])} differences ({v['compared']})"
     ),
-    "backup_restore": lambda v: (
-        f"{v['rows']:,} rows restored to a scratch database, {len(v['mismatches'])} mismatches"
+    "full_backup": lambda v: (
+        f"full backup {v['backup']['label']} in {v['seconds']} s"
+        if v["taken"]
+        else "this run's backup exists"
+    ),
+    "backup": lambda v: (
+        f"backup {v['backup']['label']} verified, restored to a scratch cluster in "
+        f"{v['restore_seconds']:.1f} s, {v['compare']['rows']:,} rows in {v['compare']['tables']} tables "
+        "equal to production"
     ),
     "security": lambda v: (
         f"{len(v['problems'])} problems; {v['documents_searched']} rendered fields and XComs searched "

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from lab.pgbackrest import backup_settings
 from lab.settings import LabSettings
 from pyairtable_migration.config import DEFAULT_CONFIG_PATH, load_config
 
@@ -38,7 +39,9 @@ def lab_config_path(settings: LabSettings) -> Path:
 def write_lab_config(settings: LabSettings, overrides: dict[tuple[str, ...], Any] | None = None) -> Path:
     """Write the lab's config (LAB_OVERRIDES, then `overrides`); refuse a broken one before anything runs."""
     document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    for path, value in {**LAB_OVERRIDES, **(overrides or {})}.items():
+    # Production's stanza in the lab: repository, logs and restores under the lab's data directory.
+    lab_backup: dict[tuple[str, ...], Any] = {("backup",): backup_settings(settings).model_dump()}
+    for path, value in {**LAB_OVERRIDES, **lab_backup, **(overrides or {})}.items():
         section = document
         for key in path[:-1]:
             section = section.setdefault(key, {})

@@ -3,15 +3,12 @@ directory under the lab's data dir, written from the project's own backup settin
 
 The target runs with archive_mode=on and its archive_command pushes every WAL segment through
 pgbackrest; the stanza is created once the cluster answers (`ensure_stanza`, from its seed).
-The backup settings the DAGs use for this lab go to `<data_dir>/lab-backup.yaml`
-(PYAIRTABLE_BACKUP_CONFIG points at it).
+The lab's migration config carries these settings as its `backup` section (lab/migration_config.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import yaml
 
 from lab.processes import Binary, LabError, apt_hint, run_as_service, service_dir, write_private
 from lab.settings import LabSettings
@@ -53,8 +50,8 @@ def server_settings(settings: LabSettings) -> str:
 
 
 def prepare(settings: LabSettings) -> None:
-    """Directories owned by the service user (postgres runs archive-push), the config, the lab's
-    backup settings file. Safe to repeat; refuses early when pgbackrest is not installed."""
+    """Directories owned by the service user (postgres runs archive-push) and the config. Safe to
+    repeat; refuses early when pgbackrest is not installed."""
     BINARY.require("postgres-target (archive_command)")
     backup = backup_settings(settings)
     base = service_dir(root(settings))
@@ -62,10 +59,6 @@ def prepare(settings: LabSettings) -> None:
     for path in (backup.repository.path, backup.log_path, backup.lock_path, backup.spool_path):
         service_dir(Path(path))
     write_private(Path(backup.config_path), render_config(backup), for_service=True)
-    write_private(
-        settings.data_dir / "lab-backup.yaml",
-        yaml.safe_dump(backup.model_dump(), sort_keys=False),
-    )
 
 
 def ensure_stanza(settings: LabSettings) -> None:

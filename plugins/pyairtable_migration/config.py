@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from pyairtable_migration.pgbackrest.settings import BackupSettings
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "migration.yaml"
 
 # Service names become Kubernetes object names (`<name>-preview` the longest) and task ids.
@@ -301,10 +303,6 @@ class ValidationConfig(_Strict):
     # A service with no production traffic in the window: `fail` (an unmeasured SLO is not met)
     # or `warn` (reported in the log, the XCom and the report, the check still passes).
     no_traffic: Literal["fail", "warn"] = "fail"
-    # The backup check restores a dump of the target into this database on the target cluster.
-    scratch_database: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = (
-        "pyairtable_backup_check"
-    )
     # The migration report (HTML + JSON per run); relative paths are from the repository root.
     report_dir: str = "reports"
     # Where the report task's link points: `<report_base_url>/<file>`; empty: Airflow's api-server serves it.
@@ -323,6 +321,8 @@ class MigrationConfig(_Strict):
     approvals: Approvals = Approvals()
     blue_green: BlueGreenConfig = BlueGreenConfig()
     validation: ValidationConfig = ValidationConfig()
+    # pgBackRest for production: archiving checked, a full backup after the switch, verified, PITR.
+    backup: BackupSettings = BackupSettings()
 
     @model_validator(mode="wrap")
     @classmethod

@@ -170,6 +170,17 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
             arguments=route53_arguments(config),
         ),
         Step(
+            "preflight.check_archiving",
+            f"check production archives every WAL segment into pgBackRest stanza {config.backup.stanza} "
+            "(archive_mode, archive_command, last failure, stanza, pgbackrest check)",
+            (
+                f"connection {config.backup.target_conn_id} (read only)",
+                f"stanza {config.backup.stanza}: one WAL segment archived (pgbackrest check)",
+            ),
+            operator="pyairtable_migration.operators.backup.CheckArchivingOperator",
+            arguments=backup_arguments(config),
+        ),
+        Step(
             "preflight.check_prometheus",
             "check Prometheus answers the gate queries",
             (f"connection {config.traffic.gate.prometheus_conn_id} (read only)",),
@@ -546,6 +557,17 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             operator="pyairtable_migration.operators.redis_sync.SwitchRedisOperator",
             arguments={**redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
         ),
+        Step(
+            "switchover.full_backup",
+            "a full pgBackRest backup of production, now that writers are on it: from here on it can "
+            "be restored to any second (once per run; a retry finds this run's backup)",
+            (
+                f"stanza {config.backup.stanza}: one full backup in the {config.backup.repository.type} "
+                f"repository {config.backup.repository.path}, kept {config.backup.retention_full_days} days",
+            ),
+            operator="pyairtable_migration.operators.backup.FullBackupOperator",
+            arguments=backup_arguments(config),
+        ),
     )
 
 
@@ -695,17 +717,16 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             },
         ),
         Step(
-            "validation.backup_restore",
-            f"pg_dump the target in a snapshot, restore into scratch database "
-            f"{checks_config.scratch_database}, compare exact row counts, drop it",
-            (f"target {db.target_conn_id}: scratch database {checks_config.scratch_database}",),
-            operator="pyairtable_migration.operators.validation.BackupRestoreOperator",
-            arguments={
-                "target_conn_id": db.target_conn_id,
-                "pg_bin_dir": db.pg_bin_dir,
-                "scratch_database": checks_config.scratch_database,
-                **after_skips,
-            },
+            "validation.backup",
+            f"pgbackrest verify stanza {config.backup.stanza}; restore its latest backup into a scratch "
+            "cluster on its own port (never production's), compare every table with production "
+            "(counts and chunked hashes), remove it",
+            (
+                f"scratch cluster {config.backup.scratch_dir} on a free port (created, then removed)",
+                f"connection {config.backup.target_conn_id} (read only; one WAL switch per re-check)",
+            ),
+            operator="pyairtable_migration.operators.backup.VerifyBackupOperator",
+            arguments={**backup_arguments(config), "parallelism": db.validation_parallelism, **after_skips},
         ),
         Step(
             "validation.monitoring",
@@ -726,6 +747,11 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
         plan.add(check)
         plan.edges.add((check.task_id, report.task_id))
     plan.add(report)
+
+
+def backup_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """Every pgBackRest step reads the same settings (paths, stanza, production's connection)."""
+    return {"backup": config.backup.model_dump()}
 
 
 def format_plan(plan: MigrationPlan) -> str:

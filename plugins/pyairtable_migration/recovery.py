@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--target", required=True, help="ISO 8601 timestamp with a zone")
     parser.add_argument(
-        "--config", help="backup settings (default include/backup.yaml or $PYAIRTABLE_BACKUP_CONFIG)"
+        "--config", help="migration config with the backup section (default include/migration.yaml)"
     )
     args = parser.parse_args(argv)
     try:

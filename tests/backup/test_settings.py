@@ -10,7 +10,7 @@ import pytest
 from pyairtable_migration.pgbackrest.recovery import RecoveryRefused, check_target, recovery_target_text
 from pyairtable_migration.pgbackrest.repository import BackupSet, StanzaInfo, render_config
 from pyairtable_migration.pgbackrest.settings import (
-    DEFAULT_BACKUP_CONFIG_PATH,
+    DEFAULT_CONFIG_PATH,
     BackupConfigError,
     load_backup_settings,
     parse_backup_settings,
@@ -35,7 +35,7 @@ INFO = StanzaInfo(
 
 
 def test_the_project_file_is_valid_with_thirty_days_retention() -> None:
-    settings = load_backup_settings(DEFAULT_BACKUP_CONFIG_PATH)
+    settings = load_backup_settings(DEFAULT_CONFIG_PATH)
     assert settings.retention_full_days == 30 and settings.repository.type == "local"
 
 

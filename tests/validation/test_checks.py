@@ -147,7 +147,7 @@ def test_validation_phase_is_real_operators_ending_in_the_report() -> None:
         "validation.latency_slos",
         "validation.data_parity",
         "validation.security",
-        "validation.backup_restore",
+        "validation.backup",
         "validation.monitoring",
         "validation.report",
     }

@@ -14,8 +14,6 @@ Every check logs what it measured and returns it as its XCom (the report task re
   connection's password in any XCom of this run or in any task's (unrendered) arguments.
   Airflow 3.3's Task SDK gives a task no access to other tasks' rendered fields, so those are
   not searched; the XComs are, through `ti.xcom_pull` of every task of the DAG.
-- `BackupRestoreOperator`: a `pg_dump` of the target, taken in an exported snapshot, restores
-  into a scratch database whose exact row counts equal the target's in that snapshot.
 - `MonitoringOperator`: every Prometheus target of production is up.
 
 In plan mode (the run's `mode` param) each check logs what it would check and connects to nothing.
@@ -26,11 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook, Context
@@ -40,9 +34,7 @@ from pyairtable_migration.hooks.database import (
     MIGRATION_SCHEMA,
     MigrationPostgresHook,
     fetch_dicts,
-    fetch_value,
     get_subscription,
-    row_count,
     statement,
     subscription_errors,
     user_tables,
@@ -492,125 +484,6 @@ class SecurityOperator(ValidationCheckOperator):
 
 
 # --- backup restore ---------------------------------------------------------------------------------
-
-
-def exact_counts(cursor: Any) -> dict[str, int]:
-    return {str(table): row_count(cursor, table) for table in user_tables(cursor)}
-
-
-class BackupRestoreOperator(ValidationCheckOperator):
-    """`pg_dump -Fc` of the target in an exported snapshot, `pg_restore` into a scratch database,
-    exact row counts compared with the target's in the same snapshot; the scratch database is
-    dropped afterwards. Passwords go to the tools as PGPASSWORD, never on a command line."""
-
-    template_fields: Sequence[str] = ("target_conn_id", "pg_bin_dir", "scratch_database")
-
-    def __init__(
-        self,
-        *,
-        target_conn_id: str,
-        pg_bin_dir: str,
-        scratch_database: str,
-        timeout_seconds: float = 3600,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.target_conn_id = target_conn_id
-        self.pg_bin_dir = pg_bin_dir
-        self.scratch_database = scratch_database
-        self.timeout_seconds = timeout_seconds
-
-    def _tool(self, name: str, arguments: list[str], environment: dict[str, str]) -> None:
-        command = [str(Path(self.pg_bin_dir) / name), *arguments]
-        self.log.info("Running %s", " ".join(command))
-        done = subprocess.run(
-            command,
-            check=False,
-            env={"PATH": "/usr/bin:/bin", **environment},
-            capture_output=True,
-            text=True,
-            timeout=self.timeout_seconds,
-        )
-        if done.returncode != 0:
-            raise fail(f"backup_restore: {name} exited {done.returncode}: {done.stderr.strip()[-800:]}")
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        if self.planned(
-            context,
-            f"pg_dump -Fc {self.target_conn_id} in an exported snapshot ({self.pg_bin_dir})",
-            f"pg_restore it into scratch database {self.scratch_database} on the same cluster, compare exact "
-            "row counts, drop the scratch database",
-        ):
-            return {"mode": "plan"}
-        target = MigrationPostgresHook(self.target_conn_id)
-        environment = target.libpq_environment()
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="pyairtable-backup-") as directory:
-            dump = Path(directory) / "target.dump"
-            snapshot_connection = target.connect(autocommit=False)
-            try:
-                with snapshot_connection.cursor() as cursor:
-                    snapshot = fetch_value(cursor, statement("snapshot_export"))
-                    expected = exact_counts(cursor)
-                    self._tool("pg_dump", ["-Fc", f"--snapshot={snapshot}", "-f", str(dump)], environment)
-            finally:
-                snapshot_connection.rollback()
-                snapshot_connection.close()
-            dumped = time.monotonic()
-            size = dump.stat().st_size
-            with target.cursor() as cursor:
-                cursor.execute(statement("database_drop", database=self.scratch_database))
-                cursor.execute(statement("database_create", database=self.scratch_database))
-            try:
-                self._tool(
-                    "pg_restore",
-                    [
-                        "--no-owner",
-                        "--no-privileges",
-                        "--no-subscriptions",
-                        "--no-publications",
-                        "--exit-on-error",
-                        "-d",
-                        self.scratch_database,
-                        str(dump),
-                    ],
-                    {**environment, "PGDATABASE": self.scratch_database},
-                )
-                restored = time.monotonic()
-                connection = MigrationPostgresHook(self.target_conn_id)
-                connection._fields["dbname"] = self.scratch_database
-                with connection.cursor() as cursor:
-                    actual = exact_counts(cursor)
-            finally:
-                with target.cursor() as cursor:
-                    cursor.execute(statement("database_drop", database=self.scratch_database))
-        mismatches = [
-            f"{table}: target {expected.get(table)} row(s), restored {actual.get(table)}"
-            for table in sorted(set(expected) | set(actual))
-            if expected.get(table) != actual.get(table)
-        ]
-        summary = {
-            "mode": "apply",
-            "tables": len(expected),
-            "rows": sum(expected.values()),
-            "dump_bytes": size,
-            "dump_seconds": round(dumped - started, 2),
-            "restore_seconds": round(restored - dumped, 2),
-            "mismatches": mismatches,
-        }
-        self.log.info(
-            "Backup check: %d tables, %d rows; dump %d bytes in %.2f s, restored in %.2f s; %d mismatch(es)",
-            summary["tables"],
-            summary["rows"],
-            size,
-            summary["dump_seconds"],
-            summary["restore_seconds"],
-            len(mismatches),
-        )
-        return self.concluded(context, summary, "backup_restore: restored row counts differ", mismatches)
-
-
-# --- monitoring -------------------------------------------------------------------------------------
 
 
 class MonitoringOperator(ValidationCheckOperator):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pyairtable_migration.hooks.database import fetch_one, statement, user_tables
+from pyairtable_migration.hooks.database import fetch_one, row_count, statement, user_tables
 from pyairtable_migration.pgbackrest.cluster import RestoredCluster, RestoreError
 from pyairtable_migration.pgbackrest.repository import BackupSet, PgBackRest, StanzaInfo
 
@@ -140,6 +140,5 @@ def table_counts(cluster: RestoredCluster) -> dict[str, int]:
     counts = {}
     with cluster.hook().cursor() as cursor:
         for table in sorted(user_tables(cursor)):
-            cursor.execute(statement("backup_table_count", table=table.identifier))
-            counts[str(table)] = int(cursor.fetchone()[0])
+            counts[str(table)] = row_count(cursor, table)
     return counts

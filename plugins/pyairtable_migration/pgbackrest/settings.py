@@ -1,6 +1,6 @@
 """The backup configuration: where pgBackRest keeps production's backups and WAL, how long, and
-where restores go. Loaded from include/backup.yaml (or $PYAIRTABLE_BACKUP_CONFIG); a bad file is
-refused with every problem named at once.
+where restores go: the `backup` section of the migration's configuration (include/migration.yaml,
+or $PYAIRTABLE_MIGRATION_CONFIG); a bad section is refused with every problem named at once.
 
 Secrets never live here: an S3 repository's keys come from the Airflow AWS connection
 `repository.aws_conn_id` (or the instance's IAM role with `s3_key_type: auto`).
@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-DEFAULT_BACKUP_CONFIG_PATH = Path(__file__).resolve().parents[3] / "include" / "backup.yaml"
-CONFIG_VARIABLE = "PYAIRTABLE_BACKUP_CONFIG"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[3] / "include" / "migration.yaml"
+CONFIG_VARIABLE = "PYAIRTABLE_MIGRATION_CONFIG"
+SECTION = "backup"
 
 # pgBackRest's own rule for a stanza name; it also becomes a directory name in the repository.
 Stanza = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -167,20 +168,22 @@ def parse_backup_settings(data: Any, source: str = "backup configuration") -> Ba
 
 
 def default_path() -> Path:
-    return Path(os.environ.get(CONFIG_VARIABLE) or DEFAULT_BACKUP_CONFIG_PATH)
+    return Path(os.environ.get(CONFIG_VARIABLE) or DEFAULT_CONFIG_PATH)
 
 
 def load_backup_settings(path: str | Path | None = None) -> BackupSettings:
+    """The `backup` section of a migration configuration file (defaults where it has none)."""
     path = Path(path) if path else default_path()
     try:
         text = path.read_text()
     except OSError as exc:
         raise BackupConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise BackupConfigError([f"not valid YAML: {exc}"], str(path)) from None
-    return parse_backup_settings(data, str(path))
+    section = document.get(SECTION) if isinstance(document, dict) else None
+    return parse_backup_settings(section, f"{path} ({SECTION})")
 
 
 def main(argv: list[str]) -> int:
