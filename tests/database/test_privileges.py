@@ -84,7 +84,7 @@ def test_the_16_plus_grants_pass_on_17_and_each_missing_one_is_named(production:
     finally:
         as_postgres(production, sql.SQL("GRANT pg_create_subscription TO {}").format(MIGRATOR))
     assert problems == [
-        "target (PostgreSQL 17): role migrator may not CREATE SUBSCRIPTION (forward replication on the "
+        "target (PostgreSQL 17): role migrator may not create the subscriptions (forward replication on the "
         "target, reverse replication on the source): GRANT pg_create_subscription TO migrator"
     ]
 
@@ -142,7 +142,7 @@ def test_managed_servers_are_recognised_and_get_their_own_fixes(
         problems = privilege_problems("target", fact)
         where = f"target ({kind.name} 17)"
         expected = [
-            f"{where}: role migrator may not CREATE SUBSCRIPTION (forward replication on the target, "
+            f"{where}: role migrator may not create the subscriptions (forward replication on the target, "
             f"reverse replication on the source): GRANT {kind.admin_role} TO migrator or GRANT "
             "pg_create_subscription TO migrator"
         ]

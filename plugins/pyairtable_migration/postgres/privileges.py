@@ -56,7 +56,7 @@ PLAIN = Flavor(
     "PostgreSQL",
     None,
     "wal_level",
-    "ALTER SYSTEM SET wal_level = logical; then restart the server",
+    "set wal_level = logical (ALTER SYSTEM SET wal_level = logical), then restart the server",
 )
 
 
@@ -103,7 +103,7 @@ def privilege_problems(side: str, fact: Mapping[str, Any], *, peer_password: boo
     may_subscribe_by = [r for r in (kind.admin_role, PG_CREATE_SUBSCRIPTION) if r in member_of]
     if PG_CREATE_SUBSCRIPTION in may_subscribe_by and version < FIRST_WITH_SUBSCRIPTION_ROLE:
         may_subscribe_by.remove(PG_CREATE_SUBSCRIPTION)
-    step = "CREATE SUBSCRIPTION (forward replication on the target, reverse replication on the source)"
+    step = "create the subscriptions (forward replication on the target, reverse replication on the source)"
     if not may_subscribe_by:
         grants = []
         if kind.admin_role:
