@@ -130,6 +130,10 @@ class Pooler(_Strict):
     name: Name
     admin_conn_id: ConnId
     database: Name
+    # The Airflow queue of the tasks that touch this pooler's ini (the file check, the switch and
+    # its rollback rewrite it and send RELOAD): served by a worker beside the pooler, sharing its
+    # config volume. None: Airflow's default queue, for workers that all share the pooler's files.
+    queue: Name | None = None
 
 
 class DatabaseConfig(_Strict):
@@ -163,7 +167,18 @@ class DatabaseConfig(_Strict):
         duplicates = _duplicates(pooler.name for pooler in poolers)
         if duplicates:
             raise ValueError(f"duplicate pooler name(s): {', '.join(duplicates)}")
+        queues = sorted({pooler.queue or "(default)" for pooler in poolers})
+        if len(queues) > 1:
+            raise ValueError(
+                f"poolers name different queues ({', '.join(queues)}): the switchover repoints every "
+                "pooler in one task, so their files must be reachable from one worker"
+            )
         return poolers
+
+    @property
+    def pooler_queue(self) -> str | None:
+        """The queue of the tasks that rewrite the poolers' files (one for all, validated above)."""
+        return self.poolers[0].queue
 
 
 class RedisConfig(_Strict):

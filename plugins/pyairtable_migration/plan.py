@@ -163,6 +163,13 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
             },
         ),
         Step(
+            "preflight.check_pooler_files",
+            "check the worker that runs the switchover can read and replace every pooler's ini",
+            tuple(f"pooler {p.name}: ini file (read only)" for p in db.poolers),
+            operator="pyairtable_migration.operators.pooler.CheckPoolerFilesOperator",
+            arguments={"poolers": _poolers(config), **pooler_queue_argument(config)},
+        ),
+        Step(
             "preflight.check_dns",
             "check the hosted zone and every weighted record exist",
             (f"hosted zone {dns.hosted_zone} (read only)", *(f"record {r} (read only)" for r in dns.records)),
@@ -235,15 +242,23 @@ def route53_arguments(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def pooler_queue_argument(config: MigrationConfig) -> dict[str, Any]:
+    """`queue` for the tasks that rewrite the poolers' files, when the config names one: they run on
+    the worker beside the pooler (BaseOperator's own argument, so Airflow routes them)."""
+    queue = config.database.pooler_queue
+    return {"queue": queue} if queue else {}
+
+
 def switchover_arguments(config: MigrationConfig) -> dict[str, Any]:
     """What SwitchoverOperatorBase takes: the switch and its rollback move writers over the same
-    clusters, poolers and replication, with the same margin and freeze limit."""
+    clusters, poolers and replication, with the same margin and freeze limit, on the poolers' worker."""
     db = config.database
     return {
         **_replication_arguments(config),
         "sequence_margin": db.sequence_margin,
         "timeout_seconds": db.switchover_timeout_seconds,
         "replica_identity_full": list(db.replica_identity_full),
+        **pooler_queue_argument(config),
     }
 
 

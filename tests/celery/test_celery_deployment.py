@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
 KILLED_TASK = "database.copy_schema"
 SWITCH_TASK = "switchover.switch_database"
+FILE_CHECK_TASK = "preflight.check_pooler_files"
 
 
 def celery_airflow(settings: LabSettings, home: Path, port: int) -> CeleryAirflow:
@@ -83,12 +84,12 @@ def test_worker_killed_mid_run_retry_finishes_the_migration_losing_nothing(celer
     assert ran_on <= {worker.name for worker in server.workers}, ran_on
     assert len(ran_on | set(victims)) >= 2, f"every task ran on one worker: {ran_on}"
 
-    # The switch ran in its pooler's queue, on a worker serving that queue (beside the pooler).
+    # The file check and the switch ran in their pooler's queue, on the worker beside the pooler.
+    (queue,) = set(pooler_queues(lab_config_path(lab.settings)).values())
+    (beside,) = [worker.name for worker in server.workers if worker.queues == (queue,)]
+    for task_id in (FILE_CHECK_TASK, SWITCH_TASK):
+        assert (tasks[task_id]["queue"], tasks[task_id]["hostname"]) == (queue, beside), tasks[task_id]
     switch = tasks[SWITCH_TASK]
-    queues = set(pooler_queues(lab_config_path(lab.settings)).values())
-    assert switch["queue"] in queues, (switch["queue"], queues)
-    serving = {worker.name for worker in server.workers if switch["queue"] in worker.queues}
-    assert switch["hostname"] in serving, (switch["hostname"], serving)
 
     ledger = lab.ledger(app_dsn(lab.settings))  # through the pooler, which points at the target now
     assert not pooler_paused(lab)()

@@ -594,6 +594,14 @@ def pooler_problems(rendered: Mapping[str, Any]) -> Problems:
         problems.append(f"{POOLER_WORKER} mounts {POOLER}'s config read-only; the switchover rewrites {ini}")
     worker_tokens = command_tokens(worker)
     queues = worker_tokens[3].split(",") if worker_tokens[:3] == ["celery", "worker", "--queues"] else []
+    configured = {
+        str(pooler.get("queue"))
+        for pooler in yaml.safe_load(MIGRATION_CONFIG.read_text())["database"]["poolers"]
+    }
+    if queues and set(queues) != configured:
+        problems.append(
+            f"{POOLER_WORKER} serves {queues}; include/migration.yaml's poolers name {sorted(configured)}"
+        )
     if not queues or DEFAULT_QUEUE in queues:
         problems.append(
             f"{POOLER_WORKER} runs {worker_tokens}, not `celery worker --queues <the pooler's queue>`"
@@ -914,6 +922,10 @@ def _pooler_config_read_only(doc: dict[str, Any]) -> None:
     worker["volumes"] = [f"{v}:ro" if v.endswith(":/etc/pgbouncer") else v for v in worker["volumes"]]
 
 
+def _pooler_worker_other_queue(doc: dict[str, Any]) -> None:
+    doc["services"][POOLER_WORKER]["command"] = "celery worker --queues poolers"
+
+
 def _pooler_worker_serves_default(doc: dict[str, Any]) -> None:
     doc["services"][POOLER_WORKER]["command"] = "celery worker"
 
@@ -951,6 +963,7 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "a shared setting drifted": (_heartbeat_interval_changed, "MIN_HEARTBEAT_INTERVAL differs from"),
     "pooler worker without its config": (_pooler_worker_without_config, "does not mount pgbouncer's config"),
     "pooler config read-only": (_pooler_config_read_only, "mounts pgbouncer's config read-only"),
+    "pooler worker on another queue": (_pooler_worker_other_queue, "include/migration.yaml's poolers name"),
     "pooler worker on the default queue": (_pooler_worker_serves_default, "not `celery worker --queues"),
     "healthcheck interval not a duration": (
         _healthcheck_interval_number,
