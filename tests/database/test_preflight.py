@@ -86,8 +86,8 @@ def test_preflight_names_every_problem_in_one_message(
         assert "audit_log has no replica identity" not in message  # database.replica_identity_full
         assert "source: wal_level is replica" in message
         assert (
-            f"source (PostgreSQL 15): role {LIMITED_ROLE} may not create the subscriptions (forward replication "
-            "on the target, reverse replication on the source): PostgreSQL 15 allows only superusers"
+            f"source (PostgreSQL 15): role {LIMITED_ROLE} may not create the subscriptions (forward "
+            "replication on the target, reverse replication on the source): PostgreSQL 15 allows only superusers"
         ) in message
         assert f"source (PostgreSQL 15): role {LIMITED_ROLE} lacks the REPLICATION attribute" in message
         assert f"source (PostgreSQL 15): role {LIMITED_ROLE} does not own" in message
