@@ -56,7 +56,7 @@ def start(spec: MirrorSpec, state_dir: Path, extra_env: dict[str, str] | None = 
     environment = {**os.environ, **(extra_env or {}), SPEC_VARIABLE: json.dumps(spec.to_dict())}
     with open(state_dir / "mirror.log", "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pyairtable_migration.kafka_mirror"],
+            [sys.executable, "-m", "pyairtable_migration.kafka_mirror.mirror_runner"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""`python -m pyairtable_migration.kafka_mirror`: run one mirror until SIGTERM, spec from the
+"""`python -m pyairtable_migration.kafka_mirror.mirror_runner`: run one mirror until SIGTERM, spec from the
 environment (process.SPEC_VARIABLE), so no address or setting shows in the process list."""
 
 from __future__ import annotations
