@@ -87,7 +87,8 @@ def test_preflight_names_every_problem_in_one_message(
         assert "source: wal_level is replica" in message
         assert (
             f"source (PostgreSQL 15): role {LIMITED_ROLE} may not create the subscriptions (forward "
-            "replication on the target, reverse replication on the source): PostgreSQL 15 allows only superusers"
+            "replication on the target, reverse replication on the source): PostgreSQL 15 allows only "
+            "superusers"
         ) in message
         assert f"source (PostgreSQL 15): role {LIMITED_ROLE} lacks the REPLICATION attribute" in message
         assert f"source (PostgreSQL 15): role {LIMITED_ROLE} does not own" in message
