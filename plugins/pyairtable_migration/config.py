@@ -20,8 +20,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PositiveFloat,
@@ -34,6 +32,8 @@ from pydantic import (
 )
 
 from pyairtable_migration.pgbackrest.settings import BackupSettings
+from pyairtable_migration.problems import ConfigError, describe_error
+from pyairtable_migration.problems import StrictModel as _Strict
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "migration.yaml"
 
@@ -42,20 +42,6 @@ SERVICE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")
 
 ConnId = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 Name = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-
-
-class ConfigError(Exception):
-    """Every problem found in a configuration, so all of them can be fixed in one pass."""
-
-    def __init__(self, problems: list[str], source: str = "configuration") -> None:
-        self.problems = problems
-        self.source = source
-        lines = "\n".join(f"  - {problem}" for problem in problems)
-        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InfrastructureNode(_Strict):
@@ -348,7 +334,7 @@ class MigrationConfig(_Strict):
         try:
             model = handler(data)
         except ValidationError as exc:
-            problems.extend(_describe(error) for error in exc.errors())
+            problems.extend(describe_error(error) for error in exc.errors())
         problems.extend(graph_problems(data))
         if problems or model is None:
             raise ConfigError(problems)
@@ -467,21 +453,6 @@ def find_cycles(graph: Mapping[str, list[str]]) -> list[list[str]]:
         if name not in state:
             visit(name)
     return cycles
-
-
-def _describe(error: Any) -> str:
-    """A pydantic error as `path.to.field: what is wrong (got value)`."""
-    path = ".".join(str(part) for part in error["loc"] if part not in ("service", "infrastructure"))
-    path = path or "(top level)"
-    if error["type"] == "missing":
-        return f"{path}: missing (required)"
-    if error["type"] == "extra_forbidden":
-        return f"{path}: unknown field"
-    message = error["msg"].removeprefix("Value error, ")
-    value = error.get("input")
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return f"{path}: {message} (got {value!r})"
-    return f"{path}: {message}"
 
 
 def _duplicates(values: Iterable[str]) -> list[str]:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
+
+from pyairtable_migration.problems import ConfigError, StrictModel, describe_error
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[3] / "include" / "migration.yaml"
 CONFIG_VARIABLE = "PYAIRTABLE_MIGRATION_CONFIG"
@@ -30,20 +32,14 @@ AbsolutePath = Annotated[str, StringConstraints(pattern=r"^/\S*$")]
 Positive = Annotated[int, Field(gt=0)]
 
 
-class BackupConfigError(Exception):
+class BackupConfigError(ConfigError):
     """Every problem found in the backup configuration, so all can be fixed in one pass."""
 
     def __init__(self, problems: list[str], source: str = "backup configuration") -> None:
-        self.problems = problems
-        lines = "\n".join(f"  - {problem}" for problem in problems)
-        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+        super().__init__(problems, source)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RepositorySettings(_Strict):
+class RepositorySettings(StrictModel):
     """Where backups and archived WAL go: a directory (`local`) or an S3 bucket."""
 
     type: Literal["local", "s3"] = "local"
@@ -77,7 +73,7 @@ class RepositorySettings(_Strict):
         return self
 
 
-class BackupSettings(_Strict):
+class BackupSettings(StrictModel):
     """pgBackRest for the production cluster, and where this project restores its backups."""
 
     stanza: Stanza = "pyairtable"
@@ -132,20 +128,6 @@ class BackupSettings(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-
-def describe_error(error: Any) -> str:
-    """A pydantic error as `path.to.field: what is wrong (got value)`."""
-    path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "missing":
-        return f"{path}: missing (required)"
-    if error["type"] == "extra_forbidden":
-        return f"{path}: unknown field"
-    message = error["msg"].removeprefix("Value error, ")
-    value = error.get("input")
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return f"{path}: {message} (got {value!r})"
-    return f"{path}: {message}"
 
 
 def parse_backup_settings(data: Any, source: str = "backup configuration") -> BackupSettings:
