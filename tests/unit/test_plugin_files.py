@@ -7,7 +7,14 @@ import importlib.util
 import sys
 from pathlib import Path
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+REPO = Path(__file__).resolve().parents[2]
+PLUGINS = REPO / "plugins"
+
+
+def installed(name: str) -> bool:
+    """A top-level module of the interpreter's own paths (not one a test session put on sys.path)."""
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.origin is not None and REPO not in Path(spec.origin).parents
 
 
 def test_no_plugin_file_runs_as_main_or_shadows_an_installed_module() -> None:
@@ -16,6 +23,6 @@ def test_no_plugin_file_runs_as_main_or_shadows_an_installed_module() -> None:
         stem = path.stem
         if stem == "__main__":
             problems.append(f"{path.relative_to(PLUGINS)}: Airflow would run it as __main__")
-        elif stem != "__init__" and (stem in sys.stdlib_module_names or importlib.util.find_spec(stem)):
+        elif stem != "__init__" and (stem in sys.stdlib_module_names or installed(stem)):
             problems.append(f"{path.relative_to(PLUGINS)}: its stem names the installed module {stem!r}")
     assert problems == []

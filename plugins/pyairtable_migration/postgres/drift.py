@@ -74,7 +74,7 @@ def missing_fix(kind: str, name: str, column: str, detail: str, joining: str) ->
         )
     if kind == "primary key":
         return f"ALTER TABLE {name} ADD {detail} on the {joining}"
-    return f"CREATE SEQUENCE {name} on the {joining} (the switchover moves its value)"
+    return f"create sequence {name} on the {joining} (CREATE SEQUENCE; the switchover moves its value)"
 
 
 def covered(problem: str, problems: Iterable[str]) -> bool:
