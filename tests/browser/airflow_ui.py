@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 # Chromium as Debian ships it; the flags keep it off the network and quiet on a shared machine.
 CHROMIUM = "/usr/bin/chromium"
@@ -25,6 +26,7 @@ CHROMIUM_ARGS = [
 ]
 # Two shared cores and other tests beside this one: the UI may take long to answer, never fail fast.
 UI_TIMEOUT_MS = 90_000
+REPARSE_ATTEMPTS = 3
 
 
 class AirflowUI:
@@ -49,9 +51,21 @@ class AirflowUI:
         expect(self.page.get_by_role("button", name="Trigger Dag")).to_be_visible()
 
     def reparse(self) -> None:
-        """The DAG page's "Reparse Dag": the dag-processor reads the file (and the config) now."""
+        """The DAG page's "Reparse Dag": the dag-processor reads the file (and the config) now.
+
+        The page hides the button while Airflow counts the DAG as stale (a parse that outlasted
+        `stale_dag_threshold` on a loaded machine), until the next parse: open the page again then.
+        """
+        button = self.page.get_by_role("button", name="Reparse Dag")
+        for _ in range(REPARSE_ATTEMPTS - 1):
+            self.open_dag()
+            try:
+                button.click(timeout=UI_TIMEOUT_MS / REPARSE_ATTEMPTS)
+                return
+            except PlaywrightTimeoutError:
+                continue
         self.open_dag()
-        self.page.get_by_role("button", name="Reparse Dag").click()
+        button.click()
 
     def trigger(self, *, mode: str, require_approvals: bool, bake_seconds: float) -> str:
         """Fill the trigger form (the DAG's Params) and submit; returns the new run's id."""

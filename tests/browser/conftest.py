@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,21 @@ def artifacts() -> Path:
 def ui_lab() -> Iterator[AirflowLab]:
     with airflow_lab("pyairtable-ui-") as lab:
         yield lab
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed browser test leaves the page it saw among the artifacts (`<test>-failed.png`)."""
+    report = yield
+    driver = item.funcargs.get("ui") if isinstance(item, pytest.Function) else None
+    if report.failed and isinstance(driver, AirflowUI):
+        try:
+            driver.page.screenshot(path=ARTIFACTS / f"{item.name}-failed.png")
+        except Exception as error:  # the page itself may be what broke; the failure stays the report
+            report.sections.append(("failure screenshot", f"not taken: {error}"))
+    return report
 
 
 @pytest.fixture(scope="module")
