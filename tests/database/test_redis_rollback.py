@@ -262,9 +262,12 @@ def test_copy_mode_round_trip(pair: Pair, config: MigrationConfig) -> None:
     # A re-run of the switch must not put the source's older values back on the target.
     assert switch(config, mode="copy")["changed"] is False
     assert target.get(f"{PREFIX}changed") == b"production"
-    expected = inventory(target)
+    before = inventory(target)
     result = rollback(config, redis_mode="copy")
-    assert result["changed"] is True and result["copied"] == expected.total
+    # Every key the target still holds was copied; keys that expired meanwhile (the seed's caches
+    # live 10 minutes) may not have been.
+    assert result["changed"] is True
+    assert inventory(target).total <= result["copied"] <= before.total
     assert switch_marker(source) is None and switch_marker(target) is None
     assert source.get(f"{PREFIX}changed") == b"production"
     assert source.hgetall(f"{PREFIX}profile") == {b"plan": b"enterprise", b"seats": b"12"}

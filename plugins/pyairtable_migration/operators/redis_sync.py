@@ -523,14 +523,17 @@ class RollbackRedisOperator(RedisOperator):
         source.delete(SWITCH_MARKER)
         target.delete(SWITCH_MARKER)
         self.log.info(
-            "Copied %d key(s) of the target (switched at %s) back to the source in %.1f s; marker deleted",
+            "Copied %d key(s) of the target (switched at %s) back to the source (%d expired meanwhile) in "
+            "%.1f s; marker deleted",
             result.copied,
             switched_at,
+            result.vanished,
             result.seconds,
         )
         return {
             "mode": "copy",
             "changed": True,
             "copied": result.copied,
+            "expired_meanwhile": result.vanished,
             "seconds": round(time.time() - started, 2),
         }
