@@ -177,6 +177,22 @@ class AirflowServer:
         listed = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")
         return {int(t["try_number"]): str(t["state"]) for t in listed["task_instances"]}
 
+    def failures(self, dag_id: str, run_id: str, lines: int = 15) -> dict[str, str]:
+        """Each failed task of a run and the end of its last attempt's log: what a test reports."""
+        found = {}
+        for task_id, ti in self.task_instances(dag_id, run_id).items():
+            if ti["state"] != "failed":
+                continue
+            path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{ti['try_number']}"
+            try:
+                content = self.api("GET", path, params={"full_content": True})["content"]
+            except (requests.RequestException, AirflowError) as exc:
+                found[task_id] = f"(log unreadable: {exc})"
+                continue
+            events = [entry.get("event", "") if isinstance(entry, dict) else str(entry) for entry in content]
+            found[task_id] = "\n".join(str(event) for event in events[-lines:])
+        return found
+
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
         """What the UI's Clear (with downstream) does: the tasks and everything after them run again."""
         cleared = self.api(

@@ -95,7 +95,9 @@ def kill_attempt(
     def running_process() -> tuple[str, int] | None:
         ti = server.task_instances(MIGRATION_DAG, run_id)[task_id]
         if ti["state"] in FINISHED:
-            raise AssertionError(f"{task_id} is {ti['state']} before attempt {attempt} could be killed")
+            failed = server.failures(MIGRATION_DAG, run_id)
+            state = ti["state"]
+            raise AssertionError(f"{task_id} is {state} before attempt {attempt} could be killed: {failed}")
         if ti["state"] != "running" or ti["try_number"] != attempt:
             return None
         pid = task_process(str(ti["id"]))
@@ -141,7 +143,7 @@ def test_killed_tasks_cleared_and_rerun_finish_the_migration_losing_nothing(dril
     figures = lab.stop_load()
     tasks = server.task_instances(MIGRATION_DAG, run_id)
     not_done = {t: ti["state"] for t, ti in tasks.items() if ti["state"] not in ("success", "skipped")}
-    assert state == "success", (not_done, kills, server.log_tail())
+    assert state == "success", (not_done, kills, server.failures(MIGRATION_DAG, run_id), server.log_tail())
     for task_id in (REPLICATION_TASK, SWITCHOVER_TASK, TRAFFIC_TASK):
         tries = server.tries(MIGRATION_DAG, run_id, task_id)
         # The killed attempt is recorded as failed; the last attempt, after the clear, succeeded.

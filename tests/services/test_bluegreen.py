@@ -18,12 +18,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lab.kube import KubeEmulator
-from pyairtable_migration.hooks.bluegreen import (
-    PREVIOUS_COLOR_ANNOTATION,
-    BlueGreenHook,
-    ServiceSpec,
-    StateChanged,
-)
+from pyairtable_migration.hooks.bluegreen import BlueGreenHook
+from pyairtable_migration.kubernetes.bluegreen import PREVIOUS_COLOR_ANNOTATION, ServiceSpec, StateChanged
 from pyairtable_migration.links import ServiceDashboardLink
 from pyairtable_migration.operators.bluegreen import (
     BlueGreenDeployOperator,

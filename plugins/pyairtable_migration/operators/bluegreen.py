@@ -16,17 +16,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import Context
 
-from pyairtable_migration.hooks.bluegreen import (
+from pyairtable_migration.kubernetes.bluegreen import (
     PREVIOUS_COLOR_ANNOTATION,
     PROMOTED_AT_ANNOTATION,
     RETIRED_REPLICAS_ANNOTATION,
     ROLLED_BACK_FROM_ANNOTATION,
     BlueGreenError,
-    BlueGreenHook,
     BlueGreenState,
     ServiceSpec,
     StateChanged,
@@ -37,6 +36,9 @@ from pyairtable_migration.hooks.bluegreen import (
 from pyairtable_migration.links import ServiceDashboardLink
 from pyairtable_migration.operators.base import MigrationOperator, fail, run_mode
 from pyairtable_migration.triggers.rollout import DeploymentRolloutTrigger, RollbackWindowTrigger
+
+if TYPE_CHECKING:
+    from pyairtable_migration.hooks.bluegreen import BlueGreenHook
 
 COMPARE_AND_SET_ATTEMPTS = 3
 T = TypeVar("T")
@@ -97,6 +99,8 @@ class BlueGreenOperator(MigrationOperator):
 
     @cached_property
     def hook(self) -> BlueGreenHook:
+        from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
+
         return BlueGreenHook(self.kubernetes_conn_id, self.namespace)
 
     @property
@@ -729,6 +733,8 @@ class BlueGreenVerifyOperator(MigrationOperator):
         self.services = dict(services)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
+
         mode = run_mode(context)
         hook = BlueGreenHook(self.kubernetes_conn_id, self.namespace)
         serving: dict[str, str | None] = {}

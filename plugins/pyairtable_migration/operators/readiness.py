@@ -15,7 +15,6 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from pyairtable_migration.hooks.bluegreen import BlueGreenHook
 from pyairtable_migration.hooks.readiness import (
     KafkaReadinessHook,
     RedisReadinessHook,
@@ -118,6 +117,8 @@ class CheckKubernetesOperator(MigrationOperator):
         if run_mode(context) == "plan":
             self.log.info("Plan mode: would check namespaces %s", self.namespaces)
             return {"mode": "plan", "namespaces": self.namespaces}
+        from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
+
         problems: list[str] = []
         for environment, namespace in self.namespaces.items():
             hook = BlueGreenHook(self.kubernetes_conn_ids[environment], namespace)

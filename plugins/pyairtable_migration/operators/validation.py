@@ -29,7 +29,6 @@ from typing import Any
 
 from airflow.sdk import BaseHook, Context
 
-from pyairtable_migration.hooks.bluegreen import COLORS, BlueGreenError, BlueGreenHook, deployment_name
 from pyairtable_migration.hooks.database import (
     MIGRATION_SCHEMA,
     MigrationPostgresHook,
@@ -41,6 +40,7 @@ from pyairtable_migration.hooks.database import (
 )
 from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.validation import Validator
+from pyairtable_migration.kubernetes.bluegreen import COLORS, BlueGreenError, deployment_name
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.postgres.replication import catch_up
@@ -399,6 +399,8 @@ class SecurityOperator(ValidationCheckOperator):
         return kept, problems
 
     def colors(self) -> tuple[dict[str, str | None], list[str]]:
+        from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
+
         try:
             states = BlueGreenHook(self.kubernetes_conn_id, self.namespace).read_all_states(
                 sorted(self.services)

@@ -14,12 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
 from airflow.triggers.base import TriggerEvent
-from kubernetes_asyncio import client as async_client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from pyairtable_migration.hooks.bluegreen import RolloutStatus, describe_pods
+from pyairtable_migration.kubernetes.bluegreen import RolloutStatus, describe_pods
 from pyairtable_migration.triggers.base import OK, MigrationTrigger, success
 
 
@@ -46,6 +43,11 @@ class DeploymentRolloutTrigger(MigrationTrigger):
         self.poll_seconds = poll_seconds
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The Kubernetes libraries load here, on the triggerer, not where the DAG is parsed.
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+        from kubernetes_asyncio import client as async_client
+        from kubernetes_asyncio.client.exceptions import ApiException
+
         started = time.monotonic()
         hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
         try:
