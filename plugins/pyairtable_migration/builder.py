@@ -14,7 +14,8 @@ from pathlib import Path
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
-from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.config import MigrationConfig, NotificationsConfig
+from pyairtable_migration.notifications import run_callbacks
 from pyairtable_migration.plan import MIGRATION_DAG_ID, ROLLBACK_DAG_ID, MigrationPlan, Step, build_plan
 
 DAG_ID = MIGRATION_DAG_ID
@@ -144,9 +145,14 @@ def build_plan_dag(
     doc_md: str,
     description: str,
     tags: list[str],
+    notifications: NotificationsConfig | None = None,
+    on_success: str | None = None,
+    on_failure: str | None = None,
 ) -> DAG:
     """A DAG of the plan's steps, triggered by hand and one run at a time: the migration and the
-    rollback are built alike, so neither drifts in scheduling or retries."""
+    rollback are built alike, so neither drifts in scheduling, retries or who is told: every task's
+    last failure, and the run's `on_success`/`on_failure` notices (notifications.EVENTS)."""
+    notifications = notifications or NotificationsConfig()
     dag = DAG(
         dag_id,
         schedule=None,
@@ -156,7 +162,11 @@ def build_plan_dag(
         doc_md=doc_md,
         description=description,
         tags=tags,
-        default_args=DEFAULT_ARGS,
+        default_args={
+            **DEFAULT_ARGS,
+            **run_callbacks(notifications, on_success=None, on_failure="task_failed"),
+        },
+        **run_callbacks(notifications, on_success=on_success, on_failure=on_failure),
     )
     build_airflow_graph(plan, dag)
     return dag
@@ -175,4 +185,6 @@ def build_migration_dag(
         doc_md=DOC_MD.format(config_path=config_path),
         description="Move PyAirtable from staging to production with zero downtime and zero data loss",
         tags=["pyairtable", "migration"],
+        notifications=config.notifications,
+        on_success="migration_done",
     )

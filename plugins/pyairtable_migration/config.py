@@ -310,6 +310,33 @@ class ValidationConfig(_Strict):
     report_base_url: str = ""
 
 
+EmailAddress = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
+class SmtpNotifications(_Strict):
+    """Mail through Airflow's SmtpNotifier; the server and its password live in the connection."""
+
+    smtp_conn_id: ConnId
+    to: list[EmailAddress] = Field(min_length=1)
+    # None: the connection's from_email (the notifier refuses when neither names a sender).
+    from_email: EmailAddress | None = None
+
+
+class SlackNotifications(_Strict):
+    """A Slack incoming webhook through Airflow's SlackWebhookNotifier: the webhook (its URL is the
+    secret) lives in the connection and posts to the channel it was created for."""
+
+    slack_webhook_conn_id: ConnId
+
+
+class NotificationsConfig(_Strict):
+    """Who is told when an approval waits, a gate trips, a task fails, a rollback starts or ends, and
+    the migration is done. Neither set: nobody is told, and nothing fails for it."""
+
+    smtp: SmtpNotifications | None = None
+    slack: SlackNotifications | None = None
+
+
 class MigrationConfig(_Strict):
     tiers: list[Name] = Field(min_length=1)
     slo_classes: dict[Name, PositiveInt] = Field(min_length=1)
@@ -324,6 +351,7 @@ class MigrationConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     # pgBackRest for production: archiving checked, a full backup after the switch, verified, PITR.
     backup: BackupSettings = BackupSettings()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @model_validator(mode="wrap")
     @classmethod

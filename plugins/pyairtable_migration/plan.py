@@ -242,6 +242,11 @@ def route53_arguments(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def notification_settings(config: MigrationConfig) -> dict[str, Any]:
+    """Who is told (notifications.py), as plain data: the config's notifications section."""
+    return config.notifications.model_dump(exclude_none=True)
+
+
 def pooler_queue_argument(config: MigrationConfig) -> dict[str, Any]:
     """`queue` for the tasks that rewrite the poolers' files, when the config names one: they run on
     the worker beside the pooler (BaseOperator's own argument, so Airflow routes them)."""
@@ -548,6 +553,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             "switchover.approve",
             "ask the on-call engineer to approve the write switchover",
             operator="pyairtable_migration.operators.switchover.SwitchoverApprovalOperator",
+            arguments={"notifications": notification_settings(config)},
         ),
         Step(
             "switchover.switch_database",
@@ -611,7 +617,12 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                     f"ask the on-call engineer to approve {weight} %",
                     (f"records {records}: weights back to staging if rejected",),
                     operator="pyairtable_migration.operators.traffic.TrafficApprovalOperator",
-                    arguments={**route53, "weight": weight, **after_skips},
+                    arguments={
+                        **route53,
+                        "weight": weight,
+                        "notifications": notification_settings(config),
+                        **after_skips,
+                    },
                 )
             )
         steps.append(

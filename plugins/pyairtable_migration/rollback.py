@@ -38,6 +38,7 @@ from pyairtable_migration.plan import (
     Step,
     forward_replication_arguments,
     main,
+    notification_settings,
     redis_arguments,
     route53_arguments,
     service_arguments,
@@ -82,7 +83,11 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
             f"check the scope; refuse while a run of {migration_dag_id} is queued or running",
             ("run parameters", f"runs of {migration_dag_id} (read only)"),
             operator="pyairtable_migration.operators.params.CheckRollbackRunOperator",
-            arguments={"migration_dag_id": migration_dag_id, "services": sorted(config.deployable)},
+            arguments={
+                "migration_dag_id": migration_dag_id,
+                "services": sorted(config.deployable),
+                "notifications": notification_settings(config),
+            },
         )
     )
     traffic = plan.add(
@@ -234,6 +239,9 @@ def build_rollback_dag(
         doc_md=DOC_MD.format(config_path=config_path),
         description="Undo the PyAirtable production migration: traffic, services, database, Redis",
         tags=["pyairtable", "migration", "rollback"],
+        notifications=config.notifications,
+        on_success="rollback_done",
+        on_failure="rollback_failed",
     )
 
 

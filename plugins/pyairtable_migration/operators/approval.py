@@ -14,6 +14,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOper
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from pyairtable_migration.notifications import notifiers
 from pyairtable_migration.operators.base import run_mode
 
 
@@ -25,9 +26,17 @@ def approver(answer: Mapping[str, Any]) -> str:
 
 
 class MigrationApprovalOperator(ApprovalOperator):
-    """Ask (unless planning or approvals are off); hand the answer to `approved` or `rejected`."""
+    """Ask (unless planning or approvals are off); hand the answer to `approved` or `rejected`.
+
+    :param notifications: the config's notifications section (plain data): who is told that the
+        approval waits, through HITLOperator's `notifiers` (called as it starts waiting)
+    """
 
     ui_color = "#fff2a8"
+
+    def __init__(self, *, notifications: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("notifiers", notifiers(notifications, "approval_waiting"))
+        super().__init__(**kwargs)
 
     def plan_summary(self) -> dict[str, Any]:
         return {"mode": "plan"}

@@ -4,12 +4,13 @@ the two would move the same writers, services and records in opposite directions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import Context
 
 from pyairtable_migration.config import traffic_step_problems
+from pyairtable_migration.notifications import notifiers
 from pyairtable_migration.operators.base import (
     ROLLBACK_SCOPES,
     UNDOABLE_PHASES,
@@ -76,14 +77,24 @@ class CheckRollbackRunOperator(MigrationOperator):
     the migration DAG (`migration_dag_id`) is queued or running.
 
     :param services: the services a `services` scope may name (the deployable ones)
+    :param notifications: the config's notifications section (plain data): who is told that the
+        rollback started, once this task has accepted it (a refused rollback did not start)
     """
 
     ui_color = "#dbe9f6"
 
-    def __init__(self, *, migration_dag_id: str, services: Sequence[str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        migration_dag_id: str,
+        services: Sequence[str],
+        notifications: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.migration_dag_id = migration_dag_id
         self.services = list(services)
+        self.notifications = dict(notifications or {})
 
     def execute(self, context: Context) -> dict[str, Any]:
         params = context["params"]
@@ -111,4 +122,6 @@ class CheckRollbackRunOperator(MigrationOperator):
         if scope == "from_phase":
             summary["from_phase"] = params["from_phase"]
         self.log.info("Rollback accepted: %s; steps outside this scope are skipped", summary)
+        for notifier in notifiers(self.notifications, "rollback_started"):
+            notifier(context)
         return summary

@@ -43,6 +43,7 @@ from pyairtable_migration.hooks.route53 import (
     weights_of,
 )
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
+from pyairtable_migration.notifications import GateBreached, gate_figures
 from pyairtable_migration.operators.approval import MigrationApprovalOperator
 from pyairtable_migration.operators.base import DEFERRAL_MARGIN, MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.topology import Pooler, writers
@@ -521,9 +522,11 @@ class ShiftTrafficOperator(TrafficOperator):
             if event["status"] == "insync"
             else f"NOT confirmed INSYNC ({event.get('message')})"
         )
-        raise fail(
-            f"{gate['message']}. Traffic reverted to staging ({self.describe_weights(0)}, "
-            f"change {revert_change_id or 'none needed'}, {confirmed})."
+        reverted = f"{self.describe_weights(0)}, change {revert_change_id or 'none needed'}, {confirmed}"
+        # GateBreached: the failure notice is told as a breach, with the gate's figures.
+        raise GateBreached(
+            f"{gate['message']}. Traffic reverted to staging ({reverted}).",
+            gate_figures(int(self.weight), gate, f"back on staging ({reverted})"),
         )
 
 
