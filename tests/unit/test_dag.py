@@ -104,7 +104,7 @@ def acyclic_service_graphs(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 @given(acyclic_service_graphs())
 def test_service_groups_mirror_depends_on_for_generated_graphs(services: dict[str, dict[str, Any]]) -> None:
