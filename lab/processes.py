@@ -118,6 +118,7 @@ class Component(ABC):
     binary: Binary
     runs_as_service_user = False
     start_timeout_seconds = 30.0
+    stop_signal = signal.SIGTERM
 
     @abstractmethod
     def address(self, settings: LabSettings) -> str:
@@ -147,9 +148,9 @@ class Component(ABC):
         return None
 
     def stop(self, settings: LabSettings, pid: int | None) -> None:
-        """Stop gracefully (SIGTERM to its process group), then SIGKILL after the timeout."""
+        """Stop gracefully (`stop_signal` to its process group), then SIGKILL after the timeout."""
         if pid is not None:
-            terminate(pid)
+            terminate(pid, polite=self.stop_signal)
 
     def log_path(self, settings: LabSettings) -> Path:
         return settings.data_dir / "logs" / f"{self.name}.log"
@@ -291,12 +292,14 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM, wait up to `timeout`, then SIGKILL: the polite stop every daemon understands."""
+def terminate(
+    pid: int, timeout: float = STOP_TIMEOUT_SECONDS, polite: signal.Signals = signal.SIGTERM
+) -> None:
+    """`polite` (SIGTERM: the stop every daemon understands), wait up to `timeout`, then SIGKILL."""
     if not pid_alive(pid):
         _reap(pid)
         return
-    _signal_group(pid, signal.SIGTERM)
+    _signal_group(pid, polite)
     if not wait_gone(pid, timeout):
         kill(pid)
 
