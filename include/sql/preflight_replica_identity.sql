@@ -1,4 +1,4 @@
--- Preflight, source: user tables a FOR ALL TABLES publication would publish (logged, partitions
+-- Preflight, source: user tables the publication would list (logged, partitions
 -- included: each publishes its own changes) that have no usable replica identity (no primary key
 -- under the default identity, identity NOTHING, or an identity index that is gone or not valid).
 -- Their UPDATE and DELETE would fail on the source.

@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
+import psycopg2.errors
 import pytest
 from psycopg2 import sql
 
@@ -17,7 +19,7 @@ from lab.postgres import PostgresCluster
 from lab.processes import State
 from lab.settings import LabSettings
 from lab.supervisor import down, start_component
-from pyairtable_migration.hooks.database import fetch_one, statement
+from pyairtable_migration.hooks.database import ensure_publication, fetch_one, statement
 from pyairtable_migration.postgres.privileges import AZURE, CLOUD_SQL, PLAIN, RDS, flavor, privilege_problems
 
 pytestmark = pytest.mark.lab
@@ -173,3 +175,33 @@ def test_a_15_superuser_source_passes(production: LabSettings) -> None:
     assert privilege_problems("source", fact) == []
     no_grants = {**fact, "is_superuser": False}
     assert "PostgreSQL 15 allows only superusers to subscribe" in privilege_problems("source", no_grants)[0]
+
+
+def test_the_migrator_publishes_every_table_without_being_a_superuser(production: LabSettings) -> None:
+    """FOR ALL TABLES takes a superuser; the listed publication the migration makes takes only the
+    tables' owner (the migrator here, as on a managed service), and a re-run adds a newer table."""
+    name = "pyairtable_privileges_test"
+
+    def run() -> tuple[str, list[tuple[str, str]]]:
+        with TARGET.connect(production) as connection, connection, connection.cursor() as cursor:
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="superuser"):
+                cursor.execute(sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(name)))
+            connection.rollback()
+            action = ensure_publication(cursor, name)
+            cursor.execute(
+                "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1, 2",
+                (name,),
+            )
+            listed = [(row[0], row[1]) for row in cursor.fetchall()]
+        connection.close()
+        return action, listed
+
+    try:
+        assert run() == ("created", [("public", "bases")])
+        with TARGET.connect(production) as connection, connection, connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE public.invoices (id bigint PRIMARY KEY)")
+        connection.close()
+        assert run() == ("added public.invoices", [("public", "bases"), ("public", "invoices")])
+        assert run()[0] == "verified"
+    finally:
+        as_postgres(production, f"DROP PUBLICATION IF EXISTS {name}", "DROP TABLE IF EXISTS public.invoices")

@@ -296,7 +296,7 @@ def parse_tables(names: Sequence[str]) -> list[Table]:
 
 
 def lacking_replica_identity(cursor: Any) -> list[Table]:
-    """Tables whose UPDATE/DELETE a FOR ALL TABLES publication would break (no replica identity)."""
+    """Tables whose UPDATE/DELETE a publication of every table would break (no replica identity)."""
     return [
         Table(row["schema_name"], row["table_name"])
         for row in fetch_dicts(cursor, statement("preflight_replica_identity"))
@@ -319,21 +319,36 @@ def get_publication(cursor: Any, name: str) -> dict[str, Any] | None:
 
 
 def ensure_publication(cursor: Any, name: str) -> str:
-    """FOR ALL TABLES publication `name`: created when absent, verified (and completed) when present."""
+    """Publication `name` of every user table, listed by name (no superuser needed: owning the
+    tables is enough, as on managed services): created when absent, completed with the tables it
+    lacks and made to publish every kind of change when present. One made FOR ALL TABLES (by an
+    earlier version, as a superuser) publishes everything already and is kept."""
+    tables = sorted(user_tables(cursor))
     publication = get_publication(cursor, name)
     if publication is None:
-        cursor.execute(statement("publication_create", publication=name))
+        if not tables:
+            raise MigrationError(f"no user table to publish: publication {name} would carry nothing")
+        cursor.execute(statement("publication_create", publication=name, tables=table_list(tables)))
         return "created"
+    done = []
     if not publication["puballtables"]:
-        raise MigrationError(
-            f"publication {name} exists but is not FOR ALL TABLES (owner {publication['owner']}): it is not "
-            f"this migration's; drop it (DROP PUBLICATION {display_identifier(name)}) or configure another "
-            "name"
-        )
+        listed = {
+            Table(row["schema_name"], row["table_name"])
+            for row in fetch_dicts(cursor, statement("publication_tables"), {"name": name})
+        }
+        missing = [table for table in tables if table not in listed]
+        if missing:
+            cursor.execute(statement("publication_add_tables", publication=name, tables=table_list(missing)))
+            done.append(f"added {', '.join(map(str, missing))}")
     if not all(publication[key] for key in ("pubinsert", "pubupdate", "pubdelete", "pubtruncate")):
         cursor.execute(statement("publication_set_publish", publication=name))
-        return "altered to publish insert, update, delete, truncate"
-    return "verified"
+        done.append("altered to publish insert, update, delete, truncate")
+    return "; ".join(done) or "verified"
+
+
+def table_list(tables: Sequence[Table]) -> sql.Composable:
+    """`a.b, c.d`: tables as one SQL list, quoted."""
+    return sql.SQL(", ").join(table.identifier for table in tables)
 
 
 def get_subscription(cursor: Any, name: str) -> dict[str, Any] | None:

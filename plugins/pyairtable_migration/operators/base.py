@@ -192,7 +192,7 @@ class DatabaseOperator(ConnectionPairOperator):
 class ReplicationOperator(DatabaseOperator):
     """Base of the operators on the forward replication (source -> target).
 
-    :param publication: the source's FOR ALL TABLES publication
+    :param publication: the source's publication of every user table
     :param subscription: the target's subscription to it (its slot on the source has the same name)
     """
 

@@ -11,7 +11,7 @@ any of them is safe; each logs what it observed and changed and pushes a small s
 mode (run param `mode` = plan) each logs what it would do and returns without connecting.
 
 Tables without a primary key: PostgreSQL refuses UPDATE/DELETE on a table without a replica
-identity as soon as a FOR ALL TABLES publication exists. Only the tables named in the config's
+identity as soon as a publication lists it. Only the tables named in the config's
 `database.replica_identity_full` get REPLICA IDENTITY FULL (set by create_publication on the
 source and by copy_schema on the target, whose reverse publication needs it too); preflight
 fails, naming every other such table, before anything is changed.
@@ -185,8 +185,8 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
 
 
 class CreatePublicationOperator(BeforeSwitchoverOperator):
-    """On the source: REPLICA IDENTITY FULL on the listed tables lacking one, then the FOR ALL TABLES
-    publication, created when absent, verified when present."""
+    """On the source: REPLICA IDENTITY FULL on the listed tables lacking one, then the publication
+    of every user table, created when absent, verified (and completed) when present."""
 
     template_fields: Sequence[str] = (
         *BeforeSwitchoverOperator.template_fields,
@@ -204,7 +204,7 @@ class CreatePublicationOperator(BeforeSwitchoverOperator):
             context,
             f"set REPLICA IDENTITY FULL on {', '.join(self.replica_identity_full) or 'no table'} where "
             "missing",
-            f"create or verify publication {self.publication} FOR ALL TABLES on {self.source_conn_id}",
+            f"create or verify publication {self.publication} of every user table on {self.source_conn_id}",
         ):
             return {"mode": "plan"}
         return self.run(

@@ -148,7 +148,7 @@ def source_problems(
     listed = [t for t in lacking if t in allowed]
     for table in unlisted:
         problems.append(
-            f"source: table {table} has no replica identity: with a FOR ALL TABLES publication its "
+            f"source: table {table} has no replica identity: once the publication lists it, its "
             f"UPDATE and DELETE would fail on the source. Add a primary key, or ALTER TABLE {table} "
             "REPLICA IDENTITY FULL, or list it under database.replica_identity_full to let the "
             "migration set REPLICA IDENTITY FULL"
@@ -167,14 +167,11 @@ def source_problems(
             f"source: table {table} is UNLOGGED: logical replication never carries it; ALTER TABLE "
             f"{table} SET LOGGED (or drop it if it only caches)"
         )
-    found = facts.publication
-    if found is not None and not found["puballtables"]:
-        problems.append(
-            f"source: publication {publication} exists but is not FOR ALL TABLES: not this "
-            "migration's; drop it or configure another name"
+    if facts.publication is not None:
+        notes.append(
+            f"publication {publication} exists on the source (a re-run): it will be verified and "
+            "completed with any table it lacks"
         )
-    elif found is not None:
-        notes.append(f"publication {publication} exists on the source (a re-run): it will be verified")
     slot = facts.slot
     if slot is not None and slot["slot_type"] != "logical":
         problems.append(f"source: replication slot {subscription} exists and is not a logical slot")

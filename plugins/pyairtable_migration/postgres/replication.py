@@ -14,8 +14,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg2 import sql
-
 from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
@@ -33,6 +31,7 @@ from pyairtable_migration.hooks.database import (
     lsn_reached,
     quiet_statement_logging,
     statement,
+    table_list,
     table_states,
     user_tables,
 )
@@ -72,8 +71,8 @@ def catch_up(
 def publish(
     source: MigrationPostgresHook, publication: str, replica_identity_full: Sequence[Table], log: Any
 ) -> dict[str, Any]:
-    """On the source: REPLICA IDENTITY FULL where allowed and missing, then the FOR ALL TABLES
-    publication, created when absent, verified when present."""
+    """On the source: REPLICA IDENTITY FULL where allowed and missing, then the publication of
+    every user table, created when absent, verified (and completed) when present."""
     with source.cursor() as cursor:
         changed = ensure_replica_identity_full(cursor, replica_identity_full)
         for line in changed:
@@ -85,7 +84,7 @@ def publish(
                 "under database.replica_identity_full: a publication now would break their UPDATE/DELETE"
             )
         action = ensure_publication(cursor, publication)
-    log.info("Source: publication %s %s (FOR ALL TABLES)", publication, action)
+    log.info("Source: publication %s %s", publication, action)
     return {"publication": publication, "action": action, "replica_identity_changes": changed}
 
 
@@ -149,9 +148,7 @@ def subscribe(
         ]
         if filled:
             # All of them in one statement: foreign keys allow no less, and all are copied anew.
-            target_cursor.execute(
-                statement("tables_truncate", tables=sql.SQL(", ").join(t.identifier for t in tables))
-            )
+            target_cursor.execute(statement("tables_truncate", tables=table_list(tables)))
             log.info(
                 "Target: emptied every table before the initial copy (%s held rows of an abandoned copy)",
                 ", ".join(str(t) for t in filled),

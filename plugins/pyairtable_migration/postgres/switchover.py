@@ -3,7 +3,7 @@ through the pooler(s), with a short stall instead of errors, and nothing lost.
 
 Forward (`SwitchDatabaseOperator`), writers leave the source for the target:
 
-    before the freeze   reverse publication on the target (FOR ALL TABLES), leftovers of an
+    before the freeze   reverse publication on the target (every table), leftovers of an
                         aborted attempt removed
     freeze              PAUSE every pooler (running transactions finish, new ones wait)
                         marker row written on the source; wait until the target has applied it:
