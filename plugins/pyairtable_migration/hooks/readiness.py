@@ -20,6 +20,8 @@ import requests
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseHook
 
+from pyairtable_migration.kafka_mirror.connection import bootstrap_of
+
 SQL_DIR = Path(__file__).resolve().parents[3] / "include" / "sql"
 CLIENT_ID = "pyairtable-migration"
 
@@ -187,12 +189,8 @@ class KafkaReadinessHook(BaseHook):
         self.timeout_seconds = timeout_seconds
 
     def bootstrap_servers(self) -> list[tuple[str, int]]:
-        connection = self.get_connection(self.kafka_conn_id)
-        listed = str(connection.extra_dejson.get("bootstrap_servers") or "")
-        if not listed:
-            listed = f"{connection.host or 'localhost'}:{connection.port or 9092}"
         servers = []
-        for item in listed.split(","):
+        for item in bootstrap_of(self.kafka_conn_id).split(","):
             host, _, port = item.strip().rpartition(":")
             servers.append((host, int(port)))
         return servers
