@@ -29,7 +29,13 @@ LAB_OVERRIDES: dict[tuple[str, ...], Any] = {
     ("database", "lag_sample_seconds"): 0.5,
     # The lab's edge only reaches the three public services; the rest get no outside traffic.
     ("validation", "no_traffic"): "warn",
+    ("services", "istio", "external"): True,  # the lab has no mesh
 }
+# "Service dashboard": the lab's Prometheus, request rate per color and status code of the service.
+LAB_DASHBOARD = (
+    "http://{host}:{port}/graph?g0.expr=sum+by+(color%2Ccode)(rate(pyairtable_http_requests_total"
+    "%7Bnamespace%3D%22$namespace%22%2Cservice%3D%22$service%22%7D%5B1m%5D))&g0.tab=0&g0.range_input=30m"
+)
 
 
 def lab_config_path(settings: LabSettings) -> Path:
@@ -41,7 +47,9 @@ def write_lab_config(settings: LabSettings, overrides: dict[tuple[str, ...], Any
     document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     # Production's stanza in the lab: repository, logs and restores under the lab's data directory.
     lab_backup: dict[tuple[str, ...], Any] = {("backup",): backup_settings(settings).model_dump()}
-    for path, value in {**LAB_OVERRIDES, **lab_backup, **(overrides or {})}.items():
+    dashboard = LAB_DASHBOARD.format(host=settings.host, port=settings.prometheus_port)
+    lab_values = {**LAB_OVERRIDES, **lab_backup, ("blue_green", "dashboard_url_template"): dashboard}
+    for path, value in {**lab_values, **(overrides or {})}.items():
         section = document
         for key in path[:-1]:
             section = section.setdefault(key, {})

@@ -61,6 +61,16 @@ def test_real_config_describes_the_architecture() -> None:
     assert {node.slo_class for node in config.deployable.values()} <= set(config.slo_classes)
 
 
+def test_the_shipped_config_describes_production_not_the_lab() -> None:
+    """The lab's gaps and addresses live in its overlay (lab/migration_config.py), never here."""
+    config = load_config(REAL_CONFIG)
+    text = REAL_CONFIG.read_text()
+    assert [word for word in ("127.0.0.1", "localhost", ":19090") if word in text] == []
+    infrastructure = {n: node for n, node in config.services.items() if isinstance(node, InfrastructureNode)}
+    assert [name for name, node in infrastructure.items() if node.external] == []
+    assert infrastructure["kafka"].conn_id and infrastructure["istio"].url
+
+
 def test_topological_order_puts_dependencies_first() -> None:
     config = load_config(REAL_CONFIG)
     order = config.topological_order()
