@@ -15,23 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import requests
 
 from lab.connections import connections_path
 from lab.migration_config import CONFIG_ENV, lab_config_path
 from lab.settings import REPO_ROOT, LabSettings
+from pyairtable_migration.airflow_rest import AirflowClient, AirflowError
 
 ADMIN = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
-
-
-class AirflowError(RuntimeError):
-    pass
 
 
 def airflow_environment(settings: LabSettings, home: Path, port: int) -> dict[str, str]:
@@ -68,14 +62,14 @@ def airflow_environment(settings: LabSettings, home: Path, port: int) -> dict[st
     }
 
 
-class AirflowServer:
-    """`airflow standalone` in a process group of its own, and a REST client for it."""
+class AirflowServer(AirflowClient):
+    """`airflow standalone` in a process group of its own; its REST client (`AirflowClient`, the
+    command line's) logs in as the admin with the password Airflow generated."""
 
     def __init__(self, settings: LabSettings, home: Path, port: int = 8080) -> None:
+        super().__init__(f"http://localhost:{port}", ADMIN)
         self.settings, self.home, self.port = settings, home, port
-        self.url = f"http://localhost:{port}"
         self.process: subprocess.Popen[bytes] | None = None
-        self._token: str | None = None
 
     @property
     def log_path(self) -> Path:
@@ -118,126 +112,9 @@ class AirflowServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def healthy(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok
-        except requests.RequestException:
-            return False
-
     @property
     def password(self) -> str:
         return str(json.loads((self.home / PASSWORDS_FILE).read_text())[ADMIN])
-
-    # --- REST API ------------------------------------------------------------------------------
-
-    def token(self) -> str:
-        if self._token is None:
-            answer = requests.post(
-                f"{self.url}/auth/token", json={"username": ADMIN, "password": self.password}, timeout=10
-            )
-            answer.raise_for_status()
-            self._token = str(answer.json()["access_token"])
-        return self._token
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        answer = requests.request(
-            method,
-            f"{self.url}/api/v2/{path}",
-            headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=60,
-            **kwargs,
-        )
-        if not answer.ok:
-            raise AirflowError(f"{method} {path}: {answer.status_code} {answer.text[:500]}")
-        return answer.json() if answer.content else None
-
-    def dags_parsed(self) -> bool:
-        try:
-            listed = self.api("GET", "dags")
-        except (requests.RequestException, AirflowError):
-            return False
-        return bool(listed["dags"])
-
-    def import_errors(self) -> list[dict[str, Any]]:
-        return list(self.api("GET", "importErrors")["import_errors"])
-
-    def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
-        run = self.api("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf)})
-        return str(run["dag_run_id"])
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")["state"])
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        listed = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        return {ti["task_id"]: ti for ti in listed["task_instances"]}
-
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> dict[int, str]:
-        """Each attempt of a task and the state it ended in (or is in)."""
-        listed = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")
-        return {int(t["try_number"]): str(t["state"]) for t in listed["task_instances"]}
-
-    def failures(self, dag_id: str, run_id: str, lines: int = 15) -> dict[str, str]:
-        """Each failed task of a run and the end of its last attempt's log: what a test reports."""
-        found = {}
-        for task_id, ti in self.task_instances(dag_id, run_id).items():
-            if ti["state"] != "failed":
-                continue
-            path = f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{ti['try_number']}"
-            try:
-                content = self.api("GET", path, params={"full_content": True})["content"]
-            except (requests.RequestException, AirflowError) as exc:
-                found[task_id] = f"(log unreadable: {exc})"
-                continue
-            events = [entry.get("event", "") if isinstance(entry, dict) else str(entry) for entry in content]
-            found[task_id] = "\n".join(str(event) for event in events[-lines:])
-        return found
-
-    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
-        """What the UI's Clear (with downstream) does: the tasks and everything after them run again."""
-        cleared = self.api(
-            "POST",
-            f"dags/{dag_id}/clearTaskInstances",
-            json={
-                "dry_run": False,
-                "dag_run_id": run_id,
-                "task_ids": task_ids,
-                "only_failed": False,
-                "include_downstream": True,
-                "reset_dag_runs": True,
-            },
-        )
-        return sorted(ti["task_id"] for ti in cleared["task_instances"])
-
-    def wait(self, what: str, check: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
-        """Poll `check` until it returns something truthy; fail naming `what`.
-
-        A poll the api-server does not answer in time (a busy machine) is a poll without an
-        answer, not the end of the wait; the last such error is named if the wait runs out.
-        """
-        deadline = time.monotonic() + timeout
-        unanswered: requests.RequestException | None = None
-        while time.monotonic() < deadline:
-            try:
-                result = check()
-            except requests.RequestException as exc:
-                unanswered, result = exc, None
-            if result:
-                return result
-            time.sleep(poll)
-        last = f" (last unanswered poll: {unanswered})" if unanswered else ""
-        raise AirflowError(f"timed out after {timeout:.0f} s waiting for {what}{last}")
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
-        """Wait until the run ends; returns its state."""
-        return str(
-            self.wait(
-                f"run {run_id} of {dag_id} to end",
-                lambda: (state := self.run_state(dag_id, run_id)) in ("success", "failed") and state,
-                timeout,
-                poll=2,
-            )
-        )
 
 
 def task_process(ti_id: str) -> int | None:

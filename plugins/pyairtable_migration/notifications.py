@@ -27,6 +27,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseNotifier, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from pyairtable_migration.airflow_rest import ui_run_path as run_path
 from pyairtable_migration.config import NotificationsConfig
 
 EVENTS = (
@@ -93,10 +94,6 @@ def ui_url(path: str) -> str:
 
     base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
     return f"{base}{path}" if base else f"{path} (set [api] base_url for a full link)"
-
-
-def run_path(dag_id: str, run_id: str) -> str:
-    return f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 def _run(context: Context) -> tuple[str, str]:
@@ -187,6 +184,8 @@ def rollback_failed(context: Context) -> Notice:
 def migration_done(context: Context) -> Notice:
     params = context.get("params") or {}
     what = "Migration done" if params.get("mode") == "apply" else "Migration run done"
+    if params.get("preflight_only"):
+        what = "Preflight passed (validate run, nothing changed)"
     facts = _ended(context)
     if "traffic_steps" in params:
         facts.append(("traffic steps", ", ".join(f"{w} %" for w in params["traffic_steps"])))
