@@ -31,7 +31,10 @@ help:
 	@echo "make lab-up        start and seed the local lab (SCALE=N records, default 20000); safe to re-run"
 	@echo "make lab-status    is each lab component answering? with process count and memory"
 	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
-	@echo "make status        live state from the systems: poolers, replication lag, colors, DNS weights"
+	@echo "make status        live state from the systems (poolers, replication lag, colors, DNS weights), latest runs"
+	@echo "make validate      the migration's preflight only, against the live systems; changes nothing"
+	@echo "make migrate       trigger the migration (WAIT=1 follows it; NO_APPROVALS=1, BAKE_SECONDS=N)"
+	@echo "make rollback      trigger the rollback (SCOPE=all|traffic|services|from_phase SERVICES=a,b FROM_PHASE=p WAIT=1)"
 
 bootstrap: apt-packages $(VENV)/.installed $(PG17_DIR)/.installed
 
@@ -98,8 +101,24 @@ lab-up: bootstrap
 lab-status: $(VENV)/.installed
 	@$(BIN)/python -m lab status --resources
 
+# The command line (pyairtable_migration.cli) over Airflow's REST API: AIRFLOW_URL (default
+# http://localhost:8080), AIRFLOW_USERNAME (default admin) and AIRFLOW_PASSWORD from the environment.
+CLI := $(BIN)/python -m pyairtable_migration.cli
+
 status: $(VENV)/.installed
-	@$(BIN)/python -m pyairtable_migration.status $(if $(CONNECTIONS),--connections '$(CONNECTIONS)')
+	@$(CLI) status $(if $(CONNECTIONS),--connections '$(CONNECTIONS)')
+
+.PHONY: validate migrate rollback
+validate: $(VENV)/.installed
+	@$(CLI) validate
+
+migrate: $(VENV)/.installed
+	@$(CLI) migrate $(if $(WAIT),--wait) $(if $(NO_APPROVALS),--no-approvals) \
+		$(if $(BAKE_SECONDS),--bake-seconds '$(BAKE_SECONDS)')
+
+rollback: $(VENV)/.installed
+	@$(CLI) rollback $(if $(WAIT),--wait) $(if $(SCOPE),--scope '$(SCOPE)') \
+		$(if $(SERVICES),--services '$(SERVICES)') $(if $(FROM_PHASE),--from-phase '$(FROM_PHASE)')
 
 lab-down: $(VENV)/.installed
 	@$(BIN)/python -m lab down $(if $(PURGE),--purge)

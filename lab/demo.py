@@ -39,7 +39,7 @@ from lab.migration_config import CONFIG_ENV, lab_config_path
 from lab.settings import REPO_ROOT, LabSettings
 from lab.supervisor import down, up
 from pyairtable_migration.config import load_config
-from pyairtable_migration.plan import PHASES
+from pyairtable_migration.plan import PHASES, PREFLIGHT_GATE
 
 DAG_ID = "pyairtable_production_migration"
 # Long enough that clients really cache and the cutover really waits; short enough for a demo.
@@ -390,10 +390,14 @@ class RunWatcher(threading.Thread):
     @staticmethod
     def preflight_line(group: Mapping[str, TaskView]) -> str:
         bad = [_short(t) for t, v in group.items() if v.state != "success"]
-        checks = ", ".join(_short(t).removeprefix("check_") for t in group)
+        names = [
+            _short(t).removeprefix("check_") for t in group if t != PREFLIGHT_GATE
+        ]  # the gate is no check
         took = f"in {_span(group.values()):.1f} s"
         return (
-            f"✗ failed: {', '.join(bad)} {took}" if bad else f"✓ {len(group)} checks passed {took}: {checks}"
+            f"✗ failed: {', '.join(bad)} {took}"
+            if bad
+            else f"✓ {len(names)} checks passed {took}: {', '.join(names)}"
         )
 
 

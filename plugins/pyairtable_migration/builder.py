@@ -24,7 +24,8 @@ DOC_MD = """
 ### PyAirtable: staging → production, zero downtime, zero data loss
 
 Trigger with **mode = plan** first: every task logs what it would change and changes nothing.
-Trigger with **mode = apply** to migrate. Phases, in order:
+Trigger with **mode = apply** to migrate. **preflight_only** (what `cli validate` sets) runs the
+preflight alone against the live systems and skips every later task. Phases, in order:
 
 1. **preflight** — everything checked, nothing changed; one message lists every problem.
 2. **database** — logical replication to the target, lag gate, independent data validation, Redis.
@@ -46,6 +47,13 @@ def run_params(config: MigrationConfig) -> dict[str, Param]:
         "mode": mode_param(
             "plan",
             "plan: every task logs what it would change and changes nothing. apply: perform the migration.",
+        ),
+        "preflight_only": Param(
+            False,
+            type="boolean",
+            title="Preflight only (validate)",
+            description="Run the preflight checks and stop: every later task is skipped. With mode "
+            "apply the checks read the live systems; nothing is changed either way.",
         ),
         "require_approvals": Param(
             config.approvals.required,

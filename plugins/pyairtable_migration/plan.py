@@ -30,6 +30,8 @@ PHASES = ("preflight", "database", "services", "switchover", "traffic", "validat
 # The two DAGs: each one's first task refuses to act while the other is running.
 MIGRATION_DAG_ID = "pyairtable_production_migration"
 ROLLBACK_DAG_ID = "pyairtable_production_rollback"
+# The preflight's last task: the end of a validate run (`preflight_only`), a pass-through otherwise.
+PREFLIGHT_GATE = "preflight.passed"
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,18 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
             arguments={"configured_steps": list(config.traffic.steps), "rollback_dag_id": rollback_dag_id},
         )
     )
+    passed = plan.add(
+        Step(
+            PREFLIGHT_GATE,
+            "every check passed; a validate run (run param preflight_only) stops here: every later "
+            "task is skipped, so the live systems are read and nothing is changed",
+            ("run parameters",),
+            operator="pyairtable_migration.operators.params.PreflightOnlyGateOperator",
+        )
+    )
     for check in checks:
         plan.add(check, after=params)
+        plan.edges.add((check.task_id, passed))
 
 
 # The arguments of each operator family, built once for the migration's steps and the rollback's:

@@ -205,6 +205,20 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CONNECTIONS = ("lab", "env")
+
+
+def live_status(config: MigrationConfig, connections: str = "lab") -> dict[str, Any]:
+    """`collect` through the lab's connections (`lab`: put into os.environ first) or the ones the
+    environment already has (`env`: AIRFLOW_CONN_* or Airflow's own)."""
+    if connections == "lab":
+        from lab.connections import environment
+        from lab.settings import LabSettings
+
+        os.environ.update(environment(LabSettings.from_env(), config))
+    return collect(config)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pyairtable_migration.status", description=__doc__.split("\n")[0]
@@ -214,7 +228,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--connections",
-        choices=("lab", "env"),
+        choices=CONNECTIONS,
         default="lab",
         help="lab: the running lab's connections (default); env: AIRFLOW_CONN_* / Airflow's own connections",
     )
@@ -225,12 +239,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    if args.connections == "lab":
-        from lab.connections import environment
-        from lab.settings import LabSettings
-
-        os.environ.update(environment(LabSettings.from_env(), config))
-    status = collect(config)
+    status = live_status(config, args.connections)
     print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
     return 1 if any("error" in part for part in status.values()) else 0
 

@@ -138,6 +138,7 @@ def test_trigger_form_params_are_titled_and_described() -> None:
     params = dag.params
     assert set(params) == {
         "mode",
+        "preflight_only",
         "require_approvals",
         "traffic_steps",
         "bake_seconds",

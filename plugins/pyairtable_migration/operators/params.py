@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow.providers.standard.utils.skipmixin import SkipMixin
 from airflow.sdk import Context
 
 from pyairtable_migration.config import traffic_step_problems
@@ -69,7 +70,33 @@ class CheckRunParamsOperator(MigrationOperator):
         return summary
 
 
-RUN_PARAM_NAMES = ("mode", "require_approvals", "traffic_steps", "bake_seconds", "lag_threshold_bytes")
+RUN_PARAM_NAMES = (
+    "mode",
+    "preflight_only",
+    "require_approvals",
+    "traffic_steps",
+    "bake_seconds",
+    "lag_threshold_bytes",
+)
+
+
+class PreflightOnlyGateOperator(MigrationOperator, SkipMixin):
+    """The preflight's last task, after every check passed. On a validate run (run param
+    `preflight_only`) it skips every later task, whatever its trigger rule, as a ShortCircuitOperator
+    does; otherwise it lets the run go on. A validate run whose preflight refused never reaches it:
+    the later tasks are upstream_failed, and the report (which runs after anything) fails unwritten.
+    """
+
+    inherits_from_skipmixin = True
+    ui_color = "#dbe9f6"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if not context["params"].get("preflight_only"):
+            return {"preflight_only": False}
+        later = [task for task in self.get_flat_relatives(upstream=False) if not task.is_teardown]
+        self.log.info("Preflight passed; preflight_only: the %d later task(s) are skipped", len(later))
+        self.skip(ti=context["ti"], tasks=later)  # raises DownstreamTasksSkipped: this task succeeds
+        return {"preflight_only": True}
 
 
 class CheckRollbackRunOperator(MigrationOperator):

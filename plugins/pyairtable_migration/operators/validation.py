@@ -554,6 +554,10 @@ class MigrationReportOperator(MigrationOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from pyairtable_migration import report
 
+        if context["params"].get("preflight_only"):
+            # A validate run gets here only when the preflight did not pass (its last task skips
+            # this one otherwise): no migration to report, and the run must still end failed.
+            raise fail("preflight_only run: the preflight did not pass (see the preflight tasks); no report")
         data = report.collect(context)
         failed = [f"{t['task_id']} ({t['state']})" for t in data["tasks"] if t["state"] in FAILED_STATES]
         result: dict[str, Any] = {"mode": run_mode(context)}
