@@ -44,7 +44,8 @@ CONFIG_ENV = "PYAIRTABLE_MIGRATION_CONFIG"
 PASSWORD_ENV = "AIRFLOW_PASSWORD"
 # A followed run may wait hours on an approval; the bound is there so that nothing waits forever.
 DEFAULT_FOLLOW_SECONDS = 24 * 3600
-POLL_SECONDS = 2.0
+# Polls back off while nothing changes (a long bake, an approval waiting), to spare the api-server.
+POLL_SECONDS, MAX_POLL_SECONDS = 2.0, 10.0
 # Polls in a row the api-server may leave unanswered (a busy machine) before following gives up.
 UNANSWERED_POLLS = 30
 OK, FAILED, USAGE = 0, 1, 2
@@ -79,6 +80,7 @@ def follow(
     announced: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout
     unanswered = 0
+    pause = POLL_SECONDS
     tasks: dict[str, dict[str, Any]] = {}
     while True:
         try:
@@ -110,7 +112,8 @@ def follow(
                 out(approval_line(client, dag_id, run_id, approval))
         if run_state in RUN_ENDED or time.monotonic() > deadline:
             return run_state, tasks
-        time.sleep(POLL_SECONDS)
+        pause = POLL_SECONDS if changed else min(pause + 1, MAX_POLL_SECONDS)
+        time.sleep(pause)
 
 
 def approval_line(client: AirflowClient, dag_id: str, run_id: str, approval: Mapping[str, Any]) -> str:
