@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+# An answered task dag.test() has taken: it runs again, or has ended.
+TAKEN = ("running", "success", "failed", "skipped", "upstream_failed")
+# How long an answer may take to be taken before it is given again.
+ANSWER_AGAIN_SECONDS = 3.0
 
 
 def registered(dag: Any) -> Any:
@@ -66,7 +72,14 @@ class Responder:
         self.dag_id, self.run_id, self.task_id, self.choice, self.user = dag_id, run_id, task_id, choice, user
 
     def answer(self, stop: Any) -> bool:
-        """Answer once the task awaits input; False if `stop` (a threading.Event) was set first."""
+        """Answer once the task awaits input; False if `stop` (a threading.Event) was set first.
+
+        dag.test() runs the task in this process and writes the task instance it holds back when
+        the task's run ends, which can be just after the task parked itself awaiting input: an
+        answer given in between is overwritten (the row is back at awaiting_input, the answer
+        recorded). So the answer is given again while the task stays parked, until dag.test()
+        has taken it (the task runs again or has ended).
+        """
         from airflow.models.hitl import HITLDetail
         from airflow.models.taskinstance import TaskInstance
         from airflow.models.trigger import handle_event_submit
@@ -75,6 +88,7 @@ class Responder:
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
+        answered_at: float | None = None
         while not stop.is_set():
             with create_session() as session:
                 ti = session.scalar(
@@ -82,10 +96,13 @@ class Responder:
                         TaskInstance.dag_id == self.dag_id,
                         TaskInstance.run_id == self.run_id,
                         TaskInstance.task_id == self.task_id,
-                        TaskInstance.state == "awaiting_input",
                     )
                 )
-                if ti is not None:
+                state = None if ti is None else ti.state
+                if answered_at is not None and state in TAKEN:
+                    return True
+                stale = answered_at is None or time.monotonic() - answered_at > ANSWER_AGAIN_SECONDS
+                if ti is not None and state == "awaiting_input" and stale:
                     detail = session.get(HITLDetail, ti.id)
                     if detail is None:
                         raise AssertionError(f"{self.task_id} of {self.run_id} awaits input, no HITL detail")
@@ -96,6 +113,6 @@ class Responder:
                     handle_event_submit(
                         TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
                     )
-                    return True
+                    answered_at = time.monotonic()
             stop.wait(0.5)
         return False
