@@ -21,7 +21,11 @@ REQUEST_TIMEOUT_SECONDS = 60
 
 
 class AirflowError(RuntimeError):
-    pass
+    """Airflow answered with an error (`status`, the HTTP status, when it answered at all)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def ui_run_path(dag_id: str, run_id: str) -> str:
@@ -82,7 +86,9 @@ class AirflowClient:
                 continue
             break
         if not answer.ok:
-            raise AirflowError(f"{method} {path}: {answer.status_code} {answer.text[:500]}")
+            raise AirflowError(
+                f"{method} {path}: {answer.status_code} {answer.text[:500]}", answer.status_code
+            )
         return answer.json() if answer.content else None
 
     # --- DAGs and runs ---------------------------------------------------------------------------
@@ -97,8 +103,9 @@ class AirflowClient:
     def import_errors(self) -> list[dict[str, Any]]:
         return list(self.api("GET", "importErrors")["import_errors"])
 
-    def dag(self, dag_id: str) -> dict[str, Any]:
-        return dict(self.api("GET", f"dags/{dag_id}"))
+    def dag_details(self, dag_id: str) -> dict[str, Any]:
+        """The DAG as last parsed (params with their schemas, is_paused); 404 while it is not parsed."""
+        return dict(self.api("GET", f"dags/{dag_id}/details"))
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> str:
         run = self.api("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf)})
@@ -121,8 +128,21 @@ class AirflowClient:
         return list(listed["dag_runs"]), int(listed["total_entries"])
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        listed = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        return {ti["task_id"]: ti for ti in listed["task_instances"]}
+        """Every task instance of the run, page by page: the api-server caps a page at its
+        `[api] maximum_page_limit` (100 by default), whatever limit is asked for."""
+        found: dict[str, dict[str, Any]] = {}
+        rows = 0
+        while True:
+            listed = self.api(
+                "GET",
+                f"dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 1000, "offset": rows, "order_by": "id"},
+            )
+            page = listed["task_instances"]
+            rows += len(page)
+            found.update((ti["task_id"], ti) for ti in page)
+            if not page or rows >= int(listed["total_entries"]):
+                return found
 
     def tries(self, dag_id: str, run_id: str, task_id: str) -> dict[int, str]:
         """Each attempt of a task and the state it ended in (or is in)."""

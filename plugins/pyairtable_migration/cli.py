@@ -151,9 +151,31 @@ def duration(run: Mapping[str, Any]) -> str:
 # --- the commands -------------------------------------------------------------------------------------
 
 
-def trigger(client: AirflowClient, dag_id: str, conf: Mapping[str, Any], out: Out = say) -> str:
-    """Trigger `dag_id` with `conf` once the DAG is known and not paused; says where the run is."""
-    dag = client.dag(dag_id)
+def dag_details(client: AirflowClient, dag_id: str) -> dict[str, Any]:
+    """The DAG as Airflow last parsed it; one it has not (an import error, a wrong dags folder) is
+    refused naming the import errors."""
+    try:
+        return client.dag_details(dag_id)
+    except AirflowError as exc:
+        if exc.status != 404:
+            raise
+    errors = [
+        f"{e.get('filename')}: {str(e.get('stack_trace') or '').strip()[-300:]}"
+        for e in client.import_errors()
+    ]
+    shown = "".join(f"\n  import error in {error}" for error in errors)
+    raise UsageError(f"Airflow at {client.url} has no DAG {dag_id} (nothing triggered){shown}")
+
+
+def trigger(
+    client: AirflowClient,
+    dag_id: str,
+    conf: Mapping[str, Any],
+    out: Out = say,
+    details: Mapping[str, Any] | None = None,
+) -> str:
+    """Trigger `dag_id` with `conf` once the DAG is parsed and not paused; says where the run is."""
+    dag = details or dag_details(client, dag_id)
     if dag.get("is_paused"):
         raise UsageError(f"DAG {dag_id} is paused: unpause it in the Airflow UI first (nothing triggered)")
     active, _ = client.runs(dag_id, limit=5, states=("queued", "running"))
@@ -246,9 +268,9 @@ def choices(params: Mapping[str, Any], name: str) -> list[str]:
 
 
 def rollback(client: AirflowClient, args: argparse.Namespace, config: MigrationConfig, out: Out = say) -> int:
-    params = client.api("GET", f"dags/{ROLLBACK_DAG_ID}/details").get("params") or {}
-    conf = rollback_conf(args, config, params)
-    run_id = trigger(client, ROLLBACK_DAG_ID, conf, out)
+    details = dag_details(client, ROLLBACK_DAG_ID)
+    conf = rollback_conf(args, config, details.get("params") or {})
+    run_id = trigger(client, ROLLBACK_DAG_ID, conf, out, details)
     if not args.wait:
         return OK
     state, _ = follow(client, ROLLBACK_DAG_ID, run_id, args.timeout, out)
