@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ DEFAULT_SECONDS = 600.0
 REPEAT_SECONDS = 5.0
 HARD_EXIT_AFTER_SECONDS = 60.0
 HARD_EXIT_STATUS = 3
+TEARDOWN_SECONDS = 240.0
 
 
 class TestTimedOut(BaseException):
@@ -44,6 +46,17 @@ class HelperFailed(BaseException):
 
 
 _pending: list[BaseException] = []
+
+
+@dataclass
+class _Bound:
+    """The running test's deadline and when it passed (None: not yet); teardown gets a fresh one."""
+
+    deadline: float = 0.0
+    timed_out_at: float | None = None
+
+
+_bound = _Bound()
 _lock = threading.Lock()
 # Set while a test phase (setup, call, teardown) runs: raised anywhere else, in pytest's own code,
 # the exception would end the whole session instead of failing one test.
@@ -71,14 +84,14 @@ def bounded(seconds: float, what: str) -> Iterator[None]:
     """Run the block under a deadline of `seconds`; past it, `TestTimedOut` names `what`."""
     previous = signal.signal(signal.SIGUSR1, _raise_pending)
     done = threading.Event()
+    _bound.deadline, _bound.timed_out_at = time.monotonic() + seconds, None
 
     def watch() -> None:
-        deadline = time.monotonic() + seconds
-        timed_out_at: float | None = None
-        while not done.wait(max(0.1, min(REPEAT_SECONDS, deadline - time.monotonic()))):
+        while not done.wait(max(0.1, min(REPEAT_SECONDS, _bound.deadline - time.monotonic()))):
             now = time.monotonic()
-            if timed_out_at is None and now >= deadline:
-                timed_out_at = now
+            timed_out_at = _bound.timed_out_at
+            if timed_out_at is None and now >= _bound.deadline:
+                _bound.timed_out_at = timed_out_at = now
                 print(f"\n{what} ran past its {seconds:.0f} s bound; stacks:", file=sys.stderr, flush=True)
                 faulthandler.dump_traceback(all_threads=True)
                 interrupt_main(TestTimedOut(f"{what} ran past its {seconds:.0f} s bound"))
@@ -149,6 +162,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # Its own allowance, also after a test that timed out: a teardown interrupted half-way leaves
+    # module fixtures half torn down, and every later test in the process fails on them.
+    _bound.deadline, _bound.timed_out_at = time.monotonic() + TEARDOWN_SECONDS, None
     with _phase():
         return (yield)
 

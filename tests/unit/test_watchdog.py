@@ -1,6 +1,7 @@
 """The suite's bounds fire with Airflow in the process: a helper thread that fails, fails its test at
 once with its own exception, and a dag.test() waiting for an answer nobody gives ends at the test's
-bound (pytest-timeout's SIGALRM could be taken over by Airflow's own timeouts and never fire).
+bound (pytest-timeout's SIGALRM could be taken over by Airflow's own timeouts and never fire); a
+teardown that outlasts its test's bound still finishes, and the next test runs.
 
 The cases run as one small pytest session in a subprocess, each around a real dag.test() of a DAG with one
 approval task, on this session's metadata database.
@@ -66,6 +67,22 @@ def test_answered():
     run = dag.test(logical_date=when, run_after=when)
     stop.set()
     assert run.state == "success"
+
+
+@pytest.fixture
+def slow_to_stop():
+    yield
+    time.sleep(4)  # past the bound of the test it ended with, as a lab's teardown can be
+    print("slow teardown finished")
+
+
+@pytest.mark.timeout(3)
+def test_slow_teardown(slow_to_stop):
+    time.sleep(2)
+
+
+def test_after_the_slow_teardown():
+    pass
 """
 
 
@@ -114,3 +131,11 @@ def test_an_unanswered_approval_ends_at_the_bound_instead_of_waiting_forever(dri
 
 def test_the_responder_answers_its_own_run(drills: str) -> None:
     assert summary_line(drills, "test_answered").startswith("PASSED")
+
+
+def test_a_teardown_past_the_bound_finishes_and_the_next_test_runs(drills: str) -> None:
+    """Teardown has an allowance of its own: one interrupted half-way (a module fixture's, in CI)
+    would leave fixtures half torn down, and every later test of the process failing on them."""
+    assert summary_line(drills, "test_slow_teardown").startswith("PASSED")
+    assert "slow teardown finished" in drills
+    assert summary_line(drills, "test_after_the_slow_teardown").startswith("PASSED")
