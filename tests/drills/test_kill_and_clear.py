@@ -6,13 +6,21 @@ step — the test kills the task's own process (titled `airflow worker -- <ti id
 The task shows up for retry, and the engineer does not wait for the retry: a clear (with
 downstream, as the UI's Clear does) runs it again at once. The run must then succeed, with
 every acknowledged write on the target and no failed commit.
+
+The same Airflow and lab then serve the command line (`pyairtable_migration.cli`) against the real
+api-server: `validate` before the drill's migration (which `migrate` triggers), and after it `status`,
+bad input that triggers nothing, and `rollback --scope all --wait`: the rollback DAG under the real
+scheduler, everything back on staging, losing no write.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +29,19 @@ from typing import Any
 import psycopg2
 import pytest
 
-from lab.airflow_server import task_process
+from lab.airflow_server import ADMIN, task_process
+from lab.connections import connections_in_environment
 from lab.credentials import PGBOUNCER_ADMIN, secrets
-from lab.loadgen import app_dsn
+from lab.ledger import check_ledger
+from lab.loadgen import LoadProcess, app_dsn
+from lab.migration_config import CONFIG_ENV, lab_config_path
 from lab.pgbouncer import ADMIN_DATABASE
 from lab.postgres import DATABASE
-from tests.airflow_lab import FAST_RUN, MIGRATION_DAG, AirflowLab, airflow_lab
+from lab.settings import REPO_ROOT
+from pyairtable_migration.airflow_rest import AirflowError
+from pyairtable_migration.config import load_config
+from pyairtable_migration.status import collect
+from tests.airflow_lab import FAST_RUN, MIGRATION_DAG, ROLLBACK_DAG, AirflowLab, airflow_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
@@ -117,6 +132,48 @@ def kill_attempt(
     return {"task": task_id, "attempt": attempt, "moment_caught": caught}
 
 
+def cli(lab: AirflowLab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m pyairtable_migration.cli ARGS` as an engineer runs it: Airflow's URL, user and
+    password in the environment, the lab's settings and config."""
+    environment = {
+        **os.environ,
+        **lab.settings.to_environment(),
+        CONFIG_ENV: str(lab_config_path(lab.settings)),
+        "PYTHONPATH": f"{REPO_ROOT / 'plugins'}{os.pathsep}{REPO_ROOT}",
+        "AIRFLOW_URL": lab.server.url,
+        "AIRFLOW_USERNAME": ADMIN,
+        "AIRFLOW_PASSWORD": lab.server.password,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pyairtable_migration.cli", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def printed(done: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, whole, for an assertion's message."""
+    return f"exit {done.returncode}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
+
+
+def triggered_run(done: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r"^triggered \S+: run (\S+)$", done.stdout, re.MULTILINE)
+    assert done.returncode == 0 and found, printed(done)
+    return found.group(1)
+
+
+def dags_parsed(lab: AirflowLab) -> bool:
+    try:
+        return not lab.server.import_errors() and all(
+            lab.server.dag_details(dag_id) for dag_id in (MIGRATION_DAG, ROLLBACK_DAG)
+        )
+    except AirflowError:
+        return False
+
+
 def awaits_retry(lab: AirflowLab, run_id: str, task_id: str) -> bool:
     return bool(lab.server.task_instances(MIGRATION_DAG, run_id)[task_id]["state"] == "up_for_retry")
 
@@ -125,7 +182,16 @@ def awaits_retry(lab: AirflowLab, run_id: str, task_id: str) -> bool:
 def test_killed_tasks_cleared_and_rerun_finish_the_migration_losing_nothing(drill_lab: AirflowLab) -> None:
     lab, server = drill_lab, drill_lab.server
     lab.fresh()
-    run_id = server.trigger(MIGRATION_DAG, FAST_RUN)
+    # The purge took the lab's config away for a while: the DAG files failed to import meanwhile.
+    server.wait("both DAGs parsed again after the purge", functools.partial(dags_parsed, lab), timeout=180)
+    # The command line's preflight-only run: every check against the fresh lab, nothing after them.
+    checked = cli(lab, "validate", "--timeout", "600", timeout=660)
+    assert checked.returncode == 0, printed(checked)
+    assert re.search(r"^  PASS +preflight\.check_database$", checked.stdout, re.MULTILINE), printed(checked)
+    assert "preflight passed" in checked.stdout and "FAIL" not in checked.stdout, printed(checked)
+    bake = str(FAST_RUN["bake_seconds"])
+    run_id = triggered_run(cli(lab, "migrate", "--no-approvals", "--bake-seconds", bake))
+    assert server.run(MIGRATION_DAG, run_id)["conf"] == {**FAST_RUN, "bake_seconds": float(bake)}
     kills = []
     for task_id, moment, when_running in (
         (REPLICATION_TASK, None, None),
@@ -155,3 +221,70 @@ def test_killed_tasks_cleared_and_rerun_finish_the_migration_losing_nothing(dril
     assert ledger.lost == 0, ledger
     assert figures["db_failures"] == 0, figures
     print(f"\nkills: {kills}\nload: {figures}\nledger: {ledger}")
+
+
+def rollback_runs(lab: AirflowLab) -> int:
+    return lab.server.runs(ROLLBACK_DAG, limit=1)[1]
+
+
+@pytest.mark.timeout(900)
+def test_the_command_line_shows_status_and_rolls_the_migration_back_under_the_scheduler(
+    drill_lab: AirflowLab,
+) -> None:
+    """After the drill's migration: `cli status` shows the writers on the target; bad rollback input
+    triggers nothing; `cli rollback --scope all --wait` runs the rollback DAG under the real scheduler
+    and puts every writer and user back on staging, with load running and no write lost."""
+    lab, server = drill_lab, drill_lab.server
+    shown = cli(lab, "status", timeout=180)
+    if not re.search(r"^  pooler \S+ -> target$", shown.stdout, re.MULTILINE):
+        pytest.skip(f"needs the lab the drill above leaves migrated; status shows:\n{shown.stdout}")
+    assert shown.returncode == 0, printed(shown)
+    assert f"{MIGRATION_DAG}: " in shown.stdout and "success" in shown.stdout, printed(shown)
+
+    before = rollback_runs(lab)
+    for bad, named in (
+        (("--services", "web-bff,no-such-service"), "no-such-service"),
+        (("--scope", "everything"), "unknown scope 'everything'"),
+    ):
+        refused = cli(lab, "rollback", *bad)
+        assert refused.returncode == 2 and named in refused.stderr, (bad, printed(refused))
+    assert rollback_runs(lab) == before, "bad input triggered a rollback"
+
+    ledger_path = lab.settings.data_dir / "rollback-ledger.log"
+    lab.load = LoadProcess(
+        lab.settings, http_rate=lab.http_rate, db_rate=lab.db_rate, ledger_path=ledger_path
+    )
+    lab.load.start()
+    started = time.monotonic()
+    rolled = cli(lab, "rollback", "--scope", "all", "--wait", "--timeout", "600", timeout=700)
+    took = time.monotonic() - started
+    figures = lab.stop_load()
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 0, printed(rolled)
+    assert server.password not in output
+    run_id = triggered_run(rolled)
+    run = server.run(ROLLBACK_DAG, run_id)
+    assert run["state"] == "success" and run["conf"] == {"mode": "apply", "scope": "all"}, run
+    lines = set(rolled.stdout.splitlines())
+    for task_id in ("check_run", "traffic.revert_weights", "database.repoint_poolers", "redis.rollback"):
+        assert f"{task_id} -> success" in lines, (task_id, printed(rolled))
+    assert figures["db_failures"] == 0, figures
+
+    config_path = lab_config_path(lab.settings)
+    with connections_in_environment(lab.settings, **{CONFIG_ENV: str(config_path)}):
+        status = collect(load_config(config_path))
+    for record, sets in status["dns"].items():
+        assert {sid: v["weight"] for sid, v in sets.items()} == {"staging": 100, "production": 0}, record
+    assert status["database"]["poolers"], status["database"]
+    for name, pooler in status["database"]["poolers"].items():
+        assert pooler == {"points_at": "source", "paused": False}, name
+    migrated = lab.ledger(app_dsn(lab.settings))  # through the pooler, which points at the source again
+    with psycopg2.connect(app_dsn(lab.settings)) as connection:
+        during = check_ledger(ledger_path, connection)
+    connection.close()
+    assert migrated.checked > 0 and migrated.lost == 0, migrated
+    assert during.checked > 0 and during.lost == 0, during
+    print(
+        f"\nrollback {run_id}: {run.get('duration')} s in Airflow, {took:.0f} s for the command"
+        f"\nload: {figures}\nledger of the migration: {migrated}\nledger of the rollback: {during}"
+    )
