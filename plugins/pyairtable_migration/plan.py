@@ -447,7 +447,8 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
 def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
     production, blue_green = config.environments.production, config.blue_green
     namespace = production.namespace
-    default_conn_ids = {"postgres": config.database.source_conn_id, "redis": config.redis.source_conn_id}
+    # The services deployed here run in production: production's stores are the ones to be ready.
+    default_conn_ids = {"postgres": config.database.target_conn_id, "redis": config.redis.target_conn_id}
     for tier in config.tiers:
         plan.group_tooltips[f"services.{tier}"] = f"tier {tier}"
     for name in config.topological_order():

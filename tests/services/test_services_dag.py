@@ -75,10 +75,11 @@ def test_the_services_phase_deploys_every_pyairtable_service_in_dependency_order
             string_data={"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{postgres_port}/postgres"},
         ),
     )
+    # Production's stores: the readiness checks of the services deployed to production read them.
     monkeypatch.setenv(
-        f"AIRFLOW_CONN_{config.database.source_conn_id.upper()}", postgres_connection(postgres_port)
+        f"AIRFLOW_CONN_{config.database.target_conn_id.upper()}", postgres_connection(postgres_port)
     )
-    monkeypatch.setenv(f"AIRFLOW_CONN_{config.redis.source_conn_id.upper()}", redis_connection(redis_port))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{config.redis.target_conn_id.upper()}", redis_connection(redis_port))
     dag = build_services_dag(config)
 
     try:
