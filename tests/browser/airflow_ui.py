@@ -46,6 +46,10 @@ class AirflowUI:
         page.wait_for_url(lambda url: "/auth/" not in url and "login" not in url)
         expect(page.get_by_role("link", name="Dags").first).to_be_visible()
 
+    def rest(self) -> None:
+        """A blank page: nothing polls the api-server or re-renders while the test waits."""
+        self.page.goto("about:blank")
+
     def open_dag(self) -> None:
         self.page.goto(f"{self.base_url}/dags/{self.dag_id}")
         expect(self.page.get_by_role("button", name="Trigger Dag")).to_be_visible()
