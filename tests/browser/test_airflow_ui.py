@@ -255,8 +255,8 @@ def test_faulty_image_fails_its_smoke_test_then_a_clear_finishes_the_run(
 
     config = configure(lab, ui, FIXED_IMAGE)
     ui.clear_with_downstream(run_id, DEPLOY, expected=(SMOKE_TEST, PROMOTE))
-    ui.rest()
     server.wait("the run to start again", lambda: server.run_state(MIGRATION_DAG, run_id) != "failed", 120)
+    ui.rest()  # only now: the dialog closes before its request is answered, and leaving would drop it
     state = server.wait_for_run(MIGRATION_DAG, run_id, timeout=RUN_TIMEOUT)
     assert state == "success", failures(server, run_id)
     assert server.tries(MIGRATION_DAG, run_id, SMOKE_TEST) == {1: "failed", 2: "success"}

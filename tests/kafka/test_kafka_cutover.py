@@ -55,7 +55,7 @@ def move_producers_and_drain(
     return drained
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_topics_and_groups_move_under_load_and_back(tmp_path: Path) -> None:
     ledger = KafkaLedger(tmp_path / "ledger")
     forward_dir, back_dir = tmp_path / "mirror-forward", tmp_path / "mirror-back"
@@ -95,7 +95,8 @@ def test_topics_and_groups_move_under_load_and_back(tmp_path: Path) -> None:
             time.sleep(1)
         finally:
             producer.__exit__(None, None, None)
-            wait_for(lambda: group_lag(brokers.bootstrap(consumer.cluster)) == 0, 60, "the group caught up")
+            # A bound for progress, not a timing: on a loaded machine Tansu answers a JoinGroup slowly.
+            wait_for(lambda: group_lag(brokers.bootstrap(consumer.cluster)) == 0, 180, "the group caught up")
             consumer.stop()
             process.stop(forward_dir)
             process.stop(back_dir)
