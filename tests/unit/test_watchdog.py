@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 
-# In make test's second pytest process (tests/parallel.py), to balance the two.
-pytestmark = pytest.mark.beside
-
 DRILLS = """
 import threading
 import time
