@@ -99,20 +99,6 @@ def not_done(server: AirflowServer, run_id: str) -> dict[str, str]:
     return {task_id: ti["state"] for task_id, ti in tasks.items() if ti["state"] not in DONE}
 
 
-def failures(server: AirflowServer, run_id: str) -> dict[str, Any]:
-    """Each failed task's tries and the end of its last try's log: what a failed assertion shows."""
-    found: dict[str, Any] = {}
-    for task_id, state in not_done(server, run_id).items():
-        if state != "failed":
-            continue
-        tries = server.tries(MIGRATION_DAG, run_id, task_id)
-        path = f"dags/{MIGRATION_DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{max(tries)}"
-        content = server.api("GET", path, params={"full_content": "true"})["content"]
-        lines = [entry["event"] if isinstance(entry, dict) else entry for entry in content]
-        found[task_id] = {"tries": tries, "log": lines[-15:]}
-    return found
-
-
 def answer_taken(server: AirflowServer, run_id: str, task_id: str) -> bool:
     return bool(server.task_instances(MIGRATION_DAG, run_id)[task_id]["state"] != "awaiting_input")
 
@@ -183,7 +169,7 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
         return None
 
     state = server.wait("run 1 to end", watch, timeout=RUN_TIMEOUT)
-    assert state == "success", failures(server, run_id)
+    assert state == "success", server.failures(MIGRATION_DAG, run_id)
     assert not_done(server, run_id) == {}
     assert answered == list(APPROVALS)
     for task_id in APPROVALS:
@@ -258,7 +244,7 @@ def test_faulty_image_fails_its_smoke_test_then_a_clear_finishes_the_run(
     server.wait("the run to start again", lambda: server.run_state(MIGRATION_DAG, run_id) != "failed", 120)
     ui.rest()  # only now: the dialog closes before its request is answered, and leaving would drop it
     state = server.wait_for_run(MIGRATION_DAG, run_id, timeout=RUN_TIMEOUT)
-    assert state == "success", failures(server, run_id)
+    assert state == "success", server.failures(MIGRATION_DAG, run_id)
     assert server.tries(MIGRATION_DAG, run_id, SMOKE_TEST) == {1: "failed", 2: "success"}
     assert_graph_succeeded(ui, run_id)
 
