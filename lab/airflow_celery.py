@@ -5,7 +5,8 @@ Celery workers, and a worker beside each pooler that names a queue in the migrat
 `airflow_settings()` is the one place for the settings every component shares: docker-compose.yaml's
 `x-airflow-common` environment must equal it for the compose deployment (tests/unit/test_compose.py),
 and `CeleryAirflow` starts its processes with it for this machine. `make airflow-celery` runs it
-against the lab; tests/celery migrates a lab through it with a worker SIGKILLed mid-run.
+against the lab; the real_airflow tests (tests/airflow_lab.py) share one, and tests/drills migrates a lab
+through it with a worker SIGKILLed mid-run.
 """
 
 from __future__ import annotations
@@ -295,6 +296,7 @@ class CeleryAirflow(AirflowServer):
         self.workers = list(workers)
         self.processes: dict[str, Started] = {}
         self._services: list[tuple[Component, int]] = []
+        self._environment: dict[str, str] = {}
         # A lab of its own for start_detached: its data directory is this home.
         self._local = replace(LabSettings(), host=settings.host, data_dir=home)
 
@@ -354,7 +356,7 @@ class CeleryAirflow(AirflowServer):
                 self._services.append((service, process.pid))
                 wait_until_answers(service, self._local, process)
             metadata.create_database(self._local)
-            environment = self.environment(deployment, health_port)
+            environment = self._environment = self.environment(deployment, health_port)
             migrate = subprocess.run(
                 [self.airflow, "db", "migrate"],
                 env=environment,
@@ -435,10 +437,15 @@ class CeleryAirflow(AirflowServer):
             time.sleep(1)
         raise AirflowError(f"the Celery deployment did not come up in time:\n{self.log_tail()}")
 
-    def worker_ready(self, name: str) -> bool:
-        """Celery prints `<name>@<host> ready.` once it consumes its queues."""
+    def worker_ready(self, name: str, since: int = 0) -> bool:
+        """Celery prints `<name>@<host> ready.` once it consumes its queues (in the log past `since`)."""
         log = self.processes[name].log
-        return log.exists() and f"{name}@" in (text := log.read_text(errors="replace")) and " ready." in text
+        if not log.exists():
+            return False
+        with log.open("rb") as output:
+            output.seek(since)
+            text = output.read().decode(errors="replace")
+        return f"{name}@" in text and " ready." in text
 
     def log_tail(self, lines: int = 30, name: str = "api-server") -> str:
         started = self.processes.get(name)
@@ -461,6 +468,17 @@ class CeleryAirflow(AirflowServer):
         started = self.processes[name]
         os.killpg(started.process.pid, signal.SIGKILL)
         started.process.wait(timeout=30)
+
+    def restart(self, name: str, timeout: float = 120) -> None:
+        """Start a killed component again, as a container's restart policy would; a worker is back once
+        it consumes its queues again."""
+        started = self.processes[name]
+        if started.process.poll() is None:
+            raise AirflowError(f"{name} is running: only a stopped component restarts")
+        since = started.log.stat().st_size if started.log.exists() else 0
+        self._start(name, dict(self.commands())[name], self._environment)
+        if any(worker.name == name for worker in self.workers):
+            self.wait(f"{name} to consume its queues again", lambda: self.worker_ready(name, since), timeout)
 
     def stop(self) -> None:
         for started in reversed(list(self.processes.values())):

@@ -15,7 +15,7 @@ import pytest
 
 from lab.reaper import OWNER_VARIABLE, owner_mark, reap_orphans, start_watcher
 
-pytest_plugins = ["tests.watchdog", "pytester"]
+pytest_plugins = ["tests.watchdog", "tests.airflow_lab", "pytester"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # tests.parallel gives the process it starts beside this one a home of its own.

@@ -1,4 +1,4 @@
-"""A real Airflow against a throwaway lab, and Chromium logged in."""
+"""Chromium logged in to the session's Airflow deployment, and the artifacts folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from lab.airflow_server import ADMIN
 from lab.settings import REPO_ROOT
-from tests.airflow_lab import MIGRATION_DAG, AirflowLab, airflow_lab
+from tests.airflow_lab import MIGRATION_DAG, AirflowLab
 from tests.browser.airflow_ui import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, AirflowUI
 
 # Test artifacts (gitignored): the graph screenshots, and the reports the runs write (report_dir).
@@ -27,12 +27,6 @@ def artifacts() -> Path:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     REPORT_DIR.mkdir(parents=True)
     return ARTIFACTS
-
-
-@pytest.fixture(scope="module")
-def ui_lab() -> Iterator[AirflowLab]:
-    with airflow_lab("pyairtable-ui-") as lab:
-        yield lab
 
 
 @pytest.hookimpl(wrapper=True)
@@ -51,7 +45,7 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(scope="module")
-def ui(ui_lab: AirflowLab) -> Iterator[AirflowUI]:
+def ui(airflow_deployment: AirflowLab) -> Iterator[AirflowUI]:
     """One Chromium page, logged in as the admin, for the whole module."""
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as playwright:
@@ -61,8 +55,8 @@ def ui(ui_lab: AirflowLab) -> Iterator[AirflowUI]:
             context = browser.new_context(viewport={"width": 1600, "height": 1000}, device_scale_factor=2)
             page = context.new_page()
             page.set_default_timeout(UI_TIMEOUT_MS)
-            driver = AirflowUI(page, ui_lab.server.url, MIGRATION_DAG)
-            driver.login(ADMIN, ui_lab.server.password)
+            driver = AirflowUI(page, airflow_deployment.server.url, MIGRATION_DAG)
+            driver.login(ADMIN, airflow_deployment.server.password)
             yield driver
         finally:
             browser.close()

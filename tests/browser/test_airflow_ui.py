@@ -1,23 +1,23 @@
 """The migration driven from the Airflow UI in Chromium, as the on-call engineer would drive it.
 
-Real Airflow (api-server, scheduler, LocalExecutor, triggerer) runs the DAG against a throwaway lab
-under load. Every action is the browser's: trigger from the trigger form, approve from Required
-Actions, reparse from the DAG page, clear from the task page. The REST API only says when to look
-and checks what the UI showed.
+The session's Airflow deployment (tests/airflow_lab.py) runs the DAG against a throwaway lab under
+load. Every action is the browser's: trigger from the trigger form, approve from Required Actions,
+reparse from the DAG page, clear from the task page. The REST API only says when to look and checks
+what the UI showed.
 
-Run 1, healthy: the form sets mode, approvals and bake time; both approvals are answered in the UI;
+One run, as a hard night goes. It starts with a fault: web-bff's production image is `-5xx` (its
+pods answer 500). Its smoke test fails, which the graph shows; the automatic containment holds (the
+active Service, DNS and the pooler are where they were). Traffic never moved, so the rollback DAG
+is not triggered: it would also undo the replication the cleared run goes on with. After the image
+is fixed in the config and the DAG reparsed, clearing web-bff's deploy with downstream (the smoke
+test alone would only test the same bad pods again) makes the run go on. The dags-folder bundle is
+unversioned, so a cleared task always runs what the dag-processor parsed last: the clear dialog has
+no "Run with latest bundle version" to tick.
+
+From there: the form's mode, approvals and bake time hold; both approvals are answered in the UI;
 the Graph view is watched through the cutover (screenshots of the traffic phase are kept in
 test-artifacts/browser/); the run succeeds and the report task's "Migration report" link opens the
 report, whose figures match the run's XCom; the same address without a session is refused.
-
-Run 2, a fault: web-bff's production image is `-5xx` (its pods answer 500). Its smoke test fails,
-which the graph shows; the automatic containment holds (the active Service, DNS and the pooler
-are where they were). Traffic never moved, so the rollback DAG is not triggered: it would also
-undo the replication the cleared run goes on with. After the image is fixed in the config and
-the DAG reparsed, clearing web-bff's deploy with downstream (the smoke test alone would only test
-the same bad pods again) makes the run finish. The dags-folder bundle is unversioned, so a
-cleared task always runs what the dag-processor parsed last: the clear dialog has no "Run with
-latest bundle version" to tick.
 """
 
 from __future__ import annotations
@@ -109,24 +109,48 @@ def assert_graph_succeeded(ui: AirflowUI, run_id: str) -> None:
         expect(ui.badge(phase)).to_have_text("success")
 
 
-@pytest.mark.timeout(1800)
-def test_healthy_run_approved_in_the_ui_and_its_report(
-    ui_lab: AirflowLab, ui: AirflowUI, artifacts: Path
+@pytest.mark.timeout(2400)
+def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to_its_report(
+    airflow_deployment: AirflowLab, ui: AirflowUI, artifacts: Path
 ) -> None:
-    lab, server = ui_lab, ui_lab.server
+    lab, server = airflow_deployment, airflow_deployment.server
     began = time.monotonic()
     lab.fresh()
-    config = configure(lab, ui, FIXED_IMAGE)
+    config = configure(lab, ui, FAULTY_IMAGE)
+    before = systems(lab, config)
     run_id = ui.trigger(mode="apply", require_approvals=True, bake_seconds=BAKE_SECONDS)
     conf = server.api("GET", f"dags/{MIGRATION_DAG}/dagRuns/{run_id}")["conf"]
     assert (conf["mode"], conf["require_approvals"], conf["bake_seconds"]) == ("apply", True, BAKE_SECONDS)
+    ui.rest()
+
+    def failed() -> list[str]:
+        tasks = server.task_instances(MIGRATION_DAG, run_id)
+        return sorted(task_id for task_id, ti in tasks.items() if ti["state"] == "failed")
+
+    assert server.wait("a task to fail", failed, timeout=RUN_TIMEOUT) == [SMOKE_TEST]
+    ui.show_graph(run_id, expand=("services", "services.frontend", GROUP))
+    expect(ui.badge(SMOKE_TEST)).to_have_text("failed")
+    ui.screenshot(artifacts / "graph-smoke_test-failed.png", close_up=GROUP)
+    assert server.wait_for_run(MIGRATION_DAG, run_id, timeout=RUN_TIMEOUT) == "failed"
+
+    # Contained: the bad color never became active, nothing moved to production.
+    contained = systems(lab, config)
+    assert contained["services"][FAULTY_SERVICE]["color"] == before["services"][FAULTY_SERVICE]["color"]
+    assert contained["services"][FAULTY_SERVICE]["image"] != FAULTY_IMAGE
+    assert weights(contained) == {(0, 100)}
+    assert {p["points_at"] for p in contained["database"]["poolers"].values()} == {"source"}
+
+    config = configure(lab, ui, FIXED_IMAGE)
+    ui.clear_with_downstream(run_id, DEPLOY, expected=(SMOKE_TEST, PROMOTE))
+    server.wait("the run to start again", lambda: server.run_state(MIGRATION_DAG, run_id) != "failed", 120)
+    # The graph is watched during the cutover; before it, the page rests (a live graph of 130 tasks
+    # re-renders on every refresh, and the machine's two cores are shared with the run itself). Only
+    # now: the clear dialog closes before its request is answered, and leaving would drop it.
+    ui.rest()
 
     shifts = [f"traffic.shift_to_{weight}" for weight in config.traffic.steps]
     answered: list[str] = []
     shots: dict[str, list[Path]] = {}
-    # The graph is watched during the cutover; before it, the page rests (a live graph of 130 tasks
-    # re-renders on every refresh, and the machine's two cores are shared with the run itself).
-    ui.rest()
     graph: list[bool] = []
 
     def watch() -> str | None:
@@ -145,7 +169,7 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
                 # Mid-cutover for certain: production at the last step before 100 %, waiting for a person.
                 expect(ui.badge(task_id)).to_have_text("awaiting_input")
                 shots[task_id] = ui.screenshot(
-                    artifacts / f"run1-graph-{task_id}-awaiting_input.png", close_up="traffic"
+                    artifacts / f"graph-{task_id}-awaiting_input.png", close_up="traffic"
                 )
             ui.approve(run_id, task_id)
             answered.append(task_id)
@@ -163,19 +187,22 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
         for task_id in shifts:
             shown = ui.shown_state(task_id)
             if shown in ("running", "deferred") and task_id not in shots:
-                shots[task_id] = ui.screenshot(
-                    artifacts / f"run1-graph-{task_id}-{shown}.png", close_up="traffic"
-                )
+                shots[task_id] = ui.screenshot(artifacts / f"graph-{task_id}-{shown}.png", close_up="traffic")
         return None
 
-    state = server.wait("run 1 to end", watch, timeout=RUN_TIMEOUT)
+    state = server.wait("the run to end", watch, timeout=RUN_TIMEOUT)
     assert state == "success", server.failures(MIGRATION_DAG, run_id)
     assert not_done(server, run_id) == {}
+    assert server.tries(MIGRATION_DAG, run_id, SMOKE_TEST) == {1: "failed", 2: "success"}
     assert answered == list(APPROVALS)
     for task_id in APPROVALS:
         answer = xcom(server, run_id, task_id)
         assert (answer["approved"], answer["by"]) == (True, ADMIN), (task_id, answer)
     assert_graph_succeeded(ui, run_id)
+    migrated = systems(lab, config)
+    assert migrated["services"][FAULTY_SERVICE]["image"] == FIXED_IMAGE
+    assert weights(migrated) == {(100, 0)}
+    assert {p["points_at"] for p in migrated["database"]["poolers"].values()} == {"target"}
 
     # Screenshots of the graph mid-cutover: at the approval before 100 %, and during a weight step.
     assert "traffic.approve_100" in shots, sorted(shots)
@@ -191,7 +218,7 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
     expect(report.get_by_text(run_id).first).to_be_visible()
     for phase in PHASES:
         expect(report.locator("#phases").get_by_role("cell", name=phase, exact=True)).to_be_visible()
-    report.screenshot(path=artifacts / "run1-report.png", full_page=True)
+    report.screenshot(path=artifacts / "report.png", full_page=True)
     report_url = report.url
     report.close()
     # Only a logged-in user reads it: without a session the browser lands on Airflow's login page,
@@ -207,49 +234,4 @@ def test_healthy_run_approved_in_the_ui_and_its_report(
         assert stranger.request.get(report_url, max_redirects=0).status == 401
     finally:
         stranger.close()
-    print(f"\nrun 1: {time.monotonic() - began:.0f} s; screenshots: {[p.name for p in saved]}")
-
-
-@pytest.mark.timeout(1800)
-def test_faulty_image_fails_its_smoke_test_then_a_clear_finishes_the_run(
-    ui_lab: AirflowLab, ui: AirflowUI, artifacts: Path
-) -> None:
-    lab, server = ui_lab, ui_lab.server
-    began = time.monotonic()
-    lab.fresh()
-    config = configure(lab, ui, FAULTY_IMAGE)
-    before = systems(lab, config)
-    run_id = ui.trigger(mode="apply", require_approvals=False, bake_seconds=BAKE_SECONDS)
-    ui.rest()
-
-    def failed() -> list[str]:
-        tasks = server.task_instances(MIGRATION_DAG, run_id)
-        return sorted(task_id for task_id, ti in tasks.items() if ti["state"] == "failed")
-
-    assert server.wait("a task to fail", failed, timeout=RUN_TIMEOUT) == [SMOKE_TEST]
-    ui.show_graph(run_id, expand=("services", "services.frontend", GROUP))
-    expect(ui.badge(SMOKE_TEST)).to_have_text("failed")
-    ui.screenshot(artifacts / "run2-graph-smoke_test-failed.png", close_up=GROUP)
-    assert server.wait_for_run(MIGRATION_DAG, run_id, timeout=RUN_TIMEOUT) == "failed"
-
-    # Contained: the bad color never became active, nothing moved to production.
-    contained = systems(lab, config)
-    assert contained["services"][FAULTY_SERVICE]["color"] == before["services"][FAULTY_SERVICE]["color"]
-    assert contained["services"][FAULTY_SERVICE]["image"] != FAULTY_IMAGE
-    assert weights(contained) == {(0, 100)}
-    assert {p["points_at"] for p in contained["database"]["poolers"].values()} == {"source"}
-
-    config = configure(lab, ui, FIXED_IMAGE)
-    ui.clear_with_downstream(run_id, DEPLOY, expected=(SMOKE_TEST, PROMOTE))
-    server.wait("the run to start again", lambda: server.run_state(MIGRATION_DAG, run_id) != "failed", 120)
-    ui.rest()  # only now: the dialog closes before its request is answered, and leaving would drop it
-    state = server.wait_for_run(MIGRATION_DAG, run_id, timeout=RUN_TIMEOUT)
-    assert state == "success", server.failures(MIGRATION_DAG, run_id)
-    assert server.tries(MIGRATION_DAG, run_id, SMOKE_TEST) == {1: "failed", 2: "success"}
-    assert_graph_succeeded(ui, run_id)
-
-    migrated = systems(lab, config)
-    assert migrated["services"][FAULTY_SERVICE]["image"] == FIXED_IMAGE
-    assert weights(migrated) == {(100, 0)}
-    assert {p["points_at"] for p in migrated["database"]["poolers"].values()} == {"target"}
-    print(f"\nrun 2: {time.monotonic() - began:.0f} s")
+    print(f"\nthe run: {time.monotonic() - began:.0f} s; screenshots: {[p.name for p in saved]}")

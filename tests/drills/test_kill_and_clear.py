@@ -1,11 +1,15 @@
-"""Fault drill: SIGKILL a task's process mid-run, clear it as an on-call engineer would, and finish.
+"""Fault drill: SIGKILL a worker and task processes mid-run, clear as an on-call engineer would, finish.
 
-Real Airflow (scheduler, LocalExecutor workers, triggerer) drives one migration of a fresh lab
-under load. For three tasks of that run — during replication, the write switchover and a traffic
-step — the test kills the task's own process (titled `airflow worker -- <ti id>`) while it works.
-The task shows up for retry, and the engineer does not wait for the retry: a clear (with
-downstream, as the UI's Clear does) runs it again at once. The run must then succeed, with
-every acknowledged write on the target and no failed commit.
+The session's Airflow deployment (tests/airflow_lab.py: CeleryExecutor, two workers and one beside
+the pooler, as docker-compose.yaml deploys it) drives one migration of a fresh lab under load:
+- when `database.copy_schema` runs, its whole worker is SIGKILLed with it, and nobody clears
+  anything: the scheduler fails the attempt once its heartbeat stops and the retry runs on a
+  surviving worker;
+- for three tasks — during replication, the write switchover and a traffic step — only the task's
+  own process is killed while it works. The task shows up for retry, and the engineer does not wait
+  for the retry: a clear (with downstream, as the UI's Clear does) runs it again at once.
+The run must then succeed, with every acknowledged write on the target and no failed commit; the
+tasks that touch the pooler's files ran on the worker beside it.
 
 The same Airflow and lab then serve the command line (`pyairtable_migration.cli`) against the real
 api-server: `validate` before the drill's migration (which `migrate` triggers), and after it `status`,
@@ -23,12 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 import pytest
 
+from lab.airflow_celery import pooler_queues
 from lab.airflow_server import ADMIN, task_process
 from lab.connections import connections_in_environment
 from lab.credentials import PGBOUNCER_ADMIN, secrets
@@ -41,20 +46,16 @@ from lab.settings import REPO_ROOT
 from pyairtable_migration.airflow_rest import AirflowError
 from pyairtable_migration.config import load_config
 from pyairtable_migration.status import collect
-from tests.airflow_lab import FAST_RUN, MIGRATION_DAG, ROLLBACK_DAG, AirflowLab, airflow_lab
+from tests.airflow_lab import FAST_RUN, MIGRATION_DAG, ROLLBACK_DAG, AirflowLab
 
 pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
+KILLED_WITH_ITS_WORKER = "database.copy_schema"
 REPLICATION_TASK = "database.create_subscription"
 SWITCHOVER_TASK = "switchover.switch_database"
 TRAFFIC_TASK = "traffic.shift_to_25"
+FILE_CHECK_TASK = "preflight.check_pooler_files"
 FINISHED = ("success", "skipped", "failed", "upstream_failed")
-
-
-@pytest.fixture(scope="module")
-def drill_lab() -> Iterator[AirflowLab]:
-    with airflow_lab("pyairtable-drill-") as lab:
-        yield lab
 
 
 def pooler_paused(lab: AirflowLab) -> Callable[[], bool]:
@@ -178,9 +179,17 @@ def awaits_retry(lab: AirflowLab, run_id: str, task_id: str) -> bool:
     return bool(lab.server.task_instances(MIGRATION_DAG, run_id)[task_id]["state"] == "up_for_retry")
 
 
+def attempts(lab: AirflowLab, run_id: str, task_id: str) -> dict[int, dict[str, Any]]:
+    """Each attempt of a task: its state, queue and the worker (hostname) that ran it."""
+    path = f"dags/{MIGRATION_DAG}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
+    return {int(t["try_number"]): t for t in lab.server.api("GET", path)["task_instances"]}
+
+
 @pytest.mark.timeout(1500)
-def test_killed_tasks_cleared_and_rerun_finish_the_migration_losing_nothing(drill_lab: AirflowLab) -> None:
-    lab, server = drill_lab, drill_lab.server
+def test_a_killed_worker_and_killed_tasks_cleared_finish_the_migration_losing_nothing(
+    airflow_deployment: AirflowLab,
+) -> None:
+    lab, server = airflow_deployment, airflow_deployment.server
     lab.fresh()
     # The purge took the lab's config away for a while: the DAG files failed to import meanwhile.
     server.wait("both DAGs parsed again after the purge", functools.partial(dags_parsed, lab), timeout=180)
@@ -190,37 +199,74 @@ def test_killed_tasks_cleared_and_rerun_finish_the_migration_losing_nothing(dril
     assert re.search(r"^  PASS +preflight\.check_database$", checked.stdout, re.MULTILINE), printed(checked)
     assert "preflight passed" in checked.stdout and "FAIL" not in checked.stdout, printed(checked)
     bake = str(FAST_RUN["bake_seconds"])
+    started = time.monotonic()
     run_id = triggered_run(cli(lab, "migrate", "--no-approvals", "--bake-seconds", bake))
     assert server.run(MIGRATION_DAG, run_id)["conf"] == {**FAST_RUN, "bake_seconds": float(bake)}
-    kills = []
-    for task_id, moment, when_running in (
-        (REPLICATION_TASK, None, None),
-        (SWITCHOVER_TASK, pooler_paused(lab), functools.partial(hold_a_transaction, lab, 3.0)),
-        (TRAFFIC_TASK, None, None),
-    ):
-        kills.append(kill_attempt(lab, run_id, task_id, 1, moment, when_running))
-        if moment is not None:  # killed inside the freeze: nobody resumes the pooler but a re-run
-            assert kills[-1]["moment_caught"], kills
-            assert moment(), "the pooler should still be paused after the switchover's process died"
-        retrying = functools.partial(awaits_retry, lab, run_id, task_id)
-        server.wait(f"{task_id} to be up for retry", retrying, timeout=120)
-        assert task_id in server.clear(MIGRATION_DAG, run_id, [task_id])
-    state = server.wait_for_run(MIGRATION_DAG, run_id)
+
+    victims: list[str] = []
+
+    def kill_its_worker(pid: int) -> None:
+        victim = server.worker_running(pid)
+        assert victim is not None, f"no worker of this deployment runs task process {pid}"
+        victims.append(victim)
+        server.kill(victim)
+
+    try:
+        kills = [kill_attempt(lab, run_id, KILLED_WITH_ITS_WORKER, 1, kill=kill_its_worker)]
+        for task_id, moment, when_running in (
+            (REPLICATION_TASK, None, None),
+            (SWITCHOVER_TASK, pooler_paused(lab), functools.partial(hold_a_transaction, lab, 3.0)),
+            (TRAFFIC_TASK, None, None),
+        ):
+            kills.append(kill_attempt(lab, run_id, task_id, 1, moment, when_running))
+            if moment is not None:  # killed inside the freeze: nobody resumes the pooler but a re-run
+                assert kills[-1]["moment_caught"], kills
+                assert moment(), "the pooler should still be paused after the switchover's process died"
+            retrying = functools.partial(awaits_retry, lab, run_id, task_id)
+            server.wait(f"{task_id} to be up for retry", retrying, timeout=120)
+            assert task_id in server.clear(MIGRATION_DAG, run_id, [task_id])
+        state = server.wait_for_run(MIGRATION_DAG, run_id)
+    finally:
+        for victim in victims:  # back for the tests after this one, as a restart policy would
+            server.restart(victim)
+    took = time.monotonic() - started
     figures = lab.stop_load()
     tasks = server.task_instances(MIGRATION_DAG, run_id)
     not_done = {t: ti["state"] for t, ti in tasks.items() if ti["state"] not in ("success", "skipped")}
     assert state == "success", (not_done, kills, server.failures(MIGRATION_DAG, run_id), server.log_tail())
+
+    # The attempt killed with its worker failed there (no heartbeat); the retry, which nobody
+    # asked for, succeeded on another worker.
+    tries = attempts(lab, run_id, KILLED_WITH_ITS_WORKER)
+    assert tries[1]["hostname"] == victims[0], tries
+    assert tries[1]["state"] in ("failed", "up_for_retry"), tries
+    last = tries[max(tries)]
+    assert last["state"] == "success" and last["hostname"] != victims[0], tries
+    # The killed task processes: attempt recorded as failed; the last one, after the clear, succeeded.
     for task_id in (REPLICATION_TASK, SWITCHOVER_TASK, TRAFFIC_TASK):
-        tries = server.tries(MIGRATION_DAG, run_id, task_id)
-        # The killed attempt is recorded as failed; the last attempt, after the clear, succeeded.
-        assert tries.get(1) in ("failed", "up_for_retry"), (task_id, tries)
-        assert max(tries) > 1 and tries[max(tries)] == "success", (task_id, tries)
+        cleared = server.tries(MIGRATION_DAG, run_id, task_id)
+        assert cleared.get(1) in ("failed", "up_for_retry"), (task_id, cleared)
+        assert max(cleared) > 1 and cleared[max(cleared)] == "success", (task_id, cleared)
+
+    ran_on = {ti["hostname"] for ti in tasks.values() if ti["hostname"]}
+    assert ran_on <= {worker.name for worker in server.workers}, ran_on
+    assert len(ran_on | set(victims)) >= 2, f"every task ran on one worker: {ran_on}"
+    # The file check and the switch ran in their pooler's queue, on the worker beside the pooler.
+    (queue,) = set(pooler_queues(lab_config_path(lab.settings)).values())
+    (beside,) = [worker.name for worker in server.workers if worker.queues == (queue,)]
+    for task_id in (FILE_CHECK_TASK, SWITCHOVER_TASK):
+        assert (tasks[task_id]["queue"], tasks[task_id]["hostname"]) == (queue, beside), tasks[task_id]
+
     ledger = lab.ledger(app_dsn(lab.settings))  # through the pooler, which points at the target now
     assert not pooler_paused(lab)(), "the re-run switchover resumed the pooler"
     assert ledger.checked > 0
     assert ledger.lost == 0, ledger
     assert figures["db_failures"] == 0, figures
-    print(f"\nkills: {kills}\nload: {figures}\nledger: {ledger}")
+    print(
+        f"\nmigration: {state} in {took:.0f} s; {victims[0]} SIGKILLed running {KILLED_WITH_ITS_WORKER}, "
+        f"retried on {last['hostname']}; tasks ran on {sorted(ran_on)}\nkills: {kills}\n"
+        f"load: {figures}\nledger: {ledger}"
+    )
 
 
 def rollback_runs(lab: AirflowLab) -> int:
@@ -229,12 +275,12 @@ def rollback_runs(lab: AirflowLab) -> int:
 
 @pytest.mark.timeout(900)
 def test_the_command_line_shows_status_and_rolls_the_migration_back_under_the_scheduler(
-    drill_lab: AirflowLab,
+    airflow_deployment: AirflowLab,
 ) -> None:
     """After the drill's migration: `cli status` shows the writers on the target; bad rollback input
     triggers nothing; `cli rollback --scope all --wait` runs the rollback DAG under the real scheduler
     and puts every writer and user back on staging, with load running and no write lost."""
-    lab, server = drill_lab, drill_lab.server
+    lab, server = airflow_deployment, airflow_deployment.server
     shown = cli(lab, "status", timeout=180)
     if not re.search(r"^  pooler \S+ -> target$", shown.stdout, re.MULTILINE):
         pytest.skip(f"needs the lab the drill above leaves migrated; status shows:\n{shown.stdout}")

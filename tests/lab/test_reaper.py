@@ -123,6 +123,10 @@ def test_orphans_whose_watcher_was_killed_too_are_reaped_by_the_next_session(tmp
         ["sleep", "3600"], env={**os.environ, OWNER_VARIABLE: mark}, start_new_session=True
     )
     try:
+        # Until the child has exec'd, its environment is still this session's (an owner alive).
+        deadline = time.monotonic() + 30
+        while psutil.Process(orphan.pid).cmdline()[:1] != ["sleep"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert any(line.startswith(f"pid {orphan.pid} ") for line in reap_orphans())
         orphan.wait(timeout=30)  # it ended (the reaper already collected its status)
     finally:

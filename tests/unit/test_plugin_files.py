@@ -1,14 +1,37 @@
-"""Airflow loads every file under plugins/ as a module named by its stem: a `__main__.py` would run
-its command inside every Airflow process, and a stem that names an installed module shadows it."""
+"""Airflow imports every file under plugins/ that plugins/.airflowignore does not exclude as a module
+named by its stem, in every process and again in every task process: only the plugin itself is
+loaded that way (the DAG files import the rest as the `pyairtable_migration` package). A file that
+is loaded must not be a `__main__.py` (its command would run inside Airflow) nor shadow an
+installed module by its stem."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
+PLUGIN_FILE = "pyairtable_migration/reports_app.py"
+
+# Airflow's own loader on the project's plugins folder, in a process of its own.
+LOAD = """
+import json, sys
+from airflow import plugins_manager
+plugins, errors = plugins_manager._get_plugins()
+def here(module):
+    return (getattr(module, "__file__", "") or "").startswith(sys.argv[1])
+ours = {p.name: sys.modules[p.__module__] for p in plugins if here(sys.modules[p.__module__])}
+stems = [name for name, module in list(sys.modules.items()) if "." not in name and here(module)]
+print(json.dumps({
+    "plugins": {name: module.__file__ for name, module in ours.items()},
+    "errors": errors,
+    "stems_loaded": sorted(stems),
+}))
+"""
 
 
 def installed(name: str) -> bool:
@@ -17,12 +40,27 @@ def installed(name: str) -> bool:
     return spec is not None and spec.origin is not None and REPO not in Path(spec.origin).parents
 
 
-def test_no_plugin_file_runs_as_main_or_shadows_an_installed_module() -> None:
-    problems = []
-    for path in sorted(PLUGINS.rglob("*.py")):
-        stem = path.stem
-        if stem == "__main__":
-            problems.append(f"{path.relative_to(PLUGINS)}: Airflow would run it as __main__")
-        elif stem != "__init__" and (stem in sys.stdlib_module_names or installed(stem)):
-            problems.append(f"{path.relative_to(PLUGINS)}: its stem names the installed module {stem!r}")
-    assert problems == []
+def test_airflow_loads_only_the_plugin_file_from_the_plugins_folder() -> None:
+    environment = {
+        **os.environ,
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, str(PLUGINS)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["errors"] == {}
+    assert loaded["plugins"] == {"pyairtable_migration_reports": str(PLUGINS / PLUGIN_FILE)}
+    # Only the plugin's file became a module of its own (its imports come in as the package).
+    assert loaded["stems_loaded"] == ["pyairtable_migration", "reports_app"], loaded["stems_loaded"]
+    for path in map(Path, loaded["plugins"].values()):
+        assert path.stem != "__main__", f"{path}: Airflow would run it as __main__"
+        assert path.stem not in sys.stdlib_module_names and not installed(path.stem), (
+            f"{path}: its stem names the installed module {path.stem!r}"
+        )
