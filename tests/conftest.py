@@ -52,6 +52,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 WATCHER = pytest.StashKey[subprocess.Popen[bytes]]()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dag_test_polls() -> Iterator[None]:
+    from tests.dagrun import dag_test_polls_faster
+
+    with dag_test_polls_faster():
+        yield
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Iterator[Path]:
     """A migrated metadata database (SQLite) for dag.test() runs."""

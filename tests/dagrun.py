@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, SupportsIndex
 
 # An answered task dag.test() has taken: it runs again, or has ended.
 TAKEN = ("running", "success", "failed", "skipped", "upstream_failed")
 # How long an answer may take to be taken before it is given again.
 ANSWER_AGAIN_SECONDS = 3.0
+# dag.test()'s pause when a loop finds no task to run (Airflow's own is 1 s; it has no setting).
+DAG_TEST_POLL_SECONDS = 0.1
+
+
+@contextmanager
+def dag_test_polls_faster() -> Iterator[None]:
+    """dag.test() sleeps 1 s whenever a loop of it finds no task to run: while a failure or a skip
+    spreads downstream (one level of the DAG per loop) and while a Human-in-the-loop task waits.
+    Its own sleeps are shortened to DAG_TEST_POLL_SECONDS; every other caller gets time.sleep as is."""
+    from airflow.sdk.definitions.dag import DAG
+
+    real_sleep = time.sleep
+    dag_test = DAG.test.__code__
+
+    def sleep(seconds: float | SupportsIndex) -> None:
+        if sys._getframe(1).f_code is dag_test:
+            seconds = min(float(seconds), DAG_TEST_POLL_SECONDS)
+        real_sleep(seconds)
+
+    time.sleep = sleep
+    try:
+        yield
+    finally:
+        time.sleep = real_sleep
 
 
 def registered(dag: Any) -> Any:
