@@ -127,22 +127,32 @@ class AirflowClient:
         listed = self.api("GET", f"dags/{dag_id}/dagRuns", params=params)
         return list(listed["dag_runs"]), int(listed["total_entries"])
 
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        """Every task instance of the run, page by page: the api-server caps a page at its
-        `[api] maximum_page_limit` (100 by default), whatever limit is asked for."""
+    def task_instances(
+        self, dag_id: str, run_id: str, states: tuple[str, ...] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """Every task instance of the run (in one of `states` when given), page by page: the
+        api-server caps a page at its `[api] maximum_page_limit` (100 by default), whatever limit
+        is asked for."""
         found: dict[str, dict[str, Any]] = {}
         rows = 0
+        params: dict[str, Any] = {"limit": 1000, "order_by": "id"}
+        if states:
+            params["state"] = list(states)
         while True:
             listed = self.api(
                 "GET",
                 f"dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                params={"limit": 1000, "offset": rows, "order_by": "id"},
+                params={**params, "offset": rows},
             )
             page = listed["task_instances"]
             rows += len(page)
             found.update((ti["task_id"], ti) for ti in page)
             if not page or rows >= int(listed["total_entries"]):
                 return found
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        """One task instance of the run: what a poll for one task needs, without listing all."""
+        return dict(self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
 
     def tries(self, dag_id: str, run_id: str, task_id: str) -> dict[int, str]:
         """Each attempt of a task and the state it ended in (or is in)."""
@@ -159,9 +169,7 @@ class AirflowClient:
     def failures(self, dag_id: str, run_id: str, lines: int = 15) -> dict[str, str]:
         """Each failed task of a run and the end of its last attempt's log."""
         found = {}
-        for task_id, ti in self.task_instances(dag_id, run_id).items():
-            if ti["state"] != "failed":
-                continue
+        for task_id, ti in self.task_instances(dag_id, run_id, states=("failed",)).items():
             found[task_id] = self.task_log_tail(dag_id, run_id, task_id, int(ti["try_number"]), lines)
         return found
 

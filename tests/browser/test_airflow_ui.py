@@ -100,7 +100,7 @@ def not_done(server: AirflowServer, run_id: str) -> dict[str, str]:
 
 
 def answer_taken(server: AirflowServer, run_id: str, task_id: str) -> bool:
-    return bool(server.task_instances(MIGRATION_DAG, run_id)[task_id]["state"] != "awaiting_input")
+    return bool(server.task_instance(MIGRATION_DAG, run_id, task_id)["state"] != "awaiting_input")
 
 
 def assert_graph_succeeded(ui: AirflowUI, run_id: str) -> None:
@@ -124,8 +124,7 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
     ui.rest()
 
     def failed() -> list[str]:
-        tasks = server.task_instances(MIGRATION_DAG, run_id)
-        return sorted(task_id for task_id, ti in tasks.items() if ti["state"] == "failed")
+        return sorted(server.task_instances(MIGRATION_DAG, run_id, states=("failed",)))
 
     assert server.wait("a task to fail", failed, timeout=RUN_TIMEOUT) == [SMOKE_TEST]
     ui.show_graph(run_id, expand=("services", "services.frontend", GROUP))
@@ -158,7 +157,10 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
         state = server.run_state(MIGRATION_DAG, run_id)
         if state in ("success", "failed"):
             return state
-        tasks = server.task_instances(MIGRATION_DAG, run_id)
+        tasks = {
+            task_id: server.task_instance(MIGRATION_DAG, run_id, task_id)
+            for task_id in ("traffic.lower_ttl", *APPROVALS)
+        }
         if not graph and tasks["traffic.lower_ttl"]["state"] not in (None, "scheduled", "queued"):
             ui.show_graph(run_id, expand=("traffic",))
             graph.append(True)

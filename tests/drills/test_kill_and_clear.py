@@ -109,7 +109,7 @@ def kill_attempt(
     server = lab.server
 
     def running_process() -> tuple[str, int] | None:
-        ti = server.task_instances(MIGRATION_DAG, run_id)[task_id]
+        ti = server.task_instance(MIGRATION_DAG, run_id, task_id)
         if ti["state"] in FINISHED:
             failed = server.failures(MIGRATION_DAG, run_id)
             state = ti["state"]
@@ -176,7 +176,7 @@ def dags_parsed(lab: AirflowLab) -> bool:
 
 
 def awaits_retry(lab: AirflowLab, run_id: str, task_id: str) -> bool:
-    return bool(lab.server.task_instances(MIGRATION_DAG, run_id)[task_id]["state"] == "up_for_retry")
+    return bool(lab.server.task_instance(MIGRATION_DAG, run_id, task_id)["state"] == "up_for_retry")
 
 
 def attempts(lab: AirflowLab, run_id: str, task_id: str) -> dict[int, dict[str, Any]]:

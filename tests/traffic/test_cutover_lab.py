@@ -204,7 +204,9 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
     # validation.report, the DAG's leaf, fails a real run that has a failed task; this test marks
     # every non-traffic task success without running it, so the failed step is what it checks.
     assert "gate tripped at 25 %: 3 consecutive breaching samples of production" in cutover.output
-    assert "error ratio 1 > max 0.01" in cutover.output
+    # The error ratio is what breached (production answers only 500s now, yet a sample's rate window
+    # may still hold requests from before the bad image: 1 or under it on a loaded machine).
+    assert re.search(r"error ratio [\d.]+ > max 0\.01", cutover.output), cutover.output[-3000:]
     assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
     assert dns_now(traffic_lab) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
 
