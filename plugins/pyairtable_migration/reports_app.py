@@ -1,6 +1,6 @@
-"""Serves the migration reports from Airflow's own api-server, so the report task's extra link
-(`/pyairtable-reports/<file>`) opens from the UI: the UI only shows links on its own site or http(s),
-never a file:// path.
+"""Serves the migration reports from Airflow's own api-server (reports_plugin.py mounts it), so the
+report task's extra link (`/pyairtable-reports/<file>`) opens from the UI: the UI only shows links
+on its own site or http(s), never a file:// path.
 
 Only to a logged-in user, as Airflow's auth manager decides it for its own API: the UI's session
 cookie or a bearer token. A report holds no secret, but it tells how production is built and how it
@@ -20,12 +20,11 @@ from typing import Annotated
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
-from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from pyairtable_migration.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from pyairtable_migration.report import REPORTS_URL_PREFIX, resolve_dir
+from pyairtable_migration.report import resolve_dir
 
 REPORT_FILE = re.compile(r"report_[A-Za-z0-9_.+-]+\.(html|json)")
 
@@ -65,10 +64,3 @@ def report_file(name: str, request: Request, user: Annotated[BaseUser | None, De
     if not path.is_file():
         raise HTTPException(status_code=404, detail=f"no report {name}")
     return FileResponse(path)
-
-
-class MigrationReportsPlugin(AirflowPlugin):
-    name = "pyairtable_migration_reports"
-    fastapi_apps = [  # noqa: RUF012 (AirflowPlugin declares it as an instance attribute)
-        {"app": app, "url_prefix": REPORTS_URL_PREFIX, "name": "PyAirtable migration reports"}
-    ]
