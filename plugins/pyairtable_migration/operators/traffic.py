@@ -21,33 +21,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
-from botocore.exceptions import BotoCoreError, ClientError
 
 from pyairtable_migration.hooks.database import MigrationPostgresHook
-from pyairtable_migration.hooks.prometheus import (
-    PrometheusHook,
-    PrometheusQueryRefused,
-    PrometheusUnavailable,
-    render_query,
-)
-from pyairtable_migration.hooks.route53 import (
-    ChangeResult,
-    Records,
-    Route53WeightsHook,
-    ttls_of,
-    weights_of,
-)
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.notifications import GateBreached, gate_figures
 from pyairtable_migration.operators.approval import MigrationApprovalOperator
 from pyairtable_migration.operators.base import DEFERRAL_MARGIN, MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
+
+if TYPE_CHECKING:
+    # The AWS and HTTP clients load when a task uses them: parsing the DAG file, which every task
+    # process does, stays free of boto3 and aiohttp.
+    from pyairtable_migration.hooks.route53 import ChangeResult, Records, Route53WeightsHook
 
 ROUTE53_FIELDS = (
     "aws_conn_id",
@@ -98,6 +89,8 @@ class Route53Targets:
         self.insync_timeout_seconds = insync_timeout_seconds
 
     def route53(self) -> Route53WeightsHook:
+        from pyairtable_migration.hooks.route53 import Route53WeightsHook
+
         return Route53WeightsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def wanted_weights(self, production: int) -> dict[str, int]:
@@ -393,6 +386,8 @@ class ShiftTrafficOperator(TrafficOperator):
         self.window = window
 
     def gate_queries(self) -> dict[str, str]:
+        from pyairtable_migration.hooks.prometheus import render_query
+
         return {
             "error_ratio": render_query(self.error_ratio_query, self.prometheus_labels, self.window),
             "p99": render_query(self.p99_query, self.prometheus_labels, self.window),
@@ -423,6 +418,8 @@ class ShiftTrafficOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         weight = int(self.weight)
+        from pyairtable_migration.hooks.route53 import weights_of
+
         steps = list(context["params"]["traffic_steps"])
         if weight not in steps:
             self.log.info("Skipped: %d %% is not among this run's traffic steps %s", weight, steps)
@@ -613,6 +610,8 @@ class FinalizeTrafficOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
+        from pyairtable_migration.hooks.route53 import weights_of
+
         if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would check %s on %s, restore TTL %d s, and keep staging's records at weight 0 "
@@ -708,6 +707,10 @@ class CheckDnsOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         identifiers = (self.staging_set_identifier, self.production_set_identifier)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from pyairtable_migration.hooks.route53 import ttls_of, weights_of
+
         if self.planned(
             context,
             f"check hosted zone {self.hosted_zone} and weighted sets {', '.join(identifiers)} of "
@@ -796,6 +799,13 @@ class CheckPrometheusOperator(MigrationOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         templates = {"error_ratio_query": self.error_ratio_query, "p99_query": self.p99_query}
+        from pyairtable_migration.hooks.prometheus import (
+            PrometheusHook,
+            PrometheusQueryRefused,
+            PrometheusUnavailable,
+            render_query,
+        )
+
         if self.planned(
             context,
             f"check Prometheus ({self.prometheus_conn_id}) answers {', '.join(templates)} for "

@@ -38,7 +38,6 @@ from pyairtable_migration.hooks.database import (
     subscription_errors,
     user_tables,
 )
-from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.kubernetes.bluegreen import COLORS, BlueGreenError, deployment_name
 from pyairtable_migration.links import MigrationReportLink
@@ -140,6 +139,9 @@ class LatencySloOperator(ValidationCheckOperator):
         return Template(self.query).substitute(selector=selector(self.prometheus_labels), window=self.window)
 
     def measure(self) -> dict[str, float | None]:
+        # The HTTP client loads when a task queries: parsing the DAG file (every task process) stays light.
+        from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
+
         hook = PrometheusHook(self.prometheus_conn_id)
         try:
             data = hook._get("api/v1/query", {"query": self.rendered_query()})
@@ -506,6 +508,8 @@ class MonitoringOperator(ValidationCheckOperator):
             f"list Prometheus ({self.prometheus_conn_id}) targets labelled {self.prometheus_labels}: all up",
         ):
             return {"mode": "plan"}
+        from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
+
         try:
             targets = PrometheusHook(self.prometheus_conn_id).targets()
         except PrometheusQueryError as exc:
