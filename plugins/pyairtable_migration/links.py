@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
-from pyairtable_migration.hooks.prometheus import PrometheusHook, render_query
-from pyairtable_migration.hooks.route53 import Route53WeightsHook
-
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
     from airflow.sdk.types import TaskInstanceKey
@@ -32,6 +29,9 @@ class HostedZoneLink(BaseOperatorLink):
         context["ti"].xcom_push(key=cls.key, value=zone_id)
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        # The clients load where a link is drawn: the DAG file, parsed in every task process, stays light.
+        from pyairtable_migration.hooks.route53 import Route53WeightsHook
+
         try:
             zone_id = XCom.get_value(key=self.key, ti_key=ti_key)
         except Exception:
@@ -50,6 +50,8 @@ class PrometheusGraphLink(BaseOperatorLink):
     query_field: ClassVar[str] = ""
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from pyairtable_migration.hooks.prometheus import PrometheusHook, render_query
+
         attributes: Any = operator
         try:
             query = render_query(

@@ -25,13 +25,17 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import TriggerEvent
 
-from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
-from pyairtable_migration.hooks.route53 import Route53WeightsHook
 from pyairtable_migration.triggers.base import MigrationTrigger
+
+if TYPE_CHECKING:
+    # The clients load in the triggerer, where the triggers run: the operators that defer to these
+    # triggers are imported by the DAG file in every task process, which stays free of boto3 and aiohttp.
+    from pyairtable_migration.hooks.prometheus import PrometheusHook
+    from pyairtable_migration.hooks.route53 import Route53WeightsHook
 
 MAX_POLL_SECONDS = 10.0
 UNITS = {"error_ratio": "", "p99": " s"}
@@ -214,6 +218,8 @@ class Route53ChangeTrigger(MigrationTrigger):
         self.carry = carry or {}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from pyairtable_migration.hooks.route53 import Route53WeightsHook
+
         insync_seconds = 0.0
         if self.change_id:
             hook = Route53WeightsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
@@ -295,6 +301,8 @@ class TrafficGateTrigger(MigrationTrigger):
 
     def revert_now(self) -> dict[str, Any]:
         """Put traffic back on staging (runs in a thread); what was done, or why it was not."""
+        from pyairtable_migration.hooks.route53 import Route53WeightsHook
+
         if not self.revert:
             return {}
         try:
@@ -311,6 +319,8 @@ class TrafficGateTrigger(MigrationTrigger):
 
     def sample(self, prometheus: PrometheusHook) -> GateSample:
         """Query every gate query once (runs in a thread)."""
+        from pyairtable_migration.hooks.prometheus import PrometheusQueryError
+
         at = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
         values: dict[str, float | None] = {}
         try:
@@ -321,6 +331,9 @@ class TrafficGateTrigger(MigrationTrigger):
         return GateSample(at, values)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from pyairtable_migration.hooks.prometheus import PrometheusHook
+        from pyairtable_migration.hooks.route53 import Route53WeightsHook
+
         insync_seconds = 0.0
         if self.change_id:
             route53 = Route53WeightsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
