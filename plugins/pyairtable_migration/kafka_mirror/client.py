@@ -100,9 +100,18 @@ class Record:
 
 
 def scan(
-    bootstrap: str, topic: str, partition: int, start: int = 0, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    start: int = 0,
+    timeout: float = 60.0,
+    end: int | None = None,
 ) -> Iterator[Record]:
-    """Every record of one partition from `start` to its end (the end as the fetch reports it)."""
+    """Every record of one partition from `start` to `end` (an offset read before), or without one
+    to its end as a fetch reports it: a partition producers still write may never report its end
+    to a reader that keeps finding new records, so a scan of a live partition gives `end`."""
+    if end is not None and start >= end:
+        return
     consumer = reader(bootstrap)
     try:
         consumer.assign([TopicPartition(topic, partition, max(0, start))])
@@ -111,9 +120,12 @@ def scan(
             for message in consumer.consume(num_messages=5000, timeout=0.5):
                 error = message.error()
                 if error is None:
-                    yield Record(
-                        position(message)[2], origin_of(message.headers()), message.key(), message.value()
-                    )
+                    offset = position(message)[2]
+                    if end is not None and offset >= end:
+                        return
+                    yield Record(offset, origin_of(message.headers()), message.key(), message.value())
+                    if end is not None and offset + 1 >= end:
+                        return
                 elif error.code() == KafkaError._PARTITION_EOF:
                     return
                 elif not error.retriable():
@@ -126,7 +138,9 @@ def scan(
 def end_offsets(
     bootstrap: str, partitions: Iterable[Partition], near: Mapping[Partition, int] | None = None
 ) -> dict[Partition, int]:
-    """The next offset of each partition, read from a fetch (its end-of-partition event).
+    """The next offset of each partition, read from a fetch: its end-of-partition event, or the
+    high watermark a fetch that returned records reported (a partition producers keep writing
+    may never report its end to a reader that keeps finding records).
 
     ListOffsets "latest" is not trusted (a broker may answer short of the end); it only picks
     where to start reading, and `near` (offsets known to exist, e.g. a committed position) does too.
@@ -154,9 +168,14 @@ def end_offsets(
                 )
             for message in consumer.consume(num_messages=5000, timeout=0.2):
                 error = message.error()
-                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                if error is None:
+                    topic_name, partition_number, offset = position(message)
+                    fetched = TopicPartition(topic_name, partition_number)
+                    high = consumer.get_watermark_offsets(fetched, cached=True)[1]
+                    ends.setdefault((topic_name, partition_number), max(high, offset + 1))
+                elif error.code() == KafkaError._PARTITION_EOF:
                     topic_name, partition_number, end = position(message)
-                    ends[(topic_name, partition_number)] = end
+                    ends.setdefault((topic_name, partition_number), end)
                 elif error is not None and not error.retriable():
                     raise KafkaMirrorError(f"reading the end of {message.topic()}: {error.str()}")
         return ends

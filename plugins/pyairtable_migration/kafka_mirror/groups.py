@@ -61,17 +61,17 @@ def translate_partition(
     at the smallest of these places; what it then reads again counts as `redelivered`.
     """
     target_end = end_offsets(target_bootstrap, [(topic, partition)])[(topic, partition)]
+    # Read after the target's end: a source record written later lands there past target_end.
+    source_end = end_offsets(source_bootstrap, [(topic, partition)])[(topic, partition)]
     copies: dict[int, int] = {}  # source offset -> its first copy's target offset
     target_records = []
-    for record in scan(target_bootstrap, topic, partition):
-        if record.offset >= target_end:
-            break
+    for record in scan(target_bootstrap, topic, partition, end=target_end):
         target_records.append(record)
         if record.origin is not None and record.origin[0] == source_label:
             copies.setdefault(record.origin[1], record.offset)
     resume = target_end
     processed_originals: set[int] = set()  # target offsets whose copy on the source was processed
-    for record in scan(source_bootstrap, topic, partition):
+    for record in scan(source_bootstrap, topic, partition, end=source_end):
         from_target = record.origin is not None and record.origin[0] == target_label
         if record.offset < committed:
             if from_target and record.origin is not None:
