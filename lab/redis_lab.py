@@ -60,6 +60,10 @@ class RedisServer(Component):
             "",
             "--appendonly",
             "no",
+            # A replica's full sync starts at once: the server's default waits 5 s for more replicas
+            # to share the transfer, and the lab has one.
+            "--repl-diskless-sync-delay",
+            "0",
             "--dir",
             str(settings.data_dir / "redis" / self.role),
             "--logfile",
