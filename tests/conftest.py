@@ -45,6 +45,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the session's real Airflow run last, in their order: the deployment they share
+    (scheduler, workers, api-server, dag-processor) never idles beside another test."""
+    items.sort(key=lambda item: item.get_closest_marker("real_airflow") is not None)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
