@@ -80,8 +80,19 @@ def run_id_at(logical_date: Any) -> str:
     )
 
 
+def sweeper() -> Any:
+    """The scheduler's runner, for its periodic checks only (no executor, no loop)."""
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    return SchedulerJobRunner(job=Job(), executors=[])
+
+
 class Responder:
-    """Answers one Human-in-the-loop task of one run, as the api-server's HITL route does.
+    """Answers one Human-in-the-loop task of one run, as the api-server's HITL route does; or, with
+    `choice` None, nobody answers: once the task's response timeout has passed, the scheduler's own
+    timeout sweep (SchedulerJobRunner.check_awaiting_input_timeouts) resolves it, as a running
+    scheduler would (dag.test() has no scheduler loop).
 
     Build it in the main thread, before dag.test(): the first ORM query of a process imports
     every Airflow model and configures the mappers under SQLAlchemy's global lock, and a thread
@@ -90,13 +101,16 @@ class Responder:
     so anything unexpected fails the test at once).
     """
 
-    def __init__(self, dag_id: str, run_id: str, task_id: str, choice: str, user: str = "oncall") -> None:
+    def __init__(
+        self, dag_id: str, run_id: str, task_id: str, choice: str | None, user: str = "oncall"
+    ) -> None:
         from airflow.models import import_all_models
         from sqlalchemy.orm import configure_mappers
 
         import_all_models()
         configure_mappers()
         self.dag_id, self.run_id, self.task_id, self.choice, self.user = dag_id, run_id, task_id, choice, user
+        self.sweeper = sweeper() if choice is None else None  # built here, in the main thread
 
     def answer(self, stop: Any) -> bool:
         """Answer once the task awaits input; False if `stop` (a threading.Event) was set first.
@@ -129,7 +143,11 @@ class Responder:
                 if answered_at is not None and state in TAKEN:
                     return True
                 stale = answered_at is None or time.monotonic() - answered_at > ANSWER_AGAIN_SECONDS
-                if ti is not None and state == "awaiting_input" and stale:
+                if ti is not None and state == "awaiting_input" and stale and self.sweeper is not None:
+                    if ti.trigger_timeout is not None and ti.trigger_timeout < timezone.utcnow():
+                        self.sweeper.check_awaiting_input_timeouts(session=session)
+                        answered_at = time.monotonic()
+                elif ti is not None and state == "awaiting_input" and stale and self.choice is not None:
                     detail = session.get(HITLDetail, ti.id)
                     if detail is None:
                         raise AssertionError(f"{self.task_id} of {self.run_id} awaits input, no HITL detail")

@@ -260,8 +260,22 @@ class TrafficConfig(_Strict):
         return self
 
 
+class Approver(_Strict):
+    """A person who may answer the migration's approvals (Airflow's HITL `assigned_users`): `id`
+    as the auth manager knows the user (the FAB auth manager: the user's id; the simple one: the
+    username)."""
+
+    id: str
+    name: str
+
+
 class Approvals(_Strict):
     required: bool = True
+    # Who may answer; empty: anyone who can see the run.
+    approvers: list[Approver] = Field(default_factory=list)
+    # An approval nobody answers is rejected after this long (the safe side: users stay where they
+    # are, writers do not move).
+    timeout_seconds: PositiveFloat = 3600
 
 
 DASHBOARD_TEMPLATE_FIELDS = frozenset({"namespace", "deployment", "service", "color"})

@@ -254,6 +254,16 @@ def route53_arguments(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def approval_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What every approval point takes: who may answer, how long it waits, who is told it waits."""
+    approvals = config.approvals
+    return {
+        "approvers": [approver.model_dump() for approver in approvals.approvers],
+        "timeout_seconds": approvals.timeout_seconds,
+        "notifications": notification_settings(config),
+    }
+
+
 def notification_settings(config: MigrationConfig) -> dict[str, Any]:
     """Who is told (notifications.py), as plain data: the config's notifications section."""
     return config.notifications.model_dump(exclude_none=True)
@@ -566,7 +576,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             "switchover.approve",
             "ask the on-call engineer to approve the write switchover",
             operator="pyairtable_migration.operators.switchover.SwitchoverApprovalOperator",
-            arguments={"notifications": notification_settings(config)},
+            arguments=approval_arguments(config),
         ),
         Step(
             "switchover.switch_database",
@@ -633,7 +643,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                     arguments={
                         **route53,
                         "weight": weight,
-                        "notifications": notification_settings(config),
+                        **approval_arguments(config),
                         **after_skips,
                     },
                 )

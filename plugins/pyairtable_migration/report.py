@@ -42,6 +42,8 @@ STATE_COLORS = {
 WRITES_QUERY = os.environ.get("PYAIRTABLE_REPORT_WRITES_QUERY", "sum(rate(lab_loadgen_db_commits_total[5s]))")
 # Seconds of writes shown before and after the switchover.
 WRITES_BEFORE, WRITES_AFTER = 60, 30
+# What an approval task returns that the report shows: who answered and when.
+APPROVAL_FIELDS = ("approved", "by", "answered_at", "timed_out")
 
 
 def resolve_dir(report_dir: str | Path) -> Path:
@@ -270,6 +272,11 @@ def build_data(
             }
         )
     validation = {t: _value(xcoms, t) for t in xcoms if t.startswith("validation.")}
+    approvals = [
+        {"task_id": task_id, **{k: _value(xcoms, task_id).get(k) for k in APPROVAL_FIELDS}}
+        for task_id in sorted(xcoms)
+        if task_id.split(".")[-1].startswith("approve")
+    ]
     rolled_back = [
         f"{task_id}: {key} {_words(value)}"
         for task_id in sorted(xcoms)
@@ -293,6 +300,7 @@ def build_data(
         if lag_gate
         else {},
         "traffic": traffic,
+        "approvals": approvals,
         "validation": validation,
         "rolled_back": rolled_back,
         "series": dict(series or {}),
@@ -480,6 +488,19 @@ def time_chart(
 
 
 # --- tables --------------------------------------------------------------------------------------------
+
+
+def _approval_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Who answered each approval and when (a skipped one, approvals off, returned nothing)."""
+    return [
+        {
+            "approval": a["task_id"],
+            "answer": "approved" if a.get("approved") else "planned, not asked",
+            "by": a.get("by") or "—",
+            "at": a.get("answered_at") or "—",
+        }
+        for a in data.get("approvals") or []
+    ]
 
 
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -757,6 +778,11 @@ def render_html(data: Mapping[str, Any]) -> str:
         '<section id="switchover"><h2>Write switchover</h2>'
         + _writes_chart(data)
         + _table(_switch_rows(data.get("switchover") or {}), (("step", "step"), ("took", "took")))
+        + "</section>",
+        '<section id="approvals"><h2>Approvals</h2>'
+        + _table(
+            _approval_rows(data), (("approval", "approval"), ("answer", "answer"), ("by", "by"), ("at", "at"))
+        )
         + "</section>",
         '<section id="traffic"><h2>Traffic gates: production during each bake</h2>'
         + _gate_charts(data)

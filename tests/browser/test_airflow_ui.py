@@ -199,7 +199,11 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
     assert answered == list(APPROVALS)
     for task_id in APPROVALS:
         answer = xcom(server, run_id, task_id)
-        assert (answer["approved"], answer["by"]) == (True, ADMIN), (task_id, answer)
+        assert (answer["approved"], answer["by"], answer["timed_out"]) == (True, ADMIN, False), (
+            task_id,
+            answer,
+        )
+        assert answer["answered_at"], (task_id, answer)
     assert_graph_succeeded(ui, run_id)
     migrated = systems(lab, config)
     assert migrated["services"][FAULTY_SERVICE]["image"] == FIXED_IMAGE
@@ -220,6 +224,10 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
     expect(report.get_by_text(run_id).first).to_be_visible()
     for phase in PHASES:
         expect(report.locator("#phases").get_by_role("cell", name=phase, exact=True)).to_be_visible()
+    # Who answered each approval, named in the report.
+    expect(report.locator("#approvals").get_by_role("cell", name=ADMIN, exact=True)).to_have_count(
+        len(APPROVALS)
+    )
     report.screenshot(path=artifacts / "report.png", full_page=True)
     report_url = report.url
     report.close()

@@ -283,9 +283,15 @@ def load(
 NOT_TRAFFIC = r"^(preflight|database|services|switchover|validation)\..*"
 
 
-def cutover_config(cutover_ttl: int, sample_seconds: float = 1.0, window: str = "5s") -> MigrationConfig:
-    """The real configuration with a short cutover TTL and a fast gate, for a test-sized run."""
+def cutover_config(
+    cutover_ttl: int, sample_seconds: float = 1.0, window: str = "5s", **approvals: Any
+) -> MigrationConfig:
+    """The real configuration with a short cutover TTL and a fast gate, for a test-sized run;
+    `approvals` replace keys of its `approvals` section (`approval_before` goes to `traffic`)."""
     document = real_document()
+    if "approval_before" in approvals:
+        document["traffic"]["approval_before"] = approvals.pop("approval_before")
+    document["approvals"].update(approvals)
     document["dns"]["cutover_ttl_seconds"] = cutover_ttl
     document["traffic"]["gate"].update(sample_seconds=sample_seconds, window=window)
     # The traffic phase alone: the lab's writers stay on the source (tests/rollback has the guard).

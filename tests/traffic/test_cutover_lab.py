@@ -9,10 +9,11 @@ one landed, so shares and failures are measured, not inferred.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from lab.route53 import find_zone_id, route53_client
 from lab.settings import LabSettings
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
+from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.links import HostedZoneLink, P99GraphLink
 from tests.dagrun import Responder, run_id_at, xcom
 from tests.traffic.driver import make_context, run_operator
@@ -53,6 +55,7 @@ STEPS = [10, 25, 50, 75, 100]
 # A client's cached answer is at most TTL old once the edge's view (re-read every 0.5 s) has seen
 # the change; after this much time since a change every request follows the new weights.
 SETTLED = TTL + 0.8
+APPROVAL_TIMEOUT = 3  # seconds an approval waits for an answer in the timeout test
 
 
 @pytest.fixture(scope="module")
@@ -80,20 +83,22 @@ def run_cutover(
     settings: LabSettings,
     capfd: pytest.CaptureFixture[str] | None = None,
     during: Callable[[DnsMonitor], object] | None = None,
-    answer: tuple[str, str] | None = None,
+    answers: Sequence[tuple[str, str | None]] = (),
     mark_success: str = NOT_TRAFFIC,
+    config: MigrationConfig | None = None,
     **conf: Any,
 ) -> Cutover:
-    """dag.test() of the cutover under load; `during(monitor)` runs beside it, and `answer`
-    (task id, choice) is given to that Human-in-the-loop task of this run when it asks."""
-    dag = build_migration_dag(cutover_config(TTL))
+    """dag.test() of the cutover under load; `during(monitor)` runs beside it, and each of `answers`
+    (task id, choice; None: nobody answers, the scheduler's timeout sweep does) is given to that
+    Human-in-the-loop task of this run when it asks."""
+    dag = build_migration_dag(config or cutover_config(TTL))
     run_conf = {"mode": "apply", "require_approvals": False, "bake_seconds": BAKE, **conf}
     logical_date = datetime.now(UTC)
     stop = threading.Event()
     helpers = []
-    if answer:
-        responder = Responder(DAG_ID, run_id_at(logical_date), *answer)
-        helpers.append(helper_thread(lambda: responder.answer(stop), f"answer {answer[0]}"))
+    for task_id, choice in answers:
+        responder = Responder(DAG_ID, run_id_at(logical_date), task_id, choice)
+        helpers.append(helper_thread(functools.partial(responder.answer, stop), f"answer {task_id}"))
     with DnsMonitor(settings) as monitor, load(settings, rate=RATE) as measured:
         time.sleep(1)
         if during:
@@ -228,24 +233,61 @@ def tripped_at(output: str) -> float:
     return clock_to_epoch(re.findall(r"(\d\d:\d\d:\d\d\.\d\d\d): ", line)[-1])
 
 
-def test_a_rejected_approval_puts_traffic_back_on_staging_and_100_never_runs(
+def test_an_approval_nobody_answers_times_out_to_reject_traffic_back_on_staging_100_never_runs(
     traffic_lab: LabSettings, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """Approvals before 50 and 100 %, assigned to one engineer: 50 % is approved (who and when
+    recorded), nobody answers for 100 %, and once its timeout passes the scheduler's sweep applies
+    the default answer: Reject puts traffic back on staging, and 100 % never runs."""
     set_dns(traffic_lab, production=0, ttl=TTL)
+    config = cutover_config(
+        TTL,
+        approval_before=[50, 100],
+        approvers=[{"id": "7", "name": "oncall"}],
+        timeout_seconds=APPROVAL_TIMEOUT,
+    )
     cutover = run_cutover(
         traffic_lab,
         capfd,
-        answer=("traffic.approve_100", "Reject"),
+        answers=[("traffic.approve_50", "Approve"), ("traffic.approve_100", None)],
+        config=config,
         require_approvals=True,
         traffic_steps=[50, 100],
     )
     states = cutover.states
-    assert states["traffic.shift_to_50"] == "success"
+    assert states["traffic.approve_50"] == states["traffic.shift_to_50"] == "success", states
+    approved = xcom(cutover.run, "traffic.approve_50")
+    assert (approved["approved"], approved["by"], approved["timed_out"]) == (True, "oncall", False)
+    assert datetime.fromisoformat(approved["answered_at"]) >= cutover.run.start_date
     assert states["traffic.approve_100"] == "failed"
     assert states["traffic.shift_to_100"] == "upstream_failed"
-    assert "100 % rejected by oncall: traffic is back on staging" in cutover.output
+    nobody = f"nobody (no answer within {APPROVAL_TIMEOUT:g} s: the timeout's default)"
+    assert f"100 % rejected by {nobody}: traffic is back on staging" in cutover.output
+    assert "Who may answer: oncall (7)" in cutover.output
+    assert assigned_users(cutover.run, "traffic.approve_100") == [{"id": "7", "name": "oncall"}]
     assert [w for _, w in cutover.monitor.weight_changes()] == [0, 50, 0], "100 % was never set"
     requests = cutover.requests
     assert requests.failures() == []
     reverted = cutover.monitor.weight_changes()[-1][0]
     assert requests.production_share(reverted + SETTLED, float("inf"))[0] == 0
+
+
+def assigned_users(run: Any, task_id: str) -> Any:
+    """Who the approval was assigned to, as Airflow recorded it for the Required Actions page."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == run.dag_id,
+                TaskInstance.run_id == run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        )
+        assert ti is not None, task_id
+        detail = session.get(HITLDetail, ti.id)
+        assert detail is not None, task_id
+        return detail.assigned_users

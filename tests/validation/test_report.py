@@ -114,6 +114,14 @@ XCOMS: dict[str, Any] = {
         }
     },
     "services.frontend.web-bff.promote": {"return_value": {"rolled_back_from": {"color": "green", "at": 3}}},
+    "switchover.approve": {
+        "return_value": {
+            "approved": True,
+            "by": "oncall-primary",
+            "answered_at": "2026-12-03T02:14:07+00:00",
+            "timed_out": False,
+        }
+    },
 }
 # Prometheus's series as collect() gathers them: [epoch seconds, value].
 SERIES: dict[str, Any] = {
@@ -147,14 +155,25 @@ def test_report_html_holds_the_figures_and_is_self_contained() -> None:
     assert [(s["weight"], s["error_ratio"]) for s in data["traffic"]] == [(10, 0.001), (100, 0.004)]
     assert any("rolled_back_from" in line for line in data["rolled_back"])
     assert "validation.latency_slos: failed" in data["rolled_back"]
+    assert data["approvals"] == [
+        {
+            "task_id": "switchover.approve",
+            "approved": True,
+            "by": "oncall-primary",
+            "answered_at": "2026-12-03T02:14:07+00:00",
+            "timed_out": False,
+        }
+    ]
     page = parse(render_html(data))
     text = " ".join(page.text)
     assert "181.4 ms" in text and "847.5" in text and "web-bff" in text and "r<1>" in text
+    assert "oncall-primary" in text and "2026-12-03T02:14:07+00:00" in text
     assert {
         "summary",
         "phases",
         "lag",
         "switchover",
+        "approvals",
         "traffic",
         "latency",
         "validation",

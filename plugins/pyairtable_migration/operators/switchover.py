@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from pyairtable_migration.operators.approval import MigrationApprovalOperator
+from pyairtable_migration.operators.approval import Answer, MigrationApprovalOperator
 from pyairtable_migration.operators.base import ReplicationTopologyOperator, fail
 from pyairtable_migration.postgres.switchover import Direction, Side, WriteSwitch
 from pyairtable_migration.topology import Pooler
@@ -143,9 +143,9 @@ class SwitchoverApprovalOperator(MigrationApprovalOperator):
         )
         super().__init__(**kwargs)
 
-    def approved(self, context: Context, who: str) -> dict[str, Any]:
-        self.log.info("Approved by %s: the write switchover may proceed", who)
-        return {"approved": True, "by": who}
+    def approved(self, context: Context, answer: Answer) -> dict[str, Any]:
+        self.log.info("Approved by %s: the write switchover may proceed", answer.by)
+        return {"approved": True, **answer.summary()}
 
-    def rejected(self, context: Context, who: str) -> Any:
-        raise fail(f"write switchover rejected by {who}: writers stay on the source")
+    def rejected(self, context: Context, answer: Answer) -> Any:
+        raise fail(f"write switchover rejected by {answer.by}: writers stay on the source")

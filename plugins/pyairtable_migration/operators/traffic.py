@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.notifications import GateBreached, gate_figures
-from pyairtable_migration.operators.approval import MigrationApprovalOperator
+from pyairtable_migration.operators.approval import Answer, MigrationApprovalOperator
 from pyairtable_migration.operators.base import DEFERRAL_MARGIN, MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
@@ -575,14 +575,14 @@ class TrafficApprovalOperator(Route53Targets, MigrationApprovalOperator):
     def plan_summary(self) -> dict[str, Any]:
         return {"mode": "plan", "weight": self.weight}
 
-    def approved(self, context: Context, who: str) -> dict[str, Any]:
-        self.log.info("Approved by %s: %s %% may proceed", who, self.weight)
-        return {"approved": True, "by": who, "weight": self.weight}
+    def approved(self, context: Context, answer: Answer) -> dict[str, Any]:
+        self.log.info("Approved by %s: %s %% may proceed", answer.by, self.weight)
+        return {"approved": True, **answer.summary(), "weight": self.weight}
 
-    def rejected(self, context: Context, who: str) -> NoReturn:
-        self.log.info("Rejected by %s: putting traffic back on staging", who)
-        revert = self.revert_to_staging(context, f"{self.weight} % rejected by {who}")
-        carry = {"who": who, "revert_change_id": revert.change_id}
+    def rejected(self, context: Context, answer: Answer) -> NoReturn:
+        self.log.info("Rejected by %s: putting traffic back on staging", answer.by)
+        revert = self.revert_to_staging(context, f"{self.weight} % rejected by {answer.by}")
+        carry = {"who": answer.by, "revert_change_id": revert.change_id}
         self.fail_once_insync(context, revert.change_id, carry, self.fail_after_rejection)
 
     def fail_after_rejection(self, context: Context, event: Mapping[str, Any]) -> NoReturn:
