@@ -4,7 +4,8 @@ The DAG is built from the project's configuration by the project's builder, keep
 services steps (the other phases have their own tests); it runs in apply mode against the
 Kubernetes emulator, a throwaway PostgreSQL and Redis, through ordinary Airflow connections.
 Kafka and the mesh are marked `external` here (nothing of them runs beside the test): their checks
-end skipped and their dependents still deploy.
+end skipped and their dependents still deploy. Then a second release of two services, and the
+rollback DAG scoped to one of them moves that one alone back.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from lab.synthetic_graph import real_document
 from pyairtable_migration.builder import build_airflow_graph, run_params
 from pyairtable_migration.config import MigrationConfig, parse_config
 from pyairtable_migration.plan import MigrationPlan, build_plan
-from tests.dagrun import registered, xcom
+from pyairtable_migration.rollback import build_rollback_dag
+from tests.dagrun import registered, task_states, xcom
 from tests.services.conftest import create_namespace
-from tests.services.support import postgres_connection, redis_connection
+from tests.services.support import BlueGreenService, postgres_connection, redis_connection
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("airflow_db")]
 DAG_ID = "pyairtable_services_phase"
+SECOND_RELEASE = "2.0.0"
 
 
 def drill_config() -> MigrationConfig:
@@ -55,7 +58,7 @@ def build_services_dag(config: MigrationConfig) -> DAG:
     return registered(dag)
 
 
-def test_the_services_phase_deploys_every_pyairtable_service_in_dependency_order(
+def test_the_services_phase_deploys_every_service_in_dependency_order_and_one_rolls_back_alone(
     kube: KubeEmulator,
     core: client.CoreV1Api,
     apps: client.AppsV1Api,
@@ -121,8 +124,36 @@ def test_the_services_phase_deploys_every_pyairtable_service_in_dependency_order
         assert "pyairtable-production" in link and "api-gateway" in link
         assert xcom(run, "services.core.api-gateway.promote", "return_value")["changed"] is True
         assert xcom(run, "services.verify", "return_value")["problems"] == 0
+        assert_one_service_rolls_back_alone(config, core, secret)
     finally:
         core.delete_namespace(namespace)
+
+
+def assert_one_service_rolls_back_alone(config: MigrationConfig, core: client.CoreV1Api, secret: str) -> None:
+    """A second release of two services, then the rollback DAG scoped to one of them: that one
+    selects its previous color again; the other keeps its new release; every other step is skipped."""
+    namespace = config.environments.production.namespace
+    chosen, other = "web-bff", "mobile-bff"
+    for name in (chosen, other):
+        release = BlueGreenService(
+            namespace, name=name, replicas=config.deployable[name].replicas, secret=secret
+        )
+        release.deploy(SECOND_RELEASE)
+        release.wait_rollout(SECOND_RELEASE)
+        release.promote(SECOND_RELEASE)
+        assert core.read_namespaced_service(name, namespace).spec.selector["color"] == "green", name
+
+    rollback = registered(build_rollback_dag(config, dag_id="pyairtable_services_rollback"))
+    run = rollback.test(run_conf={"mode": "apply", "scope": "services", "services": [chosen]})
+    states = task_states(run)
+    assert run.state == "success", states
+    undo = f"services.{config.deployable[chosen].tier}.{chosen}"
+    acted = {task_id for task_id, state in states.items() if state == "success"}
+    assert acted == {"check_run", undo}, states
+    assert set(states.values()) == {"success", "skipped"}, states
+    assert xcom(run, undo, "return_value")["changed"] is True
+    assert core.read_namespaced_service(chosen, namespace).spec.selector == {"app": chosen, "color": "blue"}
+    assert core.read_namespaced_service(other, namespace).spec.selector == {"app": other, "color": "green"}
 
 
 def test_services_without_a_path_between_them_can_run_in_parallel() -> None:
