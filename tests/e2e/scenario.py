@@ -62,20 +62,24 @@ class Scenario:
         assert not unreadable, unreadable
         return status
 
-    def migrate(self, last_tasks: Iterable[str] = ()) -> Any:
-        """The migration DAG in apply mode, approvals off; only up to `last_tasks` when given."""
+    def migrate(self, last_tasks: Iterable[str] = (), include_upstream: bool = True) -> Any:
+        """The migration DAG in apply mode, approvals off; only up to `last_tasks` when given (only
+        those tasks, as a clear of them would run them again, without `include_upstream`)."""
         dag = build_migration_dag(self.config, config_path=self.config_path, dag_id=f"e2e_{self.name}")
         last = list(last_tasks)
         if last:
             assert set(last) <= set(dag.task_ids), last
-            dag = dag.partial_subset(task_ids=last, include_upstream=True, include_downstream=False)
+            dag = dag.partial_subset(
+                task_ids=last, include_upstream=include_upstream, include_downstream=False
+            )
         return registered(dag).test(
             run_conf={"mode": "apply", "require_approvals": False, "bake_seconds": BAKE_SECONDS}
         )
 
-    def rollback(self) -> Any:
+    def rollback(self, **params: Any) -> Any:
+        """The rollback DAG in apply mode; `params` (scope, services, from_phase) as its form takes them."""
         dag = build_rollback_dag(self.config, self.config_path, dag_id=f"e2e_{self.name}_rollback")
-        return registered(dag).test(run_conf={"mode": "apply"})
+        return registered(dag).test(run_conf={"mode": "apply", **params})
 
     def traffic_on_staging(self) -> dict[str, int]:
         """Once the longest cached answer has expired, requests still flow and none reaches production.

@@ -87,6 +87,8 @@ def test_rollback_after_a_partial_migration(point: str) -> None:
         assert all(states[task_id] == "success" for task_id in ROLLBACK_POINTS[point])
         assert_stopped_at(point, lab.status(), before)
         assert not [t for t in states if t.startswith("validation.")]
+        if point == "traffic_at_50":
+            assert_emergency_rollback_moves_only_users(lab)
 
         rollback = lab.rollback()
         assert_succeeded(rollback)
@@ -94,6 +96,26 @@ def test_rollback_after_a_partial_migration(point: str) -> None:
         assert_traffic_back_on_staging(lab)
         figures, ledger = lab.finish()
     assert_nothing_lost(figures, ledger)
+
+
+def assert_emergency_rollback_moves_only_users(lab: Scenario) -> None:
+    """The emergency path (scope traffic) mid-cutover: every user back on staging in one run, and
+    nothing else moved: the writers stay on the target, staging's pods reaching it through the poolers."""
+    before = lab.status()
+    emergency = lab.rollback(scope="traffic")
+    states = assert_succeeded(emergency)
+    acted = {task_id for task_id, state in states.items() if state == "success"}
+    assert acted == {"check_run", "traffic.revert_weights"}, states
+    after = lab.status()
+    assert weights(after) == {(0, 100)}
+    assert {k: v for k, v in comparable(after).items() if k != "dns"} == {
+        k: v for k, v in comparable(before).items() if k != "dns"
+    }
+    assert all(p == {"points_at": "target", "paused": False} for p in pooler_states(after))
+    assert_traffic_back_on_staging(lab)
+    revert = summaries(emergency)["traffic.revert_weights"]
+    seconds = (emergency.end_date - emergency.start_date).total_seconds()
+    print(f"emergency rollback (scope traffic): {seconds:.1f} s in the rollback DAG, INSYNC; {revert}")
 
 
 def assert_stopped_at(point: str, status: dict[str, Any], before: dict[str, Any]) -> None:
