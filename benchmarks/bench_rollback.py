@@ -5,6 +5,9 @@
   * the full rollback (scope `all`) from 100 % (the step that set 100 % run again first, as an
     engineer clearing it would), until everything is back on staging (goal <= 5 min, the seed's figure).
 
+In the lab every service is a first deployment (no previous color), so the full rollback's service
+steps find nothing to undo: the figure is traffic, poolers, replication and Redis.
+
 Each run is the real DAG under dag.test() (the tasks run one after another in this process, as
 the slowest scheduler would order them); both must succeed and lose no acknowledged write.
 
