@@ -196,8 +196,15 @@ def test_a_rejection_puts_traffic_back_on_staging_and_fails(zone: Zone) -> None:
             getattr(approval, deferred.method_name)(context, event)
     assert zone.weights() == all_at(0)
 
-    approved = approval.execute_complete(context, approval_event("Approve"))
-    assert approved == {"approved": True, "by": "oncall", "weight": 100}
+    given = approval_event("Approve")
+    approved = approval.execute_complete(context, given)
+    assert approved == {
+        "approved": True,
+        "by": "oncall",
+        "answered_at": given["responded_at"].isoformat(),
+        "timed_out": False,
+        "weight": 100,
+    }
 
 
 def test_finalize_refuses_before_100_then_restores_the_ttl(zone: Zone) -> None:
