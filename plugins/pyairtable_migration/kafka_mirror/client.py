@@ -176,7 +176,7 @@ def end_offsets(
                 elif error.code() == KafkaError._PARTITION_EOF:
                     topic_name, partition_number, end = position(message)
                     ends.setdefault((topic_name, partition_number), end)
-                elif error is not None and not error.retriable():
+                elif not error.retriable():
                     raise KafkaMirrorError(f"reading the end of {message.topic()}: {error.str()}")
         return ends
     finally:
