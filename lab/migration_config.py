@@ -21,6 +21,7 @@ CONFIG_ENV = "PYAIRTABLE_MIGRATION_CONFIG"
 # Path into the YAML document -> the lab's value.
 LAB_OVERRIDES: dict[tuple[str, ...], Any] = {
     ("traffic", "bake_seconds"): 15,
+    ("traffic", "watch_seconds"): 6,  # the production watch after 100 %: three gate samples
     ("traffic", "gate", "sample_seconds"): 2,
     ("traffic", "gate", "window"): "10s",
     ("dns", "cutover_ttl_seconds"): 5,

@@ -88,27 +88,49 @@ def sweeper() -> Any:
     return SchedulerJobRunner(job=Job(), executors=[])
 
 
+def prepare_orm() -> None:
+    """Import every Airflow model and configure the mappers, in the main thread before dag.test():
+    the first ORM query of a process does it under SQLAlchemy's global lock, and a helper thread
+    doing that while dag.test() imports `airflow.models.dagrun` deadlocks both."""
+    from airflow.models import import_all_models
+    from sqlalchemy.orm import configure_mappers
+
+    import_all_models()
+    configure_mappers()
+
+
+def task_state(dag_id: str, run_id: str, task_id: str) -> str | None:
+    """A task's state in the metadata database now (None: no row, or not scheduled yet); from a
+    helper thread beside dag.test(), once `prepare_orm()` ran in the main thread."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        state = session.scalar(
+            select(TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id == task_id,
+            )
+        )
+    return None if state is None else str(state)
+
+
 class Responder:
     """Answers one Human-in-the-loop task of one run, as the api-server's HITL route does; or, with
     `choice` None, nobody answers: once the task's response timeout has passed, the scheduler's own
     timeout sweep (SchedulerJobRunner.check_awaiting_input_timeouts) resolves it, as a running
     scheduler would (dag.test() has no scheduler loop).
 
-    Build it in the main thread, before dag.test(): the first ORM query of a process imports
-    every Airflow model and configures the mappers under SQLAlchemy's global lock, and a thread
-    doing that while dag.test() imports `airflow.models.dagrun` deadlocks both (each waits on
-    the lock the other holds). `answer()` then runs in a helper thread (tests.watchdog.helper_thread,
-    so anything unexpected fails the test at once).
+    Build it in the main thread, before dag.test() (`prepare_orm`). `answer()` then runs in a
+    helper thread (tests.watchdog.helper_thread, so anything unexpected fails the test at once).
     """
 
     def __init__(
         self, dag_id: str, run_id: str, task_id: str, choice: str | None, user: str = "oncall"
     ) -> None:
-        from airflow.models import import_all_models
-        from sqlalchemy.orm import configure_mappers
-
-        import_all_models()
-        configure_mappers()
+        prepare_orm()
         self.dag_id, self.run_id, self.task_id, self.choice, self.user = dag_id, run_id, task_id, choice, user
         self.sweeper = sweeper() if choice is None else None  # built here, in the main thread
 

@@ -78,6 +78,14 @@ def run_params(config: MigrationConfig) -> dict[str, Param]:
             title="Bake time per step (seconds)",
             description="How long production is watched at each weight before the next step.",
         ),
+        "watch_seconds": Param(
+            config.traffic.watch_seconds,
+            type="number",
+            minimum=0,
+            title="Watch after the cutover (seconds)",
+            description="How long the gate keeps watching production at 100 % before the TTL goes "
+            "back up; a breach puts every user back on staging. 0: no watch.",
+        ),
         "lag_threshold_bytes": Param(
             config.database.lag_threshold_bytes,
             type="integer",

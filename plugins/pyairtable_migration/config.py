@@ -22,6 +22,7 @@ import yaml
 from pydantic import (
     Discriminator,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     StringConstraints,
@@ -238,6 +239,8 @@ def traffic_step_problems(steps: Iterable[Any]) -> list[str]:
 class TrafficConfig(_Strict):
     steps: list[Any]
     bake_seconds: PositiveFloat
+    # After the last step the gate keeps watching production this long (the seed's checklist: 4 h).
+    watch_seconds: NonNegativeFloat = 14400
     approval_before: list[int] = Field(default_factory=list)
     gate: GateConfig
     # A weight step refuses to send users to production unless every pooler sends writers to the

@@ -623,6 +623,14 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
     # the steps after it still run (a failure still stops them).
     after_skips = {"trigger_rule": "none_failed"}
     writers_guard = traffic.require_writers_on_target
+    gate_arguments = {
+        **_gate_queries(config),
+        "max_error_ratio": gate.max_error_ratio,
+        "max_p99_seconds": gate.max_p99_seconds,
+        "sample_seconds": gate.sample_seconds,
+        "consecutive_breaches": gate.consecutive_breaches,
+        "window": gate.window,
+    }
     steps = [
         Step(
             "traffic.lower_ttl",
@@ -659,12 +667,7 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                     **route53,
                     "weight": weight,
                     "bake_seconds": "{{ params.bake_seconds }}",
-                    **_gate_queries(config),
-                    "max_error_ratio": gate.max_error_ratio,
-                    "max_p99_seconds": gate.max_p99_seconds,
-                    "sample_seconds": gate.sample_seconds,
-                    "consecutive_breaches": gate.consecutive_breaches,
-                    "window": gate.window,
+                    **gate_arguments,
                     **database_arguments(config),
                     "poolers": _poolers(config),
                     "require_writers_on_target": writers_guard,
@@ -672,6 +675,25 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
                 },
             )
         )
+    steps.append(
+        Step(
+            "traffic.watch",
+            f"keep the gate on production at 100 % for {traffic.watch_seconds:g}s (the run's watch_seconds) "
+            "before the TTL goes back up: a breach puts every user back on staging within the cutover TTL",
+            (f"records {records}: weights back to staging on a breach",),
+            operator="pyairtable_migration.operators.traffic.WatchProductionOperator",
+            arguments={
+                **route53,
+                "weight": 100,
+                "bake_seconds": "{{ params.watch_seconds }}",
+                **gate_arguments,
+                **database_arguments(config),
+                "poolers": _poolers(config),
+                "require_writers_on_target": writers_guard,
+                **after_skips,
+            },
+        )
+    )
     steps.append(
         Step(
             "traffic.finalize",

@@ -31,6 +31,7 @@ def make_context(**params: Any) -> dict[str, Any]:
         "require_approvals": True,
         "traffic_steps": [10, 25, 50, 75, 100],
         "bake_seconds": 1,
+        "watch_seconds": 1,
     }
     return {"params": {**defaults, **params}, "ti": FakeTaskInstance(), "run_id": "manual__test"}
 

@@ -25,7 +25,7 @@ from lab.settings import LabSettings
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.links import HostedZoneLink, P99GraphLink
-from tests.dagrun import Responder, run_id_at, xcom
+from tests.dagrun import Responder, prepare_orm, run_id_at, task_state, xcom
 from tests.traffic.driver import make_context, run_operator
 from tests.traffic.lablib import (
     CONFIG,
@@ -50,6 +50,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db"), pytest.mar
 TTL = 2  # the cutover TTL
 OLD_TTL = 4  # what the records have before the cutover starts
 BAKE = 6
+WATCH = 3  # the watch after 100 %: three gate samples
 RATE = 450
 STEPS = [10, 25, 50, 75, 100]
 # A client's cached answer is at most TTL old once the edge's view (re-read every 0.5 s) has seen
@@ -82,18 +83,25 @@ class Cutover:
 def run_cutover(
     settings: LabSettings,
     capfd: pytest.CaptureFixture[str] | None = None,
-    during: Callable[[DnsMonitor], object] | None = None,
+    during: Callable[[DnsMonitor, str], object] | None = None,
     answers: Sequence[tuple[str, str | None]] = (),
     mark_success: str = NOT_TRAFFIC,
     config: MigrationConfig | None = None,
     **conf: Any,
 ) -> Cutover:
-    """dag.test() of the cutover under load; `during(monitor)` runs beside it, and each of `answers`
+    """dag.test() of the cutover under load; `during(monitor, run_id)` runs beside it, and each of `answers`
     (task id, choice; None: nobody answers, the scheduler's timeout sweep does) is given to that
     Human-in-the-loop task of this run when it asks."""
     dag = build_migration_dag(config or cutover_config(TTL))
-    run_conf = {"mode": "apply", "require_approvals": False, "bake_seconds": BAKE, **conf}
+    run_conf = {
+        "mode": "apply",
+        "require_approvals": False,
+        "bake_seconds": BAKE,
+        "watch_seconds": WATCH,
+        **conf,
+    }
     logical_date = datetime.now(UTC)
+    prepare_orm()
     stop = threading.Event()
     helpers = []
     for task_id, choice in answers:
@@ -102,7 +110,8 @@ def run_cutover(
     with DnsMonitor(settings) as monitor, load(settings, rate=RATE) as measured:
         time.sleep(1)
         if during:
-            helpers.append(helper_thread(lambda: during(monitor), "during the cutover"))
+            run_id = run_id_at(logical_date)
+            helpers.append(helper_thread(lambda: during(monitor, run_id), "during the cutover"))
         try:
             run = dag.test(
                 run_conf=run_conf,
@@ -135,6 +144,7 @@ def test_a_healthy_cutover_under_load_follows_every_weight_and_fails_no_request(
         **{f"traffic.shift_to_{w}": "success" for w in STEPS},
         "traffic.lower_ttl": "success",
         "traffic.approve_100": "skipped",  # approvals off for this run
+        "traffic.watch": "success",
         "traffic.finalize": "success",
     }
     assert cutover.run.state == "success"
@@ -190,7 +200,7 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
     set_dns(traffic_lab, production=0, ttl=TTL)
     deploy_production(traffic_lab)
 
-    def break_production_at_25(monitor: DnsMonitor) -> None:
+    def break_production_at_25(monitor: DnsMonitor, run_id: str) -> None:
         deadline = time.monotonic() + 120
         while monitor.first_time(25) is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -205,7 +215,8 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
     states = cutover.states
     assert states["traffic.shift_to_10"] == "success"
     assert states["traffic.shift_to_25"] == "failed"
-    assert states["traffic.shift_to_100"] == states["traffic.finalize"] == "upstream_failed"
+    assert states["traffic.shift_to_100"] == states["traffic.watch"] == "upstream_failed"
+    assert states["traffic.finalize"] == "upstream_failed"
     # validation.report, the DAG's leaf, fails a real run that has a failed task; this test marks
     # every non-traffic task success without running it, so the failed step is what it checks.
     assert "gate tripped at 25 %: 3 consecutive breaching samples of production" in cutover.output
@@ -225,6 +236,47 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
     last_on_production = cutover.requests.last_at(PRODUCTION.set_identifier)
     assert last_on_production is not None
     assert last_on_production - reverted <= TTL + 10, (tripped, reverted, last_on_production)
+
+
+def test_production_failing_during_the_watch_puts_every_user_back_on_staging(
+    traffic_lab: LabSettings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """After 100 %, the watch keeps the gate on production; production starts answering 5xx (a bad
+    release, a dependency gone) and the watch trips: every user back on staging within the cutover
+    TTL, the watch failed as a breach, and finalize never ran (the TTL stays the cutover's)."""
+    set_dns(traffic_lab, production=0, ttl=TTL)
+    deploy_production(traffic_lab)
+
+    def break_production_once_watched(monitor: DnsMonitor, run_id: str) -> None:
+        deadline = time.monotonic() + 120
+        while task_state(DAG_ID, run_id, "traffic.watch") != "deferred":
+            assert time.monotonic() < deadline, "traffic.watch never started watching"
+            time.sleep(0.1)
+        deploy_production(traffic_lab, suffix="-5xx")
+
+    try:
+        cutover = run_cutover(
+            traffic_lab,
+            capfd,
+            during=break_production_once_watched,
+            traffic_steps=[50, 100],
+            bake_seconds=3,
+            watch_seconds=60,
+        )
+    finally:
+        deploy_production(traffic_lab)
+    states = cutover.states
+    assert states["traffic.shift_to_100"] == "success", states
+    assert states["traffic.watch"] == "failed" and states["traffic.finalize"] == "upstream_failed", states
+    assert "gate tripped at 100 %: 3 consecutive breaching samples of production" in cutover.output
+    assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
+    assert dns_now(traffic_lab) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
+    tripped = tripped_at(cutover.output)
+    after_trip = [(at, weight) for at, weight in cutover.monitor.weight_changes() if at >= tripped]
+    assert [weight for _, weight in after_trip] == [0], after_trip
+    reverted = after_trip[0][0]
+    share, count = cutover.requests.production_share(reverted + SETTLED, float("inf"))
+    assert count > 0 and share == 0, (share, count)
 
 
 def tripped_at(output: str) -> float:

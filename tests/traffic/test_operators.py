@@ -58,6 +58,7 @@ TRAFFIC_TASKS = [
     "traffic.shift_to_10",
     "traffic.approve_100",
     "traffic.shift_to_100",
+    "traffic.watch",
     "traffic.finalize",
     "preflight.check_dns",
     "preflight.check_prometheus",
@@ -151,6 +152,42 @@ def test_the_step_reverts_itself_when_the_trigger_could_not(zone: Zone) -> None:
     assert zone.weights() == all_at(0)
     with pytest.raises(AirflowFailException, match="Traffic reverted to staging"):
         step.fail_after_revert(context, asyncio.run(first_event(deferred.value.trigger)).payload)
+
+
+def test_the_watch_gates_production_at_100_and_changes_nothing_while_it_is_healthy(
+    zone: Zone, fake_prometheus: FakePrometheus
+) -> None:
+    zone.set(100, ttl=60)
+    started = time.monotonic()
+    outcome = run("traffic.watch", make_context(watch_seconds=1))
+    assert time.monotonic() - started >= 1, "the watch lasts watch_seconds (the run's param)"
+    assert outcome.value["gate"]["status"] == "passed" and outcome.value["watch_seconds"] == 1
+    assert zone.change_calls == [] and zone.weights() == all_at(100)
+    assert any('namespace="pyairtable-production"' in q for q in fake_prometheus.queries)
+
+
+def test_a_breach_during_the_watch_puts_every_user_back_on_staging(
+    zone: Zone, fake_prometheus: FakePrometheus
+) -> None:
+    zone.set(100, ttl=60)
+    fake_prometheus.error_ratio = 0.3
+    with pytest.raises(AirflowFailException) as caught:
+        run("traffic.watch", make_context(watch_seconds=30))
+    assert "gate tripped at 100 %: 3 consecutive breaching samples" in str(caught.value)
+    assert "Traffic reverted to staging (production 0 / staging 100" in str(caught.value)
+    assert zone.weights() == all_at(0) and len(zone.change_calls) == 1
+
+
+def test_the_watch_refuses_unless_every_user_is_on_production_and_0_seconds_skips_it(zone: Zone) -> None:
+    zone.set(50, ttl=60)
+    with pytest.raises(
+        AirflowFailException, match=r"not watching: traffic is not fully on production \("
+    ) as caught:
+        run("traffic.watch")
+    assert f"{RECORDS[0]} [{STAGING}] weight 50 (expected 0)" in str(caught.value)
+    with pytest.raises(AirflowSkipException, match="watch_seconds is 0: no watch after the cutover"):
+        run("traffic.watch", make_context(watch_seconds=0))
+    assert zone.change_calls == [] and zone.weights() == all_at(50)
 
 
 @pytest.mark.parametrize("why", ["no data", "prometheus down"])

@@ -142,6 +142,7 @@ def test_trigger_form_params_are_titled_and_described() -> None:
         "require_approvals",
         "traffic_steps",
         "bake_seconds",
+        "watch_seconds",
         "lag_threshold_bytes",
     }
     for name in params:

@@ -60,6 +60,8 @@ class CheckRunParamsOperator(MigrationOperator):
         for name in ("bake_seconds", "lag_threshold_bytes"):
             if not params[name] > 0:
                 problems.append(f"{name}: must be greater than 0, got {params[name]!r}")
+        if not params["watch_seconds"] >= 0:
+            problems.append(f"watch_seconds: must be 0 or more, got {params['watch_seconds']!r}")
         if params["mode"] not in ("plan", "apply"):
             problems.append(f"mode: must be 'plan' or 'apply', got {params['mode']!r}")
         problems += guard_problems(context, self.rollback_dag_id, "rollback")
@@ -76,6 +78,7 @@ RUN_PARAM_NAMES = (
     "require_approvals",
     "traffic_steps",
     "bake_seconds",
+    "watch_seconds",
     "lag_threshold_bytes",
 )
 

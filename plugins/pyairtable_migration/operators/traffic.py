@@ -1,6 +1,6 @@
 """The traffic phase: weighted Route53 records move users from staging to production.
 
-    lower_ttl -> shift_to_10 -> 25 -> 50 -> 75 -> approve_100 -> shift_to_100 -> finalize
+    lower_ttl -> shift_to_10 -> 25 -> 50 -> 75 -> approve_100 -> shift_to_100 -> watch -> finalize
 
 Every operator reads the records first and writes only what differs, all public records in one
 change batch, so clearing and re-running any task is safe. Waiting (INSYNC, the old TTL, the
@@ -115,6 +115,16 @@ class Route53Targets:
                 ", ".join(f"{i} weight {r.weight} TTL {r.ttl}" for i, r in sorted(by_id.items())),
             )
         return hook, zone_id, records
+
+    def off_weights(self, records: Records, production: int) -> list[str]:
+        """Each record not at production `production` / staging the rest, as `key weight w (expected x)`."""
+        wanted = self.wanted_weights(production)
+        return [
+            f"{r.key} weight {r.weight} (expected {wanted[r.set_identifier]})"
+            for by_id in records.values()
+            for r in by_id.values()
+            if r.set_identifier in wanted and r.weight != wanted[r.set_identifier]
+        ]
 
     def log_change(self, result: ChangeResult, what: str) -> None:
         if result.change_id is None:
@@ -459,14 +469,19 @@ class ShiftTrafficOperator(TrafficOperator):
             "changed": result.described,
             "weights_before": before,
         }
+        self.defer_to_gate(step, result.change_id, bake)
+
+    def defer_to_gate(self, step: dict[str, Any], change_id: str | None, bake: float) -> NoReturn:
+        """Wait INSYNC for `change_id` (if any), then gate production for `bake` seconds on the
+        triggerer; `step` comes back in the event."""
         self.defer(
             trigger=TrafficGateTrigger(
-                weight=weight,
+                weight=int(self.weight),
                 aws_conn_id=self.aws_conn_id,
-                change_id=result.change_id,
+                change_id=change_id,
                 prometheus_conn_id=self.prometheus_conn_id,
                 queries=self.gate_queries(),
-                limits=limits,
+                limits=self.gate_limits(),
                 bake_seconds=bake,
                 sample_seconds=float(self.sample_seconds),
                 consecutive_breaches=int(self.consecutive_breaches),
@@ -525,6 +540,45 @@ class ShiftTrafficOperator(TrafficOperator):
             f"{gate['message']}. Traffic reverted to staging ({reverted}).",
             gate_figures(int(self.weight), gate, f"back on staging ({reverted})"),
         )
+
+
+class WatchProductionOperator(ShiftTrafficOperator):
+    """The watch after the cutover: the gate keeps sampling production at 100 % for `bake_seconds`
+    (the run's `watch_seconds`; the seed's checklist watches for 4 hours), deferred on the triggerer.
+
+    It runs before `finalize`, while the records still carry the cutover TTL, so the revert a breach
+    makes reaches every user within that TTL, not the restored one. A breach puts every user back on
+    staging, waits INSYNC and fails the task as a gate breach (the failure notice says so, with the
+    figures); writers stay where they are (the switchover's pooler serves both environments). Refuses,
+    changing nothing, unless every record is at production 100 / staging 0. 0 seconds skips it.
+    """
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        watch = float(self.bake_seconds)
+        if watch <= 0:
+            raise AirflowSkipException("watch_seconds is 0: no watch after the cutover")
+        limits = self.gate_limits()
+        if run_mode(context) == "plan":
+            self.log.info(
+                "Plan: would check %s on %s and gate production for %g s: error ratio <= %g, p99 <= %g s, "
+                "%d consecutive breaches put every user back on staging",
+                self.describe_weights(100),
+                ", ".join(self.records),
+                watch,
+                limits["error_ratio"],
+                limits["p99"],
+                int(self.consecutive_breaches),
+            )
+            return {"mode": "plan", "watch_seconds": watch}
+        _, zone_id, records = self.read(context)
+        wrong = self.off_weights(records, 100)
+        if wrong:
+            raise fail(
+                f"not watching: traffic is not fully on production ({'; '.join(wrong)}); a rollback or "
+                "a breach moved it (clear traffic.shift_to_100 to move users again)"
+            )
+        self.log.info("Watching production at 100 %% for %g s before the TTL goes back up", watch)
+        self.defer_to_gate({"weight": 100, "zone_id": zone_id, "watch_seconds": watch}, None, watch)
 
 
 class TrafficApprovalOperator(Route53Targets, MigrationApprovalOperator):
@@ -623,13 +677,7 @@ class FinalizeTrafficOperator(TrafficOperator):
             )
             return {"mode": "plan", "final_ttl_seconds": final_ttl, "retention_seconds": retention}
         hook, zone_id, records = self.read(context)
-        wanted = self.wanted_weights(100)
-        wrong = [
-            f"{r.key} weight {r.weight} (expected {wanted[r.set_identifier]})"
-            for by_id in records.values()
-            for r in by_id.values()
-            if r.set_identifier in wanted and r.weight != wanted[r.set_identifier]
-        ]
+        wrong = self.off_weights(records, 100)
         if wrong:
             raise fail(
                 f"not finalizing: traffic is not fully on production ({'; '.join(wrong)}); "
