@@ -264,6 +264,7 @@ class LoadProcess:
     def __init__(self, settings: LabSettings, *, http_rate: float, db_rate: float, ledger_path: Path) -> None:
         self.settings, self.ledger_path = settings, ledger_path
         self.stats_path = ledger_path.with_suffix(".stats.json")
+        self.errors_path = ledger_path.with_suffix(".stderr.log")
         self.command = [
             sys.executable,
             "-m",
@@ -278,18 +279,23 @@ class LoadProcess:
     def start(self) -> None:
         self.ledger_path.unlink(missing_ok=True)
         self.stats_path.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            self.command,
-            env={**os.environ, **self.settings.to_environment()},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        with self.errors_path.open("w") as errors:
+            self.process = subprocess.Popen(
+                self.command,
+                env={**os.environ, **self.settings.to_environment()},
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
         assert self.process.stdout is not None
         first = self.process.stdout.readline()
         if not first.startswith("load generator running"):
             self.process.kill()
-            raise RuntimeError(f"the load generator did not start: {first.strip() or 'no output'}")
+            self.process.wait()
+            self.process = None
+            said = first.strip() or "no output"
+            tail = "\n".join(self.errors_path.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"the load generator did not start: {said}\n{tail}".rstrip())
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM, then the figures it wrote on its way out."""

@@ -7,14 +7,24 @@ of its own), once per test session: every real_airflow test shares it, as each w
 through it takes minutes. The lab is a throwaway one (free ports, records seeded with a 5 s TTL
 so the cutover does not wait 300 s); `fresh()` purges and re-seeds it between runs, and Airflow,
 which reads the lab's connections file on each lookup, follows without a restart.
+
+Beside it, what an on-call engineer (and a fault) does to such a deployment: SIGKILL a task's process
+or its whole worker at a chosen moment, and run the command line (`pyairtable_migration.cli`)
+against the api-server.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,17 +33,19 @@ import psycopg2
 import pytest
 
 from lab.airflow_celery import DEFAULT_WORKERS, CeleryAirflow, pooler_workers
+from lab.airflow_server import ADMIN, task_process
+from lab.credentials import PGBOUNCER_ADMIN, secrets
 from lab.ledger import LedgerReport, check_ledger
-from lab.loadgen import LoadProcess
-from lab.migration_config import lab_config_path
-from lab.settings import LabSettings, free_ports
+from lab.loadgen import LoadProcess, app_dsn
+from lab.migration_config import CONFIG_ENV, lab_config_path
+from lab.pgbouncer import ADMIN_DATABASE
+from lab.postgres import DATABASE
+from lab.settings import REPO_ROOT, LabSettings, free_ports
 from lab.supervisor import down, up
 
 MIGRATION_DAG = "pyairtable_production_migration"
 ROLLBACK_DAG = "pyairtable_production_rollback"
 SCALE = 2000
-# A run through the scheduler: approvals as the test says, short bakes (the lab's config is short).
-FAST_RUN = {"mode": "apply", "require_approvals": False, "bake_seconds": 3}
 
 
 @dataclass
@@ -53,10 +65,11 @@ class AirflowLab:
         self.stop_load()
         down(self.settings, purge=True)
         up(self.settings, SCALE)
-        self.load = LoadProcess(
+        load = LoadProcess(
             self.settings, http_rate=self.http_rate, db_rate=self.db_rate, ledger_path=self.ledger_path
         )
-        self.load.start()
+        load.start()
+        self.load = load
 
     def stop_load(self) -> dict[str, Any]:
         figures = self.load.stop() if self.load else {}
@@ -85,8 +98,139 @@ def airflow_deployment() -> Iterator[AirflowLab]:
         server.start()
         yield lab
     finally:
-        lab.stop_load()
-        server.stop()
-        down(settings, purge=True)
-        if not os.environ.get("KEEP_AIRFLOW_HOME"):
-            shutil.rmtree(home, ignore_errors=True)
+        # Each stop runs whatever the one before it raised: nothing of the deployment outlives it.
+        try:
+            lab.stop_load()
+        finally:
+            try:
+                server.stop()
+            finally:
+                down(settings, purge=True)
+                if not os.environ.get("KEEP_AIRFLOW_HOME"):
+                    shutil.rmtree(home, ignore_errors=True)
+
+
+# --- faults and the command line ------------------------------------------------------------------
+
+# A task in one of these has run (or will not): too late to kill its attempt. `upstream_failed` is
+# not among them: a run that failed before the task is cleared and goes on.
+RAN = ("success", "skipped", "failed")
+
+
+def pooler_paused(lab: AirflowLab) -> Callable[[], bool]:
+    """Polls PgBouncer's admin console: is the application database paused right now?"""
+    connection = psycopg2.connect(
+        host=lab.settings.host,
+        port=lab.settings.pgbouncer_port,
+        user=PGBOUNCER_ADMIN,
+        password=secrets(lab.settings)[PGBOUNCER_ADMIN],
+        dbname=ADMIN_DATABASE,
+    )
+    connection.autocommit = True
+
+    def paused() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW DATABASES")
+            names = [column.name for column in cursor.description or ()]
+            for row in cursor.fetchall():
+                entry = dict(zip(names, row, strict=True))
+                if entry["name"] == DATABASE:
+                    return bool(entry["paused"])
+        return False
+
+    return paused
+
+
+def hold_a_transaction(lab: AirflowLab, seconds: float) -> None:
+    """An application transaction open through the pooler for `seconds` (on a thread): PAUSE waits for
+    it, so the switchover's freeze lasts that long and a kill lands inside it."""
+
+    def hold() -> None:
+        with psycopg2.connect(app_dsn(lab.settings)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM records")
+            time.sleep(seconds)
+        connection.close()
+
+    threading.Thread(target=hold, daemon=True).start()
+
+
+def kill_attempt(
+    lab: AirflowLab,
+    run_id: str,
+    task_id: str,
+    attempt: int,
+    moment: Callable[[], bool] | None = None,
+    when_running: Callable[[], None] | None = None,
+    kill: Callable[[int], object] = lambda pid: os.kill(pid, signal.SIGKILL),
+    timeout: float = 600,
+) -> dict[str, Any]:
+    """SIGKILL the task's process in `attempt` once it runs (`when_running` called then) and
+    `moment()` holds (else after 5 s); `kill(pid)` may take more with it (its whole worker)."""
+    server = lab.server
+
+    def running_process() -> tuple[str, int] | None:
+        ti = server.task_instance(MIGRATION_DAG, run_id, task_id)
+        if ti["state"] in RAN:
+            failed = server.failures(MIGRATION_DAG, run_id)
+            state = ti["state"]
+            raise AssertionError(f"{task_id} is {state} before attempt {attempt} could be killed: {failed}")
+        if ti["state"] != "running" or ti["try_number"] != attempt:
+            return None
+        pid = task_process(str(ti["id"]))
+        return None if pid is None else (str(ti["id"]), pid)
+
+    ti_id, pid = server.wait(f"{task_id} attempt {attempt} to run", running_process, timeout, poll=0.1)
+    if when_running is not None:
+        when_running()
+    caught = False
+    deadline = time.monotonic() + 5
+    while moment is not None and time.monotonic() < deadline and task_process(ti_id) == pid:
+        if moment():
+            caught = True
+            break
+        time.sleep(0.002)
+    kill(pid)
+    return {"task": task_id, "attempt": attempt, "moment_caught": caught}
+
+
+def awaits_retry(lab: AirflowLab, run_id: str, task_id: str) -> bool:
+    return bool(lab.server.task_instance(MIGRATION_DAG, run_id, task_id)["state"] == "up_for_retry")
+
+
+def attempts(lab: AirflowLab, run_id: str, task_id: str) -> dict[int, dict[str, Any]]:
+    """Each attempt of a task: its state, queue and the worker (hostname) that ran it."""
+    path = f"dags/{MIGRATION_DAG}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
+    return {int(t["try_number"]): t for t in lab.server.api("GET", path)["task_instances"]}
+
+
+def cli(lab: AirflowLab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m pyairtable_migration.cli ARGS` as an engineer runs it: Airflow's URL, user and
+    password in the environment, the lab's settings and config."""
+    environment = {
+        **os.environ,
+        **lab.settings.to_environment(),
+        CONFIG_ENV: str(lab_config_path(lab.settings)),
+        "PYTHONPATH": f"{REPO_ROOT / 'plugins'}{os.pathsep}{REPO_ROOT}",
+        "AIRFLOW_URL": lab.server.url,
+        "AIRFLOW_USERNAME": ADMIN,
+        "AIRFLOW_PASSWORD": lab.server.password,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pyairtable_migration.cli", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def printed(done: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, whole, for an assertion's message."""
+    return f"exit {done.returncode}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
+
+
+def triggered_run(done: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r"^triggered \S+: run (\S+)$", done.stdout, re.MULTILINE)
+    assert done.returncode == 0 and found, printed(done)
+    return found.group(1)

@@ -37,6 +37,20 @@ def ui_task_path(dag_id: str, run_id: str, task_id: str) -> str:
     return f"{ui_run_path(dag_id, run_id)}/tasks/{quote(task_id, safe='')}"
 
 
+def log_lines(content: list[Any]) -> list[str]:
+    """A task log's structured entries as text: each event, and under a failure the exceptions'
+    type and message (the log keeps them in `error_detail`, not in the event)."""
+    lines: list[str] = []
+    for entry in content:
+        if not isinstance(entry, dict):
+            lines.append(str(entry))
+            continue
+        lines.append(str(entry.get("event", "")))
+        for error in entry.get("error_detail") or ():
+            lines.extend(f"{error.get('exc_type')}: {error.get('exc_value')}".splitlines())
+    return lines
+
+
 class AirflowClient:
     """Airflow's REST API as `username`: a bearer token from `/auth/token`, fetched once and again
     when the API answers 401 (expired)."""
@@ -179,8 +193,7 @@ class AirflowClient:
             content = self.api("GET", path, params={"full_content": True})["content"]
         except (requests.RequestException, AirflowError) as exc:
             return f"(log unreadable: {exc})"
-        events = [entry.get("event", "") if isinstance(entry, dict) else str(entry) for entry in content]
-        return "\n".join(str(event) for event in events[-lines:])
+        return "\n".join(log_lines(content)[-lines:])
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[str]:
         """What the UI's Clear (with downstream) does: the tasks and everything after them run again."""

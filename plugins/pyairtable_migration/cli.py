@@ -217,11 +217,16 @@ def validate(client: AirflowClient, timeout: float, out: Out = say) -> int:
     return FAILED
 
 
-def migrate(client: AirflowClient, args: argparse.Namespace, out: Out = say) -> int:
+def migrate_conf(args: argparse.Namespace) -> dict[str, Any]:
+    """The migration run's conf from the arguments: what is not given stays the DAG's default."""
     conf: dict[str, Any] = {"mode": "apply", "require_approvals": not args.no_approvals}
     if args.bake_seconds is not None:
         conf["bake_seconds"] = args.bake_seconds
-    run_id = trigger(client, MIGRATION_DAG_ID, conf, out)
+    return conf
+
+
+def migrate(client: AirflowClient, args: argparse.Namespace, out: Out = say) -> int:
+    run_id = trigger(client, MIGRATION_DAG_ID, migrate_conf(args), out)
     if not args.wait:
         return OK
     state, _ = follow(client, MIGRATION_DAG_ID, run_id, args.timeout, out)

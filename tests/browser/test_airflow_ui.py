@@ -1,45 +1,77 @@
-"""The migration driven from the Airflow UI in Chromium, as the on-call engineer would drive it.
+"""The migration driven from the Airflow UI in Chromium through a hard night, then the command line.
 
-The session's Airflow deployment (tests/airflow_lab.py) runs the DAG against a throwaway lab under
-load. Every action is the browser's: trigger from the trigger form, approve from Required Actions,
-reparse from the DAG page, clear from the task page. The REST API only says when to look and checks
-what the UI showed.
+The session's Airflow deployment (tests/airflow_lab.py: CeleryExecutor, two workers and one beside
+the pooler, as docker-compose.yaml deploys it) runs the DAG against a throwaway lab under load.
+Every action of the engineer's is the browser's: trigger from the trigger form, approve from
+Required Actions, reparse from the DAG page, clear from the task page. The REST API only says when
+to look and checks what the UI showed; the command line (`pyairtable_migration.cli`) runs as the
+engineer would run it.
 
-One run, as a hard night goes. It starts with a fault: web-bff's production image is `-5xx` (its
-pods answer 500). Its smoke test fails, which the graph shows; the automatic containment holds (the
-active Service, DNS and the pooler are where they were). Traffic never moved, so the rollback DAG
-is not triggered: it would also undo the replication the cleared run goes on with. After the image
-is fixed in the config and the DAG reparsed, clearing web-bff's deploy with downstream (the smoke
-test alone would only test the same bad pods again) makes the run go on. The dags-folder bundle is
-unversioned, so a cleared task always runs what the dag-processor parsed last: the clear dialog has
-no "Run with latest bundle version" to tick.
+One run, as a hard night goes:
+- `cli validate` first: the preflight alone, on the fresh lab, nothing after it.
+- The config has a fault: web-bff's production image is `-5xx` (its pods answer 500). Its smoke test
+  fails, which the graph shows; the automatic containment holds (the active Service, DNS and the
+  pooler are where they were). Traffic never moved, so the rollback DAG is not triggered: it would
+  also undo the replication the cleared run goes on with. After the image is fixed in the config
+  and the DAG reparsed, clearing web-bff's deploy with downstream (the smoke test alone would only
+  test the same bad pods again) makes the run go on. The dags-folder bundle is unversioned, so a
+  cleared task always runs what the dag-processor parsed last.
+- Faults beside it (a helper thread): when `database.copy_schema` runs, its whole worker is
+  SIGKILLed with it and nobody clears anything (the scheduler fails the attempt once its heartbeat
+  stops; the retry runs on a surviving worker); during replication, inside the write switchover's
+  pooler freeze and during a traffic step, only the task's own process is killed, and the engineer
+  does not wait for the retry: a clear (with downstream, as the UI's Clear does) runs it again.
+- While the run waits for the switchover's approval, `cli rollback --scope traffic` is refused by the
+  rollback DAG's first task under the real scheduler, naming the migration run; nothing moves.
+- Both approvals are answered in the UI; the Graph view is watched through the cutover (screenshots
+  of the traffic phase are kept in test-artifacts/browser/); the run succeeds with every
+  acknowledged write on the target; the report task's "Migration report" link opens the report,
+  whose figures match the run's XCom; the same address without a session is refused.
 
-From there: the form's mode, approvals and bake time hold; both approvals are answered in the UI;
-the Graph view is watched through the cutover (screenshots of the traffic phase are kept in
-test-artifacts/browser/); the run succeeds and the report task's "Migration report" link opens the
-report, whose figures match the run's XCom; the same address without a session is refused.
+After it, on the migrated lab: `cli status`, bad rollback input that triggers nothing, and
+`cli rollback --scope all --wait` (the rollback DAG under the real scheduler) puts every writer and
+user back on staging, with load running and no write lost.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from playwright.sync_api import expect
 
+from lab.airflow_celery import pooler_queues
 from lab.airflow_server import ADMIN, AirflowServer
 from lab.connections import connections_in_environment
-from lab.migration_config import write_lab_config
+from lab.ledger import check_ledger
+from lab.loadgen import LoadProcess, app_dsn
+from lab.migration_config import CONFIG_ENV, lab_config_path, write_lab_config
+from pyairtable_migration.airflow_rest import AirflowError
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.plan import PHASES
 from pyairtable_migration.status import collect
-from tests.airflow_lab import MIGRATION_DAG, AirflowLab
+from tests.airflow_lab import (
+    MIGRATION_DAG,
+    ROLLBACK_DAG,
+    AirflowLab,
+    attempts,
+    awaits_retry,
+    cli,
+    hold_a_transaction,
+    kill_attempt,
+    pooler_paused,
+    printed,
+    triggered_run,
+)
 from tests.browser.airflow_ui import AirflowUI
 from tests.browser.conftest import REPORT_SETTING
+from tests.watchdog import helper_thread
 
 pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
@@ -52,6 +84,11 @@ GROUP = f"services.frontend.{FAULTY_SERVICE}"
 DEPLOY, SMOKE_TEST, PROMOTE = (f"{GROUP}.{step}" for step in ("deploy", "smoke_test", "promote"))
 DONE = ("success", "skipped")
 RUN_TIMEOUT = 1200
+KILLED_WITH_ITS_WORKER = "database.copy_schema"
+REPLICATION_TASK = "database.create_subscription"
+SWITCHOVER_TASK = "switchover.switch_database"
+TRAFFIC_TASK = "traffic.shift_to_25"
+FILE_CHECK_TASK = "preflight.check_pooler_files"
 
 
 def configure(lab: AirflowLab, ui: AirflowUI, image: str) -> MigrationConfig:
@@ -73,6 +110,15 @@ def configure(lab: AirflowLab, ui: AirflowUI, image: str) -> MigrationConfig:
 
     lab.server.wait(f"the DAG parsed with {image}", parsed, timeout=300, poll=2)
     return load_config(path)
+
+
+def dags_parsed(lab: AirflowLab) -> bool:
+    try:
+        return not lab.server.import_errors() and all(
+            lab.server.dag_details(dag_id) for dag_id in (MIGRATION_DAG, ROLLBACK_DAG)
+        )
+    except AirflowError:
+        return False
 
 
 def systems(lab: AirflowLab, config: MigrationConfig) -> dict[str, Any]:
@@ -109,19 +155,165 @@ def assert_graph_succeeded(ui: AirflowUI, run_id: str) -> None:
         expect(ui.badge(phase)).to_have_text("success")
 
 
+def rollback_runs(lab: AirflowLab) -> int:
+    return lab.server.runs(ROLLBACK_DAG, limit=1)[1]
+
+
+class Drill:
+    """The faults of the night, on a helper thread: each kill waits for its task's first attempt to
+    run; each killed task process is cleared once it shows up for retry."""
+
+    def __init__(self, lab: AirflowLab, run_id: str) -> None:
+        self.lab, self.run_id = lab, run_id
+        self.victims: list[str] = []
+        self.kills: list[dict[str, Any]] = []
+
+    def kill_its_worker(self, pid: int) -> None:
+        victim = self.lab.server.worker_running(pid)
+        assert victim is not None, f"no worker of this deployment runs task process {pid}"
+        self.victims.append(victim)
+        self.lab.server.kill(victim)
+
+    def __call__(self) -> None:
+        lab, run_id, server = self.lab, self.run_id, self.lab.server
+        self.kills.append(kill_attempt(lab, run_id, KILLED_WITH_ITS_WORKER, 1, kill=self.kill_its_worker))
+        paused = pooler_paused(lab)
+        for task_id, moment, when_running in (
+            (REPLICATION_TASK, None, None),
+            (SWITCHOVER_TASK, paused, functools.partial(hold_a_transaction, lab, 3.0)),
+            (TRAFFIC_TASK, None, None),
+        ):
+            self.kills.append(
+                kill_attempt(lab, run_id, task_id, 1, moment, when_running, timeout=RUN_TIMEOUT)
+            )
+            if moment is not None:  # killed inside the freeze: nobody resumes the pooler but a re-run
+                assert self.kills[-1]["moment_caught"], self.kills
+                assert moment(), "the pooler should still be paused after the switchover's process died"
+            retrying = functools.partial(awaits_retry, lab, run_id, task_id)
+            server.wait(f"{task_id} to be up for retry", retrying, timeout=120)
+            assert task_id in server.clear(MIGRATION_DAG, run_id, [task_id])
+
+    def restart_victims(self) -> None:
+        """The killed workers back for the test after this one, as a restart policy would."""
+        for victim in self.victims:
+            self.lab.server.restart(victim)
+
+    def assert_recovered(self, tasks: dict[str, dict[str, Any]]) -> None:
+        """The attempt killed with its worker failed there (no heartbeat) and its retry, which nobody
+        asked for, succeeded on another worker; each killed task process's attempt failed and the one
+        after the clear succeeded; the pooler's tasks ran on the worker beside the pooler."""
+        lab, run_id, server = self.lab, self.run_id, self.lab.server
+        tries = attempts(lab, run_id, KILLED_WITH_ITS_WORKER)
+        assert tries[1]["hostname"] == self.victims[0], tries
+        assert tries[1]["state"] in ("failed", "up_for_retry"), tries
+        last = tries[max(tries)]
+        assert last["state"] == "success" and last["hostname"] != self.victims[0], tries
+        for task_id in (REPLICATION_TASK, SWITCHOVER_TASK, TRAFFIC_TASK):
+            cleared = server.tries(MIGRATION_DAG, run_id, task_id)
+            assert cleared.get(1) in ("failed", "up_for_retry"), (task_id, cleared)
+            assert max(cleared) > 1 and cleared[max(cleared)] == "success", (task_id, cleared)
+        ran_on = {ti["hostname"] for ti in tasks.values() if ti["hostname"]}
+        assert ran_on <= {worker.name for worker in server.workers}, ran_on
+        assert len(ran_on | set(self.victims)) >= 2, f"every task ran on one worker: {ran_on}"
+        (queue,) = set(pooler_queues(lab_config_path(lab.settings)).values())
+        (beside,) = [worker.name for worker in server.workers if worker.queues == (queue,)]
+        for task_id in (FILE_CHECK_TASK, SWITCHOVER_TASK):
+            assert (tasks[task_id]["queue"], tasks[task_id]["hostname"]) == (queue, beside), tasks[task_id]
+        assert not pooler_paused(lab)(), "the re-run switchover resumed the pooler"
+
+
+def assert_rollback_refused_while_migrating(lab: AirflowLab, migration_run: str) -> None:
+    """A rollback triggered from the command line while the migration runs: its first task refuses,
+    naming the migration run, and nothing after it starts."""
+    run_id = triggered_run(cli(lab, "rollback", "--scope", "traffic"))
+    assert lab.server.wait_for_run(ROLLBACK_DAG, run_id, timeout=300) == "failed"
+    tasks = lab.server.task_instances(ROLLBACK_DAG, run_id)
+    assert tasks["check_run"]["state"] == "failed", tasks["check_run"]
+    started = {t: ti["state"] for t, ti in tasks.items() if t != "check_run" and ti["state"] in DONE}
+    assert not started, started
+    said = lab.server.task_log_tail(ROLLBACK_DAG, run_id, "check_run", 1, lines=40)
+    assert f"migration {MIGRATION_DAG} is running: {migration_run}" in said, said
+
+
 @pytest.mark.timeout(2400)
-def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to_its_report(
+def test_a_hard_night_in_the_ui_faulty_image_killed_workers_and_tasks_approvals_to_the_report(
     airflow_deployment: AirflowLab, ui: AirflowUI, artifacts: Path
 ) -> None:
     lab, server = airflow_deployment, airflow_deployment.server
     began = time.monotonic()
     lab.fresh()
     config = configure(lab, ui, FAULTY_IMAGE)
+    # The purge took the lab's config away for a while: the DAG files failed to import meanwhile.
+    server.wait("both DAGs parsed again after the purge", functools.partial(dags_parsed, lab), timeout=180)
+    # The command line's preflight-only run: every check against the fresh lab, nothing after them.
+    checked = cli(lab, "validate", "--timeout", "600", timeout=660)
+    assert checked.returncode == 0, printed(checked)
+    assert re.search(r"^  PASS +preflight\.check_database$", checked.stdout, re.MULTILINE), printed(checked)
+    assert "preflight passed" in checked.stdout and "FAIL" not in checked.stdout, printed(checked)
+
     before = systems(lab, config)
     run_id = ui.trigger(mode="apply", require_approvals=True, bake_seconds=BAKE_SECONDS)
     conf = server.api("GET", f"dags/{MIGRATION_DAG}/dagRuns/{run_id}")["conf"]
     assert (conf["mode"], conf["require_approvals"], conf["bake_seconds"]) == ("apply", True, BAKE_SECONDS)
-    ui.rest()
+    drill = Drill(lab, run_id)
+    drilling = helper_thread(drill, "kills and clears")
+    try:
+        ui.rest()
+        state, shots = the_night(lab, ui, artifacts, config, before, run_id)
+        drilling.join(timeout=60)
+        assert not drilling.is_alive(), f"the drill did not end with the run: {drill.kills}"
+    finally:
+        drill.restart_victims()
+    figures = lab.stop_load()
+    tasks = server.task_instances(MIGRATION_DAG, run_id)
+    assert state == "success", (not_done(server, run_id), drill.kills, server.failures(MIGRATION_DAG, run_id))
+    assert not_done(server, run_id) == {}
+    drill.assert_recovered(tasks)
+    # The smoke test failed on the bad image, then passed after the clear. (A try numbered 0 may
+    # come first: a task queued to the killed worker, failed by the scheduler before it started.)
+    smoke = server.tries(MIGRATION_DAG, run_id, SMOKE_TEST)
+    assert smoke[max(smoke)] == "success" and smoke.get(max(smoke) - 1) == "failed", smoke
+    for task_id in APPROVALS:
+        answer = xcom(server, run_id, task_id)
+        assert (answer["approved"], answer["by"], answer["timed_out"]) == (True, ADMIN, False), (
+            task_id,
+            answer,
+        )
+        assert answer["answered_at"], (task_id, answer)
+    assert_graph_succeeded(ui, run_id)
+    migrated = systems(lab, config)
+    assert migrated["services"][FAULTY_SERVICE]["image"] == FIXED_IMAGE
+    assert weights(migrated) == {(100, 0)}
+    assert {p["points_at"] for p in migrated["database"]["poolers"].values()} == {"target"}
+    ledger = lab.ledger(app_dsn(lab.settings))  # through the pooler, which points at the target now
+    assert ledger.checked > 0 and ledger.lost == 0, ledger
+    assert figures["db_failures"] == 0, figures
+
+    # Screenshots of the graph mid-cutover: at the approval before 100 %, and during a weight step.
+    shifts = [f"traffic.shift_to_{weight}" for weight in config.traffic.steps]
+    assert "traffic.approve_100" in shots, sorted(shots)
+    assert set(shots) & set(shifts), sorted(shots)
+    saved = [path for paths in shots.values() for path in paths]
+    assert all(path.is_file() and path.stat().st_size > 0 for path in saved), saved
+    assert_report_in_the_ui(ui, server, run_id, artifacts)
+    print(
+        f"\nthe night: {time.monotonic() - began:.0f} s; screenshots: {[p.name for p in saved]}"
+        f"\nkills: {drill.kills}; workers killed: {drill.victims}\nload: {figures}\nledger: {ledger}"
+    )
+
+
+def the_night(
+    lab: AirflowLab,
+    ui: AirflowUI,
+    artifacts: Path,
+    config: MigrationConfig,
+    before: dict[str, Any],
+    run_id: str,
+) -> tuple[str, dict[str, list[Path]]]:
+    """The engineer's side of the run: the failed smoke test seen and contained, the fix, the clear,
+    the refused rollback, both approvals and the graph watched; returns the run's end state and the
+    screenshots taken."""
+    server = lab.server
 
     def failed() -> list[str]:
         return sorted(server.task_instances(MIGRATION_DAG, run_id, states=("failed",)))
@@ -139,7 +331,7 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
     assert weights(contained) == {(0, 100)}
     assert {p["points_at"] for p in contained["database"]["poolers"].values()} == {"source"}
 
-    config = configure(lab, ui, FIXED_IMAGE)
+    configure(lab, ui, FIXED_IMAGE)
     ui.clear_with_downstream(run_id, DEPLOY, expected=(SMOKE_TEST, PROMOTE))
     server.wait("the run to start again", lambda: server.run_state(MIGRATION_DAG, run_id) != "failed", 120)
     # The graph is watched during the cutover; before it, the page rests (a live graph of 130 tasks
@@ -167,6 +359,8 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
         for task_id in APPROVALS:
             if tasks[task_id]["state"] != "awaiting_input" or task_id in answered:
                 continue
+            if task_id == "switchover.approve":
+                assert_rollback_refused_while_migrating(lab, run_id)
             if task_id.startswith("traffic."):
                 # Mid-cutover for certain: production at the last step before 100 %, waiting for a person.
                 expect(ui.badge(task_id)).to_have_text("awaiting_input")
@@ -193,29 +387,13 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
         return None
 
     state = server.wait("the run to end", watch, timeout=RUN_TIMEOUT)
-    assert state == "success", server.failures(MIGRATION_DAG, run_id)
-    assert not_done(server, run_id) == {}
-    assert server.tries(MIGRATION_DAG, run_id, SMOKE_TEST) == {1: "failed", 2: "success"}
-    assert answered == list(APPROVALS)
-    for task_id in APPROVALS:
-        answer = xcom(server, run_id, task_id)
-        assert (answer["approved"], answer["by"], answer["timed_out"]) == (True, ADMIN, False), (
-            task_id,
-            answer,
-        )
-        assert answer["answered_at"], (task_id, answer)
-    assert_graph_succeeded(ui, run_id)
-    migrated = systems(lab, config)
-    assert migrated["services"][FAULTY_SERVICE]["image"] == FIXED_IMAGE
-    assert weights(migrated) == {(100, 0)}
-    assert {p["points_at"] for p in migrated["database"]["poolers"].values()} == {"target"}
+    assert answered == list(APPROVALS), answered
+    return str(state), shots
 
-    # Screenshots of the graph mid-cutover: at the approval before 100 %, and during a weight step.
-    assert "traffic.approve_100" in shots, sorted(shots)
-    assert set(shots) & set(shifts), sorted(shots)
-    saved = [path for paths in shots.values() for path in paths]
-    assert all(path.is_file() and path.stat().st_size > 0 for path in saved), saved
 
+def assert_report_in_the_ui(ui: AirflowUI, server: AirflowServer, run_id: str, artifacts: Path) -> None:
+    """The report task's link opens the report, whose figures match the run's XCom and which names who
+    answered each approval; the same address without a session is refused."""
     report = ui.open_extra_link(run_id, "validation.report", MigrationReportLink.name)
     # Served by Airflow's own api-server (the project's reports_app plugin), on the UI's origin.
     assert report.url == server.url + xcom(server, run_id, "validation.report", MigrationReportLink.key)
@@ -224,7 +402,6 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
     expect(report.get_by_text(run_id).first).to_be_visible()
     for phase in PHASES:
         expect(report.locator("#phases").get_by_role("cell", name=phase, exact=True)).to_be_visible()
-    # Who answered each approval, named in the report.
     expect(report.locator("#approvals").get_by_role("cell", name=ADMIN, exact=True)).to_have_count(
         len(APPROVALS)
     )
@@ -244,4 +421,66 @@ def test_a_faulty_image_contained_then_cleared_and_the_run_approved_in_the_ui_to
         assert stranger.request.get(report_url, max_redirects=0).status == 401
     finally:
         stranger.close()
-    print(f"\nthe run: {time.monotonic() - began:.0f} s; screenshots: {[p.name for p in saved]}")
+
+
+@pytest.mark.timeout(900)
+def test_the_command_line_shows_status_and_rolls_the_migration_back_under_the_scheduler(
+    airflow_deployment: AirflowLab,
+) -> None:
+    """After the drill's migration: `cli status` shows the writers on the target; bad rollback input
+    triggers nothing; `cli rollback --scope all --wait` runs the rollback DAG under the real scheduler
+    and puts every writer and user back on staging, with load running and no write lost."""
+    lab, server = airflow_deployment, airflow_deployment.server
+    shown = cli(lab, "status", timeout=180)
+    if not re.search(r"^  pooler \S+ -> target$", shown.stdout, re.MULTILINE):
+        pytest.skip(f"needs the lab the drill above leaves migrated; status shows:\n{shown.stdout}")
+    assert shown.returncode == 0, printed(shown)
+    assert f"{MIGRATION_DAG}: " in shown.stdout and "success" in shown.stdout, printed(shown)
+
+    before = rollback_runs(lab)
+    for bad, named in (
+        (("--services", "web-bff,no-such-service"), "no-such-service"),
+        (("--scope", "everything"), "unknown scope 'everything'"),
+    ):
+        refused = cli(lab, "rollback", *bad)
+        assert refused.returncode == 2 and named in refused.stderr, (bad, printed(refused))
+    assert rollback_runs(lab) == before, "bad input triggered a rollback"
+
+    ledger_path = lab.settings.data_dir / "rollback-ledger.log"
+    lab.load = LoadProcess(
+        lab.settings, http_rate=lab.http_rate, db_rate=lab.db_rate, ledger_path=ledger_path
+    )
+    lab.load.start()
+    started = time.monotonic()
+    rolled = cli(lab, "rollback", "--scope", "all", "--wait", "--timeout", "600", timeout=700)
+    took = time.monotonic() - started
+    figures = lab.stop_load()
+    output = rolled.stdout + rolled.stderr
+    assert rolled.returncode == 0, printed(rolled)
+    assert server.password not in output
+    run_id = triggered_run(rolled)
+    run = server.run(ROLLBACK_DAG, run_id)
+    assert run["state"] == "success" and run["conf"] == {"mode": "apply", "scope": "all"}, run
+    lines = set(rolled.stdout.splitlines())
+    for task_id in ("check_run", "traffic.revert_weights", "database.repoint_poolers", "redis.rollback"):
+        assert f"{task_id} -> success" in lines, (task_id, printed(rolled))
+    assert figures["db_failures"] == 0, figures
+
+    config_path = lab_config_path(lab.settings)
+    with connections_in_environment(lab.settings, **{CONFIG_ENV: str(config_path)}):
+        status = collect(load_config(config_path))
+    for record, sets in status["dns"].items():
+        assert {sid: v["weight"] for sid, v in sets.items()} == {"staging": 100, "production": 0}, record
+    assert status["database"]["poolers"], status["database"]
+    for name, pooler in status["database"]["poolers"].items():
+        assert pooler == {"points_at": "source", "paused": False}, name
+    migrated = lab.ledger(app_dsn(lab.settings))  # through the pooler, which points at the source again
+    with psycopg2.connect(app_dsn(lab.settings)) as connection:
+        during = check_ledger(ledger_path, connection)
+    connection.close()
+    assert migrated.checked > 0 and migrated.lost == 0, migrated
+    assert during.checked > 0 and during.lost == 0, during
+    print(
+        f"\nrollback {run_id}: {run.get('duration')} s in Airflow, {took:.0f} s for the command"
+        f"\nload: {figures}\nledger of the migration: {migrated}\nledger of the rollback: {during}"
+    )

@@ -28,6 +28,7 @@ from tests.validation.test_report import parse
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db")]
 
 
+@pytest.mark.beside  # in make test's second process (it brings its own lab): the two take about as long
 def test_full_migration_then_rollback_twice() -> None:
     with scenario("full") as lab:
         before = lab.status()

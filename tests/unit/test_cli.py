@@ -1,6 +1,6 @@
 """The command line's parts that need no Airflow: what `validate` asks the DAG for (a preflight-only
 run, here through dag.test()), the rollback arguments it refuses, and its exit status when Airflow
-cannot be reached or no password is given. Against a real api-server: tests/drills/test_kill_and_clear.py.
+cannot be reached or no password is given. Against a real api-server: tests/browser/test_airflow_ui.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from lab.synthetic_graph import REAL_CONFIG
+from pyairtable_migration.airflow_rest import log_lines
 from pyairtable_migration.builder import build_migration_dag
-from pyairtable_migration.cli import UsageError, main, rollback_conf
+from pyairtable_migration.cli import UsageError, main, migrate_conf, parser, rollback_conf
 from pyairtable_migration.config import load_config
 from pyairtable_migration.plan import PREFLIGHT_GATE
 from pyairtable_migration.rollback import rollback_params
@@ -64,6 +65,14 @@ def arguments(**given: Any) -> argparse.Namespace:
     return argparse.Namespace(**{"scope": None, "services": None, "from_phase": None, **given})
 
 
+def test_migrate_arguments_become_the_migration_conf() -> None:
+    """What `migrate` triggers (through the same `trigger` that validate and rollback use against the
+    real api-server in tests/browser): approvals on unless refused, the DAG's bake time unless given."""
+    assert migrate_conf(parser().parse_args(["migrate"])) == {"mode": "apply", "require_approvals": True}
+    given = parser().parse_args(["migrate", "--no-approvals", "--bake-seconds", "3"])
+    assert migrate_conf(given) == {"mode": "apply", "require_approvals": False, "bake_seconds": 3.0}
+
+
 def test_rollback_arguments_become_the_rollback_conf() -> None:
     config = load_config(REAL_CONFIG)
     assert rollback_conf(arguments(), config, DETAILS) == {"mode": "apply", "scope": "all"}
@@ -109,3 +118,30 @@ def test_no_password_or_no_airflow_is_a_usage_error(
     assert main(["rollback", "--scope", "traffic", "--airflow-url", url]) == 2
     err = capsys.readouterr().err
     assert f"cannot reach Airflow at {url}" in err and "not-shown-anywhere" not in err
+
+
+def test_a_failed_tasks_log_tail_says_the_exception_not_only_that_there_was_one() -> None:
+    """The api-server's log entries keep a failure's message in `error_detail`; the tail the command
+    line prints under a FAIL must carry it (the refusal is what the engineer needs to read)."""
+    content = [
+        {"event": "Filling up the DagBag from dags/pyairtable_rollback.py", "level": "info"},
+        {
+            "event": "Task failed with exception",
+            "level": "error",
+            "error_detail": [
+                {
+                    "exc_type": "AirflowFailException",
+                    "exc_value": "run parameters refused:\n- migration m is running: r1 (running)",
+                    "frames": [{"filename": "params.py", "lineno": 150, "name": "execute"}],
+                }
+            ],
+        },
+        "a plain line",
+    ]
+    assert log_lines(content) == [
+        "Filling up the DagBag from dags/pyairtable_rollback.py",
+        "Task failed with exception",
+        "AirflowFailException: run parameters refused:",
+        "- migration m is running: r1 (running)",
+        "a plain line",
+    ]
