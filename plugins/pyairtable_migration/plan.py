@@ -47,6 +47,8 @@ class Step:
     touches: tuple[str, ...] = ()
     operator: str = ""
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    # Off the phases' chain: an undo task hangs beside its phase and is never upstream of the next one.
+    aside: bool = False
 
     def __post_init__(self) -> None:
         if not self.operator:
@@ -91,7 +93,7 @@ class MigrationPlan:
         return [self.steps[t] for t in topological_order(upstream, key=position.__getitem__)]
 
     def phase_roots_and_leaves(self, phase: str) -> tuple[list[str], list[str]]:
-        ids = [task_id for task_id, step in self.steps.items() if step.phase == phase]
+        ids = [task_id for task_id, step in self.steps.items() if step.phase == phase and not step.aside]
         inside = set(ids)
         has_upstream = {after for before, after in self.edges if before in inside and after in inside}
         has_downstream = {before for before, after in self.edges if before in inside and after in inside}
@@ -708,7 +710,19 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
             },
         )
     )
-    plan.chain(*steps)
+    finalize = plan.chain(*steps)[-1]
+    plan.add(
+        Step(
+            "traffic.undo",
+            "put every user back on staging (production 0 / staging 100, INSYNC): acts by itself when a "
+            "traffic step failed, skipped on a healthy run; clear this task alone to undo the cutover",
+            (f"records {records}: weights",),
+            operator="pyairtable_migration.operators.traffic.TrafficUndoOperator",
+            arguments={**route53, "finalized_by": finalize, "trigger_rule": "all_done"},
+            aside=True,
+        ),
+        after=finalize,
+    )
 
 
 def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:

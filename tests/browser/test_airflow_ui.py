@@ -26,7 +26,9 @@ One run, as a hard night goes:
 - Both approvals are answered in the UI; the Graph view is watched through the cutover (screenshots
   of the traffic phase are kept in test-artifacts/browser/); the run succeeds with every
   acknowledged write on the target; the report task's "Migration report" link opens the report,
-  whose figures match the run's XCom; the same address without a session is refused.
+  whose figures match the run's XCom; the same address without a session is refused. Last,
+  `traffic.undo` (skipped through this healthy run, the drill's clears included) is cleared alone
+  in the UI: every user goes back to staging; the writers and services stay where they are.
 
 After it, on the migrated lab: `cli status`, bad rollback input that triggers nothing, and
 `cli rollback --scope all --wait` (the rollback DAG under the real scheduler) puts every writer and
@@ -296,10 +298,35 @@ def test_a_hard_night_in_the_ui_faulty_image_killed_workers_and_tasks_approvals_
     saved = [path for paths in shots.values() for path in paths]
     assert all(path.is_file() and path.stat().st_size > 0 for path in saved), saved
     assert_report_in_the_ui(ui, server, run_id, artifacts)
+    assert_clearing_the_traffic_undo_puts_users_back_on_staging(lab, ui, config, run_id, migrated)
     print(
         f"\nthe night: {time.monotonic() - began:.0f} s; screenshots: {[p.name for p in saved]}"
         f"\nkills: {drill.kills}; workers killed: {drill.victims}\nload: {figures}\nledger: {ledger}"
     )
+
+
+def assert_clearing_the_traffic_undo_puts_users_back_on_staging(
+    lab: AirflowLab, ui: AirflowUI, config: MigrationConfig, run_id: str, migrated: dict[str, Any]
+) -> None:
+    """Clear to undo, from the run's own graph: `traffic.undo` stayed skipped through this run (the
+    drill's clear of a traffic step with downstream re-ran it with the phase); cleared alone in the
+    UI it puts every user back on staging and touches nothing else: the writers stay on the target,
+    every service keeps its color and image."""
+    server = lab.server
+
+    def undo_state() -> str:
+        return str(server.task_instance(MIGRATION_DAG, run_id, "traffic.undo")["state"])
+
+    assert undo_state() == "skipped"
+    ui.clear_with_downstream(run_id, "traffic.undo", expected=())
+    server.wait("the cleared undo to run", lambda: undo_state() != "skipped", timeout=60)
+    ui.rest()
+    assert server.wait_for_run(MIGRATION_DAG, run_id, timeout=300) == "success"
+    assert undo_state() == "success", server.task_log_tail(MIGRATION_DAG, run_id, "traffic.undo", 2)
+    undone = systems(lab, config)
+    assert weights(undone) == {(0, 100)}
+    assert undone["database"] == migrated["database"]
+    assert undone["services"] == migrated["services"]
 
 
 def the_night(

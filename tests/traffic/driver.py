@@ -25,6 +25,11 @@ class FakeTaskInstance:
         self.xcom[key] = value
 
 
+@dataclass
+class FakeDagRun:
+    clear_number: int = 0  # how many times the run was cleared (the context's dag_run has it)
+
+
 def make_context(**params: Any) -> dict[str, Any]:
     defaults = {
         "mode": "apply",
@@ -33,7 +38,12 @@ def make_context(**params: Any) -> dict[str, Any]:
         "bake_seconds": 1,
         "watch_seconds": 1,
     }
-    return {"params": {**defaults, **params}, "ti": FakeTaskInstance(), "run_id": "manual__test"}
+    return {
+        "params": {**defaults, **params},
+        "ti": FakeTaskInstance(),
+        "dag_run": FakeDagRun(),
+        "run_id": "manual__test",
+    }
 
 
 async def first_event(trigger: Any) -> Any:

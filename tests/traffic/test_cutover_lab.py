@@ -146,6 +146,7 @@ def test_a_healthy_cutover_under_load_follows_every_weight_and_fails_no_request(
         "traffic.approve_100": "skipped",  # approvals off for this run
         "traffic.watch": "success",
         "traffic.finalize": "success",
+        "traffic.undo": "skipped",  # nothing failed: the way back is there to clear, not taken
     }
     assert cutover.run.state == "success"
     requests = cutover.requests
@@ -217,25 +218,31 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
     assert states["traffic.shift_to_25"] == "failed"
     assert states["traffic.shift_to_100"] == states["traffic.watch"] == "upstream_failed"
     assert states["traffic.finalize"] == "upstream_failed"
+    assert states["traffic.undo"] == "success"  # the phase failed: its undo ran (a no-op after the revert)
     # validation.report, the DAG's leaf, fails a real run that has a failed task; this test marks
     # every non-traffic task success without running it, so the failed step is what it checks.
-    assert "gate tripped at 25 %: 3 consecutive breaching samples of production" in cutover.output
-    # The error ratio is what breached (production answers only 500s now, yet a sample's rate window
-    # may still hold requests from before the bad image: 1 or under it on a loaded machine).
-    assert re.search(r"error ratio [\d.]+ > max 0\.01", cutover.output), cutover.output[-3000:]
-    assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
-    assert dns_now(traffic_lab) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
-
-    # After the gate tripped (its third breaching sample) the one weight change is the revert:
-    # nothing shifted forward. Production then served only clients still holding a cached answer,
-    # so its last request falls within the records' TTL of the revert (a margin for a busy machine).
-    tripped = tripped_at(cutover.output)
-    after_trip = [(at, weight) for at, weight in cutover.monitor.weight_changes() if at >= tripped]
-    assert [weight for _, weight in after_trip] == [0], after_trip
-    reverted = after_trip[0][0]
+    reverted = assert_tripped_and_reverted(cutover, traffic_lab, 25)
+    # Production then served only clients still holding a cached answer, so its last request falls
+    # within the records' TTL of the revert (a margin for a busy machine).
     last_on_production = cutover.requests.last_at(PRODUCTION.set_identifier)
     assert last_on_production is not None
-    assert last_on_production - reverted <= TTL + 10, (tripped, reverted, last_on_production)
+    assert last_on_production - reverted <= TTL + 10, (reverted, last_on_production)
+
+
+def assert_tripped_and_reverted(cutover: Cutover, settings: LabSettings, weight: int) -> float:
+    """The gate tripped at `weight` % on the error ratio, every record is back on staging, and after
+    the trip (its third breaching sample) the one weight change is the revert: nothing shifted
+    forward. Returns when the revert was seen."""
+    assert f"gate tripped at {weight} %: 3 consecutive breaching samples of production" in cutover.output
+    # Production answers only 500s now, yet a sample's rate window may still hold requests from
+    # before the bad image: a ratio of 1 or under it on a loaded machine.
+    assert re.search(r"error ratio [\d.]+ > max 0\.01", cutover.output), cutover.output[-3000:]
+    assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
+    assert dns_now(settings) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
+    tripped = tripped_at(cutover.output)
+    after_trip = [(at, moved_to) for at, moved_to in cutover.monitor.weight_changes() if at >= tripped]
+    assert [moved_to for _, moved_to in after_trip] == [0], after_trip
+    return float(after_trip[0][0])
 
 
 def test_production_failing_during_the_watch_puts_every_user_back_on_staging(
@@ -268,13 +275,7 @@ def test_production_failing_during_the_watch_puts_every_user_back_on_staging(
     states = cutover.states
     assert states["traffic.shift_to_100"] == "success", states
     assert states["traffic.watch"] == "failed" and states["traffic.finalize"] == "upstream_failed", states
-    assert "gate tripped at 100 %: 3 consecutive breaching samples of production" in cutover.output
-    assert "Traffic reverted to staging (production 0 / staging 100" in cutover.output
-    assert dns_now(traffic_lab) == {PRODUCTION.set_identifier: (0, TTL), STAGING.set_identifier: (100, TTL)}
-    tripped = tripped_at(cutover.output)
-    after_trip = [(at, weight) for at, weight in cutover.monitor.weight_changes() if at >= tripped]
-    assert [weight for _, weight in after_trip] == [0], after_trip
-    reverted = after_trip[0][0]
+    reverted = assert_tripped_and_reverted(cutover, traffic_lab, 100)
     share, count = cutover.requests.production_share(reverted + SETTLED, float("inf"))
     assert count > 0 and share == 0, (share, count)
 

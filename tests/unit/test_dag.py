@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from lab.synthetic_graph import REAL_CONFIG, real_document, service, with_services
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import load_config, parse_config
+from pyairtable_migration.operators.base import undo_reason
 from pyairtable_migration.plan import PHASES, build_plan, format_plan
 from pyairtable_migration.recovery import RECOVERY_DAG_ID
 from pyairtable_migration.rollback import ROLLBACK_DAG_ID
@@ -57,13 +58,41 @@ def test_dag_file_imports_without_errors() -> None:
 
 
 def test_phases_are_task_groups_in_order() -> None:
-    dag = build_migration_dag(load_config(REAL_CONFIG))
+    """Every task of a phase waits for every task of the phases before it, except the undo task,
+    which hangs beside its phase: downstream of it (all_done), upstream of nothing."""
+    config = load_config(REAL_CONFIG)
+    dag = build_migration_dag(config)
+    aside = {step.task_id for step in build_plan(config).steps.values() if step.aside}
+    assert aside == {"traffic.undo"}
     assert set(dag.task_group.children) == set(PHASES)
     for earlier, later in itertools.pairwise(PHASES):
         later_tasks = [t for t in dag.tasks if t.task_id.startswith(later + ".")]
-        earlier_ids = {t.task_id for t in dag.tasks if t.task_id.startswith(earlier + ".")}
+        earlier_ids = {t.task_id for t in dag.tasks if t.task_id.startswith(earlier + ".")} - aside
         for task in later_tasks:
             assert task.get_flat_relative_ids(upstream=True) >= earlier_ids, (earlier, task.task_id)
+    undo = dag.get_task("traffic.undo")
+    assert undo.upstream_task_ids == {"traffic.finalize"} and not undo.downstream_task_ids
+    assert undo.trigger_rule == "all_done"
+
+
+@pytest.mark.parametrize(
+    ("failed", "finalized_at_clear", "clear_number", "try_number", "acts"),
+    [
+        ([], 0, 0, 1, None),  # a healthy run: the way back is there, not taken
+        ([], 0, 0, 2, None),  # its own automatic retry on a healthy run changes nothing
+        (["traffic.shift_to_25"], None, 0, 1, "a step of the phase failed"),
+        ([], 0, 1, 2, "cleared by hand"),  # cleared alone after the cutover
+        ([], 2, 2, 3, None),  # a step cleared with downstream: the phase ran again, the undo skips
+        ([], 1, 3, 4, "cleared by hand"),  # cleared alone again after an earlier clear
+        ([], None, 1, 2, "cleared by hand"),  # the phase never got to its end, the undo cleared
+    ],
+)
+def test_the_traffic_undo_acts_on_a_failed_phase_or_its_own_clear_only(
+    failed: list[str], finalized_at_clear: int | None, clear_number: int, try_number: int, acts: str | None
+) -> None:
+    why = undo_reason(failed, finalized_at_clear, clear_number, try_number)
+    assert (why is None) == (acts is None), why
+    assert acts is None or acts in str(why)
 
 
 def test_service_groups_mirror_depends_on_in_the_real_config() -> None:
@@ -163,6 +192,8 @@ def test_plan_mode_run_succeeds_end_to_end() -> None:
     states = _task_states(run)
     assert run.state == "success"
     assert len(states) == len(dag.tasks)
+    # Every task ran, but the traffic undo: nothing failed, so it skips (clear it alone to undo).
+    assert states.pop("traffic.undo") == "skipped"
     assert set(states.values()) == {"success"}
 
 
@@ -174,6 +205,8 @@ def test_bad_run_params_are_refused_before_anything_else() -> None:
     assert run.state == "failed"
     assert states["preflight.check_params"] == "failed"
     assert states["preflight.check_database"] == "upstream_failed"
+    # The traffic undo runs whatever happened before it (all_done) and found nothing to undo.
+    assert states.pop("traffic.undo") == "skipped"
     assert all(state in ("upstream_failed", "failed") for state in states.values())
 
 
@@ -194,8 +227,9 @@ def test_apply_mode_preflight_refuses_before_anything_is_touched(monkeypatch: py
         for task_id, state in states.items()
         if not task_id.startswith("preflight.") and state not in (None, "upstream_failed")
     }
-    # The report always runs (it records failed runs too) and fails with them.
-    assert started_later == {"validation.report": "failed"}
+    # The report always runs (it records failed runs too) and fails with them; the traffic undo
+    # runs too (all_done) and finds nothing to undo.
+    assert started_later == {"validation.report": "failed", "traffic.undo": "skipped"}
 
 
 def test_every_step_has_a_real_operator() -> None:

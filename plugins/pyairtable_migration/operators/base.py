@@ -88,6 +88,30 @@ def active_runs(context: Context, dag_id: str) -> list[str]:
     return named
 
 
+def undo_reason(
+    failed: Sequence[str], finalized_at_clear: int | None, clear_number: int, try_number: int
+) -> str | None:
+    """Why an undo task of the migration's own DAG acts now, or None (it skips).
+
+    It acts when a task of its phase failed in this run; or when the run was cleared since the
+    phase's last task (`finalized_at_clear`, the run's clear number when that task last ran) ran:
+    the clear that started this try left the phase alone, so an engineer cleared the undo itself.
+    A clear that re-runs the phase (a step cleared with downstream) re-runs its last task too,
+    which then records this clear's number: the undo stays skipped. Without that record (the
+    phase never got so far), any try after the first is a clear of the undo's own.
+    """
+    if failed:
+        return f"a step of the phase failed in this run ({', '.join(failed)})"
+    if finalized_at_clear is not None and finalized_at_clear < clear_number:
+        return (
+            f"cleared by hand: the run was cleared (clear #{clear_number}) after the phase ended "
+            f"(clear #{finalized_at_clear}), and the phase was not run again"
+        )
+    if finalized_at_clear is None and try_number > 1:
+        return f"cleared by hand (try {try_number}; the phase never ran to its end)"
+    return None
+
+
 def fail(message: str) -> AirflowFailException:
     """A failure no retry can fix: Airflow fails the task at once."""
     return AirflowFailException(message)

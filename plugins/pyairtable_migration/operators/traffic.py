@@ -31,7 +31,14 @@ from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.notifications import GateBreached, gate_figures
 from pyairtable_migration.operators.approval import Answer, MigrationApprovalOperator
-from pyairtable_migration.operators.base import DEFERRAL_MARGIN, MigrationOperator, bulleted, fail, run_mode
+from pyairtable_migration.operators.base import (
+    DEFERRAL_MARGIN,
+    MigrationOperator,
+    bulleted,
+    fail,
+    run_mode,
+    undo_reason,
+)
 from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
 
@@ -664,6 +671,8 @@ class FinalizeTrafficOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
+        # Which clear of the run this ran in: traffic.undo tells a clear of its own from a re-run.
+        cleared = int(context["dag_run"].clear_number or 0)
         from pyairtable_migration.hooks.route53 import weights_of
 
         if run_mode(context) == "plan":
@@ -675,7 +684,12 @@ class FinalizeTrafficOperator(TrafficOperator):
                 final_ttl,
                 retention,
             )
-            return {"mode": "plan", "final_ttl_seconds": final_ttl, "retention_seconds": retention}
+            return {
+                "mode": "plan",
+                "final_ttl_seconds": final_ttl,
+                "retention_seconds": retention,
+                "clear_number": cleared,
+            }
         hook, zone_id, records = self.read(context)
         wrong = self.off_weights(records, 100)
         if wrong:
@@ -705,6 +719,7 @@ class FinalizeTrafficOperator(TrafficOperator):
             "weights": weights_of(records),
             "final_ttl_seconds": final_ttl,
             "staging_kept_until": keep_until.isoformat(timespec="seconds"),
+            "clear_number": cleared,
         }
         return self.finish_once_insync(summary, result.change_id)
 
@@ -736,6 +751,40 @@ class TrafficRollbackOperator(TrafficOperator):
         summary = self.confirmed_summary(event, "rollback change not confirmed INSYNC")
         self.log.info("Rollback INSYNC after %.1f s: every user is on staging", event["insync_seconds"])
         return summary
+
+
+class TrafficUndoOperator(TrafficRollbackOperator):
+    """The migration's own way back for users: clear this task to put every user on staging.
+
+    Hangs beside the traffic phase (after `finalized_by`, trigger rule `all_done`, upstream of
+    nothing). It acts by itself when a traffic step failed in the run (a belt to the step's own
+    revert) and is skipped on a healthy run. Cleared on its own later (the run reset, as the UI's
+    Clear does), it puts every record at production 0 / staging 100 and waits INSYNC; cleared
+    together with the phase (a step cleared with downstream), it stays skipped. Writers stay where
+    they are: both environments write through the one pooler, so users may go back at any time.
+
+    :param finalized_by: the phase's last task; it records the run's clear number in its result
+    """
+
+    def __init__(self, *, finalized_by: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.finalized_by = finalized_by
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        states = ti.get_task_states(dag_id=ti.dag_id, task_group_id="traffic", run_ids=[ti.run_id])
+        failed = sorted(t for t, state in states.get(ti.run_id, {}).items() if state == "failed")
+        finalized = ti.xcom_pull(task_ids=self.finalized_by) or {}
+        why = undo_reason(
+            failed, finalized.get("clear_number"), int(context["dag_run"].clear_number or 0), ti.try_number
+        )
+        if why is None:
+            raise AirflowSkipException(
+                "nothing to undo: the traffic phase did not fail (clear this task alone to put every "
+                "user back on staging)"
+            )
+        self.log.info("Putting every user back on staging: %s", why)
+        return super().execute(context)
 
 
 # --- preflight: the DNS records and the Prometheus gate, checked, not changed -------------------
