@@ -34,7 +34,7 @@ help:
 	@echo "make lab-up        start and seed the local lab (SCALE=N records, default 20000); safe to re-run"
 	@echo "make lab-status    is each lab component answering? with process count and memory"
 	@echo "make lab-down      stop the lab (PURGE=1 also deletes .lab)"
-	@echo "make status        live state from the systems (poolers, replication lag, colors, DNS weights), latest runs"
+	@echo "make status        live state from the systems (poolers, replication lag, colors, DNS weights), latest runs (CONNECTIONS=lab for the lab)"
 	@echo "make validate      the migration's preflight only, against the live systems; changes nothing"
 	@echo "make migrate       trigger the migration (WAIT=1 follows it; NO_APPROVALS=1, BAKE_SECONDS=N)"
 	@echo "make rollback      trigger the rollback (SCOPE=all|traffic|services|from_phase SERVICES=a,b FROM_PHASE=p WAIT=1)"

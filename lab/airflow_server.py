@@ -154,7 +154,10 @@ def main(argv: list[str]) -> int:
             print(f"Airflow UI: {server.url}   login: {ADMIN} / {server.password}")
             print("DAGs: pyairtable_production_migration, pyairtable_production_rollback (Ctrl-C stops)")
             print(f"Against the lab: its connections, config {lab_config_path(settings)}")
-            print("Trigger with mode=apply to migrate the lab; `make status` shows what is in place.")
+            print(
+                "Trigger with mode=apply to migrate the lab; `make status CONNECTIONS=lab` shows what is "
+                "in place."
+            )
             sys.stdout.flush()
             for error in server.import_errors():
                 print(f"import error in {error.get('filename')}: {error.get('stack_trace')}", file=sys.stderr)

@@ -203,11 +203,14 @@ def attempts(lab: AirflowLab, run_id: str, task_id: str) -> dict[int, dict[str, 
     return {int(t["try_number"]): t for t in lab.server.api("GET", path)["task_instances"]}
 
 
-def cli(lab: AirflowLab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    lab: AirflowLab, *args: str, timeout: float = 120, extra_environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m pyairtable_migration.cli ARGS` as an engineer runs it: Airflow's URL, user and
-    password in the environment, the lab's settings and config."""
+    password in the environment, the lab's settings and config (and `extra_environment`)."""
     environment = {
         **os.environ,
+        **(extra_environment or {}),
         **lab.settings.to_environment(),
         CONFIG_ENV: str(lab_config_path(lab.settings)),
         "PYTHONPATH": f"{REPO_ROOT / 'plugins'}{os.pathsep}{REPO_ROOT}",

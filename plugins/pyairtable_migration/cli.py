@@ -376,7 +376,13 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--bake-seconds", type=float, default=None, help="bake time per traffic step")
     state = commands.add_parser("status", parents=[common], help="live systems and the latest runs")
-    state.add_argument("--connections", choices=("lab", "env"), default="lab", help="as `make status`")
+    state.add_argument(
+        "--connections",
+        choices=("env", "lab"),
+        default="env",
+        help="env (default): the configured connection ids as AIRFLOW_CONN_* or Airflow has them; "
+        "lab: the running lab's",
+    )
     state.add_argument("--runs", type=int, default=3, help="latest runs shown per DAG (default 3)")
     back = commands.add_parser("rollback", parents=[common, follow_options], help="trigger a scoped rollback")
     back.add_argument("--scope", help="all (default), traffic, services or from_phase")

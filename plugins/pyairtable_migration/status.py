@@ -208,9 +208,9 @@ def format_status(status: dict[str, Any]) -> str:
 CONNECTIONS = ("lab", "env")
 
 
-def live_status(config: MigrationConfig, connections: str = "lab") -> dict[str, Any]:
-    """`collect` through the lab's connections (`lab`: put into os.environ first) or the ones the
-    environment already has (`env`: AIRFLOW_CONN_* or Airflow's own)."""
+def live_status(config: MigrationConfig, connections: str = "env") -> dict[str, Any]:
+    """`collect` through the configured connection ids as the environment has them (`env`:
+    AIRFLOW_CONN_* or Airflow's own), or through the running lab's (`lab`: put into os.environ first)."""
     if connections == "lab":
         from lab.connections import environment
         from lab.settings import LabSettings
@@ -229,8 +229,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--connections",
         choices=CONNECTIONS,
-        default="lab",
-        help="lab: the running lab's connections (default); env: AIRFLOW_CONN_* / Airflow's own connections",
+        default="env",
+        help="env (default): the configured connection ids as AIRFLOW_CONN_* / Airflow has them; "
+        "lab: the running lab's connections",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)

@@ -49,7 +49,7 @@ from playwright.sync_api import expect
 
 from lab.airflow_celery import pooler_queues
 from lab.airflow_server import ADMIN, AirflowServer
-from lab.connections import connections_in_environment
+from lab.connections import connections_in_environment, environment
 from lab.ledger import check_ledger
 from lab.loadgen import LoadProcess, app_dsn
 from lab.migration_config import CONFIG_ENV, lab_config_path, write_lab_config
@@ -458,7 +458,8 @@ def test_the_command_line_shows_status_and_rolls_the_migration_back_under_the_sc
     triggers nothing; `cli rollback --scope all --wait` runs the rollback DAG under the real scheduler
     and puts every writer and user back on staging, with load running and no write lost."""
     lab, server = airflow_deployment, airflow_deployment.server
-    shown = cli(lab, "status", timeout=180)
+    # As on the platform: the configured connection ids in the environment (AIRFLOW_CONN_*).
+    shown = cli(lab, "status", timeout=180, extra_environment=environment(lab.settings))
     if not re.search(r"^  pooler \S+ -> target$", shown.stdout, re.MULTILINE):
         pytest.skip(f"needs the lab the drill above leaves migrated; status shows:\n{shown.stdout}")
     assert shown.returncode == 0, printed(shown)
