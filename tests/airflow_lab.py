@@ -141,14 +141,15 @@ def pooler_paused(lab: AirflowLab) -> Callable[[], bool]:
     return paused
 
 
-def hold_a_transaction(lab: AirflowLab, seconds: float) -> None:
-    """An application transaction open through the pooler for `seconds` (on a thread): PAUSE waits for
-    it, so the switchover's freeze lasts that long and a kill lands inside it."""
+def hold_a_transaction(lab: AirflowLab, release: threading.Event, longest: float = 120) -> None:
+    """An application transaction open through the pooler (on a thread) until `release` is set (at
+    most `longest` s): PAUSE waits for it, so the switchover's freeze lasts until then and a kill
+    lands inside it, however long the switchover takes to get there."""
 
     def hold() -> None:
         with psycopg2.connect(app_dsn(lab.settings)) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM records")
-            time.sleep(seconds)
+            release.wait(longest)
         connection.close()
 
     threading.Thread(target=hold, daemon=True).start()
@@ -163,9 +164,11 @@ def kill_attempt(
     when_running: Callable[[], None] | None = None,
     kill: Callable[[int], object] = lambda pid: os.kill(pid, signal.SIGKILL),
     timeout: float = 600,
+    moment_timeout: float = 5,
 ) -> dict[str, Any]:
     """SIGKILL the task's process in `attempt` once it runs (`when_running` called then) and
-    `moment()` holds (else after 5 s); `kill(pid)` may take more with it (its whole worker)."""
+    `moment()` holds (else after `moment_timeout` s); `kill(pid)` may take more with it (its whole
+    worker)."""
     server = lab.server
 
     def running_process() -> tuple[str, int] | None:
@@ -183,7 +186,7 @@ def kill_attempt(
     if when_running is not None:
         when_running()
     caught = False
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + moment_timeout
     while moment is not None and time.monotonic() < deadline and task_process(ti_id) == pid:
         if moment():
             caught = True

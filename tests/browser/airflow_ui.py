@@ -71,7 +71,9 @@ class AirflowUI:
         self.open_dag()
         button.click()
 
-    def trigger(self, *, mode: str, require_approvals: bool, bake_seconds: float) -> str:
+    def trigger(
+        self, *, mode: str, require_approvals: bool, bake_seconds: float, preflight_only: bool = False
+    ) -> str:
         """Fill the trigger form (the DAG's Params) and submit; returns the new run's id."""
         page = self.page
         self.open_dag()
@@ -79,10 +81,14 @@ class AirflowUI:
         form = page.get_by_role("dialog").filter(has_text="Run Parameters")
         form.get_by_role("combobox", name=re.compile(r"^Mode")).click()  # enum: a select
         page.get_by_role("option", name=mode, exact=True).click()
-        approvals = form.get_by_label("Require approvals")  # boolean: a switch over a hidden checkbox
-        if approvals.is_checked() != require_approvals:
-            form.locator("label", has=page.get_by_label("Require approvals")).click()
-        expect(approvals).to_be_checked(checked=require_approvals)
+        for title, wanted in (
+            ("Preflight only (validate)", preflight_only),
+            ("Require approvals", require_approvals),
+        ):
+            switch = form.get_by_label(title)  # boolean: a switch over a hidden checkbox
+            if switch.is_checked() != wanted:
+                form.locator("label", has=page.get_by_label(title)).click()
+            expect(switch).to_be_checked(checked=wanted)
         form.get_by_label("Bake time per step (seconds)").fill(str(bake_seconds))  # number: a spinbutton
         form.get_by_role("button", name="Trigger", exact=True).click()
         # The UI opens the new run's page: its id is the last part of the address.

@@ -8,7 +8,9 @@ to look and checks what the UI showed; the command line (`pyairtable_migration.c
 engineer would run it.
 
 One run, as a hard night goes:
-- `cli validate` first: the preflight alone, on the fresh lab, nothing after it.
+- The preflight alone first, on the fresh lab, nothing after it: triggered from the UI's trigger form
+  (mode, approvals, bake time and "Preflight only" as filled in), then `cli validate`.
+- `cli migrate` triggers the migration (approvals on).
 - The config has a fault: web-bff's production image is `-5xx` (its pods answer 500). Its smoke test
   fails, which the graph shows; the automatic containment holds (the active Service, DNS and the
   pooler are where they were). Traffic never moved, so the rollback DAG is not triggered: it would
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -180,15 +183,20 @@ class Drill:
         lab, run_id, server = self.lab, self.run_id, self.lab.server
         self.kills.append(kill_attempt(lab, run_id, KILLED_WITH_ITS_WORKER, 1, kill=self.kill_its_worker))
         paused = pooler_paused(lab)
+        release = threading.Event()  # the transaction that holds the switchover's freeze open
         for task_id, moment, when_running in (
             (REPLICATION_TASK, None, None),
-            (SWITCHOVER_TASK, paused, functools.partial(hold_a_transaction, lab, 3.0)),
+            (SWITCHOVER_TASK, paused, functools.partial(hold_a_transaction, lab, release)),
             (TRAFFIC_TASK, None, None),
         ):
+            # The switchover checks before it pauses (catalogs, lag), longer on a busy machine.
             self.kills.append(
-                kill_attempt(lab, run_id, task_id, 1, moment, when_running, timeout=RUN_TIMEOUT)
+                kill_attempt(
+                    lab, run_id, task_id, 1, moment, when_running, timeout=RUN_TIMEOUT, moment_timeout=120
+                )
             )
             if moment is not None:  # killed inside the freeze: nobody resumes the pooler but a re-run
+                release.set()
                 assert self.kills[-1]["moment_caught"], self.kills
                 assert moment(), "the pooler should still be paused after the switchover's process died"
             retrying = functools.partial(awaits_retry, lab, run_id, task_id)
@@ -247,16 +255,28 @@ def test_a_hard_night_in_the_ui_faulty_image_killed_workers_and_tasks_approvals_
     config = configure(lab, ui, FAULTY_IMAGE)
     # The purge took the lab's config away for a while: the DAG files failed to import meanwhile.
     server.wait("both DAGs parsed again after the purge", functools.partial(dags_parsed, lab), timeout=180)
-    # The command line's preflight-only run: every check against the fresh lab, nothing after them.
+    # The preflight alone, twice: from the UI's trigger form (every field of it held), and from the
+    # command line; each checks the fresh lab against the live systems and skips everything after.
+    checked_in_the_ui = ui.trigger(
+        mode="apply", require_approvals=True, bake_seconds=BAKE_SECONDS, preflight_only=True
+    )
+    conf = server.run(MIGRATION_DAG, checked_in_the_ui)["conf"]
+    assert (conf["mode"], conf["require_approvals"], conf["bake_seconds"]) == ("apply", True, BAKE_SECONDS)
+    assert conf["preflight_only"] is True
+    assert server.wait_for_run(MIGRATION_DAG, checked_in_the_ui, timeout=600) == "success"
+    preflight_only = server.task_instances(MIGRATION_DAG, checked_in_the_ui)
+    assert {ti["state"] for t, ti in preflight_only.items() if not t.startswith("preflight.")} == {"skipped"}
+    ui.rest()
     checked = cli(lab, "validate", "--timeout", "600", timeout=660)
     assert checked.returncode == 0, printed(checked)
     assert re.search(r"^  PASS +preflight\.check_database$", checked.stdout, re.MULTILINE), printed(checked)
     assert "preflight passed" in checked.stdout and "FAIL" not in checked.stdout, printed(checked)
 
+    # The migration from the command line (approvals on: they are answered in the UI).
     before = systems(lab, config)
-    run_id = ui.trigger(mode="apply", require_approvals=True, bake_seconds=BAKE_SECONDS)
-    conf = server.api("GET", f"dags/{MIGRATION_DAG}/dagRuns/{run_id}")["conf"]
-    assert (conf["mode"], conf["require_approvals"], conf["bake_seconds"]) == ("apply", True, BAKE_SECONDS)
+    run_id = triggered_run(cli(lab, "migrate", "--bake-seconds", str(BAKE_SECONDS)))
+    conf = server.run(MIGRATION_DAG, run_id)["conf"]
+    assert conf == {"mode": "apply", "require_approvals": True, "bake_seconds": BAKE_SECONDS}, conf
     drill = Drill(lab, run_id)
     drilling = helper_thread(drill, "kills and clears")
     try:
