@@ -43,6 +43,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[WATCHER] = start_watcher(os.getpid())
     # SIGTERM (a CI timeout, `timeout make test`) unwinds like Ctrl-C: fixtures stop their labs.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal = _sigterm_still_ends_the_session  # type: ignore[assignment]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +54,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+_install_handler = signal.signal
+
+
+def _sigterm_still_ends_the_session(signum: int, handler: Any) -> Any:
+    """`signal.signal` for the session: a SIGTERM handler someone installs runs, then ours.
+
+    Airflow's task runner, which dag.test() runs in this process, installs its own SIGTERM handler
+    (the task's on_kill) and never puts ours back: a `timeout make test` then left this process
+    running, its lab with it. Handlers of other signals, and SIG_DFL / SIG_IGN, pass unchanged.
+    """
+    if signum != signal.SIGTERM or not callable(handler) or handler is _interrupt:
+        return _install_handler(signum, handler)
+
+    def theirs_then_ours(received: int, frame: Any) -> None:
+        try:
+            handler(received, frame)
+        finally:
+            _interrupt(received, frame)
+
+    return _install_handler(signum, theirs_then_ours)
 
 
 WATCHER = pytest.StashKey[subprocess.Popen[bytes]]()

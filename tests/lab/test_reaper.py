@@ -49,12 +49,31 @@ def test_waits_forever():
 """
 
 
+# The same after a task ran in the session's own process (dag.test(), as most tests here do):
+# Airflow's task runner installs its SIGTERM handler there.
+AFTER_A_TASK = WAITS_FOREVER.replace(
+    "def test_waits_forever():",
+    """def test_waits_forever(airflow_db):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    from tests.dagrun import registered
+
+    with DAG("reaper_drill", schedule=None) as dag:
+        EmptyOperator(task_id="one")
+    assert registered(dag).test().state == "success"
+""",
+)
+
+
 @pytest.fixture
-def drill(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    (tmp_path / "test_drill.py").write_text(textwrap.dedent(WAITS_FOREVER))
+def drill(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    source = request.param
+    (tmp_path / "test_drill.py").write_text(textwrap.dedent(source))
     state = tmp_path / "state.json"
     environment = {key: value for key, value in os.environ.items() if key != OWNER_VARIABLE} | {
         "DRILL_STATE": str(state),
+        "PYAIRTABLE_TEST_AIRFLOW_HOME": str(tmp_path / "airflow"),
     }
     session = subprocess.Popen(
         [
@@ -99,7 +118,12 @@ def gone(pids: list[int], dirs: list[Path], within: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    ("signum", "drill"),
+    [(signal.SIGTERM, WAITS_FOREVER), (signal.SIGKILL, WAITS_FOREVER), (signal.SIGTERM, AFTER_A_TASK)],
+    ids=["SIGTERM", "SIGKILL", "SIGTERM after dag.test"],
+    indirect=["drill"],
+)
 def test_a_killed_test_session_leaves_no_process_and_no_lab_behind(
     drill: tuple[subprocess.Popen[bytes], Path], signum: signal.Signals
 ) -> None:
