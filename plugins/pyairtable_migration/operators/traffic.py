@@ -123,15 +123,18 @@ class Route53Targets:
             )
         return hook, zone_id, records
 
-    def off_weights(self, records: Records, production: int) -> list[str]:
-        """Each record not at production `production` / staging the rest, as `key weight w (expected x)`."""
-        wanted = self.wanted_weights(production)
-        return [
+    def require_all_on_production(self, records: Records, refusing: str, fix: str) -> None:
+        """Fail, changing nothing, unless every record is at production 100 / staging 0; the message
+        names each record that is not (`not <refusing>: ...; <fix>`)."""
+        wanted = self.wanted_weights(100)
+        wrong = [
             f"{r.key} weight {r.weight} (expected {wanted[r.set_identifier]})"
             for by_id in records.values()
             for r in by_id.values()
             if r.set_identifier in wanted and r.weight != wanted[r.set_identifier]
         ]
+        if wrong:
+            raise fail(f"not {refusing}: traffic is not fully on production ({'; '.join(wrong)}); {fix}")
 
     def log_change(self, result: ChangeResult, what: str) -> None:
         if result.change_id is None:
@@ -565,25 +568,19 @@ class WatchProductionOperator(ShiftTrafficOperator):
         if watch <= 0:
             raise AirflowSkipException("watch_seconds is 0: no watch after the cutover")
         limits = self.gate_limits()
-        if run_mode(context) == "plan":
-            self.log.info(
-                "Plan: would check %s on %s and gate production for %g s: error ratio <= %g, p99 <= %g s, "
-                "%d consecutive breaches put every user back on staging",
-                self.describe_weights(100),
-                ", ".join(self.records),
-                watch,
-                limits["error_ratio"],
-                limits["p99"],
-                int(self.consecutive_breaches),
-            )
+        if self.planned(
+            context,
+            f"check {self.describe_weights(100)} on {', '.join(self.records)} and gate production for "
+            f"{watch:g} s: error ratio <= {limits['error_ratio']:g}, p99 <= {limits['p99']:g} s, "
+            f"{int(self.consecutive_breaches)} consecutive breaches put every user back on staging",
+        ):
             return {"mode": "plan", "watch_seconds": watch}
         _, zone_id, records = self.read(context)
-        wrong = self.off_weights(records, 100)
-        if wrong:
-            raise fail(
-                f"not watching: traffic is not fully on production ({'; '.join(wrong)}); a rollback or "
-                "a breach moved it (clear traffic.shift_to_100 to move users again)"
-            )
+        self.require_all_on_production(
+            records,
+            "watching",
+            "a rollback or a breach moved it (clear traffic.shift_to_100 to move users again)",
+        )
         self.log.info("Watching production at 100 %% for %g s before the TTL goes back up", watch)
         self.defer_to_gate({"weight": 100, "zone_id": zone_id, "watch_seconds": watch}, None, watch)
 
@@ -691,12 +688,7 @@ class FinalizeTrafficOperator(TrafficOperator):
                 "clear_number": cleared,
             }
         hook, zone_id, records = self.read(context)
-        wrong = self.off_weights(records, 100)
-        if wrong:
-            raise fail(
-                f"not finalizing: traffic is not fully on production ({'; '.join(wrong)}); "
-                "run the 100 % step first"
-            )
+        self.require_all_on_production(records, "finalizing", "run the 100 % step first")
         result = hook.set_ttl(
             zone_id,
             records,
