@@ -221,6 +221,26 @@ def _find(value: Any, keys: Sequence[str]) -> list[tuple[str, Any]]:
     return found
 
 
+WATCH_TASK = "traffic.watch"
+
+
+def _gate_entry(xcoms: Mapping[str, Any], task_id: str, weight: int) -> dict[str, Any]:
+    """What a gated task (a weight step, the watch after 100 %) measured: peaks, limits, verdict."""
+    value = _value(xcoms, task_id)
+    peaks = next((v for _, v in _find(value, ("peaks",)) if isinstance(v, Mapping)), {})
+    gate: Mapping[str, Any] = value["gate"] if isinstance(value.get("gate"), Mapping) else {}
+    return {
+        "task_id": task_id,
+        "weight": weight,
+        "error_ratio": peaks.get("error_ratio"),
+        "p99": peaks.get("p99"),
+        "limits": dict(gate.get("limits") or {}),
+        "samples": gate.get("samples"),
+        "complete_samples": gate.get("complete_samples"),
+        "status": gate.get("status") or ("breached" if gate.get("message") else None),
+    }
+
+
 def build_data(
     *,
     dag_id: str,
@@ -252,25 +272,16 @@ def build_data(
     switch = _value(xcoms, "switchover.switch_database")
     lag_gate = _value(xcoms, "database.lag_gate")
     lags = next((v for _, v in _find(lag_gate, ("lags", "samples_bytes")) if isinstance(v, list)), [])
-    traffic = []
-    for task_id in sorted(
-        (t for t in xcoms if t.startswith("traffic.shift_to_")), key=lambda t: int(re.sub(r"\D", "", t) or 0)
-    ):
-        value = _value(xcoms, task_id)
-        peaks = next((v for _, v in _find(value, ("peaks",)) if isinstance(v, Mapping)), {})
-        gate: Mapping[str, Any] = value["gate"] if isinstance(value.get("gate"), Mapping) else {}
-        traffic.append(
-            {
-                "task_id": task_id,
-                "weight": int(re.sub(r"\D", "", task_id) or 0),
-                "error_ratio": peaks.get("error_ratio"),
-                "p99": peaks.get("p99"),
-                "limits": dict(gate.get("limits") or {}),
-                "samples": gate.get("samples"),
-                "complete_samples": gate.get("complete_samples"),
-                "status": gate.get("status") or ("breached" if gate.get("message") else None),
-            }
+    traffic = [
+        _gate_entry(xcoms, task_id, int(re.sub(r"\D", "", task_id) or 0))
+        for task_id in sorted(
+            (t for t in xcoms if t.startswith("traffic.shift_to_")),
+            key=lambda t: int(re.sub(r"\D", "", t) or 0),
         )
+    ]
+    watch = _gate_entry(xcoms, WATCH_TASK, 100) if WATCH_TASK in xcoms else None
+    if watch is not None:
+        watch["watch_seconds"] = _value(xcoms, WATCH_TASK).get("watch_seconds")
     validation = {t: _value(xcoms, t) for t in xcoms if t.startswith("validation.")}
     approvals = [
         {"task_id": task_id, **{k: _value(xcoms, task_id).get(k) for k in APPROVAL_FIELDS}}
@@ -300,6 +311,7 @@ def build_data(
         if lag_gate
         else {},
         "traffic": traffic,
+        "watch": watch,
         "approvals": approvals,
         "validation": validation,
         "rolled_back": rolled_back,
@@ -554,7 +566,13 @@ def _gate_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "verdict": _verdict(lag_gate.get("passed")),
             }
         )
-    for step in data["traffic"]:
+    watch = data.get("watch")
+    gated = [(f"traffic {step['weight']} % ({step['task_id']})", step) for step in data["traffic"]]
+    if watch:
+        seconds = watch.get("watch_seconds")
+        during = f" for {seconds:g} s" if isinstance(seconds, int | float) else ""
+        gated.append((f"watch after 100 %{during} ({watch['task_id']})", watch))
+    for gate, step in gated:
         limits = step.get("limits") or {}
         samples = (
             f"{step['complete_samples']} of {step['samples']} complete"
@@ -568,7 +586,7 @@ def _gate_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         ):
             rows.append(
                 {
-                    "gate": f"traffic {step['weight']} % ({step['task_id']})",
+                    "gate": gate,
                     "measure": f"production {measure}",
                     "worst": worst,
                     "limit": f"≤ {limit}",

@@ -87,6 +87,18 @@ XCOMS: dict[str, Any] = {
     "traffic.shift_to_100": {
         "return_value": {"gate": {"status": "passed", "peaks": {"error_ratio": 0.004, "p99": 0.3}}}
     },
+    "traffic.watch": {
+        "return_value": {
+            "watch_seconds": 14400,
+            "gate": {
+                "status": "passed",
+                "samples": 1440,
+                "complete_samples": 1438,
+                "peaks": {"error_ratio": 0.0062, "p99": 0.41},
+                "limits": {"error_ratio": 0.01, "p99": 2.0},
+            },
+        }
+    },
     "validation.latency_slos": {
         "figures": {
             "services": {
@@ -153,6 +165,7 @@ def test_report_html_holds_the_figures_and_is_self_contained() -> None:
     assert data["write_stall_ms"] == 181.4
     assert data["replication_lag_bytes"] == [5000, 2400, 800, 120, 0]
     assert [(s["weight"], s["error_ratio"]) for s in data["traffic"]] == [(10, 0.001), (100, 0.004)]
+    assert (data["watch"]["watch_seconds"], data["watch"]["error_ratio"]) == (14400, 0.0062)
     assert any("rolled_back_from" in line for line in data["rolled_back"])
     assert "validation.latency_slos: failed" in data["rolled_back"]
     assert data["approvals"] == [
@@ -168,6 +181,8 @@ def test_report_html_holds_the_figures_and_is_self_contained() -> None:
     text = " ".join(page.text)
     assert "181.4 ms" in text and "847.5" in text and "web-bff" in text and "r<1>" in text
     assert "oncall-primary" in text and "2026-12-03T02:14:07+00:00" in text
+    # The watch after the cutover is a gate of the table too, with how long it watched.
+    assert "watch after 100 % for 14400 s (traffic.watch)" in text and "1438 of 1440 complete" in text
     assert {
         "summary",
         "phases",
