@@ -561,6 +561,7 @@ class WatchProductionOperator(ShiftTrafficOperator):
     staging, waits INSYNC and fails the task as a gate breach (the failure notice says so, with the
     figures); writers stay where they are (the switchover's pooler serves both environments). Refuses,
     changing nothing, unless every record is at production 100 / staging 0. 0 seconds skips it.
+    A triggerer restarted meanwhile starts the watch over: it then watches longer, never shorter.
     """
 
     def execute(self, context: Context) -> dict[str, Any]:
