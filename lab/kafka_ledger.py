@@ -8,34 +8,30 @@ Lines are `event_id` in `<dir>/produced.log` and `event_id cluster` in `<dir>/pr
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lab.ledger import AppendOnlyLines
 
 
 class KafkaLedger:
     """Append-only; a produce line is written only from the delivery report of an acknowledged event."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self._produced = (directory / "produced.log").open("a", buffering=1)
-        self._processed = (directory / "processed.log").open("a", buffering=1)
-        self._lock = threading.Lock()
+        self._produced = AppendOnlyLines(directory / "produced.log")
+        self._processed = AppendOnlyLines(directory / "processed.log")
 
     def produced(self, event_id: str) -> None:
-        with self._lock:
-            self._produced.write(f"{event_id}\n")
+        self._produced.append(event_id)
 
     def processed(self, event_id: str, cluster: str) -> None:
-        with self._lock:
-            self._processed.write(f"{event_id} {cluster}\n")
+        self._processed.append(f"{event_id} {cluster}")
 
     def close(self) -> None:
-        with self._lock:
-            self._produced.close()
-            self._processed.close()
+        self._produced.close()
+        self._processed.close()
 
 
 @dataclass

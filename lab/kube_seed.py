@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -23,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lab.credentials import APP_ROLE, secrets
 from lab.postgres import DATABASE
-from lab.processes import Binary, Component, LabError, State
+from lab.processes import Binary, Component, LabError, State, answers_http
 from lab.settings import REPO_ROOT, LabSettings
 from pyairtable_migration.config import MigrationConfig, ServiceNode, load_config
 
@@ -240,10 +239,7 @@ class KubeApi(Component):
         return {"PYTHONPATH": os.pathsep.join(path for path in paths if path), "PYTHONUNBUFFERED": "1"}
 
     def probe(self, settings: LabSettings) -> bool:
-        try:
-            return requests.get(f"http://{settings.host}:{settings.kube_api_port}/readyz", timeout=1).ok
-        except requests.RequestException:
-            return False
+        return answers_http(f"http://{settings.host}:{settings.kube_api_port}/readyz")
 
     def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
         note = seed_kubernetes(settings, load_config())

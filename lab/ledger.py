@@ -17,8 +17,9 @@ DIGEST_SQL = "md5(data::text)"
 CHECK_BATCH = 5_000
 
 
-class Ledger:
-    """Append-only `id digest` lines; a line is written only after its COMMIT succeeded."""
+class AppendOnlyLines:
+    """A file threads append whole lines to: the lock keeps their lines apart, and line buffering
+    hands each line to the OS as it is written, so a killed writer leaves at most a torn last line."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -26,13 +27,20 @@ class Ledger:
         self._file = path.open("a", buffering=1)
         self._lock = threading.Lock()
 
-    def record(self, row_id: int, digest: str) -> None:
+    def append(self, line: str) -> None:
         with self._lock:
-            self._file.write(f"{row_id} {digest}\n")
+            self._file.write(f"{line}\n")
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+class Ledger(AppendOnlyLines):
+    """Append-only `id digest` lines; a line is written only after its COMMIT succeeded."""
+
+    def record(self, row_id: int, digest: str) -> None:
+        self.append(f"{row_id} {digest}")
 
 
 def read_ledger(path: Path) -> dict[int, str]:

@@ -159,6 +159,18 @@ class Component(ABC):
         return {}
 
 
+def answers_http(url: str) -> bool:
+    """An HTTP component's probe: a GET of its readiness URL answered below 400 within a second;
+    refused, timed out or any other request failure means not ready yet."""
+    # Imported here: the reaper's watcher imports this module at every test session's start.
+    import requests
+
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
 # --- state ---------------------------------------------------------------------------------------
 
 

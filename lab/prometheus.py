@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import requests
 import yaml
 
-from lab.processes import Binary, Component, apt_hint
+from lab.processes import Binary, Component, answers_http, apt_hint
 from lab.settings import LabSettings
 
 
@@ -69,7 +68,4 @@ class Prometheus(Component):
         ]
 
     def probe(self, settings: LabSettings) -> bool:
-        try:
-            return requests.get(f"{self.address(settings)}/-/ready", timeout=1).ok
-        except requests.RequestException:
-            return False
+        return answers_http(f"{self.address(settings)}/-/ready")

@@ -20,6 +20,17 @@ SESSION_TTL_SECONDS = 3600
 CACHE_TTL_SECONDS = 600
 
 
+def answers_ping(client: redis.Redis) -> bool:
+    """One PING as a component's probe, the client closed after it: any Redis error (refused,
+    still loading, wrong password) means not ready yet, and no connection outlives the probe."""
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def key_count(records: int) -> int:
     """A few thousand keys at the default scale, capped so a 10M-record lab still seeds in seconds."""
     return min(max(records // 5, 100), 200_000)
@@ -84,12 +95,7 @@ class RedisServer(Component):
             socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0),
         )
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers_ping(client)
 
     def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
         if self.role == "target":

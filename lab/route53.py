@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import requests
 
-from lab.processes import Binary, Component, State
+from lab.processes import Binary, Component, State, answers_http
 from lab.settings import LabSettings
 from pyairtable_migration.config import load_config
 
@@ -59,10 +58,7 @@ class Moto(Component):
         return [str(self.binary.path), "-H", settings.host, "-p", str(settings.moto_port)]
 
     def probe(self, settings: LabSettings) -> bool:
-        try:
-            return requests.get(f"{self.address(settings)}/moto-api/", timeout=1).ok
-        except requests.RequestException:
-            return False
+        return answers_http(f"{self.address(settings)}/moto-api/")
 
     def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
         config = load_config()
