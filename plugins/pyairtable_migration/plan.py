@@ -133,11 +133,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
                 *(f"pooler {p.name} via {p.admin_conn_id} (read only)" for p in db.poolers),
             ),
             operator="pyairtable_migration.operators.database.CheckDatabaseOperator",
-            arguments={
-                **_replication_arguments(config),
-                "replica_identity_full": list(db.replica_identity_full),
-                "pg_bin_dir": db.pg_bin_dir,
-            },
+            arguments={**_replication_arguments(config), **_schema_copy_arguments(config)},
         ),
         Step(
             "preflight.check_redis",
@@ -335,6 +331,13 @@ def forward_replication_arguments(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def _schema_copy_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """What the schema copy runs with (pg_dump's directory, the tables it may set REPLICA IDENTITY
+    FULL): the preflight checks the same."""
+    db = config.database
+    return {"replica_identity_full": list(db.replica_identity_full), "pg_bin_dir": db.pg_bin_dir}
+
+
 def _poolers(config: MigrationConfig) -> list[dict[str, str]]:
     return [
         {"name": p.name, "admin_conn_id": p.admin_conn_id, "database": p.database}
@@ -371,11 +374,7 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
                 f"{source}: schema pyairtable_migration (switchover markers)",
             ),
             operator="pyairtable_migration.operators.database.CopySchemaOperator",
-            arguments={
-                **before_switchover,
-                "replica_identity_full": list(db.replica_identity_full),
-                "pg_bin_dir": db.pg_bin_dir,
-            },
+            arguments={**before_switchover, **_schema_copy_arguments(config)},
         ),
         Step(
             "database.create_publication",

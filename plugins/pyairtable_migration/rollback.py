@@ -125,7 +125,7 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
         for dependency in config.services[name].depends_on:
             if dependency in ids:
                 plan.edges.add((ids[name], ids[dependency]))
-    database = plan.add(
+    database = plan.chain(
         Step(
             "database.repoint_poolers",
             "pause the pooler(s), wait until the source has the target's writes, sync sequences, "
@@ -136,9 +136,7 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
             ),
             operator="pyairtable_migration.operators.switchover.RollbackDatabaseOperator",
             arguments={**switchover_arguments(config), **undoing("switchover")},
-        )
-    )
-    stop_forward = plan.add(
+        ),
         Step(
             "database.drop_forward_replication",
             f"drop subscription {db.subscription} and publication {db.publication}: no replication is "
@@ -149,9 +147,7 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
             ),
             operator="pyairtable_migration.operators.database.DropForwardReplicationOperator",
             arguments={**forward_replication_arguments(config), **undoing("database")},
-        )
-    )
-    redis_step = plan.add(
+        ),
         Step(
             "redis.rollback",
             "if the target carries the switch marker: the source takes the target's keys "
@@ -172,15 +168,13 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
                 "timeout_seconds": redis.sync_timeout_seconds,
                 **undoing("switchover"),
             },
-        )
-    )
+        ),
+    )[0]
     services_roots, services_leaves = plan.phase_roots_and_leaves("services")
     plan.edges.update((traffic, root) for root in services_roots)
     plan.edges.update((leaf, database) for leaf in services_leaves)
     if not services_roots:
         plan.edges.add((traffic, database))
-    plan.edges.add((database, stop_forward))
-    plan.edges.add((stop_forward, redis_step))
     return plan
 
 
