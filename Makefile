@@ -73,7 +73,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy plugins lab dags tests benchmarks
 
-test: bootstrap lint typecheck
+# Lint and the type check side by side (two cores), then the suite.
+test: bootstrap
+	@$(MAKE) --no-print-directory -j2 lint typecheck
 	$(BIN)/python -m tests.parallel
 
 plan: $(VENV)/.installed
