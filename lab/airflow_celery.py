@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import secrets
 import signal
@@ -44,6 +45,7 @@ from lab.processes import (
     wait_until_answers,
     write_private,
 )
+from lab.redis_lab import answers_ping
 from lab.settings import REPO_ROOT, LabSettings, free_ports
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -93,6 +95,10 @@ def airflow_settings(deployment: Deployment) -> dict[str, str]:
         # A worker may notice its task exited only after this many seconds (default 5); a task that
         # deferred meanwhile can have its trigger fire first and be failed (apache/airflow#66374).
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # Each Celery worker imports the project's modules once; the task processes it forks inherit them.
+        "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps(
+            {"imports": ["pyairtable_migration.worker_preload"]}
+        ),
     }
 
 
@@ -263,13 +269,9 @@ class Broker(Component):
         write_private(self.config_path(settings), f"requirepass {self.password}\n")
 
     def probe(self, settings: LabSettings) -> bool:
-        client = redis.Redis(host=settings.host, port=self.port, password=self.password, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers_ping(
+            redis.Redis(host=settings.host, port=self.port, password=self.password, socket_timeout=1)
+        )
 
 
 # --- the deployment -------------------------------------------------------------------------------
