@@ -49,7 +49,7 @@ def test_responder_breaks():
     dag.test(logical_date=when, run_after=when)
 
 
-@pytest.mark.timeout(10)
+@pytest.mark.timeout(20)
 def test_nobody_answers():
     approval_dag("watchdog_drill_unanswered").test()
 
@@ -123,7 +123,7 @@ def test_a_failing_helper_thread_fails_its_test_at_once_with_its_exception(drill
 def test_an_unanswered_approval_ends_at_the_bound_instead_of_waiting_forever(drills: str) -> None:
     line = summary_line(drills, "test_nobody_answers")
     assert line.startswith("FAILED") and "TestTimedOut" in line, line
-    assert "test_drills.py::test_nobody_answers ran past its 10 s bound" in drills
+    assert "test_drills.py::test_nobody_answers ran past its 20 s bound" in drills
 
 
 def test_the_responder_answers_its_own_run(drills: str) -> None:
