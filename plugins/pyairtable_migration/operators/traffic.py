@@ -79,14 +79,18 @@ class Route53Targets:
 
     def _init_targets(
         self,
+        *,
         aws_conn_id: str,
         hosted_zone: str,
         records: Sequence[str],
         staging_set_identifier: str,
         production_set_identifier: str,
-        region_name: str | None,
-        insync_timeout_seconds: float,
-    ) -> None:
+        region_name: str | None = None,
+        insync_timeout_seconds: float = 600.0,
+        **others: Any,
+    ) -> dict[str, Any]:
+        """Keep the Route53 arguments (the one list of them) and return the others, for the
+        operator's own base."""
         self.aws_conn_id = aws_conn_id
         self.hosted_zone = hosted_zone
         self.records = list(records)
@@ -94,6 +98,7 @@ class Route53Targets:
         self.production_set_identifier = production_set_identifier
         self.region_name = region_name
         self.insync_timeout_seconds = insync_timeout_seconds
+        return others
 
     def route53(self) -> Route53WeightsHook:
         from pyairtable_migration.hooks.route53 import Route53WeightsHook
@@ -209,28 +214,8 @@ class TrafficOperator(Route53Targets, MigrationOperator):
     operator_extra_links: Collection[BaseOperatorLink] = (HostedZoneLink(),)
     ui_color = "#fde9c9"
 
-    def __init__(
-        self,
-        *,
-        aws_conn_id: str,
-        hosted_zone: str,
-        records: Sequence[str],
-        staging_set_identifier: str,
-        production_set_identifier: str,
-        region_name: str | None = None,
-        insync_timeout_seconds: float = 600.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._init_targets(
-            aws_conn_id,
-            hosted_zone,
-            records,
-            staging_set_identifier,
-            production_set_identifier,
-            region_name,
-            insync_timeout_seconds,
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**self._init_targets(**kwargs))
 
     def finish_once_insync(
         self, summary: dict[str, Any], change_id: str | None, hold_seconds: float = 0.0
@@ -599,37 +584,17 @@ class TrafficApprovalOperator(Route53Targets, MigrationApprovalOperator):
     template_fields: Sequence[str] = (*ApprovalOperator.template_fields, *ROUTE53_FIELDS, "weight")
     operator_extra_links = (HostedZoneLink(),)
 
-    def __init__(
-        self,
-        *,
-        weight: int,
-        aws_conn_id: str,
-        hosted_zone: str,
-        records: Sequence[str],
-        staging_set_identifier: str,
-        production_set_identifier: str,
-        region_name: str | None = None,
-        insync_timeout_seconds: float = 600.0,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, weight: int, **kwargs: Any) -> None:
+        kwargs = self._init_targets(**kwargs)
         kwargs.setdefault("subject", f"Shift {weight} % of PyAirtable traffic to production?")
         kwargs.setdefault(
             "body",
             f"Every earlier weight step passed its gate. **Approve** sets production to {weight} % "
-            f"on {', '.join(records)}. **Reject** puts all traffic back on staging "
-            f"({production_set_identifier} 0 / {staging_set_identifier} 100) and stops the cutover.",
+            f"on {', '.join(self.records)}. **Reject** puts all traffic back on staging "
+            f"({self.describe_weights(0)}) and stops the cutover.",
         )
         super().__init__(**kwargs)
         self.weight = weight
-        self._init_targets(
-            aws_conn_id,
-            hosted_zone,
-            records,
-            staging_set_identifier,
-            production_set_identifier,
-            region_name,
-            insync_timeout_seconds,
-        )
 
     def plan_summary(self) -> dict[str, Any]:
         return {"mode": "plan", "weight": self.weight}
