@@ -373,43 +373,34 @@ class Validator:
 
     # --- row level ------------------------------------------------------------------------------
     def _rows(self, side: str, difference: Difference, rechecking: bool) -> Any:
+        """The rows that make `difference` differ on `side`: key -> row hash, or, for a table
+        without a key, the multiset of row hashes."""
         shape = self._shape_cache[difference.table]
+        name, parts, parameters = self._row_statement(shape, difference, rechecking)
         with self.sessions.cursor(side) as cursor:
-            key = shape.integer_key
-            if key and rechecking:
-                cursor.execute(
-                    statement(
-                        "validation_key_rows", key=key, row_hash=shape.row_hash, table=shape.table.identifier
-                    ),
-                    {"keys": list(difference.keys)},
-                )
-                return dict(cursor.fetchall())
-            if key:
-                cursor.execute(
-                    statement(
-                        "validation_range_rows",
-                        key=key,
-                        row_hash=shape.row_hash,
-                        table=shape.table.identifier,
-                    ),
-                    {"low": difference.low, "high": difference.high},
-                )
-                return dict(cursor.fetchall())
-            if shape.key_columns:
-                columns = sql.SQL(", ").join(sql.Identifier(c) for c in shape.key_columns)
-                cursor.execute(
-                    statement(
-                        "validation_keyed_rows",
-                        keys=columns,
-                        row_hash=shape.row_hash,
-                        table=shape.table.identifier,
-                    )
-                )
-                return dict(cursor.fetchall())
             cursor.execute(
-                statement("validation_row_hashes", row_hash=shape.row_hash, table=shape.table.identifier)
+                statement(name, row_hash=shape.row_hash, table=shape.table.identifier, **parts), parameters
             )
-            return Counter(row[0] for row in cursor.fetchall())
+            rows = cursor.fetchall()
+        if shape.integer_key or shape.key_columns:
+            return dict(rows)
+        return Counter(row[0] for row in rows)
+
+    @staticmethod
+    def _row_statement(
+        shape: TableShape, difference: Difference, rechecking: bool
+    ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        """Which statement reads those rows, by the table's key: its name, its parts besides the
+        row hash and the table, and its parameters."""
+        key = shape.integer_key
+        if key and rechecking:
+            return "validation_key_rows", {"key": key}, {"keys": list(difference.keys)}
+        if key:
+            return "validation_range_rows", {"key": key}, {"low": difference.low, "high": difference.high}
+        if shape.key_columns:
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in shape.key_columns)
+            return "validation_keyed_rows", {"keys": columns}, None
+        return "validation_row_hashes", {}, None
 
     def _row_diffs(self, differences: Sequence[Difference], rechecking: bool) -> list[Difference]:
         results = []
