@@ -13,7 +13,8 @@ import asyncio
 import inspect
 from abc import abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar, dataclass_transform
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -22,8 +23,13 @@ class MigrationTrigger(BaseTrigger):
     """A trigger serialized as its constructor's parameters, each read back from its attribute.
 
     The triggerer re-creates a trigger as `cls(**kwargs)`: with the constructor as the one list of
-    those kwargs, serialize() cannot drift from it.
+    those kwargs, serialize() cannot drift from it. Declared with `trigger_fields`, the constructor
+    is the trigger's fields.
     """
+
+    def __post_init__(self) -> None:
+        """BaseTrigger's own state, for a constructor that `trigger_fields` generated."""
+        super().__init__()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         parameters = inspect.signature(type(self)).parameters
@@ -31,6 +37,17 @@ class MigrationTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {name: getattr(self, name) for name in parameters},
         )
+
+
+TriggerT = TypeVar("TriggerT", bound=MigrationTrigger)
+
+
+@dataclass_transform(kw_only_default=True)
+def trigger_fields(cls: type[TriggerT]) -> type[TriggerT]:
+    """Declare a trigger's parameters once, as annotated fields: its keyword-only constructor and
+    its attributes follow, and serialize() with them. Shown and compared as a trigger still
+    (BaseTrigger's repr; by identity), not as a dataclass."""
+    return dataclass(kw_only=True, eq=False, repr=False)(cls)
 
 
 class PollingTrigger(MigrationTrigger):

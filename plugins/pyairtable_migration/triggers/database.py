@@ -26,7 +26,7 @@ from pyairtable_migration.hooks.database import (
     table_states,
 )
 from pyairtable_migration.hooks.redis_hook import MigrationRedisHook, replication_state
-from pyairtable_migration.triggers.base import PollingTrigger, failure, success
+from pyairtable_migration.triggers.base import PollingTrigger, failure, success, trigger_fields
 
 STATE_NAMES = {"i": "waiting", "d": "copying", "f": "copied", "s": "catching up", "r": "ready"}
 
@@ -41,7 +41,7 @@ RESUMES_PER_TRANSACTION = 2
 class DisabledSubscriptionHandler:
     """Decides, each time the subscription is found disabled, whether to resume it or to fail."""
 
-    def __init__(self, trigger: InitialSyncTrigger | ReplicationLagTrigger) -> None:
+    def __init__(self, trigger: SubscriptionTrigger) -> None:
         self.trigger = trigger
         self.source = MigrationPostgresHook(trigger.source_conn_id)
         self.target = MigrationPostgresHook(trigger.target_conn_id)
@@ -79,26 +79,23 @@ class DisabledSubscriptionHandler:
         return None
 
 
-class InitialSyncTrigger(PollingTrigger):
+@trigger_fields
+class SubscriptionTrigger(PollingTrigger):
+    """Base of the waits on the target's subscription to the source's publication, which both
+    watch for the subscription being disabled (DisabledSubscriptionHandler)."""
+
+    source_conn_id: str
+    target_conn_id: str
+    subscription: str
+    publication: str
+
+
+@trigger_fields
+class InitialSyncTrigger(SubscriptionTrigger):
     """Waits until every table of `subscription` is in state r (ready), logging done / total."""
 
-    def __init__(
-        self,
-        *,
-        source_conn_id: str,
-        target_conn_id: str,
-        subscription: str,
-        publication: str,
-        timeout_seconds: float,
-        poll_seconds: float = 2.0,
-    ) -> None:
-        super().__init__()
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.subscription = subscription
-        self.publication = publication
-        self.timeout_seconds = timeout_seconds
-        self.poll_seconds = poll_seconds
+    timeout_seconds: float
+    poll_seconds: float = 2.0
 
     def sample(self) -> dict[str, Any]:
         target = MigrationPostgresHook(self.target_conn_id)
@@ -170,32 +167,16 @@ class InitialSyncTrigger(PollingTrigger):
                 return
 
 
-class ReplicationLagTrigger(PollingTrigger):
+@trigger_fields
+class ReplicationLagTrigger(SubscriptionTrigger):
     """Passes once the slot's lag (current WAL vs confirmed flush) is below the threshold for
     `lag_consecutive_samples` samples in a row; fails at once on a disabled subscription or new
     apply errors. Arguments are named as in the config (database.lag_*)."""
 
-    def __init__(
-        self,
-        *,
-        source_conn_id: str,
-        target_conn_id: str,
-        subscription: str,
-        publication: str,
-        lag_threshold_bytes: int,
-        lag_consecutive_samples: int,
-        lag_sample_seconds: float,
-        lag_timeout_seconds: float,
-    ) -> None:
-        super().__init__()
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.subscription = subscription
-        self.publication = publication
-        self.lag_threshold_bytes = lag_threshold_bytes
-        self.lag_consecutive_samples = lag_consecutive_samples
-        self.lag_sample_seconds = lag_sample_seconds
-        self.lag_timeout_seconds = lag_timeout_seconds
+    lag_threshold_bytes: int
+    lag_consecutive_samples: int
+    lag_sample_seconds: float
+    lag_timeout_seconds: float
 
     def sample(self) -> dict[str, Any]:
         target = MigrationPostgresHook(self.target_conn_id)
@@ -277,17 +258,14 @@ class ReplicationLagTrigger(PollingTrigger):
                 return
 
 
+@trigger_fields
 class RedisCatchUpTrigger(PollingTrigger):
     """Waits until the target Redis replicates the source with its offset at the source's."""
 
-    def __init__(
-        self, *, source_conn_id: str, target_conn_id: str, timeout_seconds: float, poll_seconds: float = 0.5
-    ) -> None:
-        super().__init__()
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.timeout_seconds = timeout_seconds
-        self.poll_seconds = poll_seconds
+    source_conn_id: str
+    target_conn_id: str
+    timeout_seconds: float
+    poll_seconds: float = 0.5
 
     def sample(self) -> dict[str, Any]:
         source_hook = MigrationRedisHook(self.source_conn_id)

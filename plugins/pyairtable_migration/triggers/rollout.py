@@ -17,30 +17,20 @@ from datetime import UTC, datetime
 from airflow.triggers.base import TriggerEvent
 
 from pyairtable_migration.kubernetes.bluegreen import RolloutStatus, describe_pods
-from pyairtable_migration.triggers.base import OK, MigrationTrigger, success
+from pyairtable_migration.triggers.base import OK, MigrationTrigger, success, trigger_fields
 
 
+@trigger_fields
 class DeploymentRolloutTrigger(MigrationTrigger):
     """Fires once: `{"status": "ok" | "failed" | "error", "message": ..., "rollout": {...}, "seconds": ...}`
     ("error": the API could not be read, worth a retry)."""
 
-    def __init__(
-        self,
-        *,
-        kubernetes_conn_id: str,
-        namespace: str,
-        deployment: str,
-        pod_selector: str,
-        progress_deadline_seconds: float = 600,
-        poll_seconds: float = 2,
-    ) -> None:
-        super().__init__()
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.namespace = namespace
-        self.deployment = deployment
-        self.pod_selector = pod_selector
-        self.progress_deadline_seconds = progress_deadline_seconds
-        self.poll_seconds = poll_seconds
+    kubernetes_conn_id: str
+    namespace: str
+    deployment: str
+    pod_selector: str
+    progress_deadline_seconds: float = 600
+    poll_seconds: float = 2
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # The Kubernetes libraries load here, on the triggerer, not where the DAG is parsed.
@@ -112,15 +102,14 @@ class DeploymentRolloutTrigger(MigrationTrigger):
         )
 
 
+@trigger_fields
 class RollbackWindowTrigger(MigrationTrigger):
     """Fires at `until` (ISO 8601, with offset): the end of the window in which the old color stays up.
 
     Sleeps the exact remaining time (not in whole seconds), so short windows in drills stay short.
     """
 
-    def __init__(self, *, until: str) -> None:
-        super().__init__()
-        self.until = until
+    until: str
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         end = datetime.fromisoformat(self.until)
