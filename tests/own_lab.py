@@ -1,8 +1,9 @@
 """What the test modules that run a lab of their own share: starting it, and moving its pooler.
 
-The database and backup tests each start some lab components on free ports with their own data
-directory (so repointing the pooler or dropping the target breaks no other module), and each
-moves PgBouncer's one [databases] line between the clusters the way the switchover does.
+The database, backup and traffic tests each start some lab components on free ports with their
+own data directory (so repointing the pooler, dropping the target or moving DNS weights breaks no
+other module); the database and backup tests move PgBouncer's one [databases] line between the
+clusters the way the switchover does.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from lab.supervisor import down, start_component
 
 
 @contextlib.contextmanager
-def running_lab(prefix: str, records: int, components: Iterable[str]) -> Iterator[LabSettings]:
-    """Start `components` on a throwaway lab seeded with `records` rows, its Airflow connections
-    in os.environ; purged on the way out, whatever the test did."""
+def running_lab(
+    prefix: str, components: Iterable[str], *, records: int | None = None
+) -> Iterator[LabSettings]:
+    """Start `components` on a throwaway lab (its databases seeded with `records` rows when given),
+    its Airflow connections in os.environ; purged on the way out, whatever the test did."""
     settings = LabSettings.throwaway(prefix)
-    state = State(settings)
-    state.seed["records"] = records
-    state.save()
+    if records is not None:
+        state = State(settings)
+        state.seed["records"] = records
+        state.save()
     try:
         for name in components:
             start_component(name, settings)

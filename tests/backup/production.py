@@ -70,7 +70,7 @@ def _copy_staging_to_production(settings: LabSettings) -> None:
 
 @contextlib.contextmanager
 def running_production(records: int) -> Iterator[Production]:
-    with running_lab("pyairtable-backup-test-", records, COMPONENTS) as settings:
+    with running_lab("pyairtable-backup-test-", COMPONENTS, records=records) as settings:
         production = Production(settings, backup_settings(settings))
         try:
             _copy_staging_to_production(settings)

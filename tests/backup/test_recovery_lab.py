@@ -8,6 +8,7 @@ computed on production itself: every row whose inserting transaction did not com
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -70,25 +71,18 @@ def hashes(connection: Any, query: sql.SQL, target: datetime | None = None) -> d
 
 
 def recover(production: Production, target: datetime, run_id: str) -> dict[str, Any]:
-    params = {"target_time": target.isoformat()}
-    checked = run(CheckRecoveryTargetOperator, production.backup, run_id=run_id, params=params)
-    restored = run(
+    """The recovery DAG's three tasks, one after the other, in one run."""
+    in_run = functools.partial(
+        run, backup=production.backup, run_id=run_id, params={"target_time": target.isoformat()}
+    )
+    checked = in_run(CheckRecoveryTargetOperator)
+    restored = in_run(
         PointInTimeRestoreOperator,
-        production.backup,
-        run_id=run_id,
-        params=params,
         xcoms={"check_target": checked},
         check_task_id="check_target",
         poll_seconds=0.5,
     )
-    report = run(
-        RecoveryReportOperator,
-        production.backup,
-        run_id=run_id,
-        params=params,
-        xcoms={"restore": restored},
-        restore_task_id="restore",
-    )
+    report = in_run(RecoveryReportOperator, xcoms={"restore": restored}, restore_task_id="restore")
     return {"checked": checked, "restored": restored, "report": report}
 
 

@@ -193,7 +193,7 @@ class Pair:
 @contextlib.contextmanager
 def running_pair(records: int) -> Iterator[Pair]:
     """Start the pair (seeded with `records` rows), its Airflow connections in os.environ."""
-    with running_lab("pyairtable-db-test-", records, COMPONENTS) as settings:
+    with running_lab("pyairtable-db-test-", COMPONENTS, records=records) as settings:
         yield Pair(settings, records)
 
 

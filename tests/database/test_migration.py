@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
 from tests.database.pair import Pair
-from tests.database.runner import operator_for, rollback_operator, run
+from tests.database.runner import POSTGRES_STEPS, operator_for, rollback_operator, run, run_fast
 
 pytestmark = pytest.mark.lab
 
@@ -38,18 +38,10 @@ DB_RATE = 500
 PHASE = [
     "preflight.check_database",
     "preflight.check_redis",
-    "database.copy_schema",
-    "database.create_publication",
-    "database.create_subscription",
-    "database.wait_initial_sync",
-    "database.build_deferred_indexes",
-    "database.lag_gate",
-    "database.validate_data",
+    *POSTGRES_STEPS,
     "database.sync_redis",
     "database.validate_redis",
 ]
-# A quicker gate than production's 5 samples 2 s apart; the rule is the same.
-FAST_GATE = {"lag_sample_seconds": 0.5, "lag_consecutive_samples": 3}
 
 
 class Load:
@@ -81,12 +73,6 @@ def load(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Load]
         pair.reset()
 
 
-def task(config: MigrationConfig, task_id: str, **arguments: Any) -> Any:
-    if task_id == "database.lag_gate":
-        arguments = {**FAST_GATE, **arguments}
-    return run(operator_for(config, task_id, **arguments), config)
-
-
 def assert_no_failed_transaction(load: Load) -> None:
     report = load.report()
     assert report["db_failures"] == 0, report["db_errors"]
@@ -104,7 +90,7 @@ def test_database_phase_replicates_everything_under_load(
     pair: Pair, config: MigrationConfig, load: Load, capfd: pytest.CaptureFixture[str]
 ) -> None:
     started = load.report()["db_commits"]
-    results = {task_id: task(config, task_id) for task_id in PHASE}
+    results = {task_id: run_fast(config, task_id) for task_id in PHASE}
     # No password in any log line or XCom summary (CREATE SUBSCRIPTION's conninfo holds one).
     output = capfd.readouterr()
     assert "Target: created subscription" in output.out + output.err
@@ -134,7 +120,7 @@ def test_database_phase_replicates_everything_under_load(
 def test_every_task_runs_again_without_error_or_duplicate(
     pair: Pair, config: MigrationConfig, load: Load
 ) -> None:
-    again = {task_id: task(config, task_id) for task_id in PHASE}
+    again = {task_id: run_fast(config, task_id) for task_id in PHASE}
     assert again["database.copy_schema"]["copied"] is False
     assert again["database.create_publication"]["action"] == "verified"
     assert again["database.create_publication"]["replica_identity_changes"] == []
@@ -166,7 +152,7 @@ def test_validation_names_changed_missing_and_extra_rows(
     pair.execute("target", "INSERT INTO records (id, table_id, data) VALUES (%s, 1, '{}')", (extra,))
     pair.execute("target", "UPDATE \"Record Comments\" SET body = body || '!' WHERE id = 77")
     with pytest.raises(AirflowFailException) as failure:
-        task(config, "database.validate_data")
+        run_fast(config, "database.validate_data")
     message = str(failure.value)
     assert "4 difference(s) persist" in message, message
     assert (
@@ -193,7 +179,7 @@ def test_validation_names_changed_missing_and_extra_rows(
     pair.execute("target", "DELETE FROM records WHERE id = %s", (extra,))
     body = pair.query("source", 'SELECT body FROM "Record Comments" WHERE id = 77')[0][0]
     pair.execute("target", 'UPDATE "Record Comments" SET body = %s WHERE id = 77', (body,))
-    assert task(config, "database.validate_data")["passed"] is True
+    assert run_fast(config, "database.validate_data")["passed"] is True
 
 
 def test_quoted_identifiers_with_capitals_and_spaces_replicate(
@@ -219,7 +205,7 @@ def test_quoted_identifiers_with_capitals_and_spaces_replicate(
         "Comments\"'::regclass",
     )
     assert states == [('"Record Comments"', "r")]
-    assert task(config, "database.validate_data", tables=['public."Record Comments"'])["tables"] == 1
+    assert run_fast(config, "database.validate_data", tables=['public."Record Comments"'])["tables"] == 1
 
 
 def test_conflicting_row_fails_the_lag_gate_with_table_lsn_and_remedy(
@@ -233,7 +219,7 @@ def test_conflicting_row_fails_the_lag_gate_with_table_lsn_and_remedy(
         "source", 'INSERT INTO records (id, table_id, data) VALUES (%s, 1, \'{"on": "source"}\')', (conflict,)
     )
     with pytest.raises(AirflowFailException) as failure:
-        task(config, "database.lag_gate")
+        run_fast(config, "database.lag_gate")
     message = str(failure.value)
     assert "subscription pyairtable_migration on the target" in message and "is disabled" in message
     assert f"INSERT INTO public.records (id={conflict})" in message
@@ -250,9 +236,9 @@ def test_conflicting_row_fails_the_lag_gate_with_table_lsn_and_remedy(
     # The lossless remedy: remove the conflicting row on the target, enable; replication catches up.
     pair.execute("target", "DELETE FROM records WHERE id = %s", (conflict,))
     pair.execute("target", "ALTER SUBSCRIPTION pyairtable_migration ENABLE")
-    assert task(config, "database.lag_gate")["passed"] is True
+    assert run_fast(config, "database.lag_gate")["passed"] is True
     assert pair.query("target", "SELECT data->>'on' FROM records WHERE id = %s", (conflict,)) == [("source",)]
-    assert task(config, "database.validate_data")["passed"] is True
+    assert run_fast(config, "database.validate_data")["passed"] is True
     assert_no_failed_transaction(load)
 
 
@@ -268,7 +254,7 @@ def test_a_switchover_that_cannot_pause_in_time_aborts_cleanly(
     try:
         started = time.monotonic()
         with pytest.raises(AirflowFailException, match="switchover aborted cleanly") as failure:
-            task(config, "switchover.switch_database", timeout_seconds=2)
+            run_fast(config, "switchover.switch_database", timeout_seconds=2)
         # The held transaction never ends: returning at all means the timeout withdrew the switch.
         assert time.monotonic() - started < 60
     finally:
@@ -296,7 +282,7 @@ def test_a_column_added_on_the_source_after_the_copy_stops_the_switchover(
     pair.execute("source", 'ALTER TABLE workspaces ADD COLUMN "Billing Plan" text')
     try:
         with pytest.raises(AirflowFailException, match="schema drift") as failure:
-            task(config, "switchover.switch_database")
+            run_fast(config, "switchover.switch_database")
     finally:
         pair.execute("source", 'ALTER TABLE workspaces DROP COLUMN "Billing Plan"')
     assert (
@@ -311,11 +297,11 @@ def test_a_column_added_on_the_source_after_the_copy_stops_the_switchover(
 
 def test_switchover_under_load_loses_nothing(pair: Pair, config: MigrationConfig, load: Load) -> None:
     with pytest.raises(AirflowSkipException, match="require_approvals=false"):
-        task(config, "switchover.approve")
+        run_fast(config, "switchover.approve")
     assert run(operator_for(config, "switchover.approve"), config, mode="plan") == {"mode": "plan"}
     load.generator.reset_longest_gap()
     before = load.report()["db_commits"]
-    summary = task(config, "switchover.switch_database")
+    summary = run_fast(config, "switchover.switch_database")
     assert summary["changed"] is True and summary["writers_on"] == "target"
     assert 0 < summary["write_stall_ms"] < 5_000
     assert summary["sequences_moved"] >= 9
@@ -333,10 +319,10 @@ def test_switchover_under_load_loses_nothing(pair: Pair, config: MigrationConfig
     assert pair.subscriptions("target") == []
     assert pair.slots("source") == [] and pair.slots("target") == ["pyairtable_rollback"]
     # Redis is promoted; both then run again and change nothing.
-    assert task(config, "switchover.switch_redis")["changed"] is True
+    assert run_fast(config, "switchover.switch_redis")["changed"] is True
     assert pair.redis("target").info("replication")["role"] == "master"
-    assert task(config, "switchover.switch_database") == {"changed": False, "writers_on": "target"}
-    assert task(config, "switchover.switch_redis")["changed"] is False
+    assert run_fast(config, "switchover.switch_database") == {"changed": False, "writers_on": "target"}
+    assert run_fast(config, "switchover.switch_redis")["changed"] is False
 
 
 def test_rollback_under_load_keeps_every_write_made_on_the_target(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ from pyairtable_migration.hooks.prometheus import PrometheusHook
 from pyairtable_migration.hooks.route53 import RecordsNotFound
 from pyairtable_migration.operators.traffic import ShiftTrafficOperator
 from tests.database.pair import Pair
-from tests.database.runner import operator_for, run, run_task
-from tests.database.test_migration import FAST_GATE, wait_until
+from tests.database.runner import run_fast, run_task
+from tests.database.test_migration import wait_until
 from tests.traffic.driver import first_event, make_context, run_operator
 from tests.traffic.lablib import CONFIG, PRODUCTION, STAGING, cutover_config, load, set_dns
 from tests.traffic.test_cutover_lab import TTL, dns_now
@@ -53,14 +53,16 @@ BAKE = 6
 # --- 1. the source PostgreSQL restarts during the initial copy --------------------------------------
 
 
+def target_count(pair: Pair, query: str, name: str) -> int:
+    """The count `query` reads on the target for `name` (its one parameter); 0 when it finds no row."""
+    rows = pair.query("target", query, (name,))
+    return int(rows[0][0]) if rows else 0
+
+
 def copied_rows(pair: Pair, table: str) -> int:
     """Rows the target's initial copy of `table` has read so far (0 when no copy is running)."""
-    rows = pair.query(
-        "target",
-        "SELECT tuples_processed FROM pg_stat_progress_copy WHERE relid = to_regclass(%s)",
-        (table,),
-    )
-    return int(rows[0][0]) if rows else 0
+    query = "SELECT tuples_processed FROM pg_stat_progress_copy WHERE relid = to_regclass(%s)"
+    return target_count(pair, query, table)
 
 
 def sync_states(pair: Pair) -> dict[str, str]:
@@ -68,12 +70,8 @@ def sync_states(pair: Pair) -> dict[str, str]:
 
 
 def sync_errors(pair: Pair, subscription: str) -> int:
-    rows = pair.query(
-        "target",
-        "SELECT sync_error_count FROM pg_stat_subscription_stats WHERE subname = %s",
-        (subscription,),
-    )
-    return int(rows[0][0]) if rows else 0
+    query = "SELECT sync_error_count FROM pg_stat_subscription_stats WHERE subname = %s"
+    return target_count(pair, query, subscription)
 
 
 @pytest.fixture
@@ -121,7 +119,7 @@ def test_replication_resumes_by_itself_after_a_source_restart_during_the_initial
         # The restart's lost connections disabled the subscription (disable_on_error); the wait
         # found no conflicting row and enabled it again by itself.
         assert pair.query("target", "SELECT subenabled FROM pg_subscription") == [(True,)]
-        assert run(operator_for(config, "database.lag_gate", **FAST_GATE), config)["passed"] is True
+        assert run_fast(config, "database.lag_gate")["passed"] is True
         # Writers reconnected through PgBouncer and keep committing after the restart.
         wait_until(
             lambda: load_generator.report()["db_commits"] > commits_at_restart + DB_RATE,
@@ -243,21 +241,23 @@ def run_with_fault_before_the_bake(
     raise AssertionError("the step did not defer to its gate")
 
 
-def step_to_50_from_25(traffic_lab: LabSettings) -> tuple[ShiftTrafficOperator, dict[str, Any]]:
-    """Production at 25 %, and the 50 % step rendered for a bake of BAKE seconds."""
+@contextlib.contextmanager
+def step_to_50_under_load(traffic_lab: LabSettings) -> Iterator[tuple[ShiftTrafficOperator, dict[str, Any]]]:
+    """Production at 25 %, and the 50 % step rendered for a bake of BAKE seconds; inside, load runs
+    through the edge and Prometheus already answers the step's gate queries."""
     set_dns(traffic_lab, production=25, ttl=TTL)
     step = shift_step(50)
     context = make_context(bake_seconds=BAKE)
     step.render_template_fields(context)  # type: ignore[arg-type]
-    return step, context
+    with load(traffic_lab, rate=RATE):
+        wait_for_gate_data(step)
+        yield step, context
 
 
 def test_prometheus_down_while_a_step_bakes_fails_the_gate_safe_and_a_clear_passes_once_it_is_back(
     traffic_lab: LabSettings,
 ) -> None:
-    step, context = step_to_50_from_25(traffic_lab)
-    with load(traffic_lab, rate=RATE):
-        wait_for_gate_data(step)
+    with step_to_50_under_load(traffic_lab) as (step, context):
         try:
             with pytest.raises(AirflowFailException) as failed:
                 run_with_fault_before_the_bake(
@@ -291,9 +291,7 @@ def gate_queries_answered(settings: LabSettings) -> float:
 def test_prometheus_lost_after_the_bakes_first_sample_still_fails_the_gate_safe(
     traffic_lab: LabSettings,
 ) -> None:
-    step, context = step_to_50_from_25(traffic_lab)
-    with load(traffic_lab, rate=RATE):
-        wait_for_gate_data(step)
+    with step_to_50_under_load(traffic_lab) as (step, context):
         before = gate_queries_answered(traffic_lab)
         stop = threading.Event()
 

@@ -1,6 +1,8 @@
 """Lab fixtures: one running lab per test session, shared by every module that needs one.
 
-Modules outside tests/lab import them (`from tests.lab.conftest import lab  # noqa: F401`).
+Modules outside tests/lab import them (`from tests.lab.conftest import lab  # noqa: F401`); `core`
+and `apps` serve whichever API server `kube_api` reaches (the services tests and the Kubernetes
+emulator tests override it with an emulator of their own).
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def kube_api(lab: LabSettings) -> Iterator[k8s.ApiClient]:
     """A kubernetes client for the lab's API server, built from .lab/kubeconfig as Airflow builds it."""
     with k8s_config.new_client_from_config(config_file=str(kubeconfig_path(lab))) as api:
         yield api
+
+
+@pytest.fixture
+def core(kube_api: k8s.ApiClient) -> k8s.CoreV1Api:
+    """The core API through `kube_api` (a module with an API server of its own overrides `kube_api`)."""
+    return k8s.CoreV1Api(kube_api)
+
+
+@pytest.fixture
+def apps(kube_api: k8s.ApiClient) -> k8s.AppsV1Api:
+    """The apps API through `kube_api`."""
+    return k8s.AppsV1Api(kube_api)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lab.kube import POD_PORT_ANNOTATION, IngressRoute, KubeEmulator
-from tests.services.support import wait_for, write_kubeconfig
+from tests.services.support import emulator_client, free_port, wait_for, write_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INGRESS_NAMESPACE = "kube-test-ingress"
@@ -35,12 +34,6 @@ READY_DELAY_SECONDS = 0.2
 _namespace_numbers = itertools.count()
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +48,9 @@ def kube_emulator() -> Iterator[KubeEmulator]:
 
 
 @pytest.fixture(scope="module")
-def kube_client(kube_emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
-    """A client built from a kubeconfig file, the way the Airflow connection builds one."""
-    kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", kube_emulator.url)
-    return config.new_client_from_config(config_file=str(kubeconfig))
-
-
-@pytest.fixture
-def core(kube_client: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_client)
-
-
-@pytest.fixture
-def apps(kube_client: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube_client)
+def kube_api(kube_emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
+    """The emulator's client, in place of the lab's: `core` and `apps` (tests/lab/conftest.py) use it."""
+    return emulator_client(kube_emulator.url, tmp_path_factory.mktemp("kube"))
 
 
 @pytest.fixture
@@ -476,7 +458,7 @@ def test_metrics_count_requests_and_sd_lists_ready_pods(
 
 
 def test_database_routes(core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str) -> None:
-    unreachable = f"postgresql://lab@127.0.0.1:{_free_port()}/pyairtable"
+    unreachable = f"postgresql://lab@127.0.0.1:{free_port()}/pyairtable"
     behind_services(
         core,
         apps,
@@ -514,7 +496,7 @@ def test_kubectl_discovers_and_prints(
 
 
 def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
-    api_port, ingress_port = _free_port(), _free_port()
+    api_port, ingress_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -591,7 +573,7 @@ def test_pods_resolve_secret_references_without_copying_them(
     kube_emulator: KubeEmulator, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
 ) -> None:
     password = "s3cret-" + namespace
-    unreachable = f"postgresql://app:{password}@127.0.0.1:{_free_port()}/pyairtable"
+    unreachable = f"postgresql://app:{password}@127.0.0.1:{free_port()}/pyairtable"
     core.create_namespaced_secret(
         namespace,
         client.V1Secret(

@@ -8,11 +8,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from lab.kube import IngressRoute, KubeEmulator
+from tests.lab.conftest import apps, core  # noqa: F401
 from tests.services.support import (
     CONN_ENV,
+    emulator_client,
     kubernetes_connection,
     postgres_server,
     redis_server,
@@ -46,28 +48,18 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeEmulator]:
 
 
 @pytest.fixture(scope="session")
-def api(kube: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
-    kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube-test") / "config", kube.url)
-    return config.new_client_from_config(config_file=str(kubeconfig))
+def kube_api(kube: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
+    """The emulator's client, for `core` and `apps` (imported from tests/lab/conftest.py)."""
+    return emulator_client(kube.url, tmp_path_factory.mktemp("kube-test"))
 
 
-@pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def apps(api: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(api)
-
-
-def create_namespace(core: client.CoreV1Api, name: str) -> str:
+def create_namespace(core: client.CoreV1Api, name: str) -> str:  # noqa: F811
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     return name
 
 
 @pytest.fixture
-def namespace(core: client.CoreV1Api) -> Iterator[str]:
+def namespace(core: client.CoreV1Api) -> Iterator[str]:  # noqa: F811
     name = create_namespace(core, f"services-test-{next(_numbers)}")
     yield name
     core.delete_namespace(name)

@@ -21,6 +21,7 @@ import psycopg2
 import pytest
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import TaskDeferred
+from kubernetes import client, config
 
 from pyairtable_migration.operators.bluegreen import (
     BlueGreenDeployOperator,
@@ -50,6 +51,13 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         )
     )
     return path
+
+
+def emulator_client(server: str, directory: Path) -> client.ApiClient:
+    """A client for the API server at `server`, built from a kubeconfig file written in `directory`,
+    the way the Airflow connection builds one."""
+    kubeconfig = write_kubeconfig(directory / "config", server)
+    return config.new_client_from_config(config_file=str(kubeconfig))
 
 
 def kubernetes_connection(kubeconfig: Path) -> str:

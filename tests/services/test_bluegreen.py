@@ -182,32 +182,40 @@ def test_never_ready_image_fails_at_the_progress_deadline_naming_the_condition(
     assert {answer[1:] for answer in answers(core, namespace)} == {("1.0.0", "blue")}
 
 
+def failed_smoke_test(
+    web: BlueGreenService,
+    core: client.CoreV1Api,
+    namespace: str,
+    image: str,
+    tester: BlueGreenService | None = None,
+) -> str:
+    """Release 1.0.0 (blue), deploy and roll out `image` on green and smoke-test it (by `tester`,
+    `web` itself by default): the message the smoke test fails with, the Service still on blue."""
+    web.release("1.0.0")
+    web.deploy(image)
+    web.wait_rollout(image)
+    with pytest.raises(AirflowFailException) as failed:
+        (tester or web).smoke_test(image)
+    assert selector(core, namespace) == {"app": "web", "color": "blue"}
+    return str(failed.value)
+
+
 def test_5xx_image_fails_the_smoke_test_and_keeps_the_selector(
     web: BlueGreenService, core: client.CoreV1Api, namespace: str
 ) -> None:
-    web.release("1.0.0")
-    web.deploy("2.0.0-5xx")
-    web.wait_rollout("2.0.0-5xx")
-    with pytest.raises(AirflowFailException) as failed:
-        web.smoke_test("2.0.0-5xx")
-    assert f"{web.smoke_requests}/{web.smoke_requests} requests failed (HTTP [500]" in str(failed.value)
-    assert "the active Service is unchanged" in str(failed.value)
-    assert selector(core, namespace) == {"app": "web", "color": "blue"}
+    message = failed_smoke_test(web, core, namespace, "2.0.0-5xx")
+    assert f"{web.smoke_requests}/{web.smoke_requests} requests failed (HTTP [500]" in message
+    assert "the active Service is unchanged" in message
 
 
 def test_slow_image_breaching_its_slo_class_fails_with_the_measured_p95(
     web: BlueGreenService, core: client.CoreV1Api, namespace: str
 ) -> None:
-    web.release("1.0.0")
-    web.deploy("2.0.0-slow")
-    web.wait_rollout("2.0.0-slow")
-    with pytest.raises(AirflowFailException) as failed:
-        BlueGreenService(namespace, smoke_requests=3).smoke_test("2.0.0-slow")
-    message = str(failed.value)
+    tester = BlueGreenService(namespace, smoke_requests=3)
+    message = failed_smoke_test(web, core, namespace, "2.0.0-slow", tester)
     assert "breaches the business SLO of 500" in message
     p95 = float(message.split("p95 ")[1].split(" ms", maxsplit=1)[0])
     assert 800 <= p95 < 2000, message
-    assert selector(core, namespace) == {"app": "web", "color": "blue"}
 
 
 def test_clearing_and_rerunning_every_task_changes_nothing(

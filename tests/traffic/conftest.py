@@ -8,7 +8,6 @@ the test sets. The lab tests (test_cutover_lab.py) use the real Prometheus and e
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import pytest
 import requests
 
 from pyairtable_migration.hooks.route53 import Route53WeightsHook
+from tests.services.support import free_port
 
 ZONE = "pyairtable.example.com."
 RECORDS = [f"{name}.{ZONE}" for name in ("api", "app", "auth")]
@@ -34,12 +34,6 @@ AWS_CONN = "traffic_test_aws"
 PROMETHEUS_CONN = "traffic_test_prometheus"
 DOWN_PROMETHEUS_CONN = "traffic_test_prometheus_down"
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

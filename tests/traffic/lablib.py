@@ -29,13 +29,12 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from lab.connections import connections_in_environment
 from lab.kube_seed import api_client
 from lab.route53 import find_zone_id, route53_client
 from lab.settings import REPO_ROOT, LabSettings
-from lab.supervisor import down, start_component
 from lab.synthetic_graph import real_document
 from pyairtable_migration.config import MigrationConfig, ServiceNode, load_config, parse_config
+from tests.own_lab import running_lab
 
 CONFIG = load_config()
 RECORDS = list(CONFIG.dns.records)
@@ -46,18 +45,10 @@ PUBLIC_SERVICES = ("api-gateway", "web-bff", "auth-frontend")
 LAB_COMPONENTS = ("moto", "kube-api", "prometheus")
 
 
-@contextlib.contextmanager
-def private_lab() -> Iterator[LabSettings]:
+def private_lab() -> contextlib.AbstractContextManager[LabSettings]:
     """Moto, the Kubernetes emulator (staging seeded) and Prometheus, on free ports; the lab's
     Airflow connections in os.environ while it runs. Everything is stopped and purged after."""
-    settings = LabSettings.throwaway("pyairtable-traffic-lab-")
-    try:
-        for name in LAB_COMPONENTS:
-            start_component(name, settings)
-        with connections_in_environment(settings):
-            yield settings
-    finally:
-        down(settings, purge=True)
+    return running_lab("pyairtable-traffic-lab-", LAB_COMPONENTS)
 
 
 # --- DNS ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from lab.synthetic_graph import REAL_CONFIG, real_document, service, with_servic
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import load_config, parse_config
 from pyairtable_migration.operators.base import undo_reason
+from pyairtable_migration.operators.params import RUN_PARAM_NAMES
 from pyairtable_migration.plan import PHASES, build_plan, format_plan
 from pyairtable_migration.recovery import RECOVERY_DAG_ID
 from pyairtable_migration.rollback import ROLLBACK_DAG_ID
@@ -165,15 +166,8 @@ def test_plan_lists_every_step_with_what_it_touches() -> None:
 def test_trigger_form_params_are_titled_and_described() -> None:
     dag = build_migration_dag(load_config(REAL_CONFIG))
     params = dag.params
-    assert set(params) == {
-        "mode",
-        "preflight_only",
-        "require_approvals",
-        "traffic_steps",
-        "bake_seconds",
-        "watch_seconds",
-        "lag_threshold_bytes",
-    }
+    # The form holds exactly the params preflight.check_params checks and records.
+    assert set(params) == set(RUN_PARAM_NAMES)
     for name in params:
         param = params.get_param(name)
         assert param.schema.get("title") and param.description, name

@@ -22,21 +22,12 @@ from pyairtable_migration.operators.validation import SecurityOperator
 from pyairtable_migration.rollback import build_rollback_plan
 from pyairtable_migration.status import database_status
 from tests.database.pair import Pair, running_pair
-from tests.database.runner import operator_for, run
+from tests.database.runner import POSTGRES_STEPS, operator_for, run, run_fast
 
 pytestmark = pytest.mark.lab
 
 RECORDS = 5000
-PHASE = [
-    "database.copy_schema",
-    "database.create_publication",
-    "database.create_subscription",
-    "database.wait_initial_sync",
-    "database.build_deferred_indexes",
-    "database.lag_gate",
-    "database.validate_data",
-    "switchover.switch_database",
-]
+PHASE = [*POSTGRES_STEPS, "switchover.switch_database"]
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +40,7 @@ def switched(config: MigrationConfig) -> Iterator[Pair]:
     with running_pair(RECORDS) as pair:
         pair.reset()
         for task_id in PHASE:
-            arguments: dict[str, Any] = {}
-            if task_id == "database.lag_gate":
-                arguments = {"lag_sample_seconds": 0.5, "lag_consecutive_samples": 3}
-            run(operator_for(config, task_id, **arguments), config)
+            run_fast(config, task_id)
         yield pair
 
 
