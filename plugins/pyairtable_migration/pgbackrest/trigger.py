@@ -12,29 +12,20 @@ from airflow.triggers.base import TriggerEvent
 from pyairtable_migration.hooks.database import fetch_one, statement
 from pyairtable_migration.pgbackrest.cluster import RestoredHook, log_problems, postmaster_pid
 from pyairtable_migration.pgbackrest.recovery import recovery_reached
-from pyairtable_migration.triggers.base import PollingTrigger, failure
+from pyairtable_migration.triggers.base import PollingTrigger, failure, trigger_fields
 
 
+@trigger_fields
 class RecoveryTargetTrigger(PollingTrigger):
     """Polls the restored cluster: ok once paused at its target; failed if the server exits
     (recovery ended before the target, a missing WAL segment: its log says which) or past the timeout."""
 
-    def __init__(
-        self,
-        conn_id: str,
-        host: str,
-        port: int,
-        data_path: str,
-        timeout_seconds: float,
-        poll_seconds: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.conn_id = conn_id
-        self.host = host
-        self.port = port
-        self.data_path = data_path
-        self.timeout_seconds = timeout_seconds
-        self.poll_seconds = poll_seconds
+    conn_id: str
+    host: str
+    port: int
+    data_path: str
+    timeout_seconds: float
+    poll_seconds: float = 1.0
 
     def sample(self) -> dict[str, Any]:
         if postmaster_pid(Path(self.data_path)) is None:

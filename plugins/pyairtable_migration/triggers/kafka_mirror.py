@@ -12,29 +12,18 @@ from airflow.triggers.base import TriggerEvent
 
 from pyairtable_migration.kafka_mirror.connection import bootstrap_of
 from pyairtable_migration.kafka_mirror.groups import mirror_lag
-from pyairtable_migration.triggers.base import PollingTrigger, failure, success
+from pyairtable_migration.triggers.base import PollingTrigger, failure, success, trigger_fields
 
 
+@trigger_fields
 class KafkaMirrorLagTrigger(PollingTrigger):
-    def __init__(
-        self,
-        *,
-        source_conn_id: str,
-        mirror_group: str,
-        topics: list[str],
-        max_lag: int,
-        consecutive_samples: int,
-        sample_seconds: float,
-        timeout_seconds: float,
-    ) -> None:
-        super().__init__()
-        self.source_conn_id = source_conn_id
-        self.mirror_group = mirror_group
-        self.topics = topics
-        self.max_lag = max_lag
-        self.consecutive_samples = consecutive_samples
-        self.sample_seconds = sample_seconds
-        self.timeout_seconds = timeout_seconds
+    source_conn_id: str
+    mirror_group: str
+    topics: list[str]
+    max_lag: int
+    consecutive_samples: int
+    sample_seconds: float
+    timeout_seconds: float
 
     def sample(self) -> dict[str, Any]:
         lag = mirror_lag(bootstrap_of(self.source_conn_id), self.mirror_group, self.topics)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import TriggerEvent
 
-from pyairtable_migration.triggers.base import MigrationTrigger
+from pyairtable_migration.triggers.base import MigrationTrigger, trigger_fields
 
 if TYPE_CHECKING:
     # The clients load in the triggerer, where the triggers run: the operators that defer to these
@@ -189,6 +189,7 @@ async def wait_insync(
     return time.monotonic() - started
 
 
+@trigger_fields
 class Route53ChangeTrigger(MigrationTrigger):
     """Waits until a Route53 change is INSYNC, then optionally holds `hold_seconds` more.
 
@@ -197,25 +198,17 @@ class Route53ChangeTrigger(MigrationTrigger):
     when it resumes (not in the deferral's kwargs, which `dag.test()` drops).
     """
 
-    def __init__(
-        self,
-        *,
-        aws_conn_id: str | None,
-        change_id: str | None,
-        region_name: str | None = None,
-        timeout_seconds: float = 600.0,
-        poll_seconds: float = 1.0,
-        hold_seconds: float = 0.0,
-        carry: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.aws_conn_id = aws_conn_id
-        self.change_id = change_id
-        self.region_name = region_name
-        self.timeout_seconds = timeout_seconds
-        self.poll_seconds = poll_seconds
-        self.hold_seconds = hold_seconds
-        self.carry = carry or {}
+    aws_conn_id: str | None
+    change_id: str | None
+    region_name: str | None = None
+    timeout_seconds: float = 600.0
+    poll_seconds: float = 1.0
+    hold_seconds: float = 0.0
+    carry: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.carry = self.carry or {}  # None (the old default) still means nothing to carry
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from pyairtable_migration.hooks.route53 import Route53WeightsHook
@@ -248,6 +241,7 @@ class Route53ChangeTrigger(MigrationTrigger):
         )
 
 
+@trigger_fields
 class TrafficGateTrigger(MigrationTrigger):
     """One weight step after its change: wait INSYNC, then bake while sampling the gate queries.
 
@@ -265,39 +259,27 @@ class TrafficGateTrigger(MigrationTrigger):
     :param carry: returned in the event, for the operator's resume
     """
 
-    def __init__(
-        self,
-        *,
-        weight: int,
-        aws_conn_id: str | None,
-        change_id: str | None,
-        prometheus_conn_id: str,
-        queries: dict[str, str],
-        limits: dict[str, float],
-        bake_seconds: float,
-        sample_seconds: float,
-        consecutive_breaches: int,
-        region_name: str | None = None,
-        insync_timeout_seconds: float = 600.0,
-        poll_seconds: float = 1.0,
-        revert: dict[str, Any] | None = None,
-        carry: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.weight = weight
-        self.aws_conn_id = aws_conn_id
-        self.change_id = change_id
-        self.prometheus_conn_id = prometheus_conn_id
-        self.queries = dict(queries)
-        self.limits = dict(limits)
-        self.bake_seconds = bake_seconds
-        self.sample_seconds = sample_seconds
-        self.consecutive_breaches = consecutive_breaches
-        self.region_name = region_name
-        self.insync_timeout_seconds = insync_timeout_seconds
-        self.poll_seconds = poll_seconds
-        self.revert = revert
-        self.carry = carry or {}
+    weight: int
+    aws_conn_id: str | None
+    change_id: str | None
+    prometheus_conn_id: str
+    queries: dict[str, str]
+    limits: dict[str, float]
+    bake_seconds: float
+    sample_seconds: float
+    consecutive_breaches: int
+    region_name: str | None = None
+    insync_timeout_seconds: float = 600.0
+    poll_seconds: float = 1.0
+    revert: dict[str, Any] | None = None
+    carry: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # The trigger's own copies: the caller's mappings may change after the deferral.
+        self.queries = dict(self.queries)
+        self.limits = dict(self.limits)
+        self.carry = self.carry or {}  # None (the old default) still means nothing to carry
 
     def revert_now(self) -> dict[str, Any]:
         """Put traffic back on staging (runs in a thread); what was done, or why it was not."""
