@@ -29,7 +29,7 @@ from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.hooks.database import MigrationPostgresHook
-from pyairtable_migration.hooks.validation import Validator
+from pyairtable_migration.postgres.validator import Validator
 from tests.database.pair import Pair, running_pair
 from tests.database.runner import run_task
 

@@ -33,8 +33,8 @@ from lab.settings import LabSettings
 from lab.supervisor import restart_component, start_component, stop_component
 from pyairtable_migration.builder import build_migration_dag
 from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.dns.weights import RecordsNotFound
 from pyairtable_migration.hooks.prometheus import PrometheusHook
-from pyairtable_migration.hooks.route53 import RecordsNotFound
 from pyairtable_migration.operators.traffic import ShiftTrafficOperator
 from tests.database.pair import Pair
 from tests.database.runner import run_fast, run_task

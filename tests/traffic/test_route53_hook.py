@@ -6,12 +6,8 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from pyairtable_migration.hooks.route53 import (
-    RecordsNotFound,
-    Route53WeightsHook,
-    plan_changes,
-    weights_of,
-)
+from pyairtable_migration.dns.weights import RecordsNotFound, plan_changes, weights_of
+from pyairtable_migration.hooks.route53 import Route53WeightsHook
 from tests.traffic.conftest import AWS_CONN, PRODUCTION, RECORDS, STAGING, ZONE, Zone, all_at
 
 IDENTIFIERS = (STAGING, PRODUCTION)

@@ -4,24 +4,33 @@ The amazon provider has no Route53 hook. This one owns the client (through AwsBa
 ordinary `aws` connection, `endpoint_url` included, works) and the retry policy; operators only
 say which weights and TTLs they want.
 
-Writes are compare-and-set: the records are read, the wanted values compared, and only records
-that differ go into ONE change batch (Route53 applies a batch atomically), as UPSERTs. UPSERT and
-not DELETE+CREATE: a DELETE+CREATE pair would protect against a concurrent writer, but moto (the
-lab's Route53) deletes a weighted set by its SetIdentifier across every name, and a reader racing
-the pair can see a name with no record at all. Runs are serialized (max_active_runs=1), so the
-read-compare-write window is ours.
+Writes are compare-and-set: the records are read, the wanted values compared (`plan_changes` in
+dns/weights.py), and only records that differ go into ONE change batch (Route53 applies a batch
+atomically), as UPSERTs. UPSERT and not DELETE+CREATE: a DELETE+CREATE pair would protect against a
+concurrent writer, but moto (the lab's Route53) deletes a weighted set by its SetIdentifier across
+every name, and a reader racing the pair can see a name with no record at all. Runs are serialized
+(max_active_runs=1), so the read-compare-write window is ours.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from pyairtable_migration.dns.weights import (
+    ChangeNotInSync,
+    ChangeResult,
+    RecordChange,
+    Records,
+    RecordsNotFound,
+    WeightedRecord,
+    plan_changes,
+)
 
 # Route53 answers these when a change is still being applied or the account's 5 req/s is spent.
 RETRYABLE_CODES = frozenset(
@@ -29,99 +38,6 @@ RETRYABLE_CODES = frozenset(
 )
 CONSOLE_ZONE_URL = "https://us-east-1.console.aws.amazon.com/route53/v2/hostedzones#ListRecordSets/{zone_id}"
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WeightedRecord:
-    """One weighted record set as Route53 returns it (the raw dict is kept to write it back)."""
-
-    name: str
-    set_identifier: str
-    weight: int
-    ttl: int | None  # None for an alias record, which has no TTL of its own
-    raw: Mapping[str, Any]
-
-    @property
-    def key(self) -> str:
-        return f"{self.name} [{self.set_identifier}]"
-
-
-Records = Mapping[str, Mapping[str, WeightedRecord]]  # name -> set identifier -> record
-
-
-@dataclass(frozen=True)
-class RecordChange:
-    """What one record set becomes: (weight, ttl) before and after."""
-
-    record: WeightedRecord
-    weight: int
-    ttl: int | None
-
-    def describe(self) -> str:
-        parts = []
-        if self.weight != self.record.weight:
-            parts.append(f"weight {self.record.weight} -> {self.weight}")
-        if self.ttl != self.record.ttl:
-            parts.append(f"TTL {self.record.ttl} -> {self.ttl}")
-        return f"{self.record.key}: {', '.join(parts)}"
-
-
-@dataclass(frozen=True)
-class ChangeResult:
-    """The outcome of one compare-and-set: the change id (None when nothing differed)."""
-
-    change_id: str | None
-    changes: list[RecordChange] = field(default_factory=list)
-
-    @property
-    def described(self) -> list[str]:
-        return [change.describe() for change in self.changes]
-
-
-class RecordsNotFound(LookupError):
-    """A hosted zone, record or set identifier the configuration names does not exist."""
-
-
-class ChangeNotInSync(TimeoutError):
-    """A change stayed PENDING past the timeout."""
-
-
-def weights_of(records: Records) -> dict[str, dict[str, int]]:
-    """name -> set identifier -> weight, for logs and XCom."""
-    return {
-        name: {identifier: record.weight for identifier, record in sorted(by_id.items())}
-        for name, by_id in sorted(records.items())
-    }
-
-
-def ttls_of(records: Records) -> dict[str, dict[str, int | None]]:
-    return {
-        name: {identifier: record.ttl for identifier, record in sorted(by_id.items())}
-        for name, by_id in sorted(records.items())
-    }
-
-
-def plan_changes(
-    records: Records,
-    weights: Mapping[str, int] | None = None,
-    ttl: int | None = None,
-    only_lower_ttl: bool = False,
-) -> list[RecordChange]:
-    """The record sets whose weight (by set identifier) or TTL differs from the wanted values.
-
-    Alias records keep no TTL and are never given one. With `only_lower_ttl`, a TTL already
-    below `ttl` is left alone.
-    """
-    changes = []
-    for _, by_identifier in sorted(records.items()):
-        for identifier, record in sorted(by_identifier.items()):
-            wanted_weight = (weights or {}).get(identifier, record.weight)
-            wanted_ttl = record.ttl
-            if ttl is not None and record.ttl is not None:
-                wanted_ttl = min(ttl, record.ttl) if only_lower_ttl else ttl
-            if (wanted_weight, wanted_ttl) != (record.weight, record.ttl):
-                changes.append(RecordChange(record, wanted_weight, wanted_ttl))
-    return changes
 
 
 class Route53WeightsHook(AwsBaseHook):

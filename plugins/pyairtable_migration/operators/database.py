@@ -1,7 +1,7 @@
 """The database phase: preflight, schema copy, publication, subscription, initial sync, deferred
 indexes, lag gate and validation, each one operator over the hooks in `hooks/` and the engines in
 `postgres/` (preflight rules, schema copy, publication and subscription, index builds,
-catch-up) and `hooks/validation.py` (the validator).
+catch-up, the validator).
 
     copy_schema -> create_publication -> create_subscription -> wait_initial_sync
         -> build_deferred_indexes -> lag_gate -> validate_data
@@ -31,7 +31,6 @@ from pyairtable_migration.hooks.database import (
     parse_tables,
     table_states,
 )
-from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.operators.base import (
     DatabaseOperator,
     ReplicationOperator,
@@ -42,6 +41,7 @@ from pyairtable_migration.operators.base import (
 from pyairtable_migration.postgres import preflight, replication, schema_copy
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up
+from pyairtable_migration.postgres.validator import Validator
 from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 

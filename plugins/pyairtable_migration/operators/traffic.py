@@ -27,6 +27,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from pyairtable_migration.dns.weights import ChangeResult, Records, ttls_of, weights_of
 from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.notifications import GateBreached, gate_figures
@@ -45,7 +46,7 @@ from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficG
 if TYPE_CHECKING:
     # The AWS and HTTP clients load when a task uses them: parsing the DAG file, which every task
     # process does, stays free of boto3 and aiohttp.
-    from pyairtable_migration.hooks.route53 import ChangeResult, Records, Route53WeightsHook
+    from pyairtable_migration.hooks.route53 import Route53WeightsHook
 
 ROUTE53_FIELDS = (
     "aws_conn_id",
@@ -423,8 +424,6 @@ class ShiftTrafficOperator(TrafficOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         weight = int(self.weight)
-        from pyairtable_migration.hooks.route53 import weights_of
-
         steps = list(context["params"]["traffic_steps"])
         if weight not in steps:
             self.log.info("Skipped: %d %% is not among this run's traffic steps %s", weight, steps)
@@ -636,8 +635,6 @@ class FinalizeTrafficOperator(TrafficOperator):
         final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
         # Which clear of the run this ran in: traffic.undo tells a clear of its own from a re-run.
         cleared = int(context["dag_run"].clear_number or 0)
-        from pyairtable_migration.hooks.route53 import weights_of
-
         if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would check %s on %s, restore TTL %d s, and keep staging's records at weight 0 "
@@ -763,8 +760,6 @@ class CheckDnsOperator(TrafficOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         identifiers = (self.staging_set_identifier, self.production_set_identifier)
         from botocore.exceptions import BotoCoreError, ClientError
-
-        from pyairtable_migration.hooks.route53 import ttls_of, weights_of
 
         if self.planned(
             context,

@@ -38,11 +38,11 @@ from pyairtable_migration.hooks.database import (
     subscription_errors,
     user_tables,
 )
-from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.kubernetes.bluegreen import COLORS, BlueGreenError, deployment_name
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.postgres.replication import catch_up
+from pyairtable_migration.postgres.validator import Validator
 from pyairtable_migration.topology import Pooler, writers
 
 LATENCY_QUERY = (

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pyairtable_migration.hooks.database import MigrationPostgresHook, fetch_one, statement
-from pyairtable_migration.hooks.validation import Validator
 from pyairtable_migration.pgbackrest.cluster import RestoredCluster, RestoreError, free_port
 from pyairtable_migration.pgbackrest.repository import PgBackRest
+from pyairtable_migration.postgres.validator import Validator
 
 STANDBY_OPTIONS = {
     "hot_standby": "on",
