@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
+from pyairtable_migration.dns.weights import console_url
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
     from airflow.sdk.types import TaskInstanceKey
@@ -29,14 +31,11 @@ class HostedZoneLink(BaseOperatorLink):
         context["ti"].xcom_push(key=cls.key, value=zone_id)
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        # The clients load where a link is drawn: the DAG file, parsed in every task process, stays light.
-        from pyairtable_migration.hooks.route53 import Route53WeightsHook
-
         try:
             zone_id = XCom.get_value(key=self.key, ti_key=ti_key)
         except Exception:
             return ""
-        return Route53WeightsHook.console_url(str(zone_id)) if zone_id else ""
+        return console_url(str(zone_id)) if zone_id else ""
 
 
 class PrometheusGraphLink(BaseOperatorLink):

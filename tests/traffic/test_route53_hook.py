@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from pyairtable_migration.dns.weights import RecordsNotFound, plan_changes, weights_of
+from pyairtable_migration.dns.weights import RecordsNotFound, console_url, plan_changes, weights_of
 from pyairtable_migration.hooks.route53 import Route53WeightsHook
 from tests.traffic.conftest import AWS_CONN, PRODUCTION, RECORDS, STAGING, ZONE, Zone, all_at
 
@@ -119,6 +119,6 @@ def test_retries_end_and_other_errors_are_not_retried(zone: Zone, monkeypatch: p
 
 
 def test_console_url_names_the_zone() -> None:
-    assert Route53WeightsHook.console_url("Z123") == (
+    assert console_url("Z123") == (
         "https://us-east-1.console.aws.amazon.com/route53/v2/hostedzones#ListRecordSets/Z123"
     )

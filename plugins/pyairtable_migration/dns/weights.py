@@ -6,7 +6,7 @@ and writes them is hooks/route53.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,3 +102,28 @@ def plan_changes(
             if (wanted_weight, wanted_ttl) != (record.weight, record.ttl):
                 changes.append(RecordChange(record, wanted_weight, wanted_ttl))
     return changes
+
+
+def missing_records(records: Records, set_identifiers: Iterable[str]) -> list[str]:
+    """Every configured (name, set identifier) Route53 does not have, named."""
+    identifiers = list(set_identifiers)
+    missing = []
+    for name, by_identifier in sorted(records.items()):
+        if not by_identifier:
+            missing.append(f"record {name} has no weighted record set")
+            continue
+        found = ", ".join(sorted(by_identifier))
+        missing.extend(
+            f"record {name} has no weighted set {identifier!r} (found: {found})"
+            for identifier in identifiers
+            if identifier not in by_identifier
+        )
+    return missing
+
+
+CONSOLE_ZONE_URL = "https://us-east-1.console.aws.amazon.com/route53/v2/hostedzones#ListRecordSets/{zone_id}"
+
+
+def console_url(zone_id: str) -> str:
+    """The hosted zone's record list in the AWS console (the operators' extra link)."""
+    return CONSOLE_ZONE_URL.format(zone_id=zone_id)

@@ -29,6 +29,7 @@ from pyairtable_migration.dns.weights import (
     Records,
     RecordsNotFound,
     WeightedRecord,
+    missing_records,
     plan_changes,
 )
 
@@ -36,7 +37,6 @@ from pyairtable_migration.dns.weights import (
 RETRYABLE_CODES = frozenset(
     {"PriorRequestNotComplete", "Throttling", "ThrottlingException", "TooManyRequestsException"}
 )
-CONSOLE_ZONE_URL = "https://us-east-1.console.aws.amazon.com/route53/v2/hostedzones#ListRecordSets/{zone_id}"
 T = TypeVar("T")
 
 
@@ -124,29 +124,12 @@ class Route53WeightsHook(AwsBaseHook):
             if "NextRecordIdentifier" in page:
                 kwargs["StartRecordIdentifier"] = page["NextRecordIdentifier"]
 
-    @staticmethod
-    def missing_records(records: Records, set_identifiers: Iterable[str]) -> list[str]:
-        """Every configured (name, set identifier) Route53 does not have, named."""
-        identifiers = list(set_identifiers)
-        missing = []
-        for name, by_identifier in sorted(records.items()):
-            if not by_identifier:
-                missing.append(f"record {name} has no weighted record set")
-                continue
-            found = ", ".join(sorted(by_identifier))
-            missing.extend(
-                f"record {name} has no weighted set {identifier!r} (found: {found})"
-                for identifier in identifiers
-                if identifier not in by_identifier
-            )
-        return missing
-
     def require_records(
         self, zone_id: str, names: Iterable[str], set_identifiers: Iterable[str]
     ) -> dict[str, dict[str, WeightedRecord]]:
         """The weighted records, or RecordsNotFound naming every absent name / set identifier."""
         records = self.weighted_records(zone_id, names)
-        missing = self.missing_records(records, set_identifiers)
+        missing = missing_records(records, set_identifiers)
         if missing:
             raise RecordsNotFound("; ".join(missing))
         return records
@@ -201,7 +184,3 @@ class Route53WeightsHook(AwsBaseHook):
             time.sleep(delay)
             delay = min(10.0, delay * 2)
         return time.monotonic() - started
-
-    @staticmethod
-    def console_url(zone_id: str) -> str:
-        return CONSOLE_ZONE_URL.format(zone_id=zone_id)
