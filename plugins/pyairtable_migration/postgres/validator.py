@@ -382,7 +382,7 @@ class Validator:
                 statement(name, row_hash=shape.row_hash, table=shape.table.identifier, **parts), parameters
             )
             rows = cursor.fetchall()
-        if shape.integer_key or shape.key_columns:
+        if shape.key_columns:  # an integer key is one of them
             return dict(rows)
         return Counter(row[0] for row in rows)
 
