@@ -23,6 +23,7 @@ from lab.migration_config import CONFIG_ENV, write_lab_config
 from lab.pgbouncer import ADMIN_DATABASE, ini_path
 from lab.postgres import DATABASE
 from lab.processes import LabError, write_private
+from lab.redis_endpoint import BACKEND as REDIS_ENDPOINT_BACKEND
 from lab.route53 import DUMMY_KEY, REGION
 from lab.settings import LabSettings
 from pyairtable_migration.config import MigrationConfig, load_config
@@ -67,6 +68,13 @@ def connections(settings: LabSettings, config: MigrationConfig | None = None) ->
         (config.redis.target_conn_id, settings.redis_target_port),
     ):
         result[conn_id] = {"conn_type": "redis", "host": host, "port": port, "extra": {"db": 0}}
+    if config.redis.endpoint_conn_id:
+        result[config.redis.endpoint_conn_id] = {
+            "conn_type": "haproxy",
+            "host": host,
+            "port": settings.redis_endpoint_admin_port,
+            "extra": {"backend": REDIS_ENDPOINT_BACKEND},
+        }
     result[config.dns.aws_conn_id] = {
         "conn_type": "aws",
         "login": DUMMY_KEY,

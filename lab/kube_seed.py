@@ -67,17 +67,17 @@ def image_tag(image: str) -> str:
     return image.rsplit(":", 1)[1]
 
 
-def service_environment(settings: LabSettings, environment: str) -> dict[str, str]:
-    """What every service of an environment connects to.
+def service_environment(settings: LabSettings) -> dict[str, str]:
+    """What every service connects to, the same in both environments.
 
-    Writers always go through PgBouncer (the switchover repoints it); each environment has its own
-    Redis: staging the source, production the target the migration fills.
+    Writers go through one endpoint per store, which the switchover moves: PgBouncer for
+    PostgreSQL, HAProxy (lab/redis_endpoint.py) for Redis, so both environments share one Redis
+    primary (one set of sessions) throughout the cutover.
     """
     password = secrets(settings)[APP_ROLE]
-    redis_port = settings.redis_source_port if environment == "staging" else settings.redis_target_port
     return {
         "DATABASE_URL": f"postgresql://{APP_ROLE}:{password}@{settings.host}:{settings.pgbouncer_port}/{DATABASE}",
-        "REDIS_URL": f"redis://{settings.host}:{redis_port}/0",
+        "REDIS_URL": f"redis://{settings.host}:{settings.redis_endpoint_port}/0",
     }
 
 
@@ -97,7 +97,7 @@ def deployment_manifest(
     """Staging's blue Deployment; its connection URLs come from a Secret when staging names one."""
     staging = config.environments.staging
     labels = {"app": name, "color": "blue", "version": image_tag(service.image)}
-    env = {} if staging.service_secret else service_environment(settings, "staging")
+    env = {} if staging.service_secret else service_environment(settings)
     env |= {
         "HEALTH_PATH": service.health_path,
         "BASE_LATENCY_MS": str(BASE_LATENCY_MS.get(service.slo_class, 10)),
@@ -156,8 +156,7 @@ def seed_kubernetes(settings: LabSettings, config: MigrationConfig) -> str:
     with api_client(settings) as api:
         core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
         created = 0
-        environments = {"staging": config.environments.staging, "production": config.environments.production}
-        for label, environment in environments.items():
+        for environment in (config.environments.staging, config.environments.production):
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": environment.namespace}}
             created += _create_missing(core.create_namespace, body)
             if environment.service_secret:
@@ -167,7 +166,7 @@ def seed_kubernetes(settings: LabSettings, config: MigrationConfig) -> str:
                     secret_manifest(
                         environment.service_secret,
                         environment.namespace,
-                        service_environment(settings, label),
+                        service_environment(settings),
                     ),
                 )
         for name, service in config.deployable.items():

@@ -24,6 +24,9 @@ class LabSettings:
     pgbouncer_port: int = 16432
     redis_source_port: int = 16379
     redis_target_port: int = 16380
+    # HAProxy in front of both Redis servers (lab/redis_endpoint.py), and its runtime API.
+    redis_endpoint_port: int = 16381
+    redis_endpoint_admin_port: int = 16382
     moto_port: int = 15000
     prometheus_port: int = 19090
     kube_api_port: int = 16443

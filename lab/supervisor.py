@@ -37,6 +37,7 @@ from lab.processes import (
     wait_until_answers,
 )
 from lab.prometheus import Prometheus
+from lab.redis_endpoint import RedisEndpoint
 from lab.redis_lab import RedisServer
 from lab.route53 import Moto
 from lab.settings import LabSettings
@@ -73,10 +74,11 @@ def components() -> list[Component]:
         PgBouncer(),
         RedisServer("source"),
         RedisServer("target"),
+        RedisEndpoint(),  # routes to the source Redis until the switchover moves it
         Moto(),
         KafkaBroker("staging"),
         KafkaBroker("production"),
-        KubeApi(),  # its pods connect through PgBouncer, to Redis and to Kafka
+        KubeApi(),  # its pods connect through PgBouncer and the Redis endpoint, and to Kafka
         Prometheus(),  # discovers its targets from the Kubernetes emulator
     ]
 

@@ -175,6 +175,9 @@ class RedisConfig(_Strict):
     ttl_tolerance_seconds: PositiveFloat
     # Longest wait for the target to catch up (replicaof) during the database phase.
     sync_timeout_seconds: PositiveFloat = 1800
+    # The Redis write endpoint's admin API (HAProxy runtime API: host, port, extra `backend`, default
+    # "redis"); None: no endpoint, each environment keeps its own Redis (README, Known limits).
+    endpoint_conn_id: ConnId | None = None
 
 
 class DnsConfig(_Strict):

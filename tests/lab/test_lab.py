@@ -263,7 +263,7 @@ def test_kubernetes_staging_deployments_are_ready_and_production_is_empty(lab: L
         assert core.list_namespaced_service(production.namespace).items == []
         if production.service_secret:
             production_env = secret_values(core, production.namespace, production.service_secret)
-            assert production_env["REDIS_URL"] == f"redis://{settings.host}:{settings.redis_target_port}/0"
+            assert production_env["REDIS_URL"] == f"redis://{settings.host}:{settings.redis_endpoint_port}/0"
             assert production_env["DATABASE_URL"].endswith(
                 f"@{settings.host}:{settings.pgbouncer_port}/pyairtable"
             )
@@ -280,7 +280,7 @@ def test_kubernetes_staging_deployments_are_ready_and_production_is_empty(lab: L
         assert env["DATABASE_URL"] == (
             f"postgresql://{APP_ROLE}:{secrets(lab)[APP_ROLE]}@{settings.host}:{settings.pgbouncer_port}/pyairtable"
         )
-        assert env["REDIS_URL"] == f"redis://{settings.host}:{settings.redis_source_port}/0"
+        assert env["REDIS_URL"] == f"redis://{settings.host}:{settings.redis_endpoint_port}/0"
         assert env["HEALTH_PATH"] == service.health_path
         assert {name, f"{name}-preview"} <= services
     latency = {
@@ -335,12 +335,15 @@ def test_connections_cover_every_config_id_and_work(lab: LabSettings) -> None:
     for path in (settings.data_dir / "connections.json", settings.data_dir / "airflow.env"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     stored = json.loads((settings.data_dir / "connections.json").read_text())
+    endpoint_conn_id = CONFIG.redis.endpoint_conn_id
+    assert endpoint_conn_id, "the shipped config names the Redis write endpoint"
     expected = {
         CONFIG.database.source_conn_id: "postgres",
         CONFIG.database.target_conn_id: "postgres",
         CONFIG.database.poolers[0].admin_conn_id: "postgres",
         CONFIG.redis.source_conn_id: "redis",
         CONFIG.redis.target_conn_id: "redis",
+        endpoint_conn_id: "haproxy",
         CONFIG.dns.aws_conn_id: "aws",
         CONFIG.environments.staging.kubernetes_conn_id: "kubernetes",
         CONFIG.environments.production.kubernetes_conn_id: "kubernetes",
@@ -364,6 +367,9 @@ def test_connections_cover_every_config_id_and_work(lab: LabSettings) -> None:
     )
     ini = Path(admin.extra_dejson["ini_path"]).read_text()
     assert f"pyairtable = host=127.0.0.1 port={settings.postgres_source_port} dbname=pyairtable" in ini
+    endpoint = Connection.from_json(os.environ[f"AIRFLOW_CONN_{endpoint_conn_id.upper()}"])
+    assert (endpoint.host, endpoint.port) == (settings.host, settings.redis_endpoint_admin_port)
+    assert endpoint.extra_dejson == {"backend": "redis"}
     aws = Connection.from_json(os.environ[f"AIRFLOW_CONN_{CONFIG.dns.aws_conn_id.upper()}"])
     assert aws.extra_dejson["endpoint_url"] == f"http://127.0.0.1:{settings.moto_port}"
     kube = Connection.from_json(
