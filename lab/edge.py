@@ -115,6 +115,7 @@ class EdgeResult:
     status: int
     seconds: float
     error: str = ""
+    body: bytes = b""
 
 
 class Edge:
@@ -149,29 +150,58 @@ class Edge:
             session = self._sessions.session = requests.Session()
         return session
 
-    def resolve(self, record: str) -> WeightedAnswer:
-        """What one randomly chosen client would connect to now."""
-        with self._pick_lock:
-            index = self._pick.randrange(len(self._clients))
+    def resolve(self, record: str, client: int | None = None) -> WeightedAnswer:
+        """What client number `client` (by default one chosen at random) would connect to now."""
+        if client is None:
+            with self._pick_lock:
+                index = self._pick.randrange(len(self._clients))
+        else:
+            index = client % len(self._clients)
         with self._client_locks[index]:
             return self._clients[index].resolve(self.view, record)
 
-    def request(self, record: str, path: str = "/health", service: str | None = None) -> EdgeResult:
-        """One request to the service behind `record` (by default the public name's service)."""
-        answer = self.resolve(record)
+    def request(
+        self,
+        record: str,
+        path: str = "/health",
+        service: str | None = None,
+        *,
+        method: str = "GET",
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        client: int | None = None,
+        timeout_seconds: float | None = None,
+    ) -> EdgeResult:
+        """One request to the service behind `record` (by default the public name's service).
+
+        `client` pins the resolver cache a user keeps, so a user stays on one environment until
+        its cached answer expires; without it, each request comes from a random client.
+        """
+        answer = self.resolve(record, client)
         service = service or SERVICE_OF_RECORD.get(record.split(".", 1)[0], record.split(".", 1)[0])
         url = f"http://{answer.address}:{self.ingress_port}/{service}{path}"
         started = time.perf_counter()
+        body = b""
         try:
-            response = self._session().get(url, timeout=self.timeout_seconds)
-            status, error = response.status_code, "" if response.ok else response.text[:200]
+            response = self._session().request(
+                method,
+                url,
+                json=json_body,
+                headers=headers,
+                timeout=timeout_seconds or self.timeout_seconds,
+            )
+            status, error, body = (
+                response.status_code,
+                "" if response.ok else response.text[:200],
+                response.content,
+            )
         except requests.RequestException as exc:
             status, error = 0, f"{type(exc).__name__}: {exc}"[:200]
         seconds = time.perf_counter() - started
         labels: Mapping[str, str] = {"environment": answer.environment, "record": record, "code": str(status)}
         self.requests_total.inc(labels)
         self.latency.observe({"environment": answer.environment, "record": record}, seconds)
-        return EdgeResult(record, answer.environment, status, seconds, error)
+        return EdgeResult(record, answer.environment, status, seconds, error, body)
 
 
 def lab_edge(settings: LabSettings, registry: MetricsRegistry | None = None, clients: int = 200) -> Edge:

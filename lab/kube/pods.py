@@ -1,7 +1,9 @@
 """Pods as real HTTP servers, so latency and errors measured through them are real.
 
 A pod's behaviour comes from its container the way a real image's would: the image tag selects
-injected faults (`-neverready`, `-5xx`, `-slow`) and the container env configures the rest.
+injected faults (`-neverready`, `-5xx`, `-slow`) and the container env configures the rest:
+`DATABASE_URL` for the records and users routes, `REDIS_URL` for logins and session writes
+(lab.kube.sessions).
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import psycopg2.pool
 from psycopg2 import sql
 
 from lab.kube.serving import BackgroundServer, KeepAliveHandler
+from lab.kube.sessions import SessionMissing, SessionSettings, SessionStore, StoreUnavailable
 from lab.metrics import MetricsRegistry
 
 POD_PORT_ANNOTATION = "lab.pyairtable.io/port"
 FAULT_TAGS = frozenset({"neverready", "5xx", "slow"})
 USER_ROUTE = "/api/users/:id"
 RECORDS_ROUTE = "/api/records"
+LOGIN_ROUTE = "/login"
+SESSION_ROUTE = "/api/session"
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -53,6 +58,7 @@ class PodBehaviour:
     added_latency_seconds: float
     database_url: str | None
     database_pool_size: int
+    sessions: SessionSettings | None = None
     # Why the container cannot start (a missing Secret), as CreateContainerConfigError reports it.
     config_error: str | None = None
 
@@ -93,6 +99,7 @@ class PodBehaviour:
             added_latency_seconds=(base_ms + slow_ms) / 1000,
             database_url=env.get("DATABASE_URL") or None,
             database_pool_size=int(env.get("DB_POOL_SIZE", "4")),
+            sessions=SessionSettings.from_environment(env),
             config_error=config_error,
         )
 
@@ -207,6 +214,7 @@ class PodServer:
             if behaviour.database_url
             else None
         )
+        self.sessions = SessionStore(behaviour.sessions) if behaviour.sessions else None
         self._server = BackgroundServer(host, 0, _PodRequestHandler, f"pod-{behaviour.pod_name}", self)
 
     @property
@@ -221,6 +229,8 @@ class PodServer:
         self._server.stop()
         if self.database is not None:
             self.database.close()
+        if self.sessions is not None:
+            self.sessions.close()
 
     def route_of(self, path: str) -> str:
         """The low-cardinality route label for a request path."""
@@ -230,10 +240,14 @@ class PodServer:
             return RECORDS_ROUTE
         if path.startswith("/api/users/"):
             return USER_ROUTE
+        if path.rstrip("/") in (LOGIN_ROUTE, SESSION_ROUTE):
+            return path.rstrip("/")
         return "other"
 
-    def handle(self, method: str, target: str, body: bytes) -> tuple[int, Mapping[str, Any]]:
-        """Answer one application request (everything but /metrics)."""
+    def handle(
+        self, method: str, target: str, body: bytes, authorization: str = ""
+    ) -> tuple[int, Mapping[str, Any]]:
+        """Answer one application request (everything but /metrics); `authorization` is the header's value."""
         behaviour = self.behaviour
         time.sleep(behaviour.added_latency_seconds)
         path = urlsplit(target).path
@@ -254,6 +268,10 @@ class PodServer:
                 return self._records(method, target, body)
             if path.startswith("/api/users/") and method == "GET":
                 return self._user(path.removeprefix("/api/users/"))
+            if path.rstrip("/") == LOGIN_ROUTE and method == "POST":
+                return self._login(body, identity)
+            if path.rstrip("/") == SESSION_ROUTE and method == "POST":
+                return self._session_write(authorization, identity)
         except _Reply as reply:
             return reply.code, reply.body
         return 200, {"path": path, "method": method, **identity}
@@ -292,6 +310,58 @@ class PodServer:
             return 404, {"error": f"user {user_id} not found"}
         return 200, {"user": rows[0]}
 
+    def _session_store(self) -> SessionStore:
+        if self.sessions is None:
+            raise _Reply(503, {"error": "no session store"})
+        return self.sessions
+
+    def _login(self, body: bytes, identity: Mapping[str, str]) -> tuple[int, Mapping[str, Any]]:
+        store = self._session_store()
+        try:
+            fields = json.loads(body or b"{}")
+        except ValueError:
+            fields = None
+        user = fields.get("user") if isinstance(fields, dict) else None
+        if not isinstance(user, str) or not user:
+            raise _Reply(400, {"error": 'the body must be {"user": "<id>"}'})
+        try:
+            token = store.login(user, store.deadline())
+        except StoreUnavailable as exc:
+            raise _Reply(503, {"error": "session store unavailable", "detail": str(exc)}) from None
+        return 201, {"token": token, "user": user, **identity}
+
+    def _session_write(
+        self, authorization: str, identity: Mapping[str, str]
+    ) -> tuple[int, Mapping[str, Any]]:
+        """One acknowledged session write: the session read, the user's request counted, the write made."""
+        store = self._session_store()
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _Reply(401, {"error": "a bearer token is required"})
+        token = token.strip()
+        deadline = store.deadline()
+        try:
+            user = store.session_user(token, deadline)
+            rate = store.count_request(user, deadline)
+            if rate.count > store.settings.rate_limit:
+                raise _Reply(
+                    429,
+                    {"error": "rate limit exceeded", "rate_count": rate.count, "rate_window": rate.window},
+                )
+            writes = store.record_write(token, user, deadline)
+        except SessionMissing:
+            raise _Reply(401, {"error": "session not found"}) from None
+        except StoreUnavailable as exc:
+            raise _Reply(503, {"error": "session store unavailable", "detail": str(exc)}) from None
+        return 200, {
+            "writes": writes,
+            "user": user,
+            "rate_count": rate.count,
+            "rate_window": rate.window,
+            "expires_in": store.settings.ttl_seconds,
+            **identity,
+        }
+
 
 class _PodRequestHandler(KeepAliveHandler):
     server_version = "pyairtable-lab-pod"
@@ -303,7 +373,7 @@ class _PodRequestHandler(KeepAliveHandler):
             self._send(200, pod.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
             return
         started = time.perf_counter()
-        code, reply = pod.handle(self.command, self.path, body)
+        code, reply = pod.handle(self.command, self.path, body, self.headers.get("Authorization", ""))
         payload = json.dumps(reply, default=str).encode()
         pod.metrics.observe(pod.route_of(urlsplit(self.path).path), code, time.perf_counter() - started)
         self._send(code, payload, "application/json")

@@ -34,9 +34,11 @@ def main() -> None:
     lock = threading.Lock()
     request = edge.request
 
-    def recorded(record: str, path: str = "/health", service: str | None = None) -> EdgeResult:
+    def recorded(
+        record: str, path: str = "/health", service: str | None = None, **options: Any
+    ) -> EdgeResult:
         started = time.time()
-        result = request(record, path, service)
+        result = request(record, path, service, **options)
         with lock:
             sent.append((started, result.environment, result.status))
         return result
