@@ -178,6 +178,9 @@ class RedisConfig(_Strict):
     # The Redis write endpoint's admin API (HAProxy runtime API: host, port, extra `backend`, default
     # "redis"); None: no endpoint, each environment keeps its own Redis (README, Known limits).
     endpoint_conn_id: ConnId | None = None
+    # Longest time Redis writes are held (CLIENT PAUSE WRITE) while the endpoint moves to the other
+    # server; the move gives up (and puts everything back) rather than outlast it.
+    freeze_seconds: PositiveFloat = 5
 
 
 class DnsConfig(_Strict):

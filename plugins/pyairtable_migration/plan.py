@@ -237,6 +237,7 @@ def redis_arguments(config: MigrationConfig) -> dict[str, Any]:
         "source_conn_id": redis.source_conn_id,
         "target_conn_id": redis.target_conn_id,
         "mode": redis.mode,
+        "endpoint_conn_id": redis.endpoint_conn_id,
     }
 
 
@@ -597,10 +598,27 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
         ),
         Step(
             "switchover.switch_redis",
-            "promote the target Redis and mark it switched (the rollback reads the mark)",
-            (f"redis {redis.target_conn_id}",),
+            (
+                f"Redis writers moved to the target through the endpoint {redis.endpoint_conn_id} in a "
+                f"freeze of at most {redis.freeze_seconds} s (writes held, target caught up and promoted, "
+                "endpoint moved, the source follows the target), the target marked switched"
+                if redis.endpoint_conn_id
+                else "promote the target Redis and mark it switched (the rollback reads the mark)"
+            ),
+            (
+                f"redis {redis.target_conn_id}",
+                *(
+                    (f"redis {redis.source_conn_id}", f"endpoint {redis.endpoint_conn_id}")
+                    if redis.endpoint_conn_id
+                    else ()
+                ),
+            ),
             operator="pyairtable_migration.operators.redis_sync.SwitchRedisOperator",
-            arguments={**redis_arguments(config), "timeout_seconds": db.switchover_timeout_seconds},
+            arguments={
+                **redis_arguments(config),
+                "timeout_seconds": db.switchover_timeout_seconds,
+                "freeze_seconds": redis.freeze_seconds,
+            },
         ),
         Step(
             "switchover.full_backup",

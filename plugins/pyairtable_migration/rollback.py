@@ -150,7 +150,13 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
         ),
         Step(
             "redis.rollback",
-            "if the target carries the switch marker: the source takes the target's keys "
+            (
+                f"if the endpoint {redis.endpoint_conn_id} routes to the target: writers moved back in a "
+                f"freeze of at most {redis.freeze_seconds} s; "
+                if redis.endpoint_conn_id
+                else ""
+            )
+            + "if the target carries the switch marker: the source takes the target's keys "
             + (
                 "(REPLICAOF until caught up, then promoted), the target replicates the source again"
                 if redis.mode == "replicaof"
@@ -166,6 +172,7 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
             arguments={
                 **redis_arguments(config),
                 "timeout_seconds": redis.sync_timeout_seconds,
+                "freeze_seconds": redis.freeze_seconds,
                 **undoing("switchover"),
             },
         ),

@@ -85,6 +85,17 @@ def redis_status(config: MigrationConfig) -> dict[str, Any]:
             "offset": state.offset,
             "switched_at": marker,
         }
+    if config.redis.endpoint_conn_id:
+        from pyairtable_migration.hooks.redis_endpoint import RedisEndpointHook
+        from pyairtable_migration.redis.switch import routed_side
+
+        endpoint = RedisEndpointHook(config.redis.endpoint_conn_id)
+        try:
+            result["endpoint"] = {
+                "routes_to": routed_side(endpoint, hooks["source"].address, hooks["target"].address)
+            }
+        except Exception as exc:
+            result["endpoint"] = {"error": str(exc).strip().splitlines()[0]}
     return result
 
 
@@ -152,8 +163,14 @@ def _database_lines(database: dict[str, Any]) -> list[str]:
 
 
 def _redis_lines(redis: dict[str, Any]) -> list[str]:
-    lines = []
-    for side, r in redis.items():
+    endpoint = redis.get("endpoint")
+    lines = (
+        []
+        if endpoint is None
+        else [f"write endpoint -> {endpoint.get('routes_to') or endpoint.get('error')}"]
+    )
+    for side in ("source", "target"):
+        r = redis[side]
         role = (
             f"replica of {r['replicates']} (link {'up' if r['link_up'] else 'DOWN'})"
             if r["role"] == "replica"

@@ -2,7 +2,8 @@
 
 PostgreSQL writers reach a cluster only through the pooler(s): each PgBouncer's SHOW DATABASES row
 says where its database goes now, so that row, not the configuration, is the truth. Redis writers
-move with the switch marker: the Redis target carries it from the moment it was promoted.
+reach a server through the write endpoint (HAProxy), whose routing is the truth in the same way;
+without an endpoint they move with the switch marker the Redis target carries once promoted.
 
 `writers()` reads every pooler and classifies what it saw: `source` or `target` when all agree,
 `split` when they disagree or one points at neither cluster, `unknown` when one cannot be read or
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-import redis
-
 from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
+from pyairtable_migration.hooks.redis_endpoint import same_address
 from pyairtable_migration.hooks.redis_hook import switch_marker
+from pyairtable_migration.redis.switch import Server, WriteEndpoint
 
 Where = Literal["source", "target", "split", "unknown"]
 Address = tuple[str, int]
@@ -145,10 +146,19 @@ def writers(poolers: Sequence[Pooler], source: Address, target: Address) -> Writ
     return classify(seen)
 
 
-def writers_of_redis(target: redis.Redis) -> Writers:
-    """Where the Redis writers go: to the target once it carries the switch marker, else the source."""
-    marker = switch_marker(target)
-    return Writers(
-        "target" if marker else "source",
-        (Endpoint("redis target", "target" if marker else "source", marker=marker),),
-    )
+def writers_of_redis(source: Server, target: Server, endpoint: WriteEndpoint | None = None) -> Writers:
+    """Where the Redis writers go. Through a write endpoint: where it routes (its runtime state is the
+    truth; the target's switch marker rides along). Without one, each environment writes its own
+    server, and the switch marker on the target is what says production's server took over."""
+    marker = switch_marker(target.client)
+    if endpoint is None:
+        return classify([Endpoint("redis target", "target" if marker else "source", marker=marker)])
+    name = f"redis endpoint {endpoint.describe()}"
+    try:
+        routed = endpoint.routed_to()
+    except Exception as exc:
+        return classify([Endpoint(name, None, error=f"unreachable: {first_line(exc)}", unreachable=True)])
+    if routed is None:
+        return classify([Endpoint(name, None, error="routes to no server")])
+    side = next((s.name for s in (source, target) if same_address(routed, s.address)), None)
+    return classify([Endpoint(name, side, routed, marker=marker)])

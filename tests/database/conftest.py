@@ -1,6 +1,7 @@
-"""The database tests run on a pair of clusters (plus PgBouncer and two Redis servers) of their own,
-started once for this package and stopped after it, so repointing the pooler, dropping the target
-and replicating both ways never disturbs other modules using the shared lab.
+"""The database tests run on a pair of clusters (plus PgBouncer, two Redis servers and their write
+endpoint) of their own, started once for this package and stopped after it, so repointing the
+pooler, dropping the target and replicating both ways never disturbs other modules using the shared
+lab.
 
 Each scenario module begins with `pair.reset()` (source primary behind PgBouncer, target empty, no
 publication, subscription or slot) and ends with it, leaving the pair as it found it.

@@ -28,9 +28,18 @@ from lab.pgbouncer import admin_console
 from lab.postgres import DATABASE, PostgresCluster
 from lab.processes import State
 from lab.settings import LabSettings
+from pyairtable_migration.config import load_config
+from pyairtable_migration.hooks.redis_endpoint import RedisEndpointHook
 from tests.own_lab import point_pooler, running_lab
 
-COMPONENTS = ("postgres-source", "postgres-target", "pgbouncer", "redis-source", "redis-target")
+COMPONENTS = (
+    "postgres-source",
+    "postgres-target",
+    "pgbouncer",
+    "redis-source",
+    "redis-target",
+    "redis-endpoint",
+)
 
 
 @dataclass
@@ -168,9 +177,21 @@ class Pair:
         with self.superuser("source", DATABASE) as connection, connection.cursor() as cursor:
             cursor.execute("DROP SCHEMA IF EXISTS pyairtable_migration CASCADE")
             cursor.execute("ALTER TABLE audit_log REPLICA IDENTITY DEFAULT")
-        target = self.redis("target")
+        self.reset_redis()
+
+    def reset_redis(self) -> None:
+        """Staging's Redis arrangement: the write endpoint on the source, a primary not paused; the
+        target an empty primary."""
+        self.redis_endpoint().route_to((self.settings.host, self.settings.redis_source_port))
+        source, target = self.redis("source"), self.redis("target")
+        source.client_unpause()
+        source.replicaof("no", "one")
         target.replicaof("no", "one")
         target.flushall()
+
+    def redis_endpoint(self) -> RedisEndpointHook:
+        """The write endpoint, by the shipped config's connection id (its connection is in os.environ)."""
+        return RedisEndpointHook(str(load_config().redis.endpoint_conn_id))
 
     def _resume_and_point_at_source(self) -> None:
         point_pooler(self.settings, self.settings.postgres_source_port)

@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import pytest
 import redis
-from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
-from lab.processes import State
-from lab.redis_lab import RedisServer
-from pyairtable_migration.builder import create_airflow_task
 from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.hooks.redis_hook import (
     SWITCH_MARKER,
@@ -27,15 +22,20 @@ from pyairtable_migration.hooks.redis_hook import (
     switch_marker,
 )
 from pyairtable_migration.redis.stages import wait_caught_up
-from pyairtable_migration.rollback import build_rollback_plan
 from pyairtable_migration.status import redis_status
 from tests.database.pair import Pair
-from tests.database.runner import operator_for, run
+from tests.database.redis_steps import PREFIX, restore, rollback, switch, sync
 
 pytestmark = pytest.mark.lab
 
-PREFIX = "rollback-test:"
 TTL_TOLERANCE_MS = 5_000
+
+
+@pytest.fixture
+def config(config: MigrationConfig) -> MigrationConfig:
+    """This module: each environment with a Redis of its own (no write endpoint), where the switch
+    marker alone says where writers went (test_redis_endpoint_switch.py covers the endpoint)."""
+    return config.model_copy(update={"redis": config.redis.model_copy(update={"endpoint_conn_id": None})})
 
 
 @pytest.fixture(autouse=True)
@@ -43,32 +43,6 @@ def clean(pair: Pair) -> Iterator[None]:
     restore(pair)
     yield
     restore(pair)
-
-
-def restore(pair: Pair) -> None:
-    """Both servers primaries, the target empty, no marker, the source's seed (re)present."""
-    source, target = pair.redis("source"), pair.redis("target")
-    target.replicaof("no", "one")
-    target.flushall()
-    source.replicaof("no", "one")
-    source.delete(SWITCH_MARKER, *source.keys(f"{PREFIX}*"))
-    RedisServer("source").seed(pair.settings, pair.records, State(pair.settings))  # only if emptied
-
-
-def sync(config: MigrationConfig, mode: str = "replicaof") -> Any:
-    return run(operator_for(config, "database.sync_redis", mode=mode), config)
-
-
-def switch(config: MigrationConfig, mode: str = "replicaof") -> Any:
-    return run(operator_for(config, "switchover.switch_redis", mode=mode), config)
-
-
-def rollback(config: MigrationConfig, redis_mode: str = "replicaof", **run_params: Any) -> Any:
-    """The rollback DAG's own redis.rollback task (its arguments from the config)."""
-    step = build_rollback_plan(config).steps["redis.rollback"]
-    step = replace(step, arguments={**step.arguments, "mode": redis_mode})
-    task = create_airflow_task(step, DAG("test_redis_rollback", schedule=None), None)
-    return run(task, config, **run_params)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -138,7 +112,7 @@ def test_sync_refuses_a_switched_target_and_keeps_its_writes(
     switch(config)
     target.set(f"{PREFIX}written-after-the-switch", "kept")
     before = inventory(target)
-    with pytest.raises(AirflowFailException, match=r"was switched at .* nothing changed"):
+    with pytest.raises(AirflowFailException, match=r"switched at .* nothing changed"):
         sync(config, mode=mode)
     assert replication_state(target).role == "master"
     assert target.get(f"{PREFIX}written-after-the-switch") == b"kept"

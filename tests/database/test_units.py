@@ -24,7 +24,7 @@ from pyairtable_migration.hooks.redis_hook import KeyInventory, ReplicationState
 from pyairtable_migration.plan import build_plan
 from pyairtable_migration.postgres import preflight
 from pyairtable_migration.postgres.schema_copy import remove_objects, strip_psql_meta
-from pyairtable_migration.redis.stages import emptied_target, rollback_stage
+from pyairtable_migration.redis.stages import emptied_target, endpoint_rollback_stage, rollback_stage
 
 
 def test_every_sql_file_composes_with_identifiers_only() -> None:
@@ -228,6 +228,39 @@ def test_the_redis_rollback_continues_from_what_the_servers_report(
     source: ReplicationState, target: ReplicationState, markers: tuple[str | None, str | None], stage: str
 ) -> None:
     assert rollback_stage(source, target, SOURCE_REDIS, TARGET_REDIS, *markers)[0] == stage
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "routed", "source_marker", "stage"),
+    [
+        (ReplicationState("master"), ReplicationState("slave", *SOURCE_REDIS), "source", None, "nothing"),
+        (ReplicationState("slave", *TARGET_REDIS), ReplicationState("master"), "target", None, "catch_up"),
+        (ReplicationState("master"), ReplicationState("master"), "target", "t0", "replicate"),
+        (ReplicationState("master"), ReplicationState("master"), "source", "t0", "repoint_target"),
+        # Promoted but never routed to (a switch stopped before its commit point): the endpoint is
+        # the truth, whatever the markers say, and the source keeps its writes.
+        (ReplicationState("master"), ReplicationState("master"), "source", None, "repoint_target"),
+        (ReplicationState("master"), ReplicationState("slave", *SOURCE_REDIS), "source", "t0", "unmark"),
+    ],
+)
+def test_through_an_endpoint_the_redis_rollback_follows_where_it_routes(
+    source: ReplicationState, target: ReplicationState, routed: str, source_marker: str | None, stage: str
+) -> None:
+    assert (
+        endpoint_rollback_stage(source, target, SOURCE_REDIS, TARGET_REDIS, routed, source_marker)[0] == stage
+    )
+
+
+def test_through_an_endpoint_writers_on_a_replica_are_refused() -> None:
+    with pytest.raises(MigrationError, match=r"routes to the target, but .* the target a slave"):
+        endpoint_rollback_stage(
+            ReplicationState("master"),
+            ReplicationState("slave", *SOURCE_REDIS),
+            SOURCE_REDIS,
+            TARGET_REDIS,
+            "target",
+            None,
+        )
 
 
 def test_the_redis_rollback_refuses_an_arrangement_it_did_not_make() -> None:

@@ -201,9 +201,11 @@ def assert_clean_staging(status: Mapping[str, Any], before: Mapping[str, Any], r
 
 
 def assert_redis_on_source(redis: Mapping[str, Any]) -> None:
-    """The source Redis is the primary again, and neither server carries the switch marker."""
+    """The source Redis is the primary again, the write endpoint (when there is one) routes to it,
+    and neither server carries the switch marker."""
     assert redis["source"]["role"] in ("primary", "master"), redis
-    assert not [side for side, state in redis.items() if state["switched_at"] is not None], redis
+    assert redis.get("endpoint", {"routes_to": "source"}) == {"routes_to": "source"}, redis
+    assert redis["source"]["switched_at"] is None and redis["target"]["switched_at"] is None, redis
 
 
 def assert_nothing_changed(rollback: Any) -> None:

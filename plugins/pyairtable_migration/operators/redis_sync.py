@@ -20,6 +20,7 @@ import redis
 from airflow.sdk import Context
 
 from pyairtable_migration.hooks.database import MigrationError
+from pyairtable_migration.hooks.redis_endpoint import RedisEndpointHook
 from pyairtable_migration.hooks.redis_hook import (
     SWITCH_MARKER,
     MigrationRedisHook,
@@ -34,8 +35,15 @@ from pyairtable_migration.hooks.redis_hook import (
     version_tuple,
 )
 from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
-from pyairtable_migration.redis.stages import Stage, emptied_target, rollback_stage, wait_caught_up
-from pyairtable_migration.topology import writers_of_redis
+from pyairtable_migration.redis.stages import (
+    Stage,
+    emptied_target,
+    endpoint_rollback_stage,
+    rollback_stage,
+    wait_caught_up,
+)
+from pyairtable_migration.redis.switch import Server, finish, move_writers, routed_side
+from pyairtable_migration.topology import Writers, first_line, writers_of_redis
 from pyairtable_migration.triggers.base import OK
 from pyairtable_migration.triggers.database import RedisCatchUpTrigger
 
@@ -45,17 +53,36 @@ MODES = ("replicaof", "copy")
 class RedisOperator(ConnectionPairOperator):
     """Base: the two Redis servers by Airflow `redis` connection id, and the sync mode."""
 
-    template_fields: Sequence[str] = (*ConnectionPairOperator.template_fields, "mode")
+    template_fields: Sequence[str] = (*ConnectionPairOperator.template_fields, "mode", "endpoint_conn_id")
     ui_color = "#fbe3e3"
 
-    def __init__(self, *, mode: str = "replicaof", **kwargs: Any) -> None:
+    def __init__(
+        self, *, mode: str = "replicaof", endpoint_conn_id: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.mode = mode
+        self.endpoint_conn_id = endpoint_conn_id
 
     def hooks(self) -> tuple[MigrationRedisHook, MigrationRedisHook]:
         if self.mode not in MODES:
             raise fail(f"{self.task_id}: unknown Redis mode {self.mode!r} (known: {', '.join(MODES)})")
         return MigrationRedisHook(self.source_conn_id), MigrationRedisHook(self.target_conn_id)
+
+    def servers(self) -> tuple[Server, Server]:
+        """Both servers as redis/switch.py moves them."""
+        source_hook, target_hook = self.hooks()
+        return (
+            Server("source", source_hook.client(), source_hook.address, source_hook.password),
+            Server("target", target_hook.client(), target_hook.address, target_hook.password),
+        )
+
+    def endpoint(self) -> RedisEndpointHook | None:
+        """The write endpoint both environments use, when the config names one."""
+        return RedisEndpointHook(self.endpoint_conn_id) if self.endpoint_conn_id else None
+
+    def writers(self) -> Writers:
+        source, target = self.servers()
+        return writers_of_redis(source, target, self.endpoint())
 
 
 def _command_available(client: redis.Redis, name: str) -> bool:
@@ -135,6 +162,14 @@ class CheckRedisOperator(RedisOperator):
                     )
                 if not _command_available(target, "restore"):
                     problems.append("target Redis does not offer RESTORE, which mode copy needs")
+        endpoint = self.endpoint()
+        if endpoint is not None:
+            try:
+                routed = routed_side(endpoint, source_hook.address, target_hook.address)
+            except Exception as exc:
+                problems.append(f"Redis write endpoint {self.endpoint_conn_id}: {first_line(exc)}")
+            else:
+                notes.append(f"the write endpoint {endpoint.describe()} routes to the {routed}")
         if "source" in clients and self.mode == "copy" and not _command_available(clients["source"], "dump"):
             problems.append("source Redis does not offer DUMP, which mode copy needs")
         for note in notes:
@@ -174,12 +209,13 @@ class SyncRedisOperator(RedisOperator):
         ):
             return {"mode": "plan"}
         source_hook, target_hook = self.hooks()
-        found = writers_of_redis(target_hook.client())
-        if found.where == "target":
+        found = self.writers()
+        if found.where != "source":
             raise fail(
-                f"target {target_hook.describe()} was switched at {found.switched_at} ({SWITCH_MARKER}): "
-                "it is production's primary, and syncing from the source would overwrite its writes; nothing "
-                "changed. To migrate again, roll back first (pyairtable_production_rollback)"
+                f"Redis writers are not on the source ({found.describe()}; target {target_hook.describe()} "
+                f"switched at {found.switched_at}): syncing the target from the source would overwrite "
+                "production's writes; nothing changed. To migrate again, roll back first "
+                "(pyairtable_production_rollback)"
             )
         if self.mode == "copy":
             result = copy_keys(source_hook.client(), target_hook.client())
@@ -276,24 +312,25 @@ class SwitchRedisOperator(RedisOperator):
     that never replicated the source must never be copied over it.
     """
 
-    template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds")
+    template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds", "freeze_seconds")
 
-    def __init__(self, *, timeout_seconds: float = 30.0, **kwargs: Any) -> None:
+    def __init__(self, *, timeout_seconds: float = 30.0, freeze_seconds: float = 5.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.timeout_seconds = timeout_seconds
+        self.freeze_seconds = freeze_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.planned(
-            context,
-            f"wait until {self.target_conn_id} has caught up, then REPLICAOF NO ONE and mark it switched"
-            if self.mode == "replicaof"
-            else f"copy every key of {self.source_conn_id} to {self.target_conn_id} once more and mark it "
-            "switched",
-        ):
+        if self.planned(context, self._plan()):
             return {"mode": "plan"}
+        endpoint = self.endpoint()
+        if endpoint is not None:
+            try:
+                return self._move_writers(endpoint)
+            except MigrationError as exc:
+                raise fail(f"{self.task_id}: {exc}") from None
         source_hook, target_hook = self.hooks()
         source, target = source_hook.client(), target_hook.client()
-        switched_at = writers_of_redis(target).switched_at
+        switched_at = switch_marker(target)
         if self.mode == "copy":
             if switched_at:
                 self.log.info("Target marked switched at %s: nothing to change", switched_at)
@@ -335,6 +372,88 @@ class SwitchRedisOperator(RedisOperator):
             switched_at,
         )
         return {"mode": "replicaof", "changed": True, "offset": offset, "switched_at": switched_at}
+
+    def _plan(self) -> str:
+        if self.endpoint_conn_id:
+            take_over = (
+                f"{self.target_conn_id} catches up, REPLICAOF NO ONE"
+                if self.mode == "replicaof"
+                else f"every key of {self.source_conn_id} copied to {self.target_conn_id} once more"
+            )
+            return (
+                f"CLIENT PAUSE WRITE on {self.source_conn_id} (at most {self.freeze_seconds} s): "
+                f"{take_over}, marked switched; endpoint {self.endpoint_conn_id} routes to it (commit point)"
+                + (f"; {self.source_conn_id} REPLICAOF it" if self.mode == "replicaof" else "")
+                + "; unpause"
+            )
+        if self.mode == "replicaof":
+            return (
+                f"wait until {self.target_conn_id} has caught up, then REPLICAOF NO ONE and mark it switched"
+            )
+        return (
+            f"copy every key of {self.source_conn_id} to {self.target_conn_id} once more and mark it switched"
+        )
+
+    def _move_writers(self, endpoint: RedisEndpointHook) -> dict[str, Any]:
+        """Through the write endpoint (redis/switch.py): the endpoint's routing says where writers
+        are, so a re-run reads it and finishes, or starts over, from there."""
+        source, target = self.servers()
+        replicated = self.mode == "replicaof"
+        if routed_side(endpoint, source.address, target.address) == "target":
+            switched_at = switch_marker(target.client) or mark_switched(target.client)
+            repointed = finish(source, target) if replicated else bool(source.client.client_unpause())
+            self.log.info(
+                "The endpoint %s routes to the target (switched at %s): %s",
+                endpoint.describe(),
+                switched_at,
+                "the source follows it now" if repointed and replicated else "nothing to change",
+            )
+            return {"mode": self.mode, "changed": repointed and replicated, "switched_at": switched_at}
+        if replicated:
+            self._replicating_source(source, target)
+            caught_up, offset, wanted = wait_caught_up(
+                source.client, target.client, float(self.timeout_seconds)
+            )
+            if not caught_up:
+                raise MigrationError(
+                    f"target offset {offset} did not reach the source's {wanted} within "
+                    f"{self.timeout_seconds} s; nothing changed (still a replica, writers on the source)"
+                )
+        move = move_writers(
+            source,
+            target,
+            endpoint,
+            float(self.freeze_seconds),
+            replicated=replicated,
+            on_promoted=mark_switched,
+        )
+        return {
+            "mode": self.mode,
+            "changed": True,
+            "switched_at": switch_marker(target.client),
+            "stall_ms": move.stall_ms,
+            "catch_up_ms": move.catch_up_ms,
+            ("offset" if replicated else "copied"): move.offset,
+        }
+
+    def _replicating_source(self, source: Server, target: Server) -> None:
+        """The target replicates the source; a target promoted while the endpoint stayed on the source
+        (a run stopped before its commit point) never took a write, so it replicates again."""
+        state = replication_state(target.client)
+        if state.replicates(*source.address):
+            return
+        if state.role != "master":
+            raise MigrationError(
+                f"the target replicates {state.master_host}:{state.master_port}, not the source; nothing "
+                "changed"
+            )
+        self.log.warning(
+            "The target is a primary (marked %s) but the endpoint routes to the source: promoted by a run "
+            "stopped before its commit point; it replicates the source again",
+            switch_marker(target.client),
+        )
+        target.client.delete(SWITCH_MARKER)
+        target.follow(source)
 
     def _already_primary(
         self,
@@ -393,11 +512,14 @@ class RollbackRedisOperator(RedisOperator):
     the switch stay on the source), then delete the marker.
     """
 
-    template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds")
+    template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds", "freeze_seconds")
 
-    def __init__(self, *, timeout_seconds: float = 1800.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *, timeout_seconds: float = 1800.0, freeze_seconds: float = 5.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.timeout_seconds = timeout_seconds
+        self.freeze_seconds = freeze_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
         source, target = self.source_conn_id, self.target_conn_id
@@ -433,9 +555,11 @@ class RollbackRedisOperator(RedisOperator):
     def _advance(self, started: float, caught_up: bool) -> dict[str, Any]:
         source_hook, target_hook = self.hooks()
         source, target = source_hook.client(), target_hook.client()
-        stage = self._stage(source, target, source_hook.address, target_hook.address)
+        endpoint = self.endpoint()
+        stage = self._stage(source, target, source_hook.address, target_hook.address, endpoint)
         if stage == "nothing":
             return {"mode": "replicaof", "changed": False, "seconds": round(time.time() - started, 2)}
+        moved: dict[str, Any] = {}
         if stage == "replicate":
             self._refuse_an_emptied_target(source, target)
             if target_hook.password:
@@ -453,6 +577,9 @@ class RollbackRedisOperator(RedisOperator):
                 self.timeout_seconds,
                 kwargs={"started": started},
             )
+        if stage == "catch_up" and endpoint is not None:
+            moved = self._move_back(endpoint, replicated=True)
+            stage = "unmark"
         if stage == "catch_up":
             done, offset, wanted = wait_caught_up(target, source, float(self.timeout_seconds))
             if not done:
@@ -465,7 +592,11 @@ class RollbackRedisOperator(RedisOperator):
                 "Source promoted (REPLICAOF NO ONE) at offset %d: it holds the target's keys", offset
             )
             stage = "repoint_target"
-        if stage == "repoint_target":
+        if stage == "repoint_target" and endpoint is not None:
+            source_server, target_server = self.servers()
+            finish(target_server, source_server)
+            self.log.info("Target %s follows the source again; its pause lifted", target_hook.describe())
+        elif stage == "repoint_target":
             if source_hook.password:
                 target.config_set("masterauth", source_hook.password)  # never logged
             target.replicaof(*source_hook.address)
@@ -478,7 +609,17 @@ class RollbackRedisOperator(RedisOperator):
             "changed": True,
             "offset": offset,
             "seconds": round(time.time() - started, 2),
+            **moved,
         }
+
+    def _move_back(self, endpoint: RedisEndpointHook, replicated: bool) -> dict[str, Any]:
+        """The writers back to the source through the endpoint, in a freeze (redis/switch.py)."""
+        source, target = self.servers()
+        try:
+            move = move_writers(target, source, endpoint, float(self.freeze_seconds), replicated=replicated)
+        except MigrationError as exc:
+            raise fail(f"{self.task_id}: {exc}") from None
+        return {"stall_ms": move.stall_ms, "catch_up_ms": move.catch_up_ms}
 
     def _refuse_an_emptied_target(self, source: redis.Redis, target: redis.Redis) -> None:
         problem = emptied_target(target.dbsize() - 1, source.dbsize())
@@ -491,17 +632,28 @@ class RollbackRedisOperator(RedisOperator):
         target: redis.Redis,
         source_address: tuple[str, int],
         target_address: tuple[str, int],
+        endpoint: RedisEndpointHook | None,
     ) -> Stage:
         """Where the rollback stands (redis/stages.py), logged."""
         try:
-            stage, why = rollback_stage(
-                replication_state(source),
-                replication_state(target),
-                source_address,
-                target_address,
-                switch_marker(source),
-                switch_marker(target),
-            )
+            if endpoint is not None:
+                stage, why = endpoint_rollback_stage(
+                    replication_state(source),
+                    replication_state(target),
+                    source_address,
+                    target_address,
+                    routed_side(endpoint, source_address, target_address),
+                    switch_marker(source),
+                )
+            else:
+                stage, why = rollback_stage(
+                    replication_state(source),
+                    replication_state(target),
+                    source_address,
+                    target_address,
+                    switch_marker(source),
+                    switch_marker(target),
+                )
         except MigrationError as exc:
             raise fail(f"{self.task_id}: {exc}") from None
         self.log.info("Redis rollback: %s -> %s", why, "nothing to undo" if stage == "nothing" else stage)
@@ -511,6 +663,22 @@ class RollbackRedisOperator(RedisOperator):
         source_hook, target_hook = self.hooks()
         source, target = source_hook.client(), target_hook.client()
         switched_at = switch_marker(target)
+        endpoint = self.endpoint()
+        if endpoint is not None:
+            # The endpoint's routing says where writers are; the markers only what is left to tidy.
+            if routed_side(endpoint, source_hook.address, target_hook.address) == "target":
+                moved = self._move_back(endpoint, replicated=False)
+            elif switched_at or switch_marker(source):
+                moved = {}
+            else:
+                self.log.info(
+                    "The endpoint %s routes to the source, no marker: nothing to undo", endpoint.describe()
+                )
+                return {"mode": "copy", "changed": False, "seconds": round(time.time() - started, 2)}
+            source.delete(SWITCH_MARKER)
+            target.delete(SWITCH_MARKER)
+            self.log.info("Writers on the source through %s; markers deleted %s", endpoint.describe(), moved)
+            return {"mode": "copy", "changed": True, "seconds": round(time.time() - started, 2), **moved}
         if not switched_at:
             self.log.info(
                 "No switch marker on the target %s: never switched (or rolled back); nothing to undo",

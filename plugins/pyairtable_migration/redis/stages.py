@@ -53,6 +53,42 @@ def rollback_stage(
     )
 
 
+def endpoint_rollback_stage(
+    source: ReplicationState,
+    target: ReplicationState,
+    source_address: tuple[str, int],
+    target_address: tuple[str, int],
+    routed: str,
+    source_marker: str | None,
+) -> tuple[Stage, str]:
+    """The stage to continue from when a write endpoint carries the writers (redis/switch.py): the
+    side it routes to is the truth, the markers only say whether the last tidy-up ran.
+
+    `catch_up` then means: wait until the source has caught up, then move the writers in a freeze.
+    A target that is a primary of its own while the endpoint routes to the source never had writers
+    (a switch stopped before its commit point, or a rollback after it): it replicates the source
+    again, whatever its marker says."""
+    if routed == "target":
+        if source.replicates(*target_address):
+            return "catch_up", "the endpoint routes to the target, which the source replicates"
+        if source.role == target.role == "master":
+            return "replicate", "the endpoint routes to the target; the source is a primary of its own"
+    elif target.replicates(*source_address):
+        if source_marker:
+            return (
+                "unmark",
+                "the endpoint routes to the source, which the target replicates; the marker is left",
+            )
+        return "nothing", "the endpoint routes to the source, which the target replicates"
+    elif source.role == target.role == "master":
+        return "repoint_target", "the endpoint routes to the source; the target is a primary of its own"
+    raise MigrationError(
+        f"the Redis write endpoint routes to the {routed}, but the source is a {source.role} of "
+        f"{source.master_host}:{source.master_port} and the target a {target.role} of "
+        f"{target.master_host}:{target.master_port}: not an arrangement the migration makes"
+    )
+
+
 def emptied_target(target_keys: int, source_keys: int) -> str | None:
     """Why replicating the target would be wrong: a switched target held every source key, so one
     holding none (but its marker) while the source still has keys lost its data."""
