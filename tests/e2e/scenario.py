@@ -3,7 +3,8 @@
 Each scenario gets a lab of its own on free ports (a migrated lab cannot be mistaken for a fresh
 one, and the shared lab is never touched), with the load generator running from before the first
 task until after the last rollback: HTTP through the weighted edge and commits through the pooler,
-every acknowledged write in a ledger that is finally checked against the source database.
+and logged-in users writing to their Redis sessions through the edge, every acknowledged commit and
+session write in a ledger that is finally checked against the source database and Redis.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from lab.edge import lab_edge
 from lab.ledger import LedgerReport, check_ledger
 from lab.loadgen import LoadGenerator, app_dsn
 from lab.migration_config import CONFIG_ENV, write_lab_config
+from lab.session_ledger import SessionLedgerReport, check_session_ledger
 from lab.settings import LabSettings
 from lab.supervisor import down, up
 from pyairtable_migration.builder import build_migration_dag
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.hooks.database import MigrationPostgresHook
+from pyairtable_migration.hooks.redis_hook import MigrationRedisHook
 from pyairtable_migration.rollback import build_rollback_dag
 from pyairtable_migration.status import collect
 from tests.dagrun import registered, task_states
@@ -31,6 +34,8 @@ from tests.dagrun import registered, task_states
 SCALE = 2000
 HTTP_RATE = 30.0  # requests per second through the weighted edge
 DB_RATE = 50.0  # commits per second through the pooler
+USERS = 20  # logged-in users whose session writes hop between the environments as weights move
+SESSION_RATE = 20.0  # session writes per second, all users together
 BAKE_SECONDS = 3
 SEEDED_TTL_SECONDS = 5  # the seeded records' TTL, which traffic.lower_ttl waits out
 # The TTL traffic.finalize restores (300 s in the lab's config) bounds how soon a rollback after a
@@ -47,12 +52,15 @@ SETTLE_DEADLINE_SECONDS = 120.0
 class Scenario:
     """One fresh lab with load running; runs the migration and rollback DAGs against it."""
 
-    def __init__(self, name: str, config_path: Path, load: LoadGenerator, ledger: Path) -> None:
+    def __init__(
+        self, name: str, config_path: Path, load: LoadGenerator, ledger: Path, session_ledger: Path
+    ) -> None:
         self.name = name
         self.config_path = config_path
         self.config: MigrationConfig = load_config(config_path)
         self.load = load
         self.ledger = ledger
+        self.session_ledger = session_ledger
         self.figures: dict[str, Any] | None = None
 
     def status(self) -> dict[str, Any]:
@@ -97,8 +105,9 @@ class Scenario:
                 return served
             time.sleep(0.5)
 
-    def finish(self) -> tuple[dict[str, Any], LedgerReport]:
-        """Stop the load; look every acknowledged write up on the SOURCE database."""
+    def finish(self) -> tuple[dict[str, Any], LedgerReport, SessionLedgerReport]:
+        """Stop the load; look every acknowledged commit up on the SOURCE database, and every
+        acknowledged session write on the SOURCE Redis (where a rollback leaves the writers)."""
         self.stop_load()
         assert self.figures is not None
         source = MigrationPostgresHook(self.config.database.source_conn_id).connect()
@@ -106,7 +115,9 @@ class Scenario:
             ledger = check_ledger(self.ledger, source)
         finally:
             source.close()
-        return self.figures, ledger
+        with MigrationRedisHook(self.config.redis.source_conn_id).client() as redis_source:
+            sessions = check_session_ledger(self.session_ledger, redis_source)
+        return self.figures, ledger, sessions
 
     def stop_load(self) -> None:
         if self.figures is None:
@@ -123,6 +134,7 @@ def scenario(name: str) -> Iterator[Scenario]:
         config_path = write_lab_config(settings, E2E_OVERRIDES)
         with connections_in_environment(settings, **{CONFIG_ENV: str(config_path)}):
             ledger = settings.data_dir / "e2e-ledger.log"
+            session_ledger = settings.data_dir / "e2e-sessions.log"
             load = LoadGenerator(
                 dsn=app_dsn(settings),
                 db_rate=DB_RATE,
@@ -130,9 +142,12 @@ def scenario(name: str) -> Iterator[Scenario]:
                 edge=lab_edge(settings),
                 http_rate=HTTP_RATE,
                 records=load_config(config_path).dns.records,
+                users=USERS,
+                session_rate=SESSION_RATE,
+                session_ledger_path=session_ledger,
             )
             load.start()
-            run = Scenario(name, config_path, load, ledger)
+            run = Scenario(name, config_path, load, ledger, session_ledger)
             try:
                 yield run
             finally:

@@ -2,8 +2,9 @@
 
 A full migration, then the on-demand rollback; and the rollback started after each phase in turn
 (database only, services promoted, traffic at 50 %). Every one must end in a clean staging state
-with every acknowledged write on the source and not one failed request or commit: a healthy run
-has no gate breach window, so it is allowed none.
+with every acknowledged commit and session write on the source and not one failed request, commit
+or login, no valid session rejected, no rate-limit counter reset: a healthy run has no gate breach
+window, so it is allowed none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from lab.ledger import LedgerReport
+from lab.session_ledger import SessionLedgerReport
 from tests.e2e.scenario import (
     Scenario,
     assert_clean_staging,
@@ -56,9 +58,12 @@ def test_full_migration_then_rollback_twice() -> None:
         assert_nothing_changed(again)
         assert_clean_staging(lab.status(), before, again)
         assert comparable(lab.status()) == comparable(after)
-        figures, ledger = lab.finish()
+        figures, ledger, sessions = lab.finish()
     assert figures["db_commits"] > commits_at_rollback  # writes after the rollback, on the source too
-    assert_nothing_lost(figures, ledger)
+    assert_nothing_lost(figures, ledger, sessions)
+    # Users' requests hopped between the environments: both served their session writes.
+    by_environment = figures["sessions"]["by_environment"]
+    assert all(by_environment.get(env, {}).get("session_writes", 0) > 0 for env in ("staging", "production"))
 
 
 ROLLBACK_POINTS = {
@@ -95,8 +100,8 @@ def test_rollback_after_a_partial_migration(point: str) -> None:
         assert_succeeded(rollback)
         assert_clean_staging(lab.status(), before, rollback)
         assert_traffic_back_on_staging(lab)
-        figures, ledger = lab.finish()
-    assert_nothing_lost(figures, ledger)
+        figures, ledger, sessions = lab.finish()
+    assert_nothing_lost(figures, ledger, sessions)
 
 
 def assert_emergency_rollback_moves_only_users(lab: Scenario) -> None:
@@ -173,11 +178,21 @@ def assert_traffic_back_on_staging(lab: Scenario) -> None:
     assert served.get("staging", 0) > 0 and served.get("production", 0) == 0, served
 
 
-def assert_nothing_lost(figures: dict[str, Any], ledger: LedgerReport) -> None:
+def assert_nothing_lost(figures: dict[str, Any], ledger: LedgerReport, sessions: SessionLedgerReport) -> None:
+    """Not one commit, request, login or session write failed or lost; no valid session rejected,
+    no rate-limit counter reset."""
     assert ledger.checked == figures["db_commits"] > 0
     assert ledger.lost == 0, ledger.summary()
     assert figures["db_failures"] == 0, figures["db_errors"]
     assert figures["http_requests"] > 0 and figures["http_failures"] == 0, figures["http_errors"]
+    users = figures["sessions"]
+    assert users["logins_attempted"] == users["logins_succeeded"] > 0, users
+    assert users["failures"] == {}, users
+    assert users["sessions_lost"] == users["rate_counters_reset"] == users["session_writes_regressed"] == 0, (
+        users
+    )
+    assert sessions.acknowledged == users["session_writes"] > 0, (sessions.summary(), users)
+    assert sessions.lost == 0, sessions.summary()
 
 
 def pooler_states(status: dict[str, Any]) -> list[dict[str, Any]]:
