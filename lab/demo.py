@@ -1,12 +1,13 @@
 """`make demo`: the whole migration on a fresh lab, under load, told as an operator's console.
 
 Starts a clean lab, runs the load generator (HTTP through the weighted edge, commits through
-the pooler, every acknowledged write in the ledger), runs the migration DAG in apply mode with
+the pooler, logged-in users writing their Redis sessions through the edge; every acknowledged commit
+and session write in a ledger), runs the migration DAG in apply mode with
 `dag.test()`, and prints one line per task as it finishes (services and preflight: one per
 service and one for all checks) with the figures that matter there: lag, weights, gate samples,
 the write stall. Airflow's own output goes to a log file whose path is printed first. Then the
-summary: phase durations, failed requests, lost writes, rows validated, the report's path. Exits
-non-zero if the migration failed or anything was lost.
+summary: phase durations, both write stalls, failed requests, lost writes and sessions, rows
+validated, the report's path. Exits non-zero if the migration failed or anything was lost.
 
 The lab's config (lab/migration_config.py) shortens the waits that protect real users (bake,
 cutover TTL, rollback window), and the demo seeds the records with a short DNS TTL (`--ttl`,
@@ -31,11 +32,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg2
+import redis
 
 from lab.connections import environment
 from lab.ledger import check_ledger
 from lab.loadgen import LoadProcess, app_dsn
 from lab.migration_config import CONFIG_ENV, lab_config_path
+from lab.session_ledger import check_session_ledger
 from lab.settings import REPO_ROOT, LabSettings
 from lab.supervisor import down, up
 from pyairtable_migration.config import load_config
@@ -45,6 +48,9 @@ DAG_ID = "pyairtable_production_migration"
 # Long enough that clients really cache and the cutover really waits; short enough for a demo.
 DEMO_TTL_SECONDS = 10
 BAKE_SECONDS = 15
+# Logged-in users writing to their Redis sessions through the edge, as in the e2e tests.
+USERS = 20
+SESSION_RATE = 40.0
 FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")
 
 
@@ -182,7 +188,12 @@ FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
         f"writers on the {v['writers_on']}; write stall {v['write_stall_ms']} ms "
         f"(catch-up {v['catch_up_ms']} ms), {v['sequences_moved']} sequences moved"
     ),
-    "switch_redis": lambda v: f"target promoted ({v['mode']}), marked switched at {v['switched_at']}",
+    "switch_redis": lambda v: (
+        f"writers moved through the endpoint: stall {v['stall_ms']} ms (catch-up {v['catch_up_ms']} ms), "
+        f"marked switched at {v['switched_at']}"
+        if "stall_ms" in v
+        else f"target promoted ({v['mode']}), marked switched at {v['switched_at']}"
+    ),
     "lower_ttl": _ttl,
     "finalize": _ttl,
     "shift_to": _gate,
@@ -447,10 +458,18 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         os.environ[CONFIG_ENV] = str(lab_config_path(settings))
         ledger = settings.data_dir / "demo-ledger.log"
         config = load_config(os.environ[CONFIG_ENV])
-        load = LoadProcess(settings, http_rate=http_rate, db_rate=db_rate, ledger_path=ledger)
+        load = LoadProcess(
+            settings,
+            http_rate=http_rate,
+            db_rate=db_rate,
+            ledger_path=ledger,
+            users=USERS,
+            session_rate=SESSION_RATE,
+        )
         load.start()
         console.line(
-            f"demo: load {http_rate:g} req/s through DNS, {db_rate:g} commits/s through PgBouncer; "
+            f"demo: load {http_rate:g} req/s through DNS, {db_rate:g} commits/s through PgBouncer, {USERS} "
+            f"users writing {SESSION_RATE:g} session writes/s through the Redis endpoint; "
             f"approvals answered automatically (require_approvals=false); bake {BAKE_SECONDS} s per step"
         )
         from pyairtable_migration.builder import build_migration_dag
@@ -468,6 +487,8 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         with psycopg2.connect(app_dsn(settings)) as connection:
             ledger_report = check_ledger(ledger, connection)
         connection.close()
+        with redis.Redis(host=settings.host, port=settings.redis_endpoint_port) as sessions_store:
+            session_report = check_session_ledger(load.session_ledger_path, sessions_store)
         # A migrated lab must not be mistaken for a fresh one by `make test`.
         down(settings, purge=True)
     results = watcher.values
@@ -477,23 +498,38 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
     phases = " · ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phase_durations(run).items())
     rows = find_figure(results, "rows_validated", "rows_compared", "rows")
     switch = results.get("switchover.switch_database") or {}
+    redis_switch = results.get("switchover.switch_redis") or {}
+    users = figures_.get("sessions") or {}
+    session_writes = {env: v["session_writes"] for env, v in (users.get("by_environment") or {}).items()}
     lines = [
         "=== PyAirtable migration demo ===",
         f"result:       {run.state}" + (f" (failed: {', '.join(failed_tasks)})" if failed_tasks else ""),
         f"phases:       {phases}",
-        f"write stall:  {switch.get('write_stall_ms')} ms (switchover, measured by the switch task)",
+        f"write stall:  PostgreSQL {switch.get('write_stall_ms')} ms, Redis "
+        f"{redis_switch.get('stall_ms')} ms (switchover, measured by the switch tasks)",
         f"requests:     {figures_['http_requests']} sent, {figures_['http_failures']} failed, "
         f"by environment {figures_['http_by_environment']}",
         f"commits:      {figures_['db_commits']} acknowledged, {figures_['db_failures']} failed, "
         f"{ledger_report.lost} of {ledger_report.checked} lost (ledger); longest gap {gap_ms:.0f} ms"
         + (f" (while running: {', '.join(during)})" if during else ""),
+        f"users:        {users.get('logins_succeeded')} of {users.get('logins_attempted')} logins, "
+        f"{users.get('session_writes')} session writes, {session_report.lost} of "
+        f"{session_report.acknowledged} lost (ledger), {users.get('sessions_lost')} valid sessions "
+        f"rejected, {users.get('rate_counters_reset')} rate counters reset; session writes by "
+        f"environment {session_writes}",
         f"rows checked: {rows}",
         f"report:       {find_figure(results, 'html', 'report_path')}",
         f"demo took {time.monotonic() - started:.0f} s; Airflow's logs: {log_path}",
     ]
     terminal.write("\n".join(lines) + "\n")
     terminal.close()
-    ok = run.state == "success" and ledger_report.lost == 0 and figures_["db_failures"] == 0
+    ok = (
+        run.state == "success"
+        and ledger_report.lost == 0
+        and figures_["db_failures"] == 0
+        and session_report.lost == 0
+        and users.get("sessions_lost") == 0
+    )
     return 0 if ok else 1
 
 
