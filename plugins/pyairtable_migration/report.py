@@ -305,6 +305,7 @@ def build_data(
         "tasks": tasks,
         "phases": phases,
         "write_stall_ms": switch.get("write_stall_ms"),
+        "redis_stall_ms": _value(xcoms, "switchover.switch_redis").get("stall_ms"),
         "switchover": switch,
         "replication_lag_bytes": [x for x in lags if isinstance(x, int | float)],
         "lag_gate": {"passed": lag_gate.get("passed"), "threshold_bytes": lag_threshold_bytes}
@@ -744,7 +745,7 @@ def render_html(data: Mapping[str, Any]) -> str:
         ],
         "s",
     )
-    stall = data.get("write_stall_ms")
+    stall, redis_stall = data.get("write_stall_ms"), data.get("redis_stall_ms")
     validation = data.get("validation") or {}
     slo_rows = _slo_rows(validation)
     services = (validation.get("validation.latency_slos") or {}).get("services") or {}
@@ -773,7 +774,9 @@ def render_html(data: Mapping[str, Any]) -> str:
         '<section id="summary"><h2>At a glance</h2><ul>'
         f"<li>outcome: <strong>{_e(outcome)}</strong></li>"
         f'<li>write stall at the switchover: <strong id="write-stall">'
-        f"{_e(f'{stall} ms' if stall is not None else 'not measured in this run')}</strong></li>"
+        f"{_e(f'{stall} ms' if stall is not None else 'not measured in this run')}</strong> (PostgreSQL), "
+        f'<strong id="redis-stall">{_e(f"{redis_stall} ms" if redis_stall is not None else "none")}</strong> '
+        "(Redis, through its write endpoint)</li>"
         f"<li>rolled back / failed: <strong>{len(data['rolled_back'])}</strong></li>"
         f"<li>tasks: {len(data['tasks'])}; run wall time until this report: "
         f"{_e(data.get('elapsed_seconds') if data.get('elapsed_seconds') is not None else '—')} s</li>"

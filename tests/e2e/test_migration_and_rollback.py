@@ -154,6 +154,8 @@ def assert_report_holds_the_run(run: Any) -> None:
 
     stall = results["switchover.switch_database"]["write_stall_ms"]
     assert isinstance(stall, int | float) and data["write_stall_ms"] == stall
+    redis_stall = results["switchover.switch_redis"]["stall_ms"]
+    assert isinstance(redis_stall, int | float) and data["redis_stall_ms"] == redis_stall
     durations = {ti.task_id: ti.duration or 0 for ti in run.get_task_instances()}
     del durations["validation.report"]  # the report is written before its own task ends
     assert {p["phase"] for p in data["phases"]} == {t.split(".", 1)[0] for t in durations}
@@ -167,7 +169,7 @@ def assert_report_holds_the_run(run: Any) -> None:
 
     page = parse(html_path.read_text())
     text = " ".join(page.text)
-    assert f"{stall} ms" in text
+    assert f"{stall} ms" in text and f"{redis_stall} ms" in text
     for phase in data["phases"]:
         assert f"{float(phase['task_seconds']):g} s" in text, phase
     assert f"rows {rows:,}" in text  # the data parity check's figures, as the report words them
