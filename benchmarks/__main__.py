@@ -5,7 +5,7 @@ Progress goes to stderr, the table alone to stdout. A missed goal is reported, n
 Each benchmark runs in a fresh interpreter, as when run alone: they set process-wide state
 (logging, Airflow connections in os.environ) that must not leak into the next one's figures.
 
-    python -m benchmarks [--only parse|services|traffic|database|backup|kafka|rollback ...]
+    python -m benchmarks [--only parse|services|traffic|database|backup|kafka|redis|rollback ...]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "database": "benchmarks.bench_database",
     "backup": "benchmarks.bench_backup",
     "kafka": "benchmarks.bench_kafka",
+    "redis": "benchmarks.bench_redis",
     "rollback": "benchmarks.bench_rollback",
 }
 
