@@ -23,7 +23,7 @@ RATE_PREFIX = "ratelimit:"
 # Outlasts the endpoint's write pause (a fraction of a second), so a paused write waits, not fails.
 SOCKET_TIMEOUT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 1.0
-FIRST_RETRY_DELAY_SECONDS = 0.02
+FIRST_RETRY_DELAY_SECONDS = 0.005  # a move stalls writes ~10 ms: retry soon, then back off
 LONGEST_RETRY_DELAY_SECONDS = 0.25
 # What the endpoint's move looks like from a client; anything else is a real error.
 RIDE_THROUGH = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
