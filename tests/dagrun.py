@@ -53,6 +53,50 @@ def registered(dag: Any) -> Any:
     return dag
 
 
+def clear_alone_and_run(dag: Any, run: Any, task_id: str) -> Any:
+    """Clear `task_id` alone in the finished `run` of the registered `dag`, as the UI's Clear does
+    without downstream (Airflow's own clear: the run's clear number goes up, the run is queued
+    again), then carry the run on as dag.test() carries its own: the scheduler's dependency checks,
+    each ready task run in this process, a deferral's trigger run inline. Returns the run as it ended.
+    """
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.sdk import timezone
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    assert settings.Session is not None  # dag.test()'s own session, as it takes it
+    session = settings.Session()
+    cleared = session.scalars(
+        select(TaskInstance).where(
+            TaskInstance.dag_id == run.dag_id,
+            TaskInstance.run_id == run.run_id,
+            TaskInstance.task_id == task_id,
+        )
+    ).all()
+    assert len(cleared) == 1, (task_id, cleared)
+    clear_task_instances(list(cleared), session)
+    session.commit()
+    dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id))
+    assert dag_run is not None and dag_run.state == DagRunState.QUEUED, dag_run
+    # What the scheduler does with a queued run, then dag.test()'s loop.
+    dag_run.state, dag_run.start_date = DagRunState.RUNNING, timezone.utcnow()
+    dag_run.dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    session.commit()
+    while dag_run.state == DagRunState.RUNNING:
+        session.expire_all()
+        for ti in dag_run.update_state(session=session)[0]:
+            ti.try_number += 1
+            ti.state, ti.scheduled_dttm = TaskInstanceState.SCHEDULED, timezone.utcnow()
+        session.commit()
+        for ti in dag_run.get_task_instances(state=[TaskInstanceState.SCHEDULED], session=session):
+            _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
+    return dag_run
+
+
 def task_states(run: Any) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
 

@@ -37,6 +37,13 @@ preflight alone against the live systems and skips every later task. Phases, in 
 6. **validation** — latency SLOs, data parity, security, backup restore, monitoring; the report.
 
 Every task is safe to clear and run again: it reads the state and changes only what differs.
+
+**Clear to undo**, beside three phases (skipped on a healthy run): clear **traffic.undo** alone to
+put every user back on staging (it also acts by itself when a traffic step failed); then
+**services.undo** alone to send every service back to its previous color, dependents first, or
+**switchover.undo** alone to move every writer (PostgreSQL through the pooler(s), Redis through
+its endpoint) back to the source. Those two never act by themselves, refuse while any record sends
+users to production, and stay skipped when their phase is re-run (a step cleared with downstream).
 Configuration: `{config_path}`.
 """
 

@@ -278,13 +278,18 @@ def pooler_queue_argument(config: MigrationConfig) -> dict[str, Any]:
 def switchover_arguments(config: MigrationConfig) -> dict[str, Any]:
     """What SwitchoverOperatorBase takes: the switch and its rollback move writers over the same
     clusters, poolers and replication, with the same margin and freeze limit, on the poolers' worker."""
+    return {**write_switch_arguments(config), **pooler_queue_argument(config)}
+
+
+def write_switch_arguments(config: MigrationConfig) -> dict[str, Any]:
+    """The write switch's clusters, poolers, replication, margin and freeze limit: what
+    `switchover.undo` moves writers back with (its task, not these, names the poolers' queue)."""
     db = config.database
     return {
         **_replication_arguments(config),
         "sequence_margin": db.sequence_margin,
         "timeout_seconds": db.switchover_timeout_seconds,
         "replica_identity_full": list(db.replica_identity_full),
-        **pooler_queue_argument(config),
     }
 
 
@@ -304,6 +309,19 @@ def service_arguments(config: MigrationConfig, name: str, node: ServiceNode) -> 
         "progress_deadline_seconds": blue_green.progress_deadline_seconds,
         "dashboard_url_template": blue_green.dashboard_url_template,
     }
+
+
+def rollback_order(config: MigrationConfig) -> list[str]:
+    """The deployable services, each dependent before its dependencies (the frontend tier first):
+    the order in which services go back to their previous color."""
+    return [name for name in reversed(config.topological_order()) if name in config.deployable]
+
+
+def service_rollback_arguments(config: MigrationConfig, name: str) -> dict[str, Any]:
+    """What BlueGreenRollbackOperator takes for one service: the rollback DAG's step and
+    `services.undo` send it back alike."""
+    node = config.deployable[name]
+    return {**service_arguments(config, name, node), "poll_seconds": config.blue_green.rollout_poll_seconds}
 
 
 def _replication_arguments(config: MigrationConfig) -> dict[str, Any]:
@@ -569,11 +587,33 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
         )
     )
     plan.edges.update((leaf, verify) for leaf in leaves)
+    plan.add(
+        Step(
+            "services.undo",
+            "clear this task alone, after services.verify ended, to send every service back to its "
+            "previous color, dependents first (the rollback DAG's services steps, in one task); refused "
+            "while any record sends users to production (clear traffic.undo first). Never acts by itself: "
+            "a failed services step is fixed and cleared with downstream, and this stays skipped",
+            (
+                f"namespace {namespace}: every service's selector; a retired previous color scaled up again",
+                f"records {', '.join(config.dns.records)} (read only)",
+            ),
+            operator="pyairtable_migration.operators.bluegreen.ServicesUndoOperator",
+            arguments={
+                "services": [service_rollback_arguments(config, name) for name in rollback_order(config)],
+                "route53": route53_arguments(config),
+                "finalized_by": verify,
+                "trigger_rule": "all_done",
+            },
+            aside=True,
+        ),
+        after=verify,
+    )
 
 
 def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
     db, redis = config.database, config.redis
-    plan.chain(
+    ids = plan.chain(
         Step(
             "switchover.approve",
             "ask the on-call engineer to approve the write switchover",
@@ -631,6 +671,36 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             operator="pyairtable_migration.operators.backup.FullBackupOperator",
             arguments=backup_arguments(config),
         ),
+    )
+    plan.add(
+        Step(
+            "switchover.undo",
+            "clear this task alone, after switchover.full_backup ended, to move every writer back to the "
+            "source: the pooler(s) repointed to the source (as the rollback DAG's database.repoint_poolers), "
+            "then Redis (as its redis.rollback); refused while any record sends users to production (clear "
+            "traffic.undo first). Never acts by itself: a failed step is fixed and cleared with downstream. "
+            "Dropping forward replication stays in the rollback DAG",
+            (
+                *(f"pooler {p.name}" for p in db.poolers),
+                f"source {db.source_conn_id}: sequences, subscription {db.reverse_subscription} dropped",
+                f"redis {redis.source_conn_id}, redis {redis.target_conn_id}"
+                + (f", endpoint {redis.endpoint_conn_id}" if redis.endpoint_conn_id else ""),
+                f"records {', '.join(config.dns.records)} (read only)",
+            ),
+            operator="pyairtable_migration.operators.redis_sync.SwitchoverUndoOperator",
+            arguments={
+                **redis_arguments(config),
+                "timeout_seconds": redis.sync_timeout_seconds,
+                "freeze_seconds": redis.freeze_seconds,
+                "database": write_switch_arguments(config),
+                "route53": route53_arguments(config),
+                "finalized_by": ids[-1],
+                "trigger_rule": "all_done",
+                **pooler_queue_argument(config),
+            },
+            aside=True,
+        ),
+        after=ids[-1],
     )
 
 
@@ -732,7 +802,8 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
         Step(
             "traffic.undo",
             "put every user back on staging (production 0 / staging 100, INSYNC): acts by itself when a "
-            "traffic step failed, skipped on a healthy run; clear this task alone to undo the cutover",
+            "traffic step failed, skipped on a healthy run; clear this task alone to undo the cutover "
+            "(first, before services.undo or switchover.undo)",
             (f"records {records}: weights",),
             operator="pyairtable_migration.operators.traffic.TrafficUndoOperator",
             arguments={**route53, "finalized_by": finalize, "trigger_rule": "all_done"},

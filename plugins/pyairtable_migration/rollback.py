@@ -29,7 +29,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from pyairtable_migration.config import MigrationConfig, ServiceNode
+from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.operators.base import ROLLBACK_SCOPES, UNDOABLE_PHASES
 from pyairtable_migration.plan import (
     MIGRATION_DAG_ID,
@@ -40,8 +40,9 @@ from pyairtable_migration.plan import (
     main,
     notification_settings,
     redis_arguments,
+    rollback_order,
     route53_arguments,
-    service_arguments,
+    service_rollback_arguments,
     switchover_arguments,
 )
 
@@ -102,22 +103,16 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
     )
     for tier in config.tiers:
         plan.group_tooltips[f"services.{tier}"] = f"tier {tier}"
-    order = [name for name in reversed(config.topological_order()) if name in config.deployable]
+    order = rollback_order(config)
     ids: dict[str, str] = {}
     for name in order:
-        node = config.services[name]
-        assert isinstance(node, ServiceNode)
         ids[name] = plan.add(
             Step(
-                f"services.{node.tier}.{name}",
+                f"services.{config.services[name].tier}.{name}",
                 f"point service {name} back at its previous color (scaled up again if retired)",
                 (f"namespace {production.namespace}: service {name} selector, {name}-blue/-green",),
                 operator="pyairtable_migration.operators.bluegreen.BlueGreenRollbackOperator",
-                arguments={
-                    **service_arguments(config, name, node),
-                    "poll_seconds": config.blue_green.rollout_poll_seconds,
-                    **undoing("services", name),
-                },
+                arguments={**service_rollback_arguments(config, name), **undoing("services", name)},
             )
         )
     # A dependent rolls back before its dependencies (the reverse of the migration's edges).

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
@@ -114,6 +115,7 @@ def run(
         "params": {"mode": "apply", **(params or {})},
         "run_id": run_id,
         "ti": FakeTaskInstance(xcoms or {}),
+        "dag_run": SimpleNamespace(clear_number=0),  # a run never cleared
     }
     operator.render_template_fields(context)  # type: ignore[arg-type]
     try:

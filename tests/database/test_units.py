@@ -194,6 +194,8 @@ def test_the_plan_wires_the_database_operators() -> None:
         "switchover.approve": "switchover.SwitchoverApprovalOperator",
         "switchover.switch_database": "switchover.SwitchDatabaseOperator",
         "switchover.switch_redis": "redis_sync.SwitchRedisOperator",
+        # Beside the phase: both kinds of writers back, cleared alone (the Redis rollback's module).
+        "switchover.undo": "redis_sync.SwitchoverUndoOperator",
     }
     for task_id, operator in expected.items():
         assert steps[task_id].operator == f"pyairtable_migration.operators.{operator}", task_id
@@ -205,6 +207,9 @@ def test_the_plan_wires_the_database_operators() -> None:
     switch = dag.get_task("switchover.switch_database")
     assert switch.upstream_task_ids == {"switchover.approve"}
     assert switch.trigger_rule == "none_failed"
+    undo = dag.get_task("switchover.undo")
+    assert undo.upstream_task_ids == {"switchover.full_backup"} and not undo.downstream_task_ids
+    assert {"database", "route53"} <= set(undo.template_fields)
     for task in dag.tasks:
         if task.task_id in expected and task.task_id != "switchover.approve":
             assert set(task.template_fields) >= {"source_conn_id", "target_conn_id"}, task.task_id

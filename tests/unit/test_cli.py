@@ -44,7 +44,7 @@ def test_a_preflight_only_run_checks_and_skips_everything_after() -> None:
 def test_a_refused_preflight_only_run_fails_and_writes_no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """Apply mode with no connection reachable: the preflight refuses; nothing later starts, and the
     report (all_done, the run's last task) fails without writing a report, so the run fails; the
-    traffic undo (all_done too) finds nothing to undo."""
+    undos (all_done too) find nothing to undo."""
     for name in list(os.environ):
         if name.startswith("AIRFLOW_CONN_"):
             monkeypatch.delenv(name)
@@ -59,7 +59,8 @@ def test_a_refused_preflight_only_run_fails_and_writes_no_report(monkeypatch: py
         for t, s in found.items()
         if not t.startswith("preflight.") and s not in (None, "upstream_failed")
     }
-    assert started_later == {"validation.report": "failed", "traffic.undo": "skipped"}
+    undos = ("services.undo", "switchover.undo", "traffic.undo")
+    assert started_later == {"validation.report": "failed", **dict.fromkeys(undos, "skipped")}
 
 
 def arguments(**given: Any) -> argparse.Namespace:

@@ -21,6 +21,7 @@ from pyairtable_migration.operators.params import RUN_PARAM_NAMES
 from pyairtable_migration.plan import PHASES, build_plan, format_plan
 from pyairtable_migration.recovery import RECOVERY_DAG_ID
 from pyairtable_migration.rollback import ROLLBACK_DAG_ID
+from tests.dagrun import clear_alone_and_run, task_states, xcom
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,22 +59,56 @@ def test_dag_file_imports_without_errors() -> None:
     assert dag.doc_md and "mode = plan" in dag.doc_md
 
 
+# Each phase that changes production has one undo task beside it, after the phase's last task.
+UNDO_AFTER = {
+    "services.undo": "services.verify",
+    "switchover.undo": "switchover.full_backup",
+    "traffic.undo": "traffic.finalize",
+}
+
+
 def test_phases_are_task_groups_in_order() -> None:
-    """Every task of a phase waits for every task of the phases before it, except the undo task,
-    which hangs beside its phase: downstream of it (all_done), upstream of nothing."""
+    """Every task of a phase waits for every task of the phases before it, except the undo tasks,
+    each hanging beside its phase: after the phase's last task (all_done), upstream of nothing."""
     config = load_config(REAL_CONFIG)
     dag = build_migration_dag(config)
     aside = {step.task_id for step in build_plan(config).steps.values() if step.aside}
-    assert aside == {"traffic.undo"}
+    assert aside == set(UNDO_AFTER)
     assert set(dag.task_group.children) == set(PHASES)
     for earlier, later in itertools.pairwise(PHASES):
         later_tasks = [t for t in dag.tasks if t.task_id.startswith(later + ".")]
         earlier_ids = {t.task_id for t in dag.tasks if t.task_id.startswith(earlier + ".")} - aside
         for task in later_tasks:
             assert task.get_flat_relative_ids(upstream=True) >= earlier_ids, (earlier, task.task_id)
-    undo = dag.get_task("traffic.undo")
-    assert undo.upstream_task_ids == {"traffic.finalize"} and not undo.downstream_task_ids
-    assert undo.trigger_rule == "all_done"
+    for undo_id, last in UNDO_AFTER.items():
+        undo: Any = dag.get_task(undo_id)
+        assert undo.upstream_task_ids == {last} and not undo.downstream_task_ids, undo_id
+        assert undo.trigger_rule == "all_done" and undo.finalized_by == last, undo_id
+
+
+def test_the_undos_reuse_the_rollback_dags_steps() -> None:
+    """services.undo holds every deployable service's rollback step, dependents first, with the
+    rollback DAG's arguments; switchover.undo moves the switch's poolers, on the switch's worker
+    queue, and Redis with the rollback's own arguments."""
+    from pyairtable_migration.rollback import build_rollback_plan
+
+    config = load_config(REAL_CONFIG)
+    steps, rollback = build_plan(config).steps, build_rollback_plan(config).steps
+    services = steps["services.undo"].arguments["services"]
+    order = [service["service_name"] for service in services]
+    assert sorted(order) == sorted(config.deployable)
+    for position, (name, arguments) in enumerate(zip(order, services, strict=True)):
+        assert not set(config.services[name].depends_on) & set(order[:position]), (name, order)
+        step = rollback[f"services.{config.services[name].tier}.{name}"].arguments
+        assert {key: step[key] for key in arguments} == arguments, name
+    assert config.services[order[0]].tier == "frontend"
+    switch, undo = steps["switchover.switch_database"].arguments, steps["switchover.undo"].arguments
+    assert {key: switch[key] for key in undo["database"]} == undo["database"]
+    assert undo.get("queue") == switch.get("queue")
+    redis = rollback["redis.rollback"].arguments
+    assert {key: redis[key] for key in ("source_conn_id", "target_conn_id", "mode", "endpoint_conn_id")} == {
+        key: undo[key] for key in ("source_conn_id", "target_conn_id", "mode", "endpoint_conn_id")
+    }
 
 
 @pytest.mark.parametrize(
@@ -94,6 +129,74 @@ def test_the_traffic_undo_acts_on_a_failed_phase_or_its_own_clear_only(
     why = undo_reason(failed, finalized_at_clear, clear_number, try_number)
     assert (why is None) == (acts is None), why
     assert acts is None or acts in str(why)
+
+
+@pytest.mark.parametrize(
+    ("failed", "finalized_at_clear", "clear_number", "try_number", "acts"),
+    [
+        ([], 0, 0, 1, None),  # a healthy run: the way back is there, not taken
+        (["services.core.api-gateway.smoke_test"], None, 0, 1, None),  # a failure is not reason enough
+        # The failed deploy fixed and cleared with downstream, failing again: the undo re-ran with it.
+        (["services.core.api-gateway.deploy"], None, 1, 2, None),
+        ([], None, 1, 2, None),  # the phase never ended: no clear of the undo can be told from a re-run
+        ([], 0, 1, 2, "cleared by hand"),  # cleared alone after the phase ended
+        ([], 2, 2, 3, None),  # a step cleared with downstream: the phase ended again, the undo skips
+        ([], 1, 3, 4, "cleared by hand"),  # cleared alone again after an earlier clear
+    ],
+)
+def test_the_services_and_switchover_undos_act_on_their_own_clear_only(
+    failed: list[str], finalized_at_clear: int | None, clear_number: int, try_number: int, acts: str | None
+) -> None:
+    why = undo_reason(failed, finalized_at_clear, clear_number, try_number, acts_on_failure=False)
+    assert (why is None) == (acts is None), why
+    assert acts is None or acts in str(why)
+
+
+class UndoTaskInstance:
+    """What an undo reads of its run through the Task SDK: its phase's states, the last task's result."""
+
+    def __init__(self, states: dict[str, str], recorded: dict[str, Any], try_number: int) -> None:
+        self.dag_id, self.run_id, self.try_number = "migration", "run", try_number
+        self.states, self.recorded = states, recorded
+
+    def get_task_states(self, dag_id: str, task_group_id: str, run_ids: list[str]) -> dict[str, Any]:
+        assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
+        return {self.run_id: {t: s for t, s in self.states.items() if t.startswith(f"{task_group_id}.")}}
+
+    def xcom_pull(self, task_ids: str) -> Any:
+        return self.recorded.get(task_ids)
+
+
+@pytest.mark.parametrize(
+    ("undo_id", "verify_state", "clear_number", "acts"),
+    [
+        ("services.undo", "success", 1, True),  # cleared alone after the phase ended
+        ("services.undo", "success", 0, False),  # its first run, in a healthy run
+        # A clear from the database phase with downstream, failing there: verify never ran again and
+        # keeps its old result, which must not read as "the phase ended before this clear".
+        ("services.undo", "upstream_failed", 1, False),
+        ("switchover.undo", "success", 1, True),
+        ("switchover.undo", "upstream_failed", 1, False),
+        ("traffic.undo", "upstream_failed", 0, False),
+    ],
+)
+def test_an_undo_counts_the_last_tasks_record_only_when_it_ended(
+    undo_id: str, verify_state: str, clear_number: int, acts: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    dag = build_migration_dag(load_config(REAL_CONFIG))
+    undo: Any = dag.get_task(undo_id)
+    last = UNDO_AFTER[undo_id]
+    ti = UndoTaskInstance({last: verify_state}, {last: {"clear_number": 0}}, try_number=clear_number + 1)
+    context: Any = {"ti": ti, "dag_run": SimpleNamespace(clear_number=clear_number)}
+    if acts:
+        assert "cleared by hand" in undo.undo_or_skip(context)
+    else:
+        with pytest.raises(AirflowSkipException, match=r"nothing to undo: .*clear this task alone"):
+            undo.undo_or_skip(context)
 
 
 def test_service_groups_mirror_depends_on_in_the_real_config() -> None:
@@ -186,9 +289,18 @@ def test_plan_mode_run_succeeds_end_to_end() -> None:
     states = _task_states(run)
     assert run.state == "success"
     assert len(states) == len(dag.tasks)
-    # Every task ran, but the traffic undo: nothing failed, so it skips (clear it alone to undo).
-    assert states.pop("traffic.undo") == "skipped"
+    # Every task ran, but the undos: nothing was cleared, so they skip (clear one alone to undo).
+    assert {undo: states.pop(undo) for undo in UNDO_AFTER} == dict.fromkeys(UNDO_AFTER, "skipped")
     assert set(states.values()) == {"success"}
+    # Cleared alone afterwards (Airflow's own clear), each undo acts: here, in plan mode, it says what
+    # it would do. Every other task keeps its state.
+    for undo in UNDO_AFTER:
+        cleared = clear_alone_and_run(dag, run, undo)
+        after = task_states(cleared)
+        assert after.pop(undo) == "success" and cleared.state == "success", undo
+        assert after == {t: s for t, s in _task_states(run).items() if t != undo}, undo
+        if undo != "traffic.undo":
+            assert "cleared by hand" in xcom(cleared, undo)["why"], undo
 
 
 @pytest.mark.usefixtures("airflow_db")
@@ -199,8 +311,8 @@ def test_bad_run_params_are_refused_before_anything_else() -> None:
     assert run.state == "failed"
     assert states["preflight.check_params"] == "failed"
     assert states["preflight.check_database"] == "upstream_failed"
-    # The traffic undo runs whatever happened before it (all_done) and found nothing to undo.
-    assert states.pop("traffic.undo") == "skipped"
+    # The undos run whatever happened before them (all_done) and found nothing to undo.
+    assert {undo: states.pop(undo) for undo in UNDO_AFTER} == dict.fromkeys(UNDO_AFTER, "skipped")
     assert all(state in ("upstream_failed", "failed") for state in states.values())
 
 
@@ -221,9 +333,9 @@ def test_apply_mode_preflight_refuses_before_anything_is_touched(monkeypatch: py
         for task_id, state in states.items()
         if not task_id.startswith("preflight.") and state not in (None, "upstream_failed")
     }
-    # The report always runs (it records failed runs too) and fails with them; the traffic undo
-    # runs too (all_done) and finds nothing to undo.
-    assert started_later == {"validation.report": "failed", "traffic.undo": "skipped"}
+    # The report always runs (it records failed runs too) and fails with them; the undos run too
+    # (all_done) and find nothing to undo.
+    assert started_later == {"validation.report": "failed", **dict.fromkeys(UNDO_AFTER, "skipped")}
 
 
 def test_every_step_has_a_real_operator() -> None:

@@ -121,6 +121,16 @@ def missing_records(records: Records, set_identifiers: Iterable[str]) -> list[st
     return missing
 
 
+def sending_users_to(records: Records, set_identifier: str) -> list[str]:
+    """Every record whose `set_identifier` set has a weight above 0 (users reach that environment
+    through it), named with each of its sets' weights."""
+    return [
+        f"{name} ({', '.join(f'{i} {r.weight}' for i, r in sorted(by_id.items()))})"
+        for name, by_id in sorted(records.items())
+        if set_identifier in by_id and by_id[set_identifier].weight > 0
+    ]
+
+
 CONSOLE_ZONE_URL = "https://us-east-1.console.aws.amazon.com/route53/v2/hostedzones#ListRecordSets/{zone_id}"
 
 

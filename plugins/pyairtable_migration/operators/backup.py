@@ -19,7 +19,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from pyairtable_migration.hooks.database import MigrationPostgresHook
-from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
+from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail, run_clear_number
 from pyairtable_migration.pgbackrest.archiving import archiving_state
 from pyairtable_migration.pgbackrest.cluster import LISTEN_HOST, RestoredCluster, RestoreError, free_port
 from pyairtable_migration.pgbackrest.recovery import (
@@ -102,18 +102,20 @@ class CheckArchivingOperator(BackupOperator):
 
 class FullBackupOperator(BackupOperator):
     """A full backup of production, taken once writers are on it. Annotated with the run id, so a
-    clear or retry of the same run finds its backup and does not take another."""
+    clear or retry of the same run finds its backup and does not take another. The switchover's
+    last task: its result records the run's clear number, which `switchover.undo` reads."""
 
     def execute(self, context: Context) -> dict[str, Any]:
         settings = self.settings
         run_id = str(context["run_id"])
+        cleared = run_clear_number(context)
         if self.planned(
             context,
             f"take a full pgBackRest backup of production into stanza {settings.stanza} "
             f"({settings.repository.type} {settings.repository.path}, "
             f"kept {settings.retention_full_days} days)",
         ):
-            return {"mode": "plan"}
+            return {"mode": "plan", "clear_number": cleared}
         pgbackrest = self.pgbackrest()
         state = self.require_archiving(pgbackrest, "full_backup")
         existing = [
@@ -123,7 +125,12 @@ class FullBackupOperator(BackupOperator):
         ]
         if existing:
             self.log.info("This run's full backup exists already: %s; nothing to do", existing[-1].label)
-            return {"mode": "apply", "taken": False, "backup": existing[-1].summary()}
+            return {
+                "mode": "apply",
+                "taken": False,
+                "backup": existing[-1].summary(),
+                "clear_number": cleared,
+            }
         started = datetime.now(UTC)
         try:
             pgbackrest.backup("full", {RUN_ANNOTATION: run_id})
@@ -141,7 +148,13 @@ class FullBackupOperator(BackupOperator):
             latest.lsn_start,
             latest.lsn_stop,
         )
-        return {"mode": "apply", "taken": True, "seconds": round(seconds, 2), "backup": latest.summary()}
+        return {
+            "mode": "apply",
+            "taken": True,
+            "seconds": round(seconds, 2),
+            "backup": latest.summary(),
+            "clear_number": cleared,
+        }
 
 
 class VerifyBackupOperator(BackupOperator):

@@ -1,6 +1,7 @@
 """What the migration's operators do alike: plan mode, waiting on a trigger, and failing once
-with every problem listed; and the bases every operator on the two PostgreSQL clusters shares
-(the database phase, the switchover and its rollback).
+with every problem listed; the decision every undo beside a phase shares (`PhaseUndo`); and the
+bases every operator on the two PostgreSQL clusters shares (the database phase, the switchover and
+its rollback).
 
 Plan mode (run param `mode` = plan) only logs what a task would do, so a plan run is safe against
 production. A long wait is handed to the triggerer, which reports success or failure as an event
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.triggers.base import BaseTrigger
 
+from pyairtable_migration.dns.weights import sending_users_to
 from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook
 from pyairtable_migration.triggers.base import OK
 
@@ -88,26 +90,42 @@ def active_runs(context: Context, dag_id: str) -> list[str]:
     return named
 
 
+def run_clear_number(context: Context) -> int:
+    """Which clear of the run this try belongs to (0 before any). A phase's last task records it in
+    its result, so the phase's undo can tell a clear of its own from a re-run of the phase."""
+    return int(context["dag_run"].clear_number or 0)
+
+
 def undo_reason(
-    failed: Sequence[str], finalized_at_clear: int | None, clear_number: int, try_number: int
+    failed: Sequence[str],
+    finalized_at_clear: int | None,
+    clear_number: int,
+    try_number: int,
+    acts_on_failure: bool = True,
 ) -> str | None:
     """Why an undo task of the migration's own DAG acts now, or None (it skips).
 
-    It acts when a task of its phase failed in this run; or when the run was cleared since the
-    phase's last task (`finalized_at_clear`, the run's clear number when that task last ran) ran:
-    the clear that started this try left the phase alone, so an engineer cleared the undo itself.
-    A clear that re-runs the phase (a step cleared with downstream) re-runs its last task too,
-    which then records this clear's number: the undo stays skipped. Without that record (the
-    phase never got so far), any try after the first is a clear of the undo's own.
+    It acts when the run was cleared since the phase's last task ended (`finalized_at_clear`, the
+    run's clear number when that task last succeeded; None when it has not): the clear that started
+    this try left the phase alone, so an engineer cleared the undo itself. A clear that re-runs the
+    phase (a step cleared with downstream) re-runs its last task too, which then records this
+    clear's number: the undo stays skipped.
+
+    With `acts_on_failure` (traffic: a belt to the step's own revert) it also acts when a task of
+    its phase failed in this run, and, without that record (the phase never got so far), on any try
+    after the first (a clear of the undo's own). Without it (services, switchover) failed tasks are
+    ignored: a failure is recovered by fixing the step and clearing it with downstream, which
+    re-runs the undo too and, before the phase has ended, cannot be told from a clear of the undo
+    alone; so such an undo acts only on a clear after the phase ended.
     """
-    if failed:
+    if failed and acts_on_failure:
         return f"a step of the phase failed in this run ({', '.join(failed)})"
     if finalized_at_clear is not None and finalized_at_clear < clear_number:
         return (
             f"cleared by hand: the run was cleared (clear #{clear_number}) after the phase ended "
             f"(clear #{finalized_at_clear}), and the phase was not run again"
         )
-    if finalized_at_clear is None and try_number > 1:
+    if finalized_at_clear is None and try_number > 1 and acts_on_failure:
         return f"cleared by hand (try {try_number}; the phase never ran to its end)"
     return None
 
@@ -177,6 +195,65 @@ class MigrationOperator(BaseOperator):
         if status == "error":
             raise AirflowException(message)
         raise fail(message)
+
+
+class PhaseUndo(MigrationOperator):
+    """Base of the undo tasks hanging beside a phase of the migration's own DAG (`traffic.undo`,
+    `services.undo`, `switchover.undo`: after the phase's last task, trigger rule `all_done`,
+    upstream of nothing). Whether one acts is decided here alone, by `undo_reason`;
+    `acts_on_failure` says whether a failed step of the phase is reason enough by itself.
+
+    :param finalized_by: the phase's last task; it records the run's clear number in its result
+        (`run_clear_number`)
+    """
+
+    acts_on_failure: ClassVar[bool] = False
+    # The skip's message: why nothing was undone, and how to undo with this task.
+    not_asked: ClassVar[str]
+
+    def __init__(self, *, finalized_by: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.finalized_by = finalized_by
+
+    def undo_or_skip(self, context: Context) -> str:
+        """Why this try undoes the phase; otherwise the task is skipped, saying how to undo."""
+        ti = context["ti"]
+        phase = self.task_id.split(".", 1)[0]
+        states = ti.get_task_states(dag_id=ti.dag_id, task_group_id=phase, run_ids=[ti.run_id])
+        states = states.get(ti.run_id, {})
+        failed = sorted(t for t, state in states.items() if state == "failed")
+        # Only a last task that ended counts: one a later clear left upstream_failed keeps its old result.
+        ended = states.get(self.finalized_by) == "success"
+        finalized = (ti.xcom_pull(task_ids=self.finalized_by) or {}) if ended else {}
+        why = undo_reason(
+            failed,
+            finalized.get("clear_number"),
+            run_clear_number(context),
+            ti.try_number,
+            self.acts_on_failure,
+        )
+        if why is None:
+            raise AirflowSkipException(f"nothing to undo: {self.not_asked}")
+        return why
+
+    def refuse_while_users_on_production(self, route53: Mapping[str, Any], refusing: str) -> None:
+        """Fail, changing nothing, while any weighted record sends users to production, each named
+        with its weights; read from Route53 as the traffic steps read it (route53_arguments)."""
+        from pyairtable_migration.hooks.route53 import Route53WeightsHook  # loads boto3
+
+        production = route53["production_set_identifier"]
+        hook = Route53WeightsHook(aws_conn_id=route53["aws_conn_id"])
+        zone_id = hook.hosted_zone_id(route53["hosted_zone"])
+        records = hook.require_records(
+            zone_id, route53["records"], (route53["staging_set_identifier"], production)
+        )
+        on_production = sending_users_to(records, production)
+        if on_production:
+            raise fail(
+                f"not {refusing}: users are on production through {'; '.join(on_production)}; nothing "
+                "changed. Clear traffic.undo first (every user back on staging), then this task again"
+            )
+        self.log.info("No record sends users to production (%s)", ", ".join(sorted(records)))
 
 
 class ConnectionPairOperator(MigrationOperator):

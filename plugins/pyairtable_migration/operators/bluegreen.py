@@ -34,7 +34,13 @@ from pyairtable_migration.kubernetes.bluegreen import (
     preview_name,
 )
 from pyairtable_migration.links import ServiceDashboardLink
-from pyairtable_migration.operators.base import MigrationOperator, fail, run_mode
+from pyairtable_migration.operators.base import (
+    MigrationOperator,
+    PhaseUndo,
+    fail,
+    run_clear_number,
+    run_mode,
+)
 from pyairtable_migration.triggers.rollout import DeploymentRolloutTrigger, RollbackWindowTrigger
 
 if TYPE_CHECKING:
@@ -618,6 +624,11 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
         return fallback if fallback in state.colors else None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        return self.roll_back(context)
+
+    def roll_back(self, context: Context) -> dict[str, Any]:
+        """This service back to its previous color (the class docstring); `services.undo` runs it for
+        every service in one task."""
         mode = run_mode(context)
         state = self.observe(mode)
         previous = self._previous(state) if state is not None else None
@@ -657,6 +668,18 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
         if self.deferrable:
             self.defer_to(trigger, self.longest_rollout_seconds(), {"previous": previous})
         return self.execute_complete(context, asyncio.run(_first_event(trigger)), previous)
+
+    def scale_up_previous(self) -> None:
+        """Give a retired previous color its replicas back without waiting for them: `services.undo`
+        does so for every service first, so their rollouts overlap instead of queueing."""
+        state = self.observe("apply")
+        assert state is not None  # apply mode raises instead of returning None
+        previous = self._previous(state)
+        if previous is None or state.active_color == previous:
+            return
+        retired = state.colors.get(previous)
+        if retired is not None and retired.replicas == 0:
+            self.compare_and_set("apply", lambda fresh: self._scale_up(fresh, previous))
 
     def _scale_up(self, state: BlueGreenState, previous: str) -> None:
         """Give the previous color back the replicas retire recorded (a controller's status update can
@@ -713,7 +736,8 @@ class BlueGreenVerifyOperator(MigrationOperator):
     """The phase's last task: every service's active Service selects a rolled-out color running its image.
 
     It also ends the phase with `none_failed`, so an infrastructure check that was skipped (an
-    external dependency) does not skip everything after the services phase.
+    external dependency) does not skip everything after the services phase. Its result records the
+    run's clear number, which `services.undo` reads.
     """
 
     template_fields: Sequence[str] = ("namespace", "kubernetes_conn_id", "services")
@@ -736,6 +760,8 @@ class BlueGreenVerifyOperator(MigrationOperator):
         from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
 
         mode = run_mode(context)
+        # Which clear of the run this ran in: services.undo tells a clear of its own from a re-run.
+        cleared = run_clear_number(context)
         hook = BlueGreenHook(self.kubernetes_conn_id, self.namespace)
         serving: dict[str, str | None] = {}
         problems: list[str] = []
@@ -744,7 +770,7 @@ class BlueGreenVerifyOperator(MigrationOperator):
         except Exception as exc:
             if mode == "plan":
                 self.log.warning("Plan: cannot read namespace %s (%s); nothing verified", self.namespace, exc)
-                return {"mode": mode, "verified": False}
+                return {"mode": mode, "verified": False, "clear_number": cleared}
             if isinstance(exc, BlueGreenError):
                 raise fail(str(exc)) from None
             raise
@@ -769,4 +795,70 @@ class BlueGreenVerifyOperator(MigrationOperator):
             )
         for problem in problems:
             self.log.info("Plan: %s", problem)
-        return {"mode": mode, "active_colors": serving, "problems": len(problems)}
+        return {"mode": mode, "active_colors": serving, "problems": len(problems), "clear_number": cleared}
+
+
+class ServicesUndoOperator(PhaseUndo):
+    """The migration's own way back for the services: clear this task alone, after the phase ended,
+    and every deployable service goes back to its previous color, dependents first.
+
+    Hangs beside the services phase (after `services.verify`, trigger rule `all_done`, upstream of
+    nothing). It never acts by itself: when a services step fails, the recovery is to fix the image
+    and clear the failed deploy with downstream, and an undo acting then would send the services
+    already promoted back while the cleared run goes on. So it acts only when the run was cleared
+    after `services.verify` ended, without the phase (`PhaseUndo`, `acts_on_failure` off); a step
+    cleared with downstream re-runs verify, and the undo stays skipped. For a phase that did not
+    end, the rollback DAG's services scope is the way back.
+
+    Refuses, changing nothing, while any weighted record sends users to production: users leave
+    production before what serves them there changes (the rollback's order; clear traffic.undo first).
+
+    One task for every service: a task each would cost the scheduler time in every run. Each
+    service's move is the rollback DAG's own step (BlueGreenRollbackOperator), run here in turn with
+    its rollout waited for in the task, not deferred: first every retired previous color is scaled
+    up, so their rollouts overlap; then, dependents first, each waits for its own and its active
+    Service is switched back. A service with no previous color (a first deployment) is left as it
+    is, and its result says so.
+
+    :param services: each service's rollback arguments (plan.service_rollback_arguments), dependents first
+    :param route53: the weighted records (plan.route53_arguments), read for the users' guard
+    """
+
+    template_fields: Sequence[str] = ("services", "route53")
+    ui_color = "#e3f1e1"
+    not_asked = (
+        "not cleared alone after the services phase ended (clear this task alone to send every service "
+        "back to its previous color; a failed step is fixed and cleared with downstream)"
+    )
+
+    def __init__(
+        self, *, services: Sequence[Mapping[str, Any]], route53: Mapping[str, Any], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.services = [dict(service) for service in services]
+        self.route53 = dict(route53)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        why = self.undo_or_skip(context)
+        mode = run_mode(context)
+        if mode == "plan":
+            self.log.info(
+                "Plan: would refuse while any of %s sends users to production",
+                ", ".join(self.route53["records"]),
+            )
+        else:
+            self.refuse_while_users_on_production(self.route53, "sending the services back")
+        self.log.info("Every service back to its previous color, dependents first: %s", why)
+        rollbacks = [
+            BlueGreenRollbackOperator(
+                task_id=f"{self.task_id}.{service['service_name']}", deferrable=False, **service
+            )
+            for service in self.services
+        ]
+        if mode == "apply":
+            for rollback in rollbacks:
+                rollback.scale_up_previous()
+        results = {rollback.service_name: rollback.roll_back(context) for rollback in rollbacks}
+        changed = [name for name, result in results.items() if result["changed"]]
+        self.log.info("%d service(s) switched back: %s", len(changed), ", ".join(changed) or "none")
+        return {"mode": mode, "why": why, "changed": changed, "services": results}

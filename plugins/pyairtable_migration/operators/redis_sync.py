@@ -8,18 +8,20 @@
     pipelined, TTLs kept; promotion is a last copy pass, rollback a copy back.
 Validation compares key counts per type and every expiring key's TTL (within a tolerance).
 Promotion leaves the switch marker on the target; the rollback acts only where it finds one.
+The migration's own `switchover.undo` (SwitchoverUndoOperator) runs the PostgreSQL rollback's engine
+and then this module's Redis rollback, in one task.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 from airflow.sdk import Context
 
-from pyairtable_migration.hooks.database import MigrationError
+from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook
 from pyairtable_migration.hooks.redis_endpoint import RedisEndpointHook
 from pyairtable_migration.hooks.redis_hook import (
     SWITCH_MARKER,
@@ -34,7 +36,8 @@ from pyairtable_migration.hooks.redis_hook import (
     switch_marker,
     version_tuple,
 )
-from pyairtable_migration.operators.base import ConnectionPairOperator, bulleted, fail
+from pyairtable_migration.operators.base import ConnectionPairOperator, PhaseUndo, bulleted, fail
+from pyairtable_migration.postgres.switchover import WriteSwitch, rollback_direction
 from pyairtable_migration.redis.stages import (
     Stage,
     emptied_target,
@@ -43,7 +46,7 @@ from pyairtable_migration.redis.stages import (
     wait_caught_up,
 )
 from pyairtable_migration.redis.switch import Server, finish, move_writers, routed_side
-from pyairtable_migration.topology import Writers, first_line, writers_of_redis
+from pyairtable_migration.topology import Pooler, Writers, first_line, writers_of_redis
 from pyairtable_migration.triggers.base import OK
 from pyairtable_migration.triggers.database import RedisCatchUpTrigger
 
@@ -705,3 +708,94 @@ class RollbackRedisOperator(RedisOperator):
             "expired_meanwhile": result.vanished,
             "seconds": round(time.time() - started, 2),
         }
+
+
+class SwitchoverUndoOperator(PhaseUndo, RollbackRedisOperator):
+    """The migration's own way back for the writers: clear this task alone, after the switchover
+    ended, and every writer goes back to the source: PostgreSQL's through the pooler(s), then Redis's.
+
+    Hangs beside the switchover phase (after `switchover.full_backup`, trigger rule `all_done`,
+    upstream of nothing). Like `services.undo` it never acts by itself (a failed step is fixed and
+    cleared with downstream) and acts only when the run was cleared after the phase ended, without
+    it (`PhaseUndo`, `acts_on_failure` off). Refuses, changing nothing, while any weighted record
+    sends users to production, naming them: clear `traffic.undo` first.
+
+    PostgreSQL: the rollback DAG's `database.repoint_poolers`, the write-switch engine in reverse
+    (postgres/switchover.py): freeze, the source catches up through reverse replication, sequences,
+    poolers repointed to the source, resume; reverse replication dropped. Redis: the rollback DAG's
+    `redis.rollback`, this module's RollbackRedisOperator (through the write endpoint, in a freeze).
+    The forward replication's drop (`database.drop_forward_replication`) stays in the rollback DAG:
+    after a switchover there is none left to drop. The operator lives here, not in switchover.py,
+    because the Redis rollback's logic is in this module and an operator module imports no other.
+
+    :param database: the write switch's clusters, poolers, reverse replication, sequence margin and
+        freeze limit (plan.write_switch_arguments)
+    :param route53: the weighted records (plan.route53_arguments), read for the users' guard
+    """
+
+    template_fields: Sequence[str] = (*RollbackRedisOperator.template_fields, "database", "route53")
+    not_asked = (
+        "not cleared alone after the switchover ended (clear this task alone to move every writer back "
+        "to the source; a failed step is fixed and cleared with downstream)"
+    )
+
+    def __init__(self, *, database: Mapping[str, Any], route53: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.database = dict(database)
+        self.route53 = dict(route53)
+        self._write_switch: WriteSwitch | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        why = self.undo_or_skip(context)
+        poolers = ", ".join(p["name"] for p in self.database["poolers"])
+        if self.planned(
+            context,
+            f"refuse while any of {', '.join(self.route53['records'])} sends users to production",
+            f"PAUSE pooler(s) {poolers}; wait until {self.database['source_conn_id']} has every write; "
+            f"sync sequences; repoint to the source, RESUME; drop {self.database['reverse_subscription']}",
+            f"move Redis writers back to {self.source_conn_id} as redis.rollback does",
+        ):
+            return {"mode": "plan", "why": why}
+        self.refuse_while_users_on_production(self.route53, "moving writers back to the source")
+        self.log.info("Every writer back to the source: %s", why)
+        postgres = self.move_postgres_writers_back(context)
+        # Kept in XCom: the Redis rollback may defer, and its resumed task reports both.
+        context["ti"].xcom_push(key="postgres", value=postgres)
+        return {"mode": "apply", "postgres": postgres, "redis": super().execute(context)}
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], started: float | None = None
+    ) -> dict[str, Any]:
+        redis = super().execute_complete(context, event, started)
+        postgres = context["ti"].xcom_pull(task_ids=self.task_id, key="postgres")
+        return {"mode": "apply", "postgres": postgres, "redis": redis}
+
+    def move_postgres_writers_back(self, context: Context) -> dict[str, Any]:
+        """The rollback DAG's `database.repoint_poolers`: the write-switch engine, in reverse."""
+        database = self.database
+        self._write_switch = WriteSwitch(
+            rollback_direction(
+                MigrationPostgresHook(database["source_conn_id"]),
+                MigrationPostgresHook(database["target_conn_id"]),
+                database["reverse_publication"],
+                database["reverse_subscription"],
+            ),
+            [Pooler.of(p) for p in database["poolers"]],
+            sequence_margin=int(database["sequence_margin"]),
+            timeout_seconds=float(database["timeout_seconds"]),
+            marker_id=f"rollback:{context.get('run_id') or 'manual'}",
+            log=self.log,
+        )
+        try:
+            return self._write_switch.run()
+        except MigrationError as exc:
+            raise fail(f"{self.task_id}: {exc}") from None
+        finally:
+            self._write_switch = None
+
+    def on_kill(self) -> None:
+        switch = self._write_switch
+        if switch is not None and switch.freezing:
+            self.log.warning("Killed during the write freeze: undoing it and resuming writers")
+            for line in switch.abort():
+                self.log.warning("Undone: %s", line)

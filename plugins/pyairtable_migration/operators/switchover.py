@@ -2,6 +2,8 @@
 DAG, its way back), each one task over the engine in `postgres/switchover.py` (`WriteSwitch`),
 which holds the steps, the freeze and the abort. The operators add what Airflow needs: the
 arguments from the plan, plan-mode lines, the run id in the catch-up marker, and the undo on kill.
+The migration's own `switchover.undo` (writers back, PostgreSQL and Redis) is in redis_sync.py,
+beside the Redis rollback it runs: an operator module imports no other.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from airflow.sdk import Context
 
 from pyairtable_migration.operators.approval import Answer, MigrationApprovalOperator
 from pyairtable_migration.operators.base import ReplicationTopologyOperator, fail
-from pyairtable_migration.postgres.switchover import Direction, Side, WriteSwitch
+from pyairtable_migration.postgres.switchover import Direction, Side, WriteSwitch, rollback_direction
 from pyairtable_migration.topology import Pooler
 
 # --- operators ------------------------------------------------------------------------------------
@@ -111,12 +113,8 @@ class RollbackDatabaseOperator(SwitchoverOperatorBase):
     current, so nothing written on the target is lost."""
 
     def direction(self) -> Direction:
-        return Direction(
-            label="rollback",
-            leaving=Side("target", self.target()),
-            joining=Side("source", self.source()),
-            catch_up_subscription=self.reverse_subscription,
-            catch_up_publication=self.reverse_publication,
+        return rollback_direction(
+            self.source(), self.target(), self.reverse_publication, self.reverse_subscription
         )
 
     def plan(self) -> list[str]:

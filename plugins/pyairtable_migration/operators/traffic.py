@@ -35,10 +35,11 @@ from pyairtable_migration.operators.approval import Answer, MigrationApprovalOpe
 from pyairtable_migration.operators.base import (
     DEFERRAL_MARGIN,
     MigrationOperator,
+    PhaseUndo,
     bulleted,
     fail,
+    run_clear_number,
     run_mode,
-    undo_reason,
 )
 from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
@@ -634,7 +635,7 @@ class FinalizeTrafficOperator(TrafficOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
         # Which clear of the run this ran in: traffic.undo tells a clear of its own from a re-run.
-        cleared = int(context["dag_run"].clear_number or 0)
+        cleared = run_clear_number(context)
         if run_mode(context) == "plan":
             self.log.info(
                 "Plan: would check %s on %s, restore TTL %d s, and keep staging's records at weight 0 "
@@ -708,37 +709,25 @@ class TrafficRollbackOperator(TrafficOperator):
         return summary
 
 
-class TrafficUndoOperator(TrafficRollbackOperator):
+class TrafficUndoOperator(PhaseUndo, TrafficRollbackOperator):
     """The migration's own way back for users: clear this task to put every user on staging.
 
     Hangs beside the traffic phase (after `finalized_by`, trigger rule `all_done`, upstream of
     nothing). It acts by itself when a traffic step failed in the run (a belt to the step's own
     revert) and is skipped on a healthy run. Cleared on its own later (the run reset, as the UI's
     Clear does), it puts every record at production 0 / staging 100 and waits INSYNC; cleared
-    together with the phase (a step cleared with downstream), it stays skipped. Writers stay where
-    they are: both environments write through the one pooler, so users may go back at any time.
+    together with the phase (a step cleared with downstream), it stays skipped (`PhaseUndo`).
+    Writers stay where they are: both environments write through the one pooler, so users may go
+    back at any time.
 
     :param finalized_by: the phase's last task; it records the run's clear number in its result
     """
 
-    def __init__(self, *, finalized_by: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.finalized_by = finalized_by
+    acts_on_failure = True
+    not_asked = "the traffic phase did not fail (clear this task alone to put every user back on staging)"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        ti = context["ti"]
-        states = ti.get_task_states(dag_id=ti.dag_id, task_group_id="traffic", run_ids=[ti.run_id])
-        failed = sorted(t for t, state in states.get(ti.run_id, {}).items() if state == "failed")
-        finalized = ti.xcom_pull(task_ids=self.finalized_by) or {}
-        why = undo_reason(
-            failed, finalized.get("clear_number"), int(context["dag_run"].clear_number or 0), ti.try_number
-        )
-        if why is None:
-            raise AirflowSkipException(
-                "nothing to undo: the traffic phase did not fail (clear this task alone to put every "
-                "user back on staging)"
-            )
-        self.log.info("Putting every user back on staging: %s", why)
+        self.log.info("Putting every user back on staging: %s", self.undo_or_skip(context))
         return super().execute(context)
 
 

@@ -88,6 +88,23 @@ class Direction:
         return self.reverse_publication is not None and self.reverse_subscription is not None
 
 
+def rollback_direction(
+    source: MigrationPostgresHook,
+    target: MigrationPostgresHook,
+    reverse_publication: str,
+    reverse_subscription: str,
+) -> Direction:
+    """Writers back from the target to the source, which reverse replication kept current: the
+    rollback DAG's `database.repoint_poolers` and the migration's `switchover.undo` alike."""
+    return Direction(
+        label="rollback",
+        leaving=Side("target", target),
+        joining=Side("source", source),
+        catch_up_subscription=reverse_subscription,
+        catch_up_publication=reverse_publication,
+    )
+
+
 @dataclass
 class Observed:
     """Where the poolers send writers, and the replication objects of both directions."""
