@@ -30,6 +30,7 @@ from lab.processes import State
 from lab.settings import LabSettings
 from pyairtable_migration.config import load_config
 from pyairtable_migration.hooks.redis_endpoint import RedisEndpointHook
+from pyairtable_migration.hooks.redis_hook import SWITCH_MARKER
 from tests.own_lab import point_pooler, running_lab
 
 COMPONENTS = (
@@ -186,6 +187,7 @@ class Pair:
         source, target = self.redis("source"), self.redis("target")
         source.client_unpause()
         source.replicaof("no", "one")
+        source.delete(SWITCH_MARKER)  # replicated from a switched target
         target.replicaof("no", "one")
         target.flushall()
 

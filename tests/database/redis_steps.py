@@ -12,7 +12,6 @@ from lab.processes import State
 from lab.redis_lab import RedisServer
 from pyairtable_migration.builder import create_airflow_task
 from pyairtable_migration.config import MigrationConfig
-from pyairtable_migration.hooks.redis_hook import SWITCH_MARKER
 from pyairtable_migration.rollback import build_rollback_plan
 from tests.database.pair import Pair
 from tests.database.runner import operator_for, run
@@ -21,10 +20,13 @@ PREFIX = "rollback-test:"
 
 
 def restore(pair: Pair) -> None:
-    """Staging's arrangement (Pair.reset_redis), no marker, the source's seed (re)present."""
+    """Staging's arrangement (Pair.reset_redis: no marker either), none of the tests' keys, the
+    source's seed (re)present."""
     pair.reset_redis()
     source = pair.redis("source")
-    source.delete(SWITCH_MARKER, *source.keys(f"{PREFIX}*"))
+    leftovers = source.keys(f"{PREFIX}*")
+    if leftovers:
+        source.delete(*leftovers)
     RedisServer("source").seed(pair.settings, pair.records, State(pair.settings))  # only if emptied
 
 

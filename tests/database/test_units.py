@@ -236,24 +236,46 @@ def test_the_redis_rollback_continues_from_what_the_servers_report(
 
 
 @pytest.mark.parametrize(
-    ("source", "target", "routed", "source_marker", "stage"),
+    ("source", "target", "routed", "markers", "stage"),
     [
-        (ReplicationState("master"), ReplicationState("slave", *SOURCE_REDIS), "source", None, "nothing"),
-        (ReplicationState("slave", *TARGET_REDIS), ReplicationState("master"), "target", None, "catch_up"),
-        (ReplicationState("master"), ReplicationState("master"), "target", "t0", "replicate"),
-        (ReplicationState("master"), ReplicationState("master"), "source", "t0", "repoint_target"),
-        # Promoted but never routed to (a switch stopped before its commit point): the endpoint is
-        # the truth, whatever the markers say, and the source keeps its writes.
-        (ReplicationState("master"), ReplicationState("master"), "source", None, "repoint_target"),
-        (ReplicationState("master"), ReplicationState("slave", *SOURCE_REDIS), "source", "t0", "unmark"),
+        (
+            ReplicationState("master"),
+            ReplicationState("slave", *SOURCE_REDIS),
+            "source",
+            (None, None),
+            "nothing",
+        ),
+        (
+            ReplicationState("slave", *TARGET_REDIS),
+            ReplicationState("master"),
+            "target",
+            (None, "t0"),
+            "catch_up",
+        ),
+        (ReplicationState("master"), ReplicationState("master"), "target", ("t0", "t0"), "replicate"),
+        (ReplicationState("master"), ReplicationState("master"), "source", ("t0", "t0"), "repoint_target"),
+        # Promoted and marked but never routed to (a switch stopped before its commit point): the
+        # endpoint is the truth, and the source keeps its writes.
+        (ReplicationState("master"), ReplicationState("master"), "source", (None, "t0"), "repoint_target"),
+        # Staging before any sync: two primaries, no marker.
+        (ReplicationState("master"), ReplicationState("master"), "source", (None, None), "nothing"),
+        (
+            ReplicationState("master"),
+            ReplicationState("slave", *SOURCE_REDIS),
+            "source",
+            ("t0", None),
+            "unmark",
+        ),
     ],
 )
 def test_through_an_endpoint_the_redis_rollback_follows_where_it_routes(
-    source: ReplicationState, target: ReplicationState, routed: str, source_marker: str | None, stage: str
+    source: ReplicationState,
+    target: ReplicationState,
+    routed: str,
+    markers: tuple[str | None, str | None],
+    stage: str,
 ) -> None:
-    assert (
-        endpoint_rollback_stage(source, target, SOURCE_REDIS, TARGET_REDIS, routed, source_marker)[0] == stage
-    )
+    assert endpoint_rollback_stage(source, target, SOURCE_REDIS, TARGET_REDIS, routed, *markers)[0] == stage
 
 
 def test_through_an_endpoint_writers_on_a_replica_are_refused() -> None:
@@ -264,6 +286,7 @@ def test_through_an_endpoint_writers_on_a_replica_are_refused() -> None:
             SOURCE_REDIS,
             TARGET_REDIS,
             "target",
+            None,
             None,
         )
 

@@ -647,6 +647,7 @@ class RollbackRedisOperator(RedisOperator):
                     target_address,
                     routed_side(endpoint, source_address, target_address),
                     switch_marker(source),
+                    switch_marker(target),
                 )
             else:
                 stage, why = rollback_stage(

@@ -60,14 +60,16 @@ def endpoint_rollback_stage(
     target_address: tuple[str, int],
     routed: str,
     source_marker: str | None,
+    target_marker: str | None,
 ) -> tuple[Stage, str]:
     """The stage to continue from when a write endpoint carries the writers (redis/switch.py): the
     side it routes to is the truth, the markers only say whether the last tidy-up ran.
 
     `catch_up` then means: wait until the source has caught up, then move the writers in a freeze.
-    A target that is a primary of its own while the endpoint routes to the source never had writers
-    (a switch stopped before its commit point, or a rollback after it): it replicates the source
-    again, whatever its marker says."""
+    A marked target that is a primary of its own while the endpoint routes to the source never had
+    writers since (a switch stopped before its commit point, or a rollback after it): it replicates
+    the source again. Unmarked on both sides, two primaries are staging's own arrangement before
+    any sync (nothing to undo)."""
     if routed == "target":
         if source.replicates(*target_address):
             return "catch_up", "the endpoint routes to the target, which the source replicates"
@@ -81,7 +83,9 @@ def endpoint_rollback_stage(
             )
         return "nothing", "the endpoint routes to the source, which the target replicates"
     elif source.role == target.role == "master":
-        return "repoint_target", "the endpoint routes to the source; the target is a primary of its own"
+        if source_marker or target_marker:
+            return "repoint_target", "the endpoint routes to the source; the target is a primary of its own"
+        return "nothing", "the endpoint routes to the source; no switch marker: never switched"
     raise MigrationError(
         f"the Redis write endpoint routes to the {routed}, but the source is a {source.role} of "
         f"{source.master_host}:{source.master_port} and the target a {target.role} of "
