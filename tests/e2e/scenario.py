@@ -29,7 +29,7 @@ from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.hooks.redis_hook import MigrationRedisHook
 from pyairtable_migration.rollback import build_rollback_dag
 from pyairtable_migration.status import collect
-from tests.dagrun import registered, task_states
+from tests.dagrun import clear_alone_and_run, registered, task_states
 
 SCALE = 2000
 HTTP_RATE = 30.0  # requests per second through the weighted edge
@@ -62,6 +62,7 @@ class Scenario:
         self.ledger = ledger
         self.session_ledger = session_ledger
         self.figures: dict[str, Any] | None = None
+        self.migration: Any = None  # the migration DAG last run, as registered
 
     def status(self) -> dict[str, Any]:
         """What the systems say now (pyairtable_migration.status), every part readable."""
@@ -80,9 +81,15 @@ class Scenario:
             dag = dag.partial_subset(
                 task_ids=last, include_upstream=include_upstream, include_downstream=False
             )
-        return registered(dag).test(
+        self.migration = registered(dag)
+        return self.migration.test(
             run_conf={"mode": "apply", "require_approvals": False, "bake_seconds": BAKE_SECONDS}
         )
+
+    def clear_alone(self, run: Any, task_id: str) -> Any:
+        """Clear `task_id` alone in the migration's `run`, as the UI's Clear does without downstream,
+        and let the run go on (tests.dagrun.clear_alone_and_run); the run as it ended."""
+        return clear_alone_and_run(self.migration, run, task_id)
 
     def rollback(self, **params: Any) -> Any:
         """The rollback DAG in apply mode; `params` (scope, services, from_phase) as its form takes them."""

@@ -17,14 +17,17 @@ import pytest
 
 from lab.ledger import LedgerReport
 from lab.session_ledger import SessionLedgerReport
+from tests.dagrun import task_states, xcom
 from tests.e2e.scenario import (
     Scenario,
     assert_clean_staging,
     assert_nothing_changed,
+    assert_redis_on_source,
     assert_succeeded,
     scenario,
     summaries,
 )
+from tests.services.support import BlueGreenService
 from tests.validation.test_report import parse
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db")]
@@ -37,6 +40,10 @@ def test_full_migration_then_rollback_twice() -> None:
         run = lab.migrate()
         states = assert_succeeded(run)
         assert states["switchover.switch_database"] == states["traffic.shift_to_100"] == "success"
+        # A healthy run: every undo beside its phase found nothing to undo (clear one alone to undo).
+        assert {t: s for t, s in states.items() if t.endswith(".undo")} == dict.fromkeys(
+            ("services.undo", "switchover.undo", "traffic.undo"), "skipped"
+        )
         migrated = lab.status()
         assert all(p == {"points_at": "target", "paused": False} for p in pooler_states(migrated))
         assert weights(migrated) == {(100, 0)}
@@ -102,6 +109,92 @@ def test_rollback_after_a_partial_migration(point: str) -> None:
         assert_traffic_back_on_staging(lab)
         figures, ledger, sessions = lab.finish()
     assert_nothing_lost(figures, ledger, sessions)
+
+
+# The release production served before the migration's: its color is the one services.undo goes back to.
+PREVIOUS_RELEASE = "1.7.0"
+
+
+def test_clear_to_undo_the_services_and_the_writers_from_the_migrations_own_graph(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Production serves a previous release; the migration runs up to 50 % of users on production,
+    its undos skipped. Cleared alone, `switchover.undo` and `services.undo` refuse while users are
+    on production, naming the records, and nothing moves. With users back on staging (the rollback
+    DAG's emergency path), `services.undo` sends every service back to the previous release, and
+    `switchover.undo` moves PostgreSQL's and Redis's writers back to the source under load: not one
+    commit or session write lost."""
+    with scenario("undo") as lab:
+        release_previous_version(lab)
+        before = lab.status()
+        run = lab.migrate(["traffic.shift_to_50", "services.undo", "switchover.undo"])
+        states = assert_succeeded(run)
+        assert states["traffic.shift_to_50"] == "success"
+        assert states["services.undo"] == states["switchover.undo"] == "skipped"
+        migrated = lab.status()
+        assert weights(migrated) == {(50, 50)}
+        assert all(p == {"points_at": "target", "paused": False} for p in pooler_states(migrated))
+        assert migrated["redis"]["endpoint"] == {"routes_to": "target"}, migrated["redis"]
+        capfd.readouterr()
+
+        for undo in ("switchover.undo", "services.undo"):
+            refused = lab.clear_alone(run, undo)
+            assert task_states(refused)[undo] == "failed", undo
+        logs = capfd.readouterr()
+        refusals = logs.out + logs.err
+        assert refusals.count("users are on production through") == 2, refusals[-3000:]
+        for record in lab.config.dns.records:
+            assert f"{record} (production 50, staging 50)" in refusals, record
+        assert "Clear traffic.undo first" in refusals
+        unmoved = lab.status()
+        assert comparable(unmoved) == comparable(migrated)
+        assert unmoved["redis"]["endpoint"] == migrated["redis"]["endpoint"]
+
+        assert_succeeded(lab.rollback(scope="traffic"))  # users back on staging, nothing else
+        services = lab.clear_alone(run, "services.undo")
+        assert task_states(services)["services.undo"] == "success"
+        undone = xcom(services, "services.undo")
+        assert "cleared by hand" in undone["why"], undone
+        assert sorted(undone["changed"]) == sorted(lab.config.deployable), undone
+        assert lab.status()["services"] == before["services"]  # the previous release, ready
+
+        writers = lab.clear_alone(run, "switchover.undo")
+        assert writers.state == "success", task_states(writers)
+        moved = xcom(writers, "switchover.undo")
+        assert moved["postgres"]["changed"] is True and moved["redis"]["changed"] is True, moved
+        after = lab.status()
+        assert all(p == {"points_at": "source", "paused": False} for p in pooler_states(after))
+        replication = after["database"]["replication"]
+        assert {v["state"] for v in replication.values()} == {"absent"}, replication
+        assert_redis_on_source(after["redis"])
+        assert_traffic_back_on_staging(lab)
+        print(
+            f"switchover.undo: PostgreSQL write stall {moved['postgres']['write_stall_ms']} ms, "
+            f"Redis stall {moved['redis'].get('stall_ms')} ms"
+        )
+        figures, ledger, sessions = lab.finish()
+    assert figures["db_commits"] > 0
+    assert_nothing_lost(figures, ledger, sessions)
+
+
+def release_previous_version(lab: Scenario) -> None:
+    """Production as it is before a real migration: every service serves an earlier release, put
+    there by the project's own blue-green steps (deploy, rollout, promote), so the migration's
+    release takes the other color and the earlier one is the previous color to go back to."""
+    production = lab.config.environments.production
+    releases = [
+        BlueGreenService(
+            production.namespace,
+            name=name,
+            replicas=node.replicas,
+            secret=production.service_secret,
+            extra={"port": node.port, "health_path": node.health_path},
+        )
+        for name, node in lab.config.deployable.items()
+    ]
+    for step in ("deploy", "wait_rollout", "promote"):  # every rollout at once, then every switch
+        for release in releases:
+            getattr(release, step)(PREVIOUS_RELEASE)
 
 
 def assert_emergency_rollback_moves_only_users(lab: Scenario) -> None:
