@@ -91,12 +91,7 @@ def test_rollback_after_a_partial_migration(point: str) -> None:
         assert all(states[task_id] == "success" for task_id in ROLLBACK_POINTS[point])
         assert_stopped_at(point, lab.status(), before)
         assert not [t for t in states if t.startswith("validation.")]
-        rollback = lab.rollback()
-        assert_succeeded(rollback)
-        assert_clean_staging(lab.status(), before, rollback)
-        assert_traffic_back_on_staging(lab)
-        figures, ledger, sessions = lab.finish()
-    assert_nothing_lost(figures, ledger, sessions)
+        roll_back_to_clean_staging(lab, before)
 
 
 # The release production served before the migration's: its color is the one services.undo goes back to.
@@ -160,11 +155,17 @@ def test_at_50_percent_users_back_then_clear_to_undo_then_the_rollback(
             f"Redis stall {moved['redis'].get('stall_ms')} ms"
         )
 
-        rollback = lab.rollback()
-        assert_succeeded(rollback)
-        assert_clean_staging(lab.status(), before, rollback)
-        assert_traffic_back_on_staging(lab)
-        figures, ledger, sessions = lab.finish()
+        roll_back_to_clean_staging(lab, before)
+
+
+def roll_back_to_clean_staging(lab: Scenario, before: dict[str, Any]) -> None:
+    """The rollback DAG from wherever the scenario left things: a clean staging state, users back
+    on staging, then the load stopped with nothing lost."""
+    rollback = lab.rollback()
+    assert_succeeded(rollback)
+    assert_clean_staging(lab.status(), before, rollback)
+    assert_traffic_back_on_staging(lab)
+    figures, ledger, sessions = lab.finish()
     assert_nothing_lost(figures, ledger, sessions)
 
 
