@@ -20,9 +20,8 @@ from functools import cached_property
 from typing import Any, Literal
 
 from pyairtable_migration.hooks.pgbouncer import PgBouncerHook
-from pyairtable_migration.hooks.redis_endpoint import same_address
 from pyairtable_migration.hooks.redis_hook import switch_marker
-from pyairtable_migration.redis.switch import Server, WriteEndpoint
+from pyairtable_migration.redis.switch import Server, WriteEndpoint, side_of
 
 Where = Literal["source", "target", "split", "unknown"]
 Address = tuple[str, int]
@@ -160,5 +159,4 @@ def writers_of_redis(source: Server, target: Server, endpoint: WriteEndpoint | N
         return classify([Endpoint(name, None, error=f"unreachable: {first_line(exc)}", unreachable=True)])
     if routed is None:
         return classify([Endpoint(name, None, error="routes to no server")])
-    side = next((s.name for s in (source, target) if same_address(routed, s.address)), None)
-    return classify([Endpoint(name, side, routed, marker=marker)])
+    return classify([Endpoint(name, side_of(routed, source.address, target.address), routed, marker=marker)])

@@ -86,13 +86,21 @@ class Move:
     offset: int
 
 
-def routed_side(endpoint: WriteEndpoint, source: Address, target: Address) -> str:
-    """`source` or `target`: where the endpoint sends writers; anything else is refused, named."""
-    routed = endpoint.routed_to()
+def side_of(routed: Address | None, source: Address, target: Address) -> str | None:
+    """Which server an endpoint's routed address is (`source`, `target`), or None for neither."""
     if routed is not None and same_address(routed, source):
         return "source"
     if routed is not None and same_address(routed, target):
         return "target"
+    return None
+
+
+def routed_side(endpoint: WriteEndpoint, source: Address, target: Address) -> str:
+    """`source` or `target`: where the endpoint sends writers; anything else is refused, named."""
+    routed = endpoint.routed_to()
+    side = side_of(routed, source, target)
+    if side is not None:
+        return side
     where = "no server" if routed is None else f"{routed[0]}:{routed[1]}"
     raise MigrationError(
         f"the Redis write endpoint {endpoint.describe()} routes to {where}, neither the source "
