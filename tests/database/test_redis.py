@@ -55,7 +55,9 @@ def test_copy_mode_keeps_every_key_type_and_ttl(pair: Pair, config: MigrationCon
     assert summary["keys"] == keys and summary["types"]["stream"] == 1
     # Run again: keys replaced, not duplicated; a last pass at the switchover likewise.
     assert copy(config, "database.sync_redis")["copied"] == keys
-    assert copy(config, "switchover.switch_redis")["copied"] == keys
+    # Through the endpoint the last pass runs inside the freeze: 50,000 keys outlast the default 5 s
+    # on a loaded machine, and the move would give up (README, Known limits).
+    assert copy(config, "switchover.switch_redis", freeze_seconds=120)["copied"] == keys
     assert target.dbsize() == keys + 1  # and the switch marker (which validation does not count)
     # A key lost on the target and a TTL gone are named.
     target.delete("events:stream")
