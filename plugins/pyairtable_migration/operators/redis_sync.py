@@ -404,14 +404,18 @@ class SwitchRedisOperator(RedisOperator):
         replicated = self.mode == "replicaof"
         if routed_side(endpoint, source.address, target.address) == "target":
             switched_at = switch_marker(target.client) or mark_switched(target.client)
-            repointed = finish(source, target) if replicated else bool(source.client.client_unpause())
+            if replicated:
+                repointed = finish(source, target)
+            else:  # copy mode: the source cannot follow; only a pause a stopped run left is lifted
+                source.client.client_unpause()
+                repointed = False
             self.log.info(
                 "The endpoint %s routes to the target (switched at %s): %s",
                 endpoint.describe(),
                 switched_at,
-                "the source follows it now" if repointed and replicated else "nothing to change",
+                "the source follows it now" if repointed else "nothing to change",
             )
-            return {"mode": self.mode, "changed": repointed and replicated, "switched_at": switched_at}
+            return {"mode": self.mode, "changed": repointed, "switched_at": switched_at}
         if replicated:
             self._replicating_source(source, target)
             caught_up, offset, wanted = wait_caught_up(
