@@ -172,10 +172,16 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @contextmanager
 def _phase() -> Iterator[None]:
     """Arm the interrupt for one phase; what it raised is reported, so the next phase starts clean
-    (a timed-out test still tears down, under the watchdog's last minute)."""
+    (a timed-out test still tears down, under the watchdog's last minute). A phase that ran past
+    its bound, or whose helper thread failed, fails even if the code under test caught the interrupt
+    and returned (a task runner's `except BaseException` marks the task failed, the run ends)."""
     _in_phase.set()
     try:
         yield
+        with _lock:
+            undelivered = _pending[0] if _pending else None
+        if undelivered is not None:
+            raise undelivered
     finally:
         _in_phase.clear()
         with _lock:

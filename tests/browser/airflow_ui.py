@@ -9,6 +9,7 @@ links by their text. Where it has none, the UI's own test ids: a graph node is
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,7 +27,7 @@ CHROMIUM_ARGS = [
 ]
 # Two shared cores and other tests beside this one: the UI may take long to answer, never fail fast.
 UI_TIMEOUT_MS = 90_000
-REPARSE_ATTEMPTS = 3
+OPEN_ATTEMPTS = 3
 
 
 class AirflowUI:
@@ -60,16 +61,24 @@ class AirflowUI:
         The page hides the button while Airflow counts the DAG as stale (a parse that outlasted
         `stale_dag_threshold` on a loaded machine), until the next parse: open the page again then.
         """
-        button = self.page.get_by_role("button", name="Reparse Dag")
-        for _ in range(REPARSE_ATTEMPTS - 1):
-            self.open_dag()
+        self.click_on_a_fresh_page(self.open_dag, self.page.get_by_role("button", name="Reparse Dag"))
+
+    def click_on_a_fresh_page(self, open_page: Callable[[], object], target: Locator) -> None:
+        """Open the page and click `target`; if it does not show, open the page again (twice).
+
+        A page can come up without a control for as long as it stays open: the UI names its buttons
+        from translation files fetched beside the app, and one answered late on a loaded machine
+        leaves the labels unnamed; a fresh page fetches them again.
+        """
+        for _ in range(OPEN_ATTEMPTS - 1):
+            open_page()
             try:
-                button.click(timeout=UI_TIMEOUT_MS / REPARSE_ATTEMPTS)
+                target.click(timeout=UI_TIMEOUT_MS / OPEN_ATTEMPTS)
                 return
             except PlaywrightTimeoutError:
                 continue
-        self.open_dag()
-        button.click()
+        open_page()
+        target.click()
 
     def trigger(
         self, *, mode: str, require_approvals: bool, bake_seconds: float, preflight_only: bool = False
@@ -100,8 +109,9 @@ class AirflowUI:
     def show_graph(self, run_id: str, expand: tuple[str, ...] = ()) -> None:
         """The run's Graph view, details panel folded away, the named groups opened (outer first)."""
         page = self.page
-        page.goto(self.run_url(run_id))
-        page.get_by_role("button", name="Show Graph (Press g)").click()
+        self.click_on_a_fresh_page(
+            lambda: page.goto(self.run_url(run_id)), page.get_by_role("button", name="Show Graph (Press g)")
+        )
         expect(self.node("preflight")).to_be_visible()
         fold = page.get_by_role("button", name="Collapse Details Panel")
         if fold.is_visible():

@@ -1,7 +1,8 @@
 """The suite's bounds fire with Airflow in the process: a helper thread that fails, fails its test at
 once with its own exception, and a dag.test() waiting for an answer nobody gives ends at the test's
-bound (pytest-timeout's SIGALRM could be taken over by Airflow's own timeouts and never fire); a
-teardown that outlasts its test's bound still finishes, and the next test runs.
+bound (pytest-timeout's SIGALRM could be taken over by Airflow's own timeouts and never fire), and
+fails even where the code under test caught the interrupt; a teardown that outlasts its test's bound
+still finishes, and the next test runs.
 
 The cases run as one small pytest session in a subprocess, each around a real dag.test() of a DAG with one
 approval task, on this session's metadata database.
@@ -66,6 +67,14 @@ def test_answered():
     assert run.state == "success"
 
 
+@pytest.mark.timeout(3)
+def test_swallows_the_interrupt():
+    try:
+        time.sleep(10)
+    except BaseException:  # as a task runner does around a task
+        pass
+
+
 @pytest.fixture
 def slow_to_stop():
     yield
@@ -124,6 +133,11 @@ def test_an_unanswered_approval_ends_at_the_bound_instead_of_waiting_forever(dri
     line = summary_line(drills, "test_nobody_answers")
     assert line.startswith("FAILED") and "TestTimedOut" in line, line
     assert "test_drills.py::test_nobody_answers ran past its 20 s bound" in drills
+
+
+def test_a_test_that_swallowed_the_interrupt_still_fails_at_its_bound(drills: str) -> None:
+    line = summary_line(drills, "test_swallows_the_interrupt")
+    assert line.startswith("FAILED") and "TestTimedOut" in line, line
 
 
 def test_the_responder_answers_its_own_run(drills: str) -> None:
