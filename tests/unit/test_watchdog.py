@@ -10,6 +10,7 @@ approval task, on this session's metadata database.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -94,13 +95,14 @@ def test_after_the_slow_teardown():
 
 @pytest.fixture(scope="module")
 def drills(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> str:
-    """The drills' pytest output (one session: Airflow is imported once for the three)."""
+    """The drills' pytest output (one session: Airflow is imported once for them all)."""
     folder = tmp_path_factory.mktemp("watchdog-drills")
     (folder / "test_drills.py").write_text(DRILLS)
     command = [sys.executable, "-m", "pytest", "-p", "tests.watchdog", "-p", "no:timeout"]
     finished = subprocess.run(
         [*command, "-p", "no:cacheprovider", "-rA", "test_drills.py"],
         cwd=folder,
+        env={**os.environ, "COLUMNS": "500"},  # the short summary's lines whole, not cut at 80
         capture_output=True,
         text=True,
         timeout=600,
