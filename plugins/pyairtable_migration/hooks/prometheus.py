@@ -10,12 +10,13 @@ syntax error (PrometheusQueryRefused).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from string import Template
 from typing import Any
 from urllib.parse import quote
 
 from airflow.providers.http.hooks.http import HttpHook
+
+# The gate and the links import it from here; the alert rules render their queries with it too.
+from pyairtable_migration.monitoring.promql import render_query  # noqa: F401
 
 
 class PrometheusQueryError(RuntimeError):
@@ -28,12 +29,6 @@ class PrometheusUnavailable(PrometheusQueryError):
 
 class PrometheusQueryRefused(PrometheusQueryError):
     """Prometheus answered and refused the query (bad_data: syntax, unknown function...)."""
-
-
-def render_query(template: str, labels: Mapping[str, str], window: str) -> str:
-    """Fill `$selector` with the environment's labels and `$window` with the range."""
-    selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    return Template(template).substitute(selector=selector, window=window)
 
 
 class PrometheusHook(HttpHook):
@@ -85,6 +80,14 @@ class PrometheusHook(HttpHook):
 
     def targets(self) -> list[dict[str, Any]]:
         return list(self._get("api/v1/targets", {"state": "active"})["activeTargets"])
+
+    def rules(self) -> list[dict[str, Any]]:
+        """The alerting rule groups Prometheus has loaded, each rule with its health and last error."""
+        return list(self._get("api/v1/rules", {"type": "alert"})["groups"])
+
+    def alertmanagers(self) -> list[dict[str, Any]]:
+        """The Alertmanagers Prometheus sends its alerts to."""
+        return list(self._get("api/v1/alertmanagers", {})["activeAlertmanagers"])
 
     def base(self) -> str:
         """Where Prometheus answers, built from the connection as HttpHook builds it."""
