@@ -331,6 +331,13 @@ class ValidationConfig(_Strict):
     report_dir: str = "reports"
     # Where the report task's link points: `<report_base_url>/<file>`; empty: Airflow's api-server serves it.
     report_base_url: str = ""
+    # Alertmanager's API (an `http` connection): validation.monitoring checks that Prometheus has
+    # production's alert rules loaded and sends to an Alertmanager, and that a test alert posted
+    # there is notified. None or empty: alerting is not checked, only the scrape targets.
+    alertmanager_conn_id: ConnId | Literal[""] | None = None
+    # How long validation.monitoring waits for the test alert's notification; longer than the route's
+    # group_wait (and than group_interval, for a retry whose earlier test alert is still active).
+    alert_delivery_timeout_seconds: PositiveFloat = 60
 
 
 EmailAddress = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]

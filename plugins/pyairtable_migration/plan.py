@@ -22,6 +22,7 @@ from pyairtable_migration.config import (
     load_config,
     topological_order,
 )
+from pyairtable_migration.monitoring.alerts import alert_rules
 
 REDIS_SYNC_TOUCHES = {"replicaof": "becomes a replica of the source", "copy": "every key copied"}
 
@@ -830,6 +831,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             config.redis.target_conn_id,
             config.dns.aws_conn_id,
             gate.prometheus_conn_id,
+            *filter(None, [checks_config.alertmanager_conn_id]),
         }
     )
     # A check whose upstream was skipped (a weight left out of the run) still runs.
@@ -901,13 +903,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
             operator="pyairtable_migration.operators.backup.VerifyBackupOperator",
             arguments={**backup_arguments(config), "parallelism": db.validation_parallelism, **after_skips},
         ),
-        Step(
-            "validation.monitoring",
-            "every production target is up in Prometheus",
-            (f"connection {gate.prometheus_conn_id} (read only)",),
-            operator="pyairtable_migration.operators.validation.MonitoringOperator",
-            arguments={**prometheus, **after_skips},
-        ),
+        _monitoring(config, prometheus, after_skips),
     ]
     report = Step(
         "validation.report",
@@ -920,6 +916,40 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
         plan.add(check)
         plan.edges.add((check.task_id, report.task_id))
     plan.add(report)
+
+
+def _monitoring(
+    config: MigrationConfig, prometheus: Mapping[str, Any], after_skips: Mapping[str, str]
+) -> Step:
+    """Production's targets up; with an Alertmanager configured, alerting proven end to end."""
+    checks_config, gate = config.validation, config.traffic.gate
+    rules = [rule.key for rule in alert_rules(config)]
+    touches = [f"connection {gate.prometheus_conn_id} (read only)"]
+    if checks_config.alertmanager_conn_id:
+        what = (
+            f"every production target is up in Prometheus, which has production's {len(rules)} alert rules "
+            f"loaded and healthy and sends to an Alertmanager; a test alert posted to Alertmanager "
+            f"({checks_config.alertmanager_conn_id}) is notified within "
+            f"{checks_config.alert_delivery_timeout_seconds:g} s, none failed"
+        )
+        touches.append(
+            f"connection {checks_config.alertmanager_conn_id} (one test alert, resolves by itself)"
+        )
+    else:
+        what = "every production target is up in Prometheus (alerting not checked: no alertmanager_conn_id)"
+    return Step(
+        "validation.monitoring",
+        what,
+        tuple(touches),
+        operator="pyairtable_migration.operators.validation.MonitoringOperator",
+        arguments={
+            **prometheus,
+            "alertmanager_conn_id": checks_config.alertmanager_conn_id or "",
+            "alert_rules": rules,
+            "alert_delivery_timeout_seconds": checks_config.alert_delivery_timeout_seconds,
+            **after_skips,
+        },
+    )
 
 
 def backup_arguments(config: MigrationConfig) -> dict[str, Any]:

@@ -14,7 +14,8 @@ Every check logs what it measured and returns it as its XCom (the report task re
   connection's password in any XCom of this run or in any task's (unrendered) arguments.
   Airflow 3.3's Task SDK gives a task no access to other tasks' rendered fields, so those are
   not searched; the XComs are, through `ti.xcom_pull` of every task of the DAG.
-- `MonitoringOperator`: every Prometheus target of production is up.
+- `MonitoringOperator`: every Prometheus target of production is up; with an Alertmanager connection,
+  alerting works end to end (production's alert rules loaded, a test alert notified, none failed).
 
 In plan mode (the run's `mode` param) each check logs what it would check and connects to nothing.
 """
@@ -25,7 +26,7 @@ import contextlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, Context
 
@@ -44,6 +45,10 @@ from pyairtable_migration.operators.base import MigrationOperator, bulleted, fai
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.postgres.validator import Validator
 from pyairtable_migration.topology import Pooler, writers
+
+if TYPE_CHECKING:  # loaded by the monitoring check only: the DAG file parses without them
+    from pyairtable_migration.hooks.prometheus import PrometheusHook
+    from pyairtable_migration.monitoring.delivery import AlertingCheck
 
 LATENCY_QUERY = (
     "histogram_quantile(0.95, sum by (le, service) "
@@ -490,28 +495,60 @@ class SecurityOperator(ValidationCheckOperator):
 # --- backup restore ---------------------------------------------------------------------------------
 
 
-class MonitoringOperator(ValidationCheckOperator):
-    """Every Prometheus target carrying production's labels is up (and there is at least one)."""
+NO_ALERTMANAGER = "no Alertmanager connection (validation.alertmanager_conn_id)"
 
-    template_fields: Sequence[str] = ("prometheus_conn_id", "prometheus_labels")
+
+class MonitoringOperator(ValidationCheckOperator):
+    """Every Prometheus target carrying production's labels is up (and there is at least one); with
+    an Alertmanager connection, alerting works end to end (monitoring/delivery.py): Prometheus has
+    the expected alert rules loaded and healthy and sends to an Alertmanager, and a test alert posted
+    there, labelled with this run and try, is notified with no notification failed.
+
+    :param alert_rules: the rules expected loaded, by key (monitoring/alerts.py `AlertRule.key`)
+    :param alertmanager_conn_id: `http` connection to Alertmanager; empty: alerting is not checked
+    :param alert_delivery_timeout_seconds: longest wait for the test alert's notification
+    """
+
+    template_fields: Sequence[str] = ("prometheus_conn_id", "prometheus_labels", "alertmanager_conn_id")
 
     def __init__(
-        self, *, prometheus_conn_id: str, prometheus_labels: Mapping[str, str], **kwargs: Any
+        self,
+        *,
+        prometheus_conn_id: str,
+        prometheus_labels: Mapping[str, str],
+        alertmanager_conn_id: str = "",
+        alert_rules: Sequence[str] = (),
+        alert_delivery_timeout_seconds: float = 60,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.prometheus_conn_id = prometheus_conn_id
         self.prometheus_labels = dict(prometheus_labels)
+        self.alertmanager_conn_id = alertmanager_conn_id
+        self.alert_rules = list(alert_rules)
+        self.alert_delivery_timeout_seconds = alert_delivery_timeout_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.planned(
-            context,
-            f"list Prometheus ({self.prometheus_conn_id}) targets labelled {self.prometheus_labels}: all up",
-        ):
+        targets_line = (
+            f"list Prometheus ({self.prometheus_conn_id}) targets labelled {self.prometheus_labels}: all up"
+        )
+        if self.alertmanager_conn_id:
+            alerting_lines = [
+                f"read Prometheus's rules: {len(self.alert_rules)} alert rules loaded and healthy "
+                f"({', '.join(self.alert_rules)}), and at least one Alertmanager it sends to",
+                f"post one test alert labelled with this run and try to Alertmanager "
+                f"({self.alertmanager_conn_id}; it resolves by itself after a minute) and wait up to "
+                f"{self.alert_delivery_timeout_seconds:g} s until its notification is sent, none failed",
+            ]
+        else:
+            alerting_lines = [f"not check alerting: {NO_ALERTMANAGER}"]
+        if self.planned(context, targets_line, *alerting_lines):
             return {"mode": "plan"}
         from pyairtable_migration.hooks.prometheus import PrometheusHook, PrometheusQueryError
 
+        prometheus = PrometheusHook(self.prometheus_conn_id)
         try:
-            targets = PrometheusHook(self.prometheus_conn_id).targets()
+            targets = prometheus.targets()
         except PrometheusQueryError as exc:
             raise fail(f"monitoring: {exc}") from None
         ours = [
@@ -525,15 +562,51 @@ class MonitoringOperator(ValidationCheckOperator):
             for t in ours
             if t.get("health") != "up"
         ]
-        summary = {"mode": "apply", "targets": len(ours), "up": len(ours) - len(down), "down": down}
+        summary: dict[str, Any] = {
+            "mode": "apply",
+            "targets": len(ours),
+            "up": len(ours) - len(down),
+            "down": down,
+        }
         self.log.info(
             "Production targets: %d, up %d; down: %s", len(ours), len(ours) - len(down), down or "none"
         )
         if not ours:
             raise fail(f"monitoring: Prometheus has no target labelled {self.prometheus_labels}")
-        return self.concluded(
-            context, summary, f"monitoring: {len(down)} of {len(ours)} production target(s) down", down
-        )
+        headings = [f"{len(down)} of {len(ours)} production target(s) down"] if down else []
+        problems = list(down)
+        if self.alertmanager_conn_id:
+            alerting = self.check_alerting(context, prometheus)
+            summary["alerting"] = alerting.figures
+            if alerting.problems:
+                headings.append("alerting does not work end to end")
+                problems += alerting.problems
+        else:
+            self.log.info("Alerting not checked: %s", NO_ALERTMANAGER)
+        return self.concluded(context, summary, f"monitoring: {'; '.join(headings)}", problems)
+
+    def check_alerting(self, context: Context, prometheus: PrometheusHook) -> AlertingCheck:
+        """The engine's end-to-end check through this run's hooks; Prometheus failing fails the task."""
+        from datetime import UTC, datetime
+
+        from pyairtable_migration.hooks.alertmanager import AlertmanagerHook
+        from pyairtable_migration.hooks.prometheus import PrometheusQueryError
+        from pyairtable_migration.monitoring.delivery import check_alerting, migration_test_alert
+
+        alert = migration_test_alert(context["run_id"], context["ti"].try_number, datetime.now(UTC))
+        self.log.info("Test alert %s to Alertmanager (%s)", alert["labels"], self.alertmanager_conn_id)
+        try:
+            alerting = check_alerting(
+                prometheus,
+                AlertmanagerHook(self.alertmanager_conn_id),
+                self.alert_rules,
+                alert,
+                self.alert_delivery_timeout_seconds,
+            )
+        except PrometheusQueryError as exc:
+            raise fail(f"monitoring: {exc}") from None
+        self.log.info("Alerting: %s; problems: %s", alerting.figures, alerting.problems or "none")
+        return alerting
 
 
 # --- the report -------------------------------------------------------------------------------------
