@@ -98,6 +98,14 @@ def connections(settings: LabSettings, config: MigrationConfig | None = None) ->
         "schema": "http",
         "extra": {},
     }
+    if config.validation.alertmanager_conn_id:
+        result[config.validation.alertmanager_conn_id] = {
+            "conn_type": "http",
+            "host": host,
+            "port": settings.alertmanager_port,
+            "schema": "http",
+            "extra": {},
+        }
     for conn_id, port in (
         (STAGING_CONN_ID, settings.kafka_staging_port),
         (PRODUCTION_CONN_ID, settings.kafka_production_port),

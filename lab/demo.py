@@ -165,6 +165,17 @@ def _ttl(value: Mapping[str, Any]) -> str:
     return said + (f"; waited out the old TTL ({waited} s)" if waited is not None else "")
 
 
+def _alerting(figures: Mapping[str, Any] | None) -> str:
+    """The monitoring check's alerting, when it checked it: rules, and who delivered the test alert."""
+    if figures is None:
+        return ""
+    delivered = [name for name, counts in figures.get("integrations", {}).items() if counts["delivered"]]
+    return (
+        f"; {figures['rules_healthy']}/{figures['rules']} alert rules healthy, test alert "
+        f"notified by {', '.join(delivered) or 'nobody'}"
+    )
+
+
 def _verdicts(value: Mapping[str, Any]) -> str:
     verdicts = [str(s.get("verdict")) for s in (value.get("services") or {}).values()]
     return ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))) + " (p95 against the budget)"
@@ -217,7 +228,7 @@ FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
         f"{len(v['problems'])} problems; {v['documents_searched']} rendered fields and XComs searched "
         f"for {v['secrets_searched']} passwords"
     ),
-    "monitoring": lambda v: f"{v['up']}/{v['targets']} production targets up",
+    "monitoring": lambda v: f"{v['up']}/{v['targets']} production targets up" + _alerting(v.get("alerting")),
     "report": lambda v: "HTML + JSON written",
 }
 

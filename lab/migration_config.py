@@ -14,7 +14,7 @@ import yaml
 
 from lab.pgbackrest import backup_settings
 from lab.settings import LabSettings
-from pyairtable_migration.config import DEFAULT_CONFIG_PATH, load_config
+from pyairtable_migration.config import DEFAULT_CONFIG_PATH, MigrationConfig, load_config, parse_config
 
 CONFIG_ENV = "PYAIRTABLE_MIGRATION_CONFIG"
 
@@ -48,9 +48,11 @@ def lab_config_path(settings: LabSettings) -> Path:
     return settings.data_dir / "lab-migration.yaml"
 
 
-def write_lab_config(settings: LabSettings, overrides: dict[tuple[str, ...], Any] | None = None) -> Path:
-    """Write the lab's config (LAB_OVERRIDES, then `overrides`); refuse a broken one before anything runs."""
-    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+def lab_config_document(
+    settings: LabSettings, overrides: dict[tuple[str, ...], Any] | None = None
+) -> dict[str, Any]:
+    """The project's config with the lab's values (LAB_OVERRIDES, then `overrides`), as YAML data."""
+    document: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     # Production's stanza in the lab: repository, logs and restores under the lab's data directory.
     lab_backup: dict[tuple[str, ...], Any] = {("backup",): backup_settings(settings).model_dump()}
     dashboard = LAB_DASHBOARD.format(host=settings.host, port=settings.prometheus_port)
@@ -60,7 +62,18 @@ def write_lab_config(settings: LabSettings, overrides: dict[tuple[str, ...], Any
         for key in path[:-1]:
             section = section.setdefault(key, {})
         section[path[-1]] = value
+    return document
+
+
+def lab_config(settings: LabSettings) -> MigrationConfig:
+    """The lab's config as its components read it at start (Prometheus's alert rules), without
+    writing the file a test may have written with overrides of its own."""
+    return parse_config(yaml.safe_dump(lab_config_document(settings)), "the lab's config")
+
+
+def write_lab_config(settings: LabSettings, overrides: dict[tuple[str, ...], Any] | None = None) -> Path:
+    """Write the lab's config (LAB_OVERRIDES, then `overrides`); refuse a broken one before anything runs."""
     target = lab_config_path(settings)
-    target.write_text(yaml.safe_dump(document, sort_keys=False))
+    target.write_text(yaml.safe_dump(lab_config_document(settings, overrides), sort_keys=False))
     load_config(target)
     return target

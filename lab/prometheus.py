@@ -3,24 +3,35 @@
 The traffic gate queries it for production's error ratio and p99. Jobs: `pods` (http_sd from the
 emulator's /lab/sd, which labels each target with namespace, service, color, version and pod),
 `edge` and `loadgen` (static; they answer only while a load test runs, and are down otherwise).
+It evaluates production's alert rules (pyairtable_migration.monitoring.alerts, from the lab's config,
+written at every start) each second and sends what fires to the lab's Alertmanager. An `up` finding
+it running with other rules or config on disk rewrites them and has it reload.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import requests
 import yaml
 
-from lab.processes import Binary, Component, answers_http, apt_hint
+from lab.migration_config import lab_config
+from lab.processes import Binary, Component, LabError, State, answers_http, apt_hint
 from lab.settings import LabSettings
+from pyairtable_migration.monitoring.alerts import rules_yaml
+
+RULES_FILE = "alert-rules.yml"  # beside prometheus.yml, which names it relative to itself
 
 
 def scrape_config(settings: LabSettings) -> dict[str, object]:
     def static(job: str, port: int) -> dict[str, object]:
         return {"job_name": job, "static_configs": [{"targets": [f"{settings.host}:{port}"]}]}
 
+    alertmanager = f"{settings.host}:{settings.alertmanager_port}"
     return {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "15s"},
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [RULES_FILE],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [
             {
                 "job_name": "pods",
@@ -51,11 +62,34 @@ class Prometheus(Component):
         return [(settings.host, settings.prometheus_port)]
 
     def prepare(self, settings: LabSettings) -> None:
-        self.directory(settings).mkdir(parents=True, exist_ok=True)
-        (self.directory(settings) / "prometheus.yml").write_text(
-            "# Written by lab/prometheus.py at every start.\n"
-            + yaml.safe_dump(scrape_config(settings), sort_keys=False)
-        )
+        self.write_config(settings)
+
+    def write_config(self, settings: LabSettings) -> bool:
+        """Write prometheus.yml and the alert rules; True if either changed on disk."""
+        directory = self.directory(settings)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {
+            "prometheus.yml": "# Written by lab/prometheus.py at every start.\n"
+            + yaml.safe_dump(scrape_config(settings), sort_keys=False),
+            RULES_FILE: rules_yaml(lab_config(settings), "the lab's config"),
+        }
+        changed = False
+        for name, text in files.items():
+            path = directory / name
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+                changed = True
+        return changed
+
+    def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
+        """A Prometheus started before the config or rules changed (a lab kept across an upgrade)
+        loads the new ones; one just started has them already and is left alone."""
+        if not self.write_config(settings):
+            return None
+        response = requests.post(f"{self.address(settings)}/-/reload", timeout=10)
+        if not response.ok:
+            raise LabError(f"prometheus refused its new config: HTTP {response.status_code} {response.text}")
+        return "config and alert rules reloaded"
 
     def command(self, settings: LabSettings) -> list[str]:
         return [

@@ -29,6 +29,9 @@ class LabSettings:
     redis_endpoint_admin_port: int = 16382
     moto_port: int = 15000
     prometheus_port: int = 19090
+    # Alertmanager (Debian's listens on 9093; 19093 is Kafka's here) and the webhook it notifies.
+    alertmanager_port: int = 19094
+    alert_receiver_port: int = 19095
     kube_api_port: int = 16443
     kafka_staging_port: int = 19092
     kafka_production_port: int = 19093

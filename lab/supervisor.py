@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab.alert_receiver import AlertReceiver
+from lab.alertmanager import Alertmanager
 from lab.connections import connections, write_connections
 from lab.credentials import secrets
 from lab.kafka_lab import KafkaBroker
@@ -79,7 +81,9 @@ def components() -> list[Component]:
         KafkaBroker("staging"),
         KafkaBroker("production"),
         KubeApi(),  # its pods connect through PgBouncer and the Redis endpoint, and to Kafka
-        Prometheus(),  # discovers its targets from the Kubernetes emulator
+        AlertReceiver(),
+        Alertmanager(),  # notifies the alert receiver
+        Prometheus(),  # discovers its targets from the Kubernetes emulator; sends alerts to Alertmanager
     ]
 
 
