@@ -29,12 +29,16 @@ from lab import supervisor
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
 from lab.kafka_lab import PRODUCTION_CONN_ID as KAFKA_PRODUCTION_CONN_ID
 from lab.kafka_lab import STAGING_CONN_ID as KAFKA_STAGING_CONN_ID
+from lab.migration_config import lab_config
 from lab.pgbouncer import PgBouncer
 from lab.processes import Binary, LabError, State, apt_hint, marked_processes, port_is_free
+from lab.prometheus import RULES_FILE, Prometheus
 from lab.redis_lab import SESSION_TTL_SECONDS, RedisServer
 from lab.route53 import route53_client
 from lab.settings import REPO_ROOT, LabSettings
 from pyairtable_migration.config import load_config
+from pyairtable_migration.hooks.prometheus import PrometheusHook
+from pyairtable_migration.monitoring.alerts import alert_rules
 from tests.own_lab import point_pooler
 
 pytestmark = pytest.mark.lab
@@ -338,6 +342,8 @@ def test_connections_cover_every_config_id_and_work(lab: LabSettings) -> None:
     stored = json.loads((settings.data_dir / "connections.json").read_text())
     endpoint_conn_id = CONFIG.redis.endpoint_conn_id
     assert endpoint_conn_id, "the shipped config names the Redis write endpoint"
+    alertmanager_conn_id = CONFIG.validation.alertmanager_conn_id
+    assert alertmanager_conn_id, "the shipped config names Alertmanager"
     expected = {
         CONFIG.database.source_conn_id: "postgres",
         CONFIG.database.target_conn_id: "postgres",
@@ -349,6 +355,7 @@ def test_connections_cover_every_config_id_and_work(lab: LabSettings) -> None:
         CONFIG.environments.staging.kubernetes_conn_id: "kubernetes",
         CONFIG.environments.production.kubernetes_conn_id: "kubernetes",
         CONFIG.traffic.gate.prometheus_conn_id: "http",
+        alertmanager_conn_id: "http",
         KAFKA_STAGING_CONN_ID: "generic",
         KAFKA_PRODUCTION_CONN_ID: "generic",
     }
@@ -371,6 +378,8 @@ def test_connections_cover_every_config_id_and_work(lab: LabSettings) -> None:
     endpoint = Connection.from_json(os.environ[f"AIRFLOW_CONN_{endpoint_conn_id.upper()}"])
     assert (endpoint.host, endpoint.port) == (settings.host, settings.redis_endpoint_admin_port)
     assert endpoint.extra_dejson == {"backend": "redis"}
+    alertmanager = Connection.from_json(os.environ[f"AIRFLOW_CONN_{alertmanager_conn_id.upper()}"])
+    assert (alertmanager.host, alertmanager.port) == (settings.host, settings.alertmanager_port)
     aws = Connection.from_json(os.environ[f"AIRFLOW_CONN_{CONFIG.dns.aws_conn_id.upper()}"])
     assert aws.extra_dejson["endpoint_url"] == f"http://127.0.0.1:{settings.moto_port}"
     kube = Connection.from_json(
@@ -397,6 +406,22 @@ def test_up_again_starts_nothing_and_keeps_the_pids(lab: LabSettings) -> None:
     component_lines = [line for line in lines if line.split()[0] in before]
     assert len(component_lines) == len(before) == len(supervisor.components())
     assert all("already running" in line for line in component_lines), lines
+
+
+def test_an_up_finding_prometheus_with_stale_alert_rules_has_it_reload_them(lab: LabSettings) -> None:
+    prometheus = PrometheusHook(CONFIG.traffic.gate.prometheus_conn_id)
+    rules_file = Prometheus().directory(lab) / RULES_FILE
+    rules_file.write_text("groups: []\n")  # as a lab started before the rules existed
+    requests.post(f"http://{lab.host}:{lab.prometheus_port}/-/reload", timeout=10).raise_for_status()
+    assert prometheus.rules() == []
+    lines: list[str] = []
+    supervisor.up(lab, supervisor.seeded_records(lab), echo=lines.append)
+    assert [line.split()[0] for line in lines if "config and alert rules reloaded" in line] == ["prometheus"]
+    loaded = {rule["name"] for group in prometheus.rules() for rule in group["rules"]}
+    assert loaded == {rule.alert for rule in alert_rules(lab_config(lab))}
+    lines.clear()
+    supervisor.up(lab, supervisor.seeded_records(lab), echo=lines.append)
+    assert not any("reloaded" in line for line in lines)  # nothing changed: left alone
 
 
 # --- bad input ------------------------------------------------------------------------------------
