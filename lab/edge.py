@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,22 @@ from pyairtable_migration.config import load_config
 
 # Which service answers each public name's first label at an environment's ingress.
 SERVICE_OF_RECORD = {"api": "api-gateway", "app": "web-bff", "auth": "auth-frontend"}
+# The public name whose host routes `/<service>/...` to every service it does not answer itself.
+API_LABEL = "api"
+
+
+def service_of(record: str) -> str:
+    label = record.split(".", 1)[0]
+    return SERVICE_OF_RECORD.get(label, label)
+
+
+def public_routes(records: Sequence[str], services: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(public name, service) for every service the load reaches: each name's own service, and
+    every other service of `services` through the API's name (its ingress routes `/<service>/`),
+    so each service serves real requests and has a latency of its own to judge."""
+    own = {service_of(record): record for record in records}
+    api = next((record for record in records if record.split(".", 1)[0] == API_LABEL), records[0])
+    return [(own.get(service, api), service) for service in dict.fromkeys([*own, *services])]
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,7 @@ class SimulatedClient:
 @dataclass(frozen=True)
 class EdgeResult:
     record: str
+    service: str
     environment: str
     status: int
     seconds: float
@@ -178,7 +195,7 @@ class Edge:
         its cached answer expires; without it, each request comes from a random client.
         """
         answer = self.resolve(record, client)
-        service = service or SERVICE_OF_RECORD.get(record.split(".", 1)[0], record.split(".", 1)[0])
+        service = service or service_of(record)
         url = f"http://{answer.address}:{self.ingress_port}/{service}{path}"
         started = time.perf_counter()
         body = b""
@@ -201,7 +218,7 @@ class Edge:
         labels: Mapping[str, str] = {"environment": answer.environment, "record": record, "code": str(status)}
         self.requests_total.inc(labels)
         self.latency.observe({"environment": answer.environment, "record": record}, seconds)
-        return EdgeResult(record, answer.environment, status, seconds, error, body)
+        return EdgeResult(record, service, answer.environment, status, seconds, error, body)
 
 
 def lab_edge(settings: LabSettings, registry: MetricsRegistry | None = None, clients: int = 200) -> Edge:

@@ -36,7 +36,7 @@ from typing import Any
 import psycopg2
 
 from lab.credentials import APP_ROLE, secrets
-from lab.edge import Edge, EdgeResult, lab_edge
+from lab.edge import Edge, EdgeResult, lab_edge, public_routes
 from lab.ledger import DIGEST_SQL, Ledger
 from lab.metrics import MetricsRegistry, serve_metrics
 from lab.session_ledger import SessionLedger
@@ -147,6 +147,7 @@ class LoadGenerator:
         edge: Edge | None,
         http_rate: float,
         records: Sequence[str] = (),
+        services: Sequence[str] = (),
         http_path: str = "/health",
         writers: int = 4,
         http_workers: int = 16,
@@ -155,8 +156,10 @@ class LoadGenerator:
         session_rate: float = 0.0,
         session_ledger_path: Path | None = None,
     ) -> None:
-        """`users` log in through the edge at the first public record's service, then send
-        `session_rate` session writes per second between them."""
+        """HTTP requests go to each of `services` in turn (by default the public records' own
+        services), each through the public record that fronts it; `users` log in through the edge
+        at the first public record's service, then send `session_rate` session writes per second
+        between them."""
         if db_rate > 0 and (dsn is None or ledger_path is None):
             raise ValueError("database load needs a DSN and a ledger path")
         if http_rate > 0 and (edge is None or not records):
@@ -165,6 +168,7 @@ class LoadGenerator:
             raise ValueError("users need an edge, a public record, a session rate and a session ledger path")
         self.dsn, self.db_rate, self.writers = dsn, db_rate, writers
         self.edge, self.http_rate, self.records, self.http_path = edge, http_rate, list(records), http_path
+        self.routes = public_routes(records, services) if records else []
         self.http_workers = http_workers
         self.ledger = Ledger(ledger_path) if ledger_path and db_rate > 0 else None
         self.stats = LoadStats()
@@ -192,7 +196,7 @@ class LoadGenerator:
         for index in range(self.writers if self.db_rate > 0 else 0):
             self._spawn(f"writer-{index}", functools.partial(self._write_loop, table_ids, index))
         if self.http_rate > 0:
-            tickets: queue.Queue[str] = queue.Queue(maxsize=max(1, int(self.http_rate)))
+            tickets: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=max(1, int(self.http_rate)))
             self._spawn("http-pacer", lambda: self._pace_http(tickets))
             for index in range(self.http_workers):
                 self._spawn(f"http-{index}", lambda: self._http_loop(tickets))
@@ -285,24 +289,24 @@ class LoadGenerator:
                 self.stats.db_errors.append(f"{type(exc).__name__}: {str(exc).strip()}"[:300])
         self._db_failures.inc({})
 
-    def _pace_http(self, tickets: queue.Queue[str]) -> None:
+    def _pace_http(self, tickets: queue.Queue[tuple[str, str]]) -> None:
         pacer = Pacer(self.http_rate, self._stop)
         sent = 0
         while pacer.wait():
             try:
-                tickets.put_nowait(self.records[sent % len(self.records)])
+                tickets.put_nowait(self.routes[sent % len(self.routes)])
                 sent += 1
             except queue.Full:
                 continue  # workers saturated: the offered rate drops, nothing counts as failed
 
-    def _http_loop(self, tickets: queue.Queue[str]) -> None:
+    def _http_loop(self, tickets: queue.Queue[tuple[str, str]]) -> None:
         assert self.edge is not None
         while not self._stop.is_set():
             try:
-                record = tickets.get(timeout=0.2)
+                record, service = tickets.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._counted(self.edge.request(record, self.http_path))
+            self._counted(self.edge.request(record, self.http_path, service))
 
     def _counted(self, result: EdgeResult) -> None:
         failed = not 200 <= result.status < 400
@@ -317,9 +321,8 @@ class LoadGenerator:
             if failed:
                 stats.http_failures += 1
                 if len(stats.http_errors) < ERROR_SAMPLES:
-                    stats.http_errors.append(
-                        f"{result.environment} {result.record} {result.status} {result.error}"[:300]
-                    )
+                    where = f"{result.environment} {result.record} /{result.service}"
+                    stats.http_errors.append(f"{where} {result.status} {result.error}"[:300])
         self._http.inc({"environment": result.environment, "code": str(result.status)})
 
     def _pace_sessions(self, idle: queue.Queue[SimulatedUser], turns: queue.Queue[SimulatedUser]) -> None:
@@ -530,7 +533,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     settings = LabSettings.from_env()
     registry, edge_registry = MetricsRegistry(), MetricsRegistry()
-    records = load_config().dns.records
+    config = load_config()
     edge = lab_edge(settings, edge_registry) if args.http_rate > 0 or args.users > 0 else None
     generator = LoadGenerator(
         dsn=app_dsn(settings),
@@ -538,7 +541,8 @@ def main(argv: Sequence[str]) -> int:
         ledger_path=args.ledger or settings.data_dir / "ledger.log",
         edge=edge,
         http_rate=args.http_rate,
-        records=records,
+        records=config.dns.records,
+        services=list(config.deployable),
         registry=registry,
         users=args.users,
         session_rate=args.session_rate,

@@ -142,13 +142,15 @@ def scenario(name: str) -> Iterator[Scenario]:
         with connections_in_environment(settings, **{CONFIG_ENV: str(config_path)}):
             ledger = settings.data_dir / "e2e-ledger.log"
             session_ledger = settings.data_dir / "e2e-sessions.log"
+            config = load_config(config_path)
             load = LoadGenerator(
                 dsn=app_dsn(settings),
                 db_rate=DB_RATE,
                 ledger_path=ledger,
                 edge=lab_edge(settings),
                 http_rate=HTTP_RATE,
-                records=load_config(config_path).dns.records,
+                records=config.dns.records,
+                services=list(config.deployable),
                 users=USERS,
                 session_rate=SESSION_RATE,
                 session_ledger_path=session_ledger,
