@@ -28,13 +28,13 @@ LAB_OVERRIDES: dict[tuple[str, ...], Any] = {
     ("blue_green", "rollback_window_seconds"): 3,
     ("blue_green", "rollout_poll_seconds"): 0.5,
     ("database", "lag_sample_seconds"): 0.5,
-    # The lab's pods are threads of one Python process on a machine the whole suite shares: a
-    # health check's p95 there measures the machine (155 ms seen while both test streams ran), not
-    # the service. Still half the latency a `-slow` image adds (800 ms), so such an image still fails.
-    ("slo_classes", "health"): 400,
-    ("slo_classes", "auth"): 400,
-    # The lab's edge only reaches the three public services; the rest get no outside traffic.
-    ("validation", "no_traffic"): "warn",
+    # The lab's pods are threads of one Python process on a machine the whole suite shares: a p95
+    # there measures the machine (155 ms seen for a health check while both test streams ran, over
+    # 400 ms for a smoke test through the preview Service beside a whole Airflow), not the service.
+    # Still below the latency a `-slow` image adds (800 ms), so such an image still fails.
+    ("slo_classes", "health"): 600,
+    ("slo_classes", "auth"): 600,
+    ("slo_classes", "business"): 600,
     ("services", "istio", "external"): True,  # the lab has no mesh
 }
 # "Service dashboard": the lab's Prometheus, request rate per color and status code of the service.
