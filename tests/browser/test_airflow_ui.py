@@ -365,7 +365,8 @@ def the_night(
     def failed() -> list[str]:
         return sorted(server.task_instances(MIGRATION_DAG, run_id, states=("failed",)))
 
-    assert server.wait("a task to fail", failed, timeout=RUN_TIMEOUT) == [SMOKE_TEST]
+    failed_first = server.wait("a task to fail", failed, timeout=RUN_TIMEOUT)
+    assert failed_first == [SMOKE_TEST], server.failures(MIGRATION_DAG, run_id)
     ui.show_graph(run_id, expand=("services", "services.frontend", GROUP))
     expect(ui.badge(SMOKE_TEST)).to_have_text("failed")
     ui.screenshot(artifacts / "graph-smoke_test-failed.png", close_up=GROUP)

@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, Context
@@ -361,7 +362,7 @@ class SecurityOperator(ValidationCheckOperator):
 
     :param allowed: {"source": [...], "target": [...]} of `kind:name` kept on purpose (the reverse
         replication path kept for rollback)
-    :param connection_ids: connections whose passwords must appear in no XCom or task argument
+    :param connection_ids: connections whose passwords must appear in no XCom, task argument or task log
     """
 
     template_fields: Sequence[str] = ("source_conn_id", "target_conn_id", "namespace", "kubernetes_conn_id")
@@ -430,14 +431,33 @@ class SecurityOperator(ValidationCheckOperator):
                 )
         return active, problems
 
-    def secrets(self) -> dict[str, str]:
-        found = {}
+    def secrets(self) -> tuple[dict[str, str], list[str]]:
+        """(connection id -> password, why each other connection has none to search for)."""
+        found, without = {}, []
         for conn_id in self.connection_ids:
-            with contextlib.suppress(Exception):
+            try:
                 password = BaseHook.get_connection(conn_id).password
-                if password and len(password) >= MIN_SECRET_LENGTH:
-                    found[conn_id] = password
-        return found
+            except Exception as exc:
+                without.append(f"{conn_id}: unreadable ({type(exc).__name__})")
+                continue
+            if password and len(password) >= MIN_SECRET_LENGTH:
+                found[conn_id] = password
+            else:
+                without.append(f"{conn_id}: no password")
+        return found, without
+
+    def run_logs(self, context: Context) -> dict[str, str]:
+        """This run's task logs in the local log folder (Airflow's default file layout); logs
+        shipped to remote storage only are not read."""
+        from airflow.sdk.configuration import conf
+
+        ti = context["ti"]
+        run_folder = Path(conf.get("logging", "base_log_folder")).expanduser()
+        run_folder = run_folder / f"dag_id={ti.dag_id}" / f"run_id={ti.run_id}"
+        return {
+            f"log {path.relative_to(run_folder)}": path.read_text(errors="replace")
+            for path in sorted(run_folder.glob("task_id=*/**/*.log"))
+        }
 
     def run_documents(self, context: Context) -> dict[str, Any]:
         """Every XCom (return value and figures) of this run's other tasks, and every task's
@@ -462,32 +482,42 @@ class SecurityOperator(ValidationCheckOperator):
             f"list publications, subscriptions, slots and replication roles on {self.source_conn_id} and "
             f"{self.target_conn_id}; allow only {self.allowed}",
             f"check every Service in {self.namespace} selects exactly one existing color",
-            "search this run's XComs and task arguments for the passwords of "
+            "search this run's XComs, task arguments and task logs for the passwords of "
             + ", ".join(self.connection_ids),
         ):
             return {"mode": "plan"}
         kept, problems = self.leftovers()
         active, color_problems = self.colors()
         problems += color_problems
-        secrets = self.secrets()
+        secrets, without = self.secrets()
         documents = self.run_documents(context)
-        leaks = find_secrets(secrets, documents)
+        logs = self.run_logs(context)
+        leaks = find_secrets(secrets, {**documents, **logs})
         problems += [f"secret found in {leak}" for leak in leaks]
+        # A search that had nothing to look for, or nowhere to look, would pass having proved nothing.
+        if not secrets:
+            problems.append(f"no password to search for: {'; '.join(without) or 'no connection named'}")
+        if not documents:
+            problems.append("no XCom or task argument of this run to search")
         summary = {
             "mode": "apply",
             "replication_kept": kept,
             "active_colors": active,
             "secrets_searched": len(secrets),
+            "secrets_not_searched": without,
             "documents_searched": len(documents),
+            "logs_searched": len(logs),
             "problems": problems,
         }
         self.log.info(
             "Kept for rollback: %s; colors: %s; %d password(s) searched in %d XCom/rendered-fields "
-            "document(s)",
+            "document(s) and %d task log(s); not searched for: %s",
             kept,
             active,
             len(secrets),
             len(documents),
+            len(logs),
+            without or "none",
         )
         return self.concluded(context, summary, f"security: {len(problems)} problem(s)", problems)
 
