@@ -242,6 +242,28 @@ def traffic_step_problems(steps: Iterable[Any]) -> list[str]:
     return problems
 
 
+class LoadTestConfig(_Strict):
+    """The load test before the last weight step: `rate` requests per second for `duration_seconds`,
+    spread over every service, at production's ingress (`url_template` with `{service}` and `{path}`:
+    the service's health path)."""
+
+    url_template: str
+    rate: PositiveFloat = 1000  # the seed's target: 1,000+ requests/s
+    duration_seconds: PositiveFloat = 60
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1)  # the seed's target: under 1 % errors
+    connections_per_service: PositiveInt = 10
+    request_timeout_seconds: PositiveFloat = 10
+    hey_path: str = "/usr/bin/hey"
+
+    @field_validator("url_template")
+    @classmethod
+    def _names_the_service(cls, template: str) -> str:
+        missing = [field for field in ("{service}", "{path}") if field not in template]
+        if missing:
+            raise ValueError(f"url_template must contain {' and '.join(missing)}: {template!r}")
+        return template
+
+
 class TrafficConfig(_Strict):
     steps: list[Any]
     bake_seconds: PositiveFloat
@@ -252,6 +274,8 @@ class TrafficConfig(_Strict):
     # A weight step refuses to send users to production unless every pooler sends writers to the
     # target (both environments must write to one primary). Off only to test the traffic phase alone.
     require_writers_on_target: bool = True
+    # None: no load test (the last step follows the gate's verdict alone).
+    load_test: LoadTestConfig | None = None
 
     @field_validator("steps")
     @classmethod

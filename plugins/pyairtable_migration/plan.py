@@ -17,6 +17,7 @@ from typing import Any
 from pyairtable_migration.config import (
     ConfigError,
     InfrastructureNode,
+    LoadTestConfig,
     MigrationConfig,
     ServiceNode,
     load_config,
@@ -33,6 +34,7 @@ MIGRATION_DAG_ID = "pyairtable_production_migration"
 ROLLBACK_DAG_ID = "pyairtable_production_rollback"
 # The preflight's last task: the end of a validate run (`preflight_only`), a pass-through otherwise.
 PREFLIGHT_GATE = "preflight.passed"
+LOAD_TEST_TASK = "traffic.load_test"
 
 
 @dataclass(frozen=True)
@@ -731,6 +733,8 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
         )
     ]
     for weight in traffic.steps:
+        if weight == traffic.steps[-1] and traffic.load_test is not None:
+            steps.append(_load_test(config, traffic.load_test, after_skips))
         if weight in traffic.approval_before:
             steps.append(
                 Step(
@@ -807,10 +811,41 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
             "(first, before services.undo or switchover.undo)",
             (f"records {records}: weights",),
             operator="pyairtable_migration.operators.traffic.TrafficUndoOperator",
-            arguments={**route53, "finalized_by": finalize, "trigger_rule": "all_done"},
+            arguments={
+                **route53,
+                "finalized_by": finalize,
+                "not_undone_for": [LOAD_TEST_TASK] if traffic.load_test is not None else [],
+                "trigger_rule": "all_done",
+            },
             aside=True,
         ),
         after=finalize,
+    )
+
+
+def _load_test(config: MigrationConfig, load_test: LoadTestConfig, after_skips: dict[str, str]) -> Step:
+    """Production driven at the seed's rate before the last weight (and its approval): its users
+    stay where they are whatever it finds."""
+    return Step(
+        LOAD_TEST_TASK,
+        f"drive {load_test.rate:g} requests/s for {load_test.duration_seconds:g}s at production's ingress "
+        f"over every service: under {load_test.max_error_ratio:.1%} failed, each p95 below its SLO class",
+        ("production's ingress: synthetic requests to every service's health path",),
+        operator="pyairtable_migration.operators.loadtest.LoadTestOperator",
+        arguments={
+            "url_template": load_test.url_template,
+            "services": {
+                name: [node.slo_class, node.health_path] for name, node in sorted(config.deployable.items())
+            },
+            "slo_classes": dict(config.slo_classes),
+            "rate": load_test.rate,
+            "duration_seconds": load_test.duration_seconds,
+            "max_error_ratio": load_test.max_error_ratio,
+            "connections_per_service": load_test.connections_per_service,
+            "request_timeout_seconds": load_test.request_timeout_seconds,
+            "hey_path": load_test.hey_path,
+            **after_skips,
+        },
     )
 
 

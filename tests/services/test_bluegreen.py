@@ -21,11 +21,8 @@ from lab.kube import KubeEmulator
 from pyairtable_migration.hooks.bluegreen import BlueGreenHook
 from pyairtable_migration.kubernetes.bluegreen import PREVIOUS_COLOR_ANNOTATION, ServiceSpec, StateChanged
 from pyairtable_migration.links import ServiceDashboardLink
-from pyairtable_migration.operators.bluegreen import (
-    BlueGreenDeployOperator,
-    BlueGreenRollbackOperator,
-    percentile,
-)
+from pyairtable_migration.loadtest.driver import percentile
+from pyairtable_migration.operators.bluegreen import BlueGreenDeployOperator, BlueGreenRollbackOperator
 from tests.services.conftest import INGRESS_NAMESPACE, create_namespace
 from tests.services.support import CONN_ID, BlueGreenService, run_task, wait_for
 

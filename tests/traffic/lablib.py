@@ -287,6 +287,9 @@ def cutover_config(
     document["traffic"]["gate"].update(sample_seconds=sample_seconds, window=window)
     # The traffic phase alone: the lab's writers stay on the source (tests/rollback has the guard).
     document["traffic"]["require_writers_on_target"] = False
+    # This lab runs only the public services in production; the load test, which drives every
+    # service, has tests of its own (tests/traffic/test_load_test.py) and runs in the e2e.
+    document["traffic"].pop("load_test", None)
     return parse_config(yaml.safe_dump(document))
 
 

@@ -205,15 +205,18 @@ class PhaseUndo(MigrationOperator):
 
     :param finalized_by: the phase's last task; it records the run's clear number in its result
         (`run_clear_number`)
+    :param not_undone_for: tasks of the phase whose failure moved nothing, so is no reason to undo
+        (the load test: users stay where they are)
     """
 
     acts_on_failure: ClassVar[bool] = False
     # The skip's message: why nothing was undone, and how to undo with this task.
     not_asked: ClassVar[str]
 
-    def __init__(self, *, finalized_by: str, **kwargs: Any) -> None:
+    def __init__(self, *, finalized_by: str, not_undone_for: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.finalized_by = finalized_by
+        self.not_undone_for = list(not_undone_for)
 
     def undo_or_skip(self, context: Context) -> str:
         """Why this try undoes the phase; otherwise the task is skipped, saying how to undo."""
@@ -221,7 +224,9 @@ class PhaseUndo(MigrationOperator):
         phase = self.task_id.split(".", 1)[0]
         states = ti.get_task_states(dag_id=ti.dag_id, task_group_id=phase, run_ids=[ti.run_id])
         states = states.get(ti.run_id, {})
-        failed = sorted(t for t, state in states.items() if state == "failed")
+        failed = sorted(
+            t for t, state in states.items() if state == "failed" and t not in self.not_undone_for
+        )
         # Only a last task that ended counts: one a later clear left upstream_failed keeps its old result.
         ended = states.get(self.finalized_by) == "success"
         finalized = (ti.xcom_pull(task_ids=self.finalized_by) or {}) if ended else {}

@@ -12,7 +12,6 @@ what it can, logs what it would change, and changes nothing; it succeeds even wi
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -34,6 +33,7 @@ from pyairtable_migration.kubernetes.bluegreen import (
     preview_name,
 )
 from pyairtable_migration.links import ServiceDashboardLink
+from pyairtable_migration.loadtest.driver import percentile
 from pyairtable_migration.operators.base import (
     MigrationOperator,
     PhaseUndo,
@@ -48,12 +48,6 @@ if TYPE_CHECKING:
 
 COMPARE_AND_SET_ATTEMPTS = 3
 T = TypeVar("T")
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (p95 of 20 samples is the 19th smallest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 class BlueGreenOperator(MigrationOperator):
