@@ -12,6 +12,10 @@ class ContextServer(ThreadingHTTPServer):
     """A threaded server whose handlers reach shared state through `context`."""
 
     daemon_threads = True
+    # The listen backlog, as a real ingress keeps one (nginx: 511): with socketserver's 5, a burst of
+    # new connections (a load test's workers starting together) overflows it and the kernel answers
+    # the rest only after SYN retransmits, 1 s and 3 s later.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: Any) -> None:
         super().__init__(address, handler)
