@@ -14,7 +14,14 @@ from lab.kube import errors
 from lab.kube.patches import MERGE_PATCH, apply_patch
 from lab.kube.pods import PodBehaviour, pod_is_ready, pod_port
 from lab.kube.proxy import ServiceRouter, UpstreamResponse, request_headers_to_forward
-from lab.kube.resources import DEPLOYMENTS, KINDS_BY_GROUP_AND_PLURAL, PODS, ResourceKind, discovery_documents
+from lab.kube.resources import (
+    DEPLOYMENTS,
+    GROUP_KINDS,
+    KINDS_BY_GROUP_AND_PLURAL,
+    PODS,
+    ResourceKind,
+    discovery_documents,
+)
 from lab.kube.selectors import label_selector_string
 from lab.kube.serving import KeepAliveHandler
 from lab.kube.store import Object, ObjectStore
@@ -146,8 +153,8 @@ class KubeApi:
         segments = [unquote(segment) for segment in url.path.strip("/").split("/")]
         if segments[:2] == ["api", "v1"]:
             group, rest = "", segments[2:]
-        elif segments[:3] == ["apis", "apps", "v1"]:
-            group, rest = "apps", segments[3:]
+        elif segments[0] == "apis" and tuple(segments[1:3]) in GROUP_KINDS:
+            group, rest = segments[1], segments[3:]
         else:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
 

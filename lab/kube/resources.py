@@ -29,10 +29,11 @@ class ResourceKind:
     verbs: tuple[str, ...]
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()
+    version: str = "v1"
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/v1" if self.group else "v1"
+        return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def has_generation(self) -> bool:
@@ -41,8 +42,8 @@ class ResourceKind:
 
     @property
     def has_spec(self) -> bool:
-        """Secrets carry data, not a spec or a status."""
-        return self.plural != "secrets"
+        """Secrets carry data, ServiceAccounts their token settings: neither a spec nor a status."""
+        return self.plural not in ("secrets", "serviceaccounts")
 
 
 _WRITE_VERBS = ("create", "delete", "get", "list", "patch", "update")
@@ -59,9 +60,47 @@ DEPLOYMENTS = ResourceKind(
     "deployments", "deployment", "Deployment", "apps", True, _WRITE_VERBS, ("deploy",), ("status", "scale")
 )
 
-CORE_KINDS = (NAMESPACES, SERVICES, PODS, SECRETS)
-APPS_KINDS = (DEPLOYMENTS,)
-KINDS_BY_GROUP_AND_PLURAL = {(kind.group, kind.plural): kind for kind in (*CORE_KINDS, *APPS_KINDS)}
+# The platform objects the migration writes beside each Deployment. Stored and served only: the
+# emulator neither autoscales, nor guards evictions, nor filters traffic.
+SERVICE_ACCOUNTS = ResourceKind(
+    "serviceaccounts", "serviceaccount", "ServiceAccount", "", True, _WRITE_VERBS, ("sa",)
+)
+HORIZONTAL_POD_AUTOSCALERS = ResourceKind(
+    "horizontalpodautoscalers",
+    "horizontalpodautoscaler",
+    "HorizontalPodAutoscaler",
+    "autoscaling",
+    True,
+    _WRITE_VERBS,
+    ("hpa",),
+    ("status",),
+    version="v2",
+)
+POD_DISRUPTION_BUDGETS = ResourceKind(
+    "poddisruptionbudgets",
+    "poddisruptionbudget",
+    "PodDisruptionBudget",
+    "policy",
+    True,
+    _WRITE_VERBS,
+    ("pdb",),
+    ("status",),
+)
+NETWORK_POLICIES = ResourceKind(
+    "networkpolicies", "networkpolicy", "NetworkPolicy", "networking.k8s.io", True, _WRITE_VERBS, ("netpol",)
+)
+
+CORE_KINDS = (NAMESPACES, SERVICES, PODS, SECRETS, SERVICE_ACCOUNTS)
+# Group versions served under /apis, each with its kinds.
+GROUP_KINDS: dict[tuple[str, str], tuple[ResourceKind, ...]] = {
+    ("apps", "v1"): (DEPLOYMENTS,),
+    ("autoscaling", "v2"): (HORIZONTAL_POD_AUTOSCALERS,),
+    ("policy", "v1"): (POD_DISRUPTION_BUDGETS,),
+    ("networking.k8s.io", "v1"): (NETWORK_POLICIES,),
+}
+KINDS_BY_GROUP_AND_PLURAL = {
+    (kind.group, kind.plural): kind for kinds in (CORE_KINDS, *GROUP_KINDS.values()) for kind in kinds
+}
 
 
 def _resource_list(group_version: str, kinds: tuple[ResourceKind, ...]) -> dict[str, Any]:
@@ -100,14 +139,17 @@ def _resource_list(group_version: str, kinds: tuple[ResourceKind, ...]) -> dict[
 
 def discovery_documents(server_address: str) -> dict[str, dict[str, Any]]:
     """Path -> body for every discovery endpoint the Python client and kubectl read."""
-    apps_group = {
-        "kind": "APIGroup",
-        "apiVersion": "v1",
-        "name": "apps",
-        "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-        "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+    groups: dict[str, dict[str, Any]] = {
+        group: {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": [{"groupVersion": f"{group}/{version}", "version": version}],
+            "preferredVersion": {"groupVersion": f"{group}/{version}", "version": version},
+        }
+        for group, version in GROUP_KINDS
     }
-    return {
+    documents: dict[str, dict[str, Any]] = {
         "/version": {
             "major": "1",
             "minor": "30",
@@ -128,11 +170,16 @@ def discovery_documents(server_address: str) -> dict[str, dict[str, Any]]:
         "/apis": {
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": [{k: v for k, v in apps_group.items() if k not in ("kind", "apiVersion")}],
+            "groups": [
+                {k: v for k, v in document.items() if k not in ("kind", "apiVersion")}
+                for document in groups.values()
+            ],
         },
-        "/apis/apps": apps_group,
-        "/apis/apps/v1": _resource_list("apps/v1", APPS_KINDS),
     }
+    for (group, version), kinds in GROUP_KINDS.items():
+        documents[f"/apis/{group}"] = groups[group]
+        documents[f"/apis/{group}/{version}"] = _resource_list(f"{group}/{version}", kinds)
+    return documents
 
 
 def _check_name(kind: ResourceKind, name: Any, problems: list[str]) -> None:
@@ -236,12 +283,63 @@ def _secret_problems(secret: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _autoscaler_problems(spec: dict[str, Any]) -> list[str]:
+    problems = []
+    target = spec.get("scaleTargetRef")
+    if not isinstance(target, dict) or not target.get("kind") or not target.get("name"):
+        problems.append("spec.scaleTargetRef: Required value: kind and name")
+    minimum, maximum = spec.get("minReplicas", 1), spec.get("maxReplicas")
+    if not isinstance(maximum, int) or maximum < 1:
+        problems.append(f"spec.maxReplicas: Invalid value: {maximum!r}: must be greater than or equal to 1")
+    elif not isinstance(minimum, int) or not 1 <= minimum <= maximum:
+        problems.append(f"spec.minReplicas: Invalid value: {minimum!r}: must be within 1..maxReplicas")
+    return problems
+
+
+def _disruption_budget_problems(spec: dict[str, Any]) -> list[str]:
+    if "minAvailable" in spec and "maxUnavailable" in spec:
+        return ["spec: Invalid value: minAvailable and maxUnavailable cannot be both set"]
+    return []
+
+
+def _network_policy_problems(spec: dict[str, Any]) -> list[str]:
+    return [] if isinstance(spec.get("podSelector"), dict) else ["spec.podSelector: Required value"]
+
+
+# What the real API server returns before any controller wrote a status: the fields Go serialises
+# without omitempty (the Python client refuses an autoscaler status without desiredReplicas).
+_INITIAL_STATUS: dict[str, dict[str, Any]] = {
+    "horizontalpodautoscalers": {"desiredReplicas": 0},
+    "poddisruptionbudgets": {
+        "disruptionsAllowed": 0,
+        "currentHealthy": 0,
+        "desiredHealthy": 0,
+        "expectedPods": 0,
+    },
+}
+
+
+def initial_status(kind: ResourceKind) -> dict[str, Any] | None:
+    """A new autoscaler's or disruption budget's status; None: the kind keeps what it was created with."""
+    status = _INITIAL_STATUS.get(kind.plural)
+    return copy.deepcopy(status) if status is not None else None
+
+
+_SPEC_PROBLEMS = {
+    "horizontalpodautoscalers": _autoscaler_problems,
+    "poddisruptionbudgets": _disruption_budget_problems,
+    "networkpolicies": _network_policy_problems,
+}
+
+
 def apply_defaults(kind: ResourceKind, obj: dict[str, Any]) -> None:
     """Fill the fields the real API defaults, so clients read back what they would in production."""
     obj["apiVersion"] = kind.api_version
     obj["kind"] = kind.kind
     if kind is SECRETS:
         _normalise_secret(obj)
+        return
+    if not kind.has_spec:
         return
     obj.setdefault("spec", {})
     if kind is DEPLOYMENTS:
@@ -250,6 +348,12 @@ def apply_defaults(kind: ResourceKind, obj: dict[str, Any]) -> None:
         _default_service(obj["spec"])
     elif kind is NAMESPACES:
         obj["spec"].setdefault("finalizers", ["kubernetes"])
+    elif kind is NETWORK_POLICIES:
+        spec = obj["spec"]
+        spec.setdefault("policyTypes", ["Ingress", *(["Egress"] if "egress" in spec else [])])
+        for rule in spec.get("ingress") or []:
+            for port in rule.get("ports") or []:
+                port.setdefault("protocol", "TCP")
 
 
 def validate(kind: ResourceKind, obj: dict[str, Any]) -> None:
@@ -269,6 +373,8 @@ def validate(kind: ResourceKind, obj: dict[str, Any]) -> None:
         problems.extend(_service_problems(obj.get("spec") or {}))
     elif kind is SECRETS:
         problems.extend(_secret_problems(obj))
+    elif kind.plural in _SPEC_PROBLEMS:
+        problems.extend(_SPEC_PROBLEMS[kind.plural](obj.get("spec") or {}))
     if problems:
         raise invalid(kind.kind, kind.group, str(metadata.get("name")), problems)
 

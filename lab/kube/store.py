@@ -21,6 +21,7 @@ from lab.kube.resources import (
     SERVICES,
     ResourceKind,
     apply_defaults,
+    initial_status,
     keep_allocated_fields,
     validate,
 )
@@ -99,6 +100,8 @@ class ObjectStore:
                 obj["status"] = {"loadBalancer": {}}
             elif kind is NAMESPACES:
                 obj["status"] = {"phase": "Active"}
+            elif (status := initial_status(kind)) is not None:
+                obj["status"] = status
             self._objects[kind.plural][key] = obj
             return copy.deepcopy(obj)
 

@@ -93,7 +93,10 @@ def wants_table(accept: str) -> bool:
 def as_table(kind: ResourceKind, body: Object) -> Object:
     """A single object or a `<Kind>List` as a Table with the columns kubectl shows."""
     items = body["items"] if body.get("kind", "").endswith("List") else [body]
-    columns: list[Column] = [("Name", 0, lambda obj: obj["metadata"]["name"]), *_COLUMNS[kind.plural]]
+    columns: list[Column] = [
+        ("Name", 0, lambda obj: obj["metadata"]["name"]),
+        *_COLUMNS.get(kind.plural, [("Age", 0, _age)]),
+    ]
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
