@@ -25,6 +25,7 @@ from lab.postgres import DATABASE
 from lab.processes import Binary, Component, LabError, State, answers_http
 from lab.settings import REPO_ROOT, LabSettings
 from pyairtable_migration.config import MigrationConfig, ServiceNode, load_config
+from pyairtable_migration.kubernetes.platform_objects import POD_SECURITY_LABEL
 
 CLUSTER = "pyairtable-lab"
 SERVICE_PORT = 80
@@ -169,6 +170,11 @@ def seed_kubernetes(settings: LabSettings, config: MigrationConfig) -> str:
                         service_environment(settings),
                     ),
                 )
+        # Production's owners enforce the restricted Pod Security Standards; the migration only checks it.
+        core.patch_namespace(
+            config.environments.production.namespace,
+            {"metadata": {"labels": {POD_SECURITY_LABEL: config.platform.pod_security_level}}},
+        )
         for name, service in config.deployable.items():
             created += _create_missing(
                 apps.create_namespaced_deployment,

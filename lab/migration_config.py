@@ -36,6 +36,23 @@ LAB_OVERRIDES: dict[tuple[str, ...], Any] = {
     ("slo_classes", "auth"): 600,
     ("slo_classes", "business"): 600,
     ("services", "istio", "external"): True,  # the lab has no mesh
+    # Production's floor is 2 replicas a service; the lab runs one pod of the services that ran one
+    # before (its pods share one process and a 2-core machine), the autoscaler's floor lowered to match.
+    ("platform", "min_replicas"): 1,
+    ("platform", "min_available"): None,
+    ("platform", "max_unavailable"): 1,
+    **{
+        ("services", name, "replicas"): 1
+        for name in (
+            "workspace-service",
+            "permission-service",
+            "llm-orchestrator",
+            "mcp-server",
+            "automation-service",
+            "mobile-bff",
+            "auth-frontend",
+        )
+    },
 }
 # "Service dashboard": the lab's Prometheus, request rate per color and status code of the service.
 LAB_DASHBOARD = (

@@ -30,7 +30,7 @@ def service(tier: str, depends_on: list[str], slo_class: str = "business") -> di
         "tier": tier,
         "depends_on": depends_on,
         "image": "ghcr.io/pyairtable/generated:1.0.0",
-        "replicas": 1,
+        "replicas": 2,
         "health_path": "/health",
         "slo_class": slo_class,
     }

@@ -67,8 +67,18 @@ class InfrastructureNode(_Strict):
         return self
 
 
+# A PodDisruptionBudget count: pods, or a percentage of the selected pods ("50%").
+PodCount = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^(100|[1-9]?[0-9])%$")]
+Percent = Annotated[int, Field(ge=1, le=100)]
+KubeName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+
+
 class ServiceNode(_Strict):
-    """A deployable service, moved by blue-green deployment."""
+    """A deployable service, moved by blue-green deployment.
+
+    The autoscaling and disruption fields override the `platform` section's defaults (None: the
+    default). `replicas` is what a new color starts with; it must lie within the autoscaler's range.
+    """
 
     kind: Literal["service"] = "service"
     tier: str
@@ -78,6 +88,21 @@ class ServiceNode(_Strict):
     health_path: Annotated[str, StringConstraints(pattern=r"^/\S*$")]
     slo_class: str
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    # Reached by users through the ingress controller (a public DNS name fronts it): its
+    # NetworkPolicy admits the ingress namespace besides the services that depend on it.
+    public: bool = False
+    min_replicas: PositiveInt | None = None
+    max_replicas: PositiveInt | None = None
+    target_cpu_utilization: Percent | None = None
+    # Either one (a service setting one replaces the platform's pair).
+    min_available: PodCount | None = None
+    max_unavailable: PodCount | None = None
+
+    @model_validator(mode="after")
+    def _one_disruption_bound(self) -> ServiceNode:
+        if self.min_available is not None and self.max_unavailable is not None:
+            raise ValueError("set min_available or max_unavailable, not both")
+        return self
 
 
 def _node_kind(value: Any) -> str:
@@ -343,6 +368,46 @@ class BlueGreenConfig(_Strict):
         return template
 
 
+class SecurityContextConfig(_Strict):
+    """Every service pod's securityContext: the Pod Security Standards `restricted` profile."""
+
+    run_as_non_root: bool = True
+    read_only_root_filesystem: bool = True
+    allow_privilege_escalation: bool = False
+    drop_capabilities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z_]+$")]] = Field(
+        default_factory=lambda: ["ALL"]
+    )
+    seccomp_profile: Literal["RuntimeDefault"] = "RuntimeDefault"
+
+
+class PlatformConfig(_Strict):
+    """What every service gets around its Deployments (per-service fields override the first five)."""
+
+    min_replicas: PositiveInt = 2
+    max_replicas: PositiveInt = 10
+    target_cpu_utilization: Percent = 70
+    min_available: PodCount | None = 1
+    max_unavailable: PodCount | None = None
+    # Where the ingress controller's pods run (public services admit it) and Prometheus (every
+    # service admits its scrapes), matched by the namespace's kubernetes.io/metadata.name label.
+    ingress_namespace: KubeName = "ingress-nginx"
+    monitoring_namespace: KubeName = "monitoring"
+    # The Pod Security Standards level production's namespace must enforce (its label; the
+    # namespace is not this migration's to change: validation.security checks it).
+    pod_security_level: Literal["restricted", "baseline"] = "restricted"
+    security_context: SecurityContextConfig = SecurityContextConfig()
+
+    @model_validator(mode="after")
+    def _one_disruption_bound(self) -> PlatformConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        if self.min_available is not None and self.max_unavailable is not None:
+            raise ValueError("set min_available or max_unavailable, not both")
+        if self.min_available is None and self.max_unavailable is None:
+            raise ValueError("set min_available or max_unavailable")
+        return self
+
+
 class ValidationConfig(_Strict):
     """The validation phase and its report."""
 
@@ -402,6 +467,7 @@ class MigrationConfig(_Strict):
     traffic: TrafficConfig
     approvals: Approvals = Approvals()
     blue_green: BlueGreenConfig = BlueGreenConfig()
+    platform: PlatformConfig = PlatformConfig()
     validation: ValidationConfig = ValidationConfig()
     # pgBackRest for production: archiving checked, a full backup after the switch, verified, PITR.
     backup: BackupSettings = BackupSettings()
@@ -418,6 +484,8 @@ class MigrationConfig(_Strict):
         except ValidationError as exc:
             problems.extend(describe_error(error) for error in exc.errors())
         problems.extend(graph_problems(data))
+        if model is not None:
+            problems.extend(platform_problems(model))
         if problems or model is None:
             raise ConfigError(problems)
         return model
@@ -426,6 +494,26 @@ class MigrationConfig(_Strict):
     def deployable(self) -> dict[str, ServiceNode]:
         return {name: node for name, node in self.services.items() if isinstance(node, ServiceNode)}
 
+    def workload(self, name: str) -> dict[str, Any]:
+        """One service's platform settings, defaults applied: the deploy's and the audit's arguments."""
+        node, platform = self.deployable[name], self.platform
+        own_bound = node.min_available is not None or node.max_unavailable is not None
+        return {
+            "min_replicas": node.min_replicas or platform.min_replicas,
+            "max_replicas": node.max_replicas or platform.max_replicas,
+            "target_cpu_utilization": node.target_cpu_utilization or platform.target_cpu_utilization,
+            "min_available": node.min_available if own_bound else platform.min_available,
+            "max_unavailable": node.max_unavailable if own_bound else platform.max_unavailable,
+            "public": node.public,
+            # Who may call it: the services that depend on it.
+            "dependents": sorted(
+                other for other, dependent in self.deployable.items() if name in dependent.depends_on
+            ),
+            "ingress_namespace": platform.ingress_namespace,
+            "monitoring_namespace": platform.monitoring_namespace,
+            "security_context": platform.security_context.model_dump(),
+        }
+
     def topological_order(self) -> list[str]:
         """Service names with every dependency before its dependents, ties by tier then name."""
         tier_rank = {tier: rank for rank, tier in enumerate(self.tiers)}
@@ -433,6 +521,37 @@ class MigrationConfig(_Strict):
             {name: node.depends_on for name, node in self.services.items()},
             key=lambda name: (tier_rank[self.services[name].tier], name),
         )
+
+
+def platform_problems(config: MigrationConfig) -> list[str]:
+    """Autoscaling and disruption settings that contradict each other, per service after defaults."""
+    problems = []
+    for name, node in config.deployable.items():
+        where = f"services.{name}"
+        workload = config.workload(name)
+        low, high = workload["min_replicas"], workload["max_replicas"]
+        if low > high:
+            field = (
+                "min_replicas"
+                if node.min_replicas is not None or node.max_replicas is None
+                else "max_replicas"
+            )
+            problems.append(f"{where}.{field}: min_replicas {low} is above max_replicas {high}")
+            continue
+        if not low <= node.replicas <= high:
+            problems.append(
+                f"{where}.replicas: {node.replicas} is outside the autoscaler's range {low}..{high} "
+                "(min_replicas..max_replicas): the autoscaler would change it at once"
+            )
+        min_available = workload["min_available"]
+        if isinstance(min_available, int) and min_available >= low:
+            problems.append(
+                f"{where}.min_available: {min_available} leaves no pod evictable at min_replicas {low}: "
+                "node drains would block"
+            )
+        if workload["max_unavailable"] in (0, "0%"):
+            problems.append(f"{where}.max_unavailable: 0 leaves no pod evictable: node drains would block")
+    return problems
 
 
 def topological_order(

@@ -298,7 +298,7 @@ def write_switch_arguments(config: MigrationConfig) -> dict[str, Any]:
 
 def service_arguments(config: MigrationConfig, name: str, node: ServiceNode) -> dict[str, Any]:
     """What every BlueGreenOperator takes: the service, where it runs in production, its rollout
-    deadline and dashboard link."""
+    deadline, dashboard link and platform objects (config.workload)."""
     production, blue_green = config.environments.production, config.blue_green
     return {
         "kubernetes_conn_id": production.kubernetes_conn_id,
@@ -311,6 +311,7 @@ def service_arguments(config: MigrationConfig, name: str, node: ServiceNode) -> 
         "service_secret": production.service_secret,
         "progress_deadline_seconds": blue_green.progress_deadline_seconds,
         "dashboard_url_template": blue_green.dashboard_url_template,
+        **config.workload(name),
     }
 
 
@@ -515,8 +516,14 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
             ids = plan.chain(
                 Step(
                     f"{group}.deploy",
-                    f"deploy {node.image} as the idle color",
-                    (deployments, f"namespace {namespace}: service {name}-preview selector"),
+                    f"deploy {node.image} as the idle color, with its ServiceAccount, NetworkPolicy, "
+                    "HorizontalPodAutoscaler and PodDisruptionBudget",
+                    (
+                        deployments,
+                        f"namespace {namespace}: service {name}-preview selector",
+                        f"namespace {namespace}: serviceaccount, networkpolicy, poddisruptionbudget {name}; "
+                        f"horizontalpodautoscaler of the deployment; networkpolicy default-deny-ingress",
+                    ),
                     operator="pyairtable_migration.operators.bluegreen.BlueGreenDeployOperator",
                     # A dependency that was skipped (an external check) does not stop this service.
                     arguments={**service, "trigger_rule": "none_failed"},
@@ -582,6 +589,7 @@ def _services(plan: MigrationPlan, config: MigrationConfig) -> None:
                         "health_path": node.health_path,
                         "secret": production.service_secret,
                         "progress_deadline_seconds": blue_green.progress_deadline_seconds,
+                        "workload": config.workload(name),
                     }
                     for name, node in config.deployable.items()
                 },
@@ -906,8 +914,10 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
         ),
         Step(
             "validation.security",
-            "no replication leftovers but the reverse path, one color per production Service, "
-            "no connection password in this run's XComs or task arguments",
+            "no replication leftovers but the reverse path, one color per production Service, every "
+            "service's ServiceAccount, NetworkPolicy, PodDisruptionBudget, autoscaler and securityContext "
+            "as configured, the namespace's default deny and Pod Security label, no connection password "
+            "in this run's XComs, task arguments or task logs",
             (
                 f"namespace {production.namespace} (read only)",
                 f"{db.source_conn_id}, {db.target_conn_id} (read only)",
@@ -922,6 +932,11 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
                 "kubernetes_conn_id": production.kubernetes_conn_id,
                 "namespace": production.namespace,
                 "services": sorted(config.deployable),
+                "workloads": {
+                    name: {"port": node.port, **config.workload(name)}
+                    for name, node in sorted(config.deployable.items())
+                },
+                "pod_security_level": config.platform.pod_security_level,
                 "connection_ids": connection_ids,
                 **after_skips,
             },

@@ -44,7 +44,7 @@ def security_check(connection_ids: list[str]) -> SecurityOperator:
 
 @pytest.fixture
 def only_the_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The password search alone (no clusters to list, no Services to read), the connection
+    """The password search alone (no clusters to list, no Kubernetes objects to read), the connection
     `test_secret_db` holding SECRET, and task logs under a folder of the test's own."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_TEST_SECRET_DB",
@@ -54,6 +54,7 @@ def only_the_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(tmp_path))
     monkeypatch.setattr(SecurityOperator, "leftovers", lambda self: ({}, []))
     monkeypatch.setattr(SecurityOperator, "colors", lambda self: ({}, []))
+    monkeypatch.setattr(SecurityOperator, "platform", lambda self, active: [])
     return tmp_path
 
 

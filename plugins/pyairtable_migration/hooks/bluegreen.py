@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pyairtable_migration.kubernetes.bluegreen import (
@@ -31,6 +32,7 @@ from pyairtable_migration.kubernetes.bluegreen import (
     deployment_name,
     preview_name,
 )
+from pyairtable_migration.kubernetes.platform_objects import NamespaceObjects, object_difference
 
 
 class BlueGreenHook(KubernetesHook):
@@ -125,6 +127,76 @@ class BlueGreenHook(KubernetesHook):
             )
         return states
 
+    def _platform_calls(self, kind: str) -> tuple[Callable[..., Any], ...]:
+        """(read, create, replace, list) of one platform kind, from the client's API of its group."""
+        core = self.core_v1_client
+        autoscaling = client.AutoscalingV2Api(self.api_client)
+        policy = client.PolicyV1Api(self.api_client)
+        networking = client.NetworkingV1Api(self.api_client)
+        return {
+            "ServiceAccount": (
+                core.read_namespaced_service_account,
+                core.create_namespaced_service_account,
+                core.replace_namespaced_service_account,
+                core.list_namespaced_service_account,
+            ),
+            "HorizontalPodAutoscaler": (
+                autoscaling.read_namespaced_horizontal_pod_autoscaler,
+                autoscaling.create_namespaced_horizontal_pod_autoscaler,
+                autoscaling.replace_namespaced_horizontal_pod_autoscaler,
+                autoscaling.list_namespaced_horizontal_pod_autoscaler,
+            ),
+            "PodDisruptionBudget": (
+                policy.read_namespaced_pod_disruption_budget,
+                policy.create_namespaced_pod_disruption_budget,
+                policy.replace_namespaced_pod_disruption_budget,
+                policy.list_namespaced_pod_disruption_budget,
+            ),
+            "NetworkPolicy": (
+                networking.read_namespaced_network_policy,
+                networking.create_namespaced_network_policy,
+                networking.replace_namespaced_network_policy,
+                networking.list_namespaced_network_policy,
+            ),
+        }[kind]
+
+    def apply_object(self, desired: Manifest) -> tuple[str, Manifest]:
+        """Create a platform object, or replace it at the version read when a managed field differs:
+        ("created" | "updated" | "unchanged", object). Annotations others wrote are kept."""
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        read, create, replace, _ = self._platform_calls(kind)
+        current = self._read(read, name)
+        if current is None:
+            return "created", self._write(f"create {kind} {name}", create, self.namespace, desired)
+        if object_difference(current, desired) is None:
+            return "unchanged", current
+        replacement = {**desired, "metadata": {**desired["metadata"]}}
+        replacement["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+        annotations = (current.get("metadata") or {}).get("annotations")
+        if annotations:
+            replacement["metadata"]["annotations"] = annotations
+        return "updated", self._write(f"replace {kind} {name}", replace, name, self.namespace, replacement)
+
+    def read_platform(self) -> NamespaceObjects:
+        """The namespace and every object of the kinds the security audit checks, one list per kind."""
+        kinds = ("ServiceAccount", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
+        lists = [(kind, self._platform_calls(kind)[3]) for kind in kinds]
+        lists.append(("Deployment", self.apps_v1_client.list_namespaced_deployment))
+        by_kind: dict[str, dict[str, Manifest]] = {}
+        try:
+            namespace = self._json(self.core_v1_client.read_namespace, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise BlueGreenError(_api_reason(exc, f"read namespace {self.namespace}")) from None
+            return NamespaceObjects(None, {})
+        for kind, call in lists:
+            try:
+                listed = self._json(call, self.namespace)
+            except ApiException as exc:
+                raise BlueGreenError(_api_reason(exc, f"list {kind} in {self.namespace}")) from None
+            by_kind[kind] = {item["metadata"]["name"]: item for item in listed.get("items") or []}
+        return NamespaceObjects(namespace, by_kind)
+
     def read_deployment(self, name: str) -> Manifest | None:
         return self._read(self.apps_v1_client.read_namespaced_deployment, name)
 
@@ -188,9 +260,9 @@ class BlueGreenHook(KubernetesHook):
 
         A replace carries the resourceVersion read in `current`; a concurrent change raises StateChanged.
         """
-        desired = spec.deployment(color, self.namespace)
         apps = self.apps_v1_client
         if current is None:
+            desired = spec.deployment(color, self.namespace)
             created = self._write(
                 f"create deployment {desired['metadata']['name']}",
                 apps.create_namespaced_deployment,
@@ -200,6 +272,8 @@ class BlueGreenHook(KubernetesHook):
             return "created", created
         if current.matches(spec, self.namespace):
             return "unchanged", current.manifest
+        # The replicas stay the autoscaler's (within its range); a retired color starts again.
+        desired = spec.deployment(color, self.namespace, spec.replicas_after(current.replicas))
         desired["metadata"]["resourceVersion"] = current.resource_version
         # Keep annotations others wrote, except the retire note: this color is in use again.
         annotations = {k: v for k, v in current.annotations.items() if k != RETIRED_REPLICAS_ANNOTATION}

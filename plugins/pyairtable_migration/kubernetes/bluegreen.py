@@ -4,6 +4,10 @@ Per service, in one namespace:
   - Deployments `<svc>-blue` and `<svc>-green` (labels app, color, version; selector app, color);
   - the active Service `<svc>` and the preview Service `<svc>-preview`, each selecting one color.
 
+Around them, the platform objects of kubernetes/platform_objects.py (ServiceAccount, autoscaler,
+disruption budget, NetworkPolicy); a Deployment's pods run as the service's account with the
+configured securityContext.
+
 Every decision is taken from the cluster as it is now (`BlueGreenState`), never from what an
 earlier task said, so a task cleared and re-run on its own still does the right thing. No client
 here (hooks/bluegreen.py owns it): DAG files and trigger payloads import this without loading the
@@ -16,6 +20,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pyairtable_migration.kubernetes.platform_objects import Workload
 
 COLORS = ("blue", "green")
 SERVICE_PORT = 80
@@ -67,6 +73,12 @@ class ServiceSpec:
     health_path: str
     secret: str | None = None
     progress_deadline_seconds: int = 600
+    # The platform around the Deployments; None: a bare Deployment (no account, no securityContext).
+    workload: Workload | None = None
+
+    def replicas_after(self, current: int) -> int:
+        """The replicas an existing Deployment keeps on re-apply: its autoscaler's, not the config's."""
+        return self.workload.replicas_after(current, self.replicas) if self.workload else self.replicas
 
     def selector(self, color: str) -> dict[str, str]:
         return {"app": self.name, "color": color}
@@ -74,8 +86,11 @@ class ServiceSpec:
     def labels(self, color: str) -> dict[str, str]:
         return {**self.selector(color), "version": image_tag(self.image)}
 
-    def deployment(self, color: str, namespace: str) -> Manifest:
-        """The complete Deployment of one color; a replace with it corrects any drift."""
+    def deployment(self, color: str, namespace: str, replicas: int | None = None) -> Manifest:
+        """The complete Deployment of one color; a replace with it corrects any drift.
+
+        `replicas`: what an existing Deployment keeps (replicas_after); a new one starts with the config's.
+        """
         container: Manifest = {
             "name": self.name,
             "image": self.image,
@@ -88,6 +103,15 @@ class ServiceSpec:
         }
         if self.secret:
             container["envFrom"] = [{"secretRef": {"name": self.secret}}]
+        pod: Manifest = {"containers": [container]}
+        if self.workload is not None:
+            container["securityContext"] = self.workload.security_context.container()
+            pod = {
+                "serviceAccountName": self.name,
+                "automountServiceAccountToken": False,
+                "securityContext": self.workload.security_context.pod(),
+                **pod,
+            }
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -97,11 +121,11 @@ class ServiceSpec:
                 "labels": {**self.labels(color), MANAGED_BY[0]: MANAGED_BY[1]},
             },
             "spec": {
-                "replicas": self.replicas,
+                "replicas": self.replicas if replicas is None else replicas,
                 "progressDeadlineSeconds": self.progress_deadline_seconds,
                 "revisionHistoryLimit": 2,
                 "selector": {"matchLabels": self.selector(color)},
-                "template": {"metadata": {"labels": self.labels(color)}, "spec": {"containers": [container]}},
+                "template": {"metadata": {"labels": self.labels(color)}, "spec": pod},
             },
         }
 
@@ -129,7 +153,8 @@ def fingerprint(deployment: Mapping[str, Any], with_replicas: bool = True) -> st
     metadata = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     template = spec.get("template") or {}
-    containers = (template.get("spec") or {}).get("containers") or []
+    pod = template.get("spec") or {}
+    containers = pod.get("containers") or []
 
     def ours(labels: Mapping[str, str] | None) -> dict[str, str]:
         return {k: v for k, v in (labels or {}).items() if k in ("app", "color", "version")}
@@ -139,6 +164,9 @@ def fingerprint(deployment: Mapping[str, Any], with_replicas: bool = True) -> st
         "selector": (spec.get("selector") or {}).get("matchLabels"),
         "template_labels": ours((template.get("metadata") or {}).get("labels")),
         "progress_deadline": spec.get("progressDeadlineSeconds"),
+        "service_account": pod.get("serviceAccountName"),
+        "automount_token": pod.get("automountServiceAccountToken"),
+        "pod_security": pod.get("securityContext"),
         "containers": [
             {
                 "name": c.get("name"),
@@ -150,6 +178,7 @@ def fingerprint(deployment: Mapping[str, Any], with_replicas: bool = True) -> st
                     ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path"),
                     ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("port"),
                 ),
+                "security": c.get("securityContext"),
             }
             for c in containers
         ],
@@ -292,7 +321,7 @@ class ColorState(ReadObject):
         return RolloutStatus.of(self.manifest)
 
     def matches(self, spec: ServiceSpec, namespace: str, with_replicas: bool = True) -> bool:
-        wanted = spec.deployment(self.color, namespace)
+        wanted = spec.deployment(self.color, namespace, spec.replicas_after(self.replicas))
         return fingerprint(self.manifest, with_replicas) == fingerprint(wanted, with_replicas)
 
     def describe(self) -> str:
@@ -332,8 +361,8 @@ class BlueGreenState:
     def target_color(self, spec: ServiceSpec) -> str:
         """The color that runs (or is to run) the configured version.
 
-        The active color when it already runs it (only the replica count may differ: that is
-        scaled in place); otherwise the other color. On a first deploy, a color already running
+        The active color when it already runs it (the replica count aside: that is the
+        autoscaler's); otherwise the other color. On a first deploy, a color already running
         the version (a deploy that ran before), else blue.
         """
         active = self.active_color

@@ -32,6 +32,7 @@ from pyairtable_migration.kubernetes.bluegreen import (
     other_color,
     preview_name,
 )
+from pyairtable_migration.kubernetes.platform_objects import Workload
 from pyairtable_migration.links import ServiceDashboardLink
 from pyairtable_migration.loadtest.driver import percentile
 from pyairtable_migration.operators.base import (
@@ -64,6 +65,16 @@ class BlueGreenOperator(MigrationOperator):
         "service_secret",
         "progress_deadline_seconds",
         "dashboard_url_template",
+        "min_replicas",
+        "max_replicas",
+        "target_cpu_utilization",
+        "min_available",
+        "max_unavailable",
+        "public",
+        "dependents",
+        "ingress_namespace",
+        "monitoring_namespace",
+        "security_context",
     )
     operator_extra_links = (ServiceDashboardLink(),)
     ui_color = "#e3f1e1"
@@ -81,8 +92,20 @@ class BlueGreenOperator(MigrationOperator):
         service_secret: str | None = None,
         progress_deadline_seconds: int = 600,
         dashboard_url_template: str = "",
+        min_replicas: int | None = None,
+        max_replicas: int = 10,
+        target_cpu_utilization: int = 70,
+        min_available: int | str | None = 1,
+        max_unavailable: int | str | None = None,
+        public: bool = False,
+        dependents: Sequence[str] = (),
+        ingress_namespace: str = "ingress-nginx",
+        monitoring_namespace: str = "monitoring",
+        security_context: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """The platform arguments are config.workload()'s (min_replicas None: `replicas`;
+        security_context None: the restricted profile)."""
         super().__init__(**kwargs)
         self.service_name = service_name
         self.namespace = namespace
@@ -94,6 +117,16 @@ class BlueGreenOperator(MigrationOperator):
         self.service_secret = service_secret
         self.progress_deadline_seconds = progress_deadline_seconds
         self.dashboard_url_template = dashboard_url_template
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+        self.target_cpu_utilization = target_cpu_utilization
+        self.min_available = min_available
+        self.max_unavailable = max_unavailable
+        self.public = public
+        self.dependents = list(dependents)
+        self.ingress_namespace = ingress_namespace
+        self.monitoring_namespace = monitoring_namespace
+        self.security_context = dict(security_context or {})
         # The color this task acted on, for the dashboard link (set once the cluster is read).
         self.dashboard_color: str | None = None
 
@@ -113,6 +146,27 @@ class BlueGreenOperator(MigrationOperator):
             health_path=self.health_path,
             secret=self.service_secret or None,
             progress_deadline_seconds=int(self.progress_deadline_seconds),
+            workload=self.workload,
+        )
+
+    @property
+    def workload(self) -> Workload:
+        replicas = int(self.replicas)
+        return Workload.of(
+            self.service_name,
+            int(self.port),
+            {
+                "min_replicas": int(self.min_replicas) if self.min_replicas is not None else replicas,
+                "max_replicas": max(int(self.max_replicas), replicas),
+                "target_cpu_utilization": int(self.target_cpu_utilization),
+                "min_available": self.min_available,
+                "max_unavailable": self.max_unavailable,
+                "public": bool(self.public),
+                "dependents": self.dependents,
+                "ingress_namespace": self.ingress_namespace,
+                "monitoring_namespace": self.monitoring_namespace,
+                "security_context": self.security_context or None,
+            },
         )
 
     def observe(self, mode: str) -> BlueGreenState | None:
@@ -173,6 +227,11 @@ class BlueGreenOperator(MigrationOperator):
 
 class BlueGreenDeployOperator(BlueGreenOperator):
     """Create or update the color that is to run the configured image; point the preview Service at it.
+
+    Beside it, the service's platform objects (kubernetes/platform_objects.py): its ServiceAccount,
+    NetworkPolicy, the namespace's default deny, the color's HorizontalPodAutoscaler and the
+    PodDisruptionBudget, each created or corrected only when it differs. An existing Deployment keeps
+    the replicas its autoscaler gave it (within min..max): the deploy never fights the HPA.
 
     The active color is found from the active Service's selector (none on a first deploy). A Secret
     named by `service_secret` must exist: containers load their environment from it (envFrom), so
@@ -235,7 +294,23 @@ class BlueGreenDeployOperator(BlueGreenOperator):
             )
         if self.service_secret:
             self.log.info("Plan: containers would load their environment from secret %s", self.service_secret)
+        for manifest in self.workload.objects(name, self.namespace):
+            self.log.info(
+                "Plan: would create or correct %s %s", manifest["kind"], manifest["metadata"]["name"]
+            )
         return self.summary(color, mode="plan", image=spec.image, action=action)
+
+    def _apply_platform(self, color: str) -> dict[str, str]:
+        """The platform objects around `<svc>-<color>`: kind/name -> created | updated | unchanged."""
+        actions = {}
+        for manifest in self.workload.objects(deployment_name(self.service_name, color), self.namespace):
+            what = f"{manifest['kind']}/{manifest['metadata']['name']}"
+            action, written = self.hook.apply_object(manifest)
+            actions[what] = action
+            self.log.info(
+                "%s %s (resourceVersion %s)", what, action, written["metadata"].get("resourceVersion")
+            )
+        return actions
 
     def _apply(self, state: BlueGreenState) -> dict[str, Any]:
         spec = self.spec
@@ -243,24 +318,26 @@ class BlueGreenDeployOperator(BlueGreenOperator):
         current = state.colors.get(color)
         if color == state.active_color:
             self.log.info("The active color %s already runs %s", color, spec.image)
+        platform = self._apply_platform(color)
         action, deployment = self.hook.apply_deployment(spec, color, current)
         version = deployment["metadata"].get("resourceVersion")
+        replicas = deployment["spec"].get("replicas")
         if action == "unchanged":
             self.log.info(
-                "Deployment %s already matches (%s x%d): unchanged",
+                "Deployment %s already matches (%s x%s): unchanged",
                 deployment_name(spec.name, color),
                 spec.image,
-                spec.replicas,
+                replicas,
             )
         else:
             before = f"{current.image} x{current.replicas}" if current is not None else "absent"
             self.log.info(
-                "Deployment %s %s: %s -> %s x%d (resourceVersion %s)",
+                "Deployment %s %s: %s -> %s x%s (resourceVersion %s)",
                 deployment_name(spec.name, color),
                 action,
                 before,
                 spec.image,
-                spec.replicas,
+                replicas,
                 version,
             )
         preview_before = state.preview.color if state.preview is not None else None
@@ -278,10 +355,11 @@ class BlueGreenDeployOperator(BlueGreenOperator):
             color,
             mode="apply",
             image=spec.image,
-            replicas=spec.replicas,
+            replicas=replicas,
             action=action,
             active_color=state.active_color,
             preview_changed=preview_before != color,
+            platform=platform,
         )
 
 
@@ -769,7 +847,13 @@ class BlueGreenVerifyOperator(MigrationOperator):
                 raise fail(str(exc)) from None
             raise
         for name, fields in sorted(self.services.items()):
-            spec = ServiceSpec(name=name, **fields)
+            arguments = {key: value for key, value in fields.items() if key != "workload"}
+            workload = fields.get("workload")
+            spec = ServiceSpec(
+                name=name,
+                **arguments,
+                workload=Workload.of(name, int(fields["port"]), workload) if workload is not None else None,
+            )
             state = states[name]
             color = state.target_color(spec)
             current = state.colors.get(color)

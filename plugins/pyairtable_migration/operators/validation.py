@@ -41,6 +41,7 @@ from pyairtable_migration.hooks.database import (
     user_tables,
 )
 from pyairtable_migration.kubernetes.bluegreen import COLORS, BlueGreenError, deployment_name
+from pyairtable_migration.kubernetes.platform_objects import Workload, audit_problems
 from pyairtable_migration.links import MigrationReportLink
 from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail, run_mode
 from pyairtable_migration.postgres.replication import catch_up
@@ -358,14 +359,24 @@ def find_secrets(secrets: Mapping[str, str], documents: Mapping[str, Any]) -> li
 
 
 class SecurityOperator(ValidationCheckOperator):
-    """Replication leftovers, one color per production Service, no secret in this run's output.
+    """Replication leftovers, one color per production Service, the platform objects around every
+    service (kubernetes/platform_objects.audit_problems), no secret in this run's output.
 
     :param allowed: {"source": [...], "target": [...]} of `kind:name` kept on purpose (the reverse
         replication path kept for rollback)
+    :param workloads: per service, its port and config.workload(): what its objects must be
+    :param pod_security_level: the Pod Security Standards level the namespace must enforce (its label)
     :param connection_ids: connections whose passwords must appear in no XCom, task argument or task log
     """
 
-    template_fields: Sequence[str] = ("source_conn_id", "target_conn_id", "namespace", "kubernetes_conn_id")
+    template_fields: Sequence[str] = (
+        "source_conn_id",
+        "target_conn_id",
+        "namespace",
+        "kubernetes_conn_id",
+        "workloads",
+        "pod_security_level",
+    )
 
     def __init__(
         self,
@@ -377,9 +388,13 @@ class SecurityOperator(ValidationCheckOperator):
         namespace: str,
         services: Sequence[str],
         connection_ids: Sequence[str],
+        workloads: Mapping[str, Mapping[str, Any]] | None = None,
+        pod_security_level: str = "restricted",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.workloads = {name: dict(values) for name, values in (workloads or {}).items()}
+        self.pod_security_level = pod_security_level
         self.source_conn_id = source_conn_id
         self.target_conn_id = target_conn_id
         self.allowed = {side: list(names) for side, names in allowed.items()}
@@ -430,6 +445,20 @@ class SecurityOperator(ValidationCheckOperator):
                     f"{name}: Service selects {color} but {deployment_name(name, color)} does not exist"
                 )
         return active, problems
+
+    def platform(self, active: Mapping[str, str | None]) -> list[str]:
+        """Every service's platform objects as configured, the namespace's default deny and label."""
+        from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
+
+        try:
+            found = BlueGreenHook(self.kubernetes_conn_id, self.namespace).read_platform()
+        except BlueGreenError as exc:
+            raise fail(f"security: {exc}") from None
+        workloads = {
+            name: Workload.of(name, int(values["port"]), {k: v for k, v in values.items() if k != "port"})
+            for name, values in self.workloads.items()
+        }
+        return audit_problems(self.namespace, found, workloads, active, self.pod_security_level)
 
     def secrets(self) -> tuple[dict[str, str], list[str]]:
         """(connection id -> password, why each other connection has none to search for)."""
@@ -482,6 +511,9 @@ class SecurityOperator(ValidationCheckOperator):
             f"list publications, subscriptions, slots and replication roles on {self.source_conn_id} and "
             f"{self.target_conn_id}; allow only {self.allowed}",
             f"check every Service in {self.namespace} selects exactly one existing color",
+            f"check {self.namespace} enforces Pod Security {self.pod_security_level!r} and denies ingress by "
+            f"default, and each of {len(self.workloads)} service(s) has its ServiceAccount, NetworkPolicy, "
+            "PodDisruptionBudget, the active color's autoscaler and securityContext as configured",
             "search this run's XComs, task arguments and task logs for the passwords of "
             + ", ".join(self.connection_ids),
         ):
@@ -489,6 +521,8 @@ class SecurityOperator(ValidationCheckOperator):
         kept, problems = self.leftovers()
         active, color_problems = self.colors()
         problems += color_problems
+        platform_problems = self.platform(active)
+        problems += platform_problems
         secrets, without = self.secrets()
         documents = self.run_documents(context)
         logs = self.run_logs(context)
@@ -503,6 +537,7 @@ class SecurityOperator(ValidationCheckOperator):
             "mode": "apply",
             "replication_kept": kept,
             "active_colors": active,
+            "platform_problems": len(platform_problems),
             "secrets_searched": len(secrets),
             "secrets_not_searched": without,
             "documents_searched": len(documents),
