@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,6 +170,13 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    if call.excinfo is not None and _number_every_line(call.excinfo.value, set()):
+        call.excinfo = pytest.ExceptionInfo.from_exception(call.excinfo.value)
+    return (yield)
+
+
 @contextmanager
 def _phase() -> Iterator[None]:
     """Arm the interrupt for one phase; what it raised is reported, so the next phase starts clean
@@ -186,3 +194,32 @@ def _phase() -> Iterator[None]:
         _in_phase.clear()
         with _lock:
             _pending.clear()
+
+
+def _number_every_line(exception: BaseException, seen: set[int]) -> bool:
+    """Give each traceback entry of `exception` (and of its cause and context) a line number.
+
+    A signal's handler can raise where the interpreter has no line for the frame (between two
+    lines' instructions); such an entry's `tb_lineno` is None, and pytest, rendering the failure,
+    then ends the whole session with an INTERNALERROR. The frame's first line stands in. Returns
+    whether any entry needed one.
+    """
+    if id(exception) in seen:
+        return False
+    seen.add(id(exception))
+    entries = []
+    entry = exception.__traceback__
+    while entry is not None:
+        entries.append(entry)
+        entry = entry.tb_next
+    renumbered = any(entry.tb_lineno is None for entry in entries)
+    if renumbered:
+        rebuilt: types.TracebackType | None = None
+        for entry in reversed(entries):
+            line = entry.tb_lineno if entry.tb_lineno is not None else entry.tb_frame.f_code.co_firstlineno
+            rebuilt = types.TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, line)
+        exception.__traceback__ = rebuilt
+    for linked in (exception.__cause__, exception.__context__):
+        if linked is not None:
+            renumbered = _number_every_line(linked, seen) or renumbered
+    return renumbered

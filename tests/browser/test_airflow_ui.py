@@ -81,6 +81,9 @@ from tests.watchdog import helper_thread
 pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
 BAKE_SECONDS = 3
+# How long one look at the run watches the graph for a weight step at work: each step is shown working
+# for its bake and DNS wait (seconds), a look's REST calls may take as long on a loaded machine.
+SHIFT_WATCH_MS = 4_000
 APPROVALS = ("switchover.approve", "traffic.approve_100")
 FAULTY_SERVICE = "web-bff"
 FIXED_IMAGE = load_config().deployable[FAULTY_SERVICE].image
@@ -428,10 +431,11 @@ def the_night(
                 ui.rest()
         if not graph:
             return None
-        for task_id in shifts:
-            shown = ui.shown_state(task_id)
-            if shown in ("running", "deferred") and task_id not in shots:
-                shots[task_id] = ui.screenshot(artifacts / f"graph-{task_id}-{shown}.png", close_up="traffic")
+        if not set(shots) & set(shifts):
+            working = ui.node_shown_in(shifts, ("running", "deferred"), timeout_ms=SHIFT_WATCH_MS)
+            if working is not None:
+                shown = ui.shown_state(working)
+                shots[working] = ui.screenshot(artifacts / f"graph-{working}-{shown}.png", close_up="traffic")
         return None
 
     state = server.wait("the run to end", watch, timeout=RUN_TIMEOUT)
