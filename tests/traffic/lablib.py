@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,14 +154,17 @@ def production_deployment(name: str, service: ServiceNode, suffix: str = "") -> 
     }
 
 
-def deploy_production(settings: LabSettings, suffix: str = "", wait_seconds: float = 30) -> None:
-    """Create or replace the public services' production Deployments and Services; wait until ready."""
+def deploy_production(
+    settings: LabSettings, suffix: str = "", wait_seconds: float = 30, faults: Mapping[str, str] | None = None
+) -> None:
+    """Create or replace the public services' production Deployments and Services; wait until ready.
+    Every image gets `suffix` (e.g. `-5xx`), or a service named in `faults` the suffix given there."""
     with api_client(settings) as api:
         apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
         for name in PUBLIC_SERVICES:
             service = CONFIG.services[name]
             assert isinstance(service, ServiceNode)
-            body = production_deployment(name, service, suffix)
+            body = production_deployment(name, service, (faults or {}).get(name, suffix))
             try:
                 apps.read_namespaced_deployment(f"{name}-blue", PRODUCTION.namespace)
                 apps.patch_namespaced_deployment(f"{name}-blue", PRODUCTION.namespace, body)
@@ -288,7 +291,8 @@ def cutover_config(
     # The traffic phase alone: the lab's writers stay on the source (tests/rollback has the guard).
     document["traffic"]["require_writers_on_target"] = False
     # This lab runs only the public services in production; the load test, which drives every
-    # service, has tests of its own (tests/traffic/test_load_test.py) and runs in the e2e.
+    # service, runs in the e2e, and alone (tests/traffic/test_load_test.py, and over this lab's
+    # public services in test_cutover_lab.py).
     document["traffic"].pop("load_test", None)
     return parse_config(yaml.safe_dump(document))
 

@@ -20,18 +20,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
+from lab.migration_config import lab_config
 from lab.route53 import find_zone_id, route53_client
 from lab.settings import LabSettings
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.links import HostedZoneLink, P99GraphLink
+from pyairtable_migration.operators.loadtest import LoadTestOperator
+from pyairtable_migration.plan import LOAD_TEST_TASK
 from tests.dagrun import Responder, prepare_orm, run_id_at, task_state, xcom
 from tests.traffic.driver import make_context, run_operator
 from tests.traffic.lablib import (
     CONFIG,
     NOT_TRAFFIC,
     PRODUCTION,
+    PUBLIC_SERVICES,
     STAGING,
     DnsMonitor,
     Requests,
@@ -44,6 +49,7 @@ from tests.traffic.lablib import (
     set_dns,
     task_states,
 )
+from tests.validation.test_checks import context as check_context
 from tests.watchdog import helper_thread
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db"), pytest.mark.timeout(300)]
@@ -289,6 +295,55 @@ def test_production_failing_during_the_watch_puts_every_user_back_on_staging(
     reverted = assert_tripped_and_reverted(cutover, traffic_lab, 100)
     share, count = cutover.requests.production_share(reverted + SETTLED, float("inf"))
     assert count > 0 and share == 0, (share, count)
+
+
+def lab_load_test(settings: LabSettings) -> LoadTestOperator:
+    """The lab's load test (its config's rate, duration, connections and budgets) over the services
+    this lab runs in production, at production's ingress."""
+    config = lab_config(settings)
+    load_test = config.traffic.load_test
+    assert load_test is not None
+    return LoadTestOperator(
+        task_id=LOAD_TEST_TASK,
+        url_template=load_test.url_template,
+        services={
+            name: (config.deployable[name].slo_class, config.deployable[name].health_path)
+            for name in PUBLIC_SERVICES
+        },
+        slo_classes=dict(config.slo_classes),
+        rate=load_test.rate,
+        duration_seconds=load_test.duration_seconds,
+        max_error_ratio=load_test.max_error_ratio,
+        connections_per_service=load_test.connections_per_service,
+        request_timeout_seconds=load_test.request_timeout_seconds,
+        hey_path=load_test.hey_path,
+    )
+
+
+def test_the_load_test_at_production_passes_healthy_pods_and_names_a_5xx_and_a_slow_service(
+    traffic_lab: LabSettings,
+) -> None:
+    deploy_production(traffic_lab)
+    healthy = lab_load_test(traffic_lab).execute(check_context())  # type: ignore[arg-type]
+    assert healthy["failed"] == 0 and set(healthy["services"]) == set(PUBLIC_SERVICES), healthy
+    assert all(figures["requests"] > 0 for figures in healthy["services"].values()), healthy
+
+    deploy_production(traffic_lab, faults={"web-bff": "-5xx", "auth-frontend": "-slow"})
+    context = check_context()
+    try:
+        with pytest.raises(AirflowFailException) as refused:
+            lab_load_test(traffic_lab).execute(context)  # type: ignore[arg-type]
+    finally:
+        deploy_production(traffic_lab)
+    message = str(refused.value)
+    # Most, not all: the old pods may still answer the first requests while the faulty ones roll out.
+    assert re.search(r"web-bff: [\d.]+% of \d+ requests failed \(HTTP 500\)", message), message
+    budget = lab_config(traffic_lab).slo_classes[CONFIG.deployable["auth-frontend"].slo_class]
+    assert "auth-frontend: p95 " in message and f">= {budget} ms" in message, message
+    assert "api-gateway" not in message, message
+    figures = context["ti"].pushed["figures"]["services"]
+    assert figures["api-gateway"]["failed"] == 0, figures
+    assert figures["auth-frontend"]["p95_ms"] >= budget, figures
 
 
 def tripped_at(output: str) -> float:
