@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,6 +192,28 @@ def deploy_production(
                 return
             time.sleep(0.2)
     raise TimeoutError("production deployments not ready")
+
+
+def wait_until_production_answers(
+    settings: LabSettings, wait_seconds: float = 60, in_a_row: int = 20
+) -> None:
+    """Every public service answers its health path with 200 through production's ingress `in_a_row`
+    times in a row: the pods of an image replaced a moment ago no longer serve (they drain a while)."""
+    deadline = time.monotonic() + wait_seconds
+    ingress = f"http://{settings.production_ingress_host}:{settings.ingress_port}"
+    for name in PUBLIC_SERVICES:
+        url = f"{ingress}/{name}{CONFIG.services[name].health_path}"  # type: ignore[union-attr]
+        streak = 0
+        while streak < in_a_row:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    streak = streak + 1 if answer.status == 200 else 0
+            except OSError:
+                streak = 0
+            if streak == 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"production's {name} did not answer 200 {in_a_row} times in a row")
+                time.sleep(0.2)
 
 
 # --- load -----------------------------------------------------------------------------------------

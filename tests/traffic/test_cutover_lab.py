@@ -48,6 +48,7 @@ from tests.traffic.lablib import (
     read_dns,
     set_dns,
     task_states,
+    wait_until_production_answers,
 )
 from tests.validation.test_checks import context as check_context
 from tests.watchdog import helper_thread
@@ -324,6 +325,7 @@ def test_the_load_test_at_production_passes_healthy_pods_and_names_a_5xx_and_a_s
     traffic_lab: LabSettings,
 ) -> None:
     deploy_production(traffic_lab)
+    wait_until_production_answers(traffic_lab)  # an earlier test's faulty pods may still be draining
     healthy = lab_load_test(traffic_lab).execute(check_context())  # type: ignore[arg-type]
     assert healthy["failed"] == 0 and set(healthy["services"]) == set(PUBLIC_SERVICES), healthy
     assert all(figures["requests"] > 0 for figures in healthy["services"].values()), healthy
