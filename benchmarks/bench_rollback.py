@@ -59,9 +59,9 @@ def figures() -> list[Figure]:
         full = lab.rollback()
         assert_succeeded(full)
         note(f"  full rollback from 100 %: {seconds(full):.1f} s")
-        figures, ledger, sessions = lab.finish()
-    assert_nothing_lost(figures, ledger, sessions)
-    note(f"  {ledger.summary()}; {sessions.summary()}")
+        figures, ledger, sessions, events = lab.finish()
+    assert_nothing_lost(figures, ledger, sessions, events)
+    note(f"  {ledger.summary()}; {sessions.summary()}; {events.summary()}")
     return [
         at_most(
             PHASE,

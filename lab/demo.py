@@ -1,12 +1,12 @@
 """`make demo`: the whole migration on a fresh lab, under load, told as an operator's console.
 
 Starts a clean lab, runs the load generator (HTTP through the weighted edge, commits through
-the pooler, logged-in users writing their Redis sessions through the edge; every acknowledged commit
-and session write in a ledger), runs the migration DAG in apply mode with
-`dag.test()`, and prints one line per task as it finishes (services and preflight: one per
+the pooler, logged-in users writing their Redis sessions through the edge, each write an event on
+Kafka; every acknowledged commit, session write and event in a ledger), runs the migration DAG in
+apply mode with `dag.test()`, and prints one line per task as it finishes (services and preflight: one per
 service and one for all checks) with the figures that matter there: lag, weights, gate samples,
 the write stall. Airflow's own output goes to a log file whose path is printed first. Then the
-summary: phase durations, both write stalls, failed requests, lost writes and sessions, rows
+summary: phase durations, both write stalls, failed requests, lost writes, sessions and events, rows
 validated, the report's path. Exits non-zero if the migration failed or anything was lost.
 
 The lab's config (lab/migration_config.py) shortens the waits that protect real users (bake,
@@ -35,6 +35,8 @@ import psycopg2
 import redis
 
 from lab.connections import environment
+from lab.kafka_ledger import check_kafka_ledger
+from lab.kube_seed import kafka_ledger_dir
 from lab.ledger import check_ledger
 from lab.loadgen import LoadProcess, app_dsn
 from lab.migration_config import CONFIG_ENV, lab_config_path
@@ -500,6 +502,7 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         connection.close()
         with redis.Redis(host=settings.host, port=settings.redis_endpoint_port) as sessions_store:
             session_report = check_session_ledger(load.session_ledger_path, sessions_store)
+        events_report = check_kafka_ledger(kafka_ledger_dir(settings), catch_up_seconds=60)
         # A migrated lab must not be mistaken for a fresh one by `make test`.
         down(settings, purge=True)
     results = watcher.values
@@ -528,6 +531,7 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         f"{session_report.acknowledged} lost (ledger), {users.get('sessions_lost')} valid sessions "
         f"rejected, {users.get('rate_counters_reset')} rate counters reset; session writes by "
         f"environment {session_writes}",
+        f"events:       {events_report.summary()}",
         f"rows checked: {rows}",
         f"report:       {find_figure(results, 'html', 'report_path')}",
         f"demo took {time.monotonic() - started:.0f} s; Airflow's logs: {log_path}",
@@ -540,6 +544,7 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         and figures_["db_failures"] == 0
         and session_report.lost == 0
         and users.get("sessions_lost") == 0
+        and not events_report.lost
     )
     return 0 if ok else 1
 

@@ -8,6 +8,7 @@ Lines are `event_id` in `<dir>/produced.log` and `event_id cluster` in `<dir>/pr
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,16 @@ class KafkaLedgerReport:
         )
 
 
-def check_kafka_ledger(directory: Path) -> KafkaLedgerReport:
-    """Every acknowledged event processed at least once; torn last lines are ignored."""
+def check_kafka_ledger(directory: Path, catch_up_seconds: float = 0) -> KafkaLedgerReport:
+    """Every acknowledged event processed at least once; torn last lines are ignored. With
+    `catch_up_seconds`, the consumers are given that long to process the last events first."""
+    deadline = time.monotonic() + catch_up_seconds
+    while (report := _read_kafka_ledger(directory)).lost and time.monotonic() < deadline:
+        time.sleep(1)
+    return report
+
+
+def _read_kafka_ledger(directory: Path) -> KafkaLedgerReport:
     produced = [line for line in (directory / "produced.log").read_text().splitlines() if line]
     processed: Counter[str] = Counter()
     clusters: Counter[str] = Counter()

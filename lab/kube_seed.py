@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from kubernetes import client as k8s
@@ -21,6 +21,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from lab.credentials import APP_ROLE, secrets
+from lab.kafka_lab import RECORD_EVENTS_TOPIC, KafkaBroker
 from lab.postgres import DATABASE
 from lab.processes import Binary, Component, LabError, State, answers_http
 from lab.settings import REPO_ROOT, LabSettings
@@ -68,18 +69,27 @@ def image_tag(image: str) -> str:
     return image.rsplit(":", 1)[1]
 
 
-def service_environment(settings: LabSettings) -> dict[str, str]:
-    """What every service connects to, the same in both environments.
+def service_environment(settings: LabSettings, cluster: Literal["staging", "production"]) -> dict[str, str]:
+    """What a service of one environment connects to.
 
     Writers go through one endpoint per store, which the switchover moves: PgBouncer for
     PostgreSQL, HAProxy (lab/redis_endpoint.py) for Redis, so both environments share one Redis
-    primary (one set of sessions) throughout the cutover.
+    primary (one set of sessions) throughout the cutover. Kafka is the environment's own cluster:
+    its events reach production's consumers through the migration's mirror (lab.kube.events).
     """
     password = secrets(settings)[APP_ROLE]
     return {
         "DATABASE_URL": f"postgresql://{APP_ROLE}:{password}@{settings.host}:{settings.pgbouncer_port}/{DATABASE}",
         "REDIS_URL": f"redis://{settings.host}:{settings.redis_endpoint_port}/0",
+        "KAFKA_BOOTSTRAP": KafkaBroker(cluster).bootstrap(settings),
+        "KAFKA_EVENTS_TOPIC": RECORD_EVENTS_TOPIC,
+        "KAFKA_LEDGER_DIR": str(kafka_ledger_dir(settings)),
     }
+
+
+def kafka_ledger_dir(settings: LabSettings) -> Path:
+    """Where the pods keep the Kafka ledger: events acknowledged to them, events their workers processed."""
+    return settings.data_dir / "kafka-ledger"
 
 
 def secret_manifest(name: str, namespace: str, values: dict[str, str]) -> dict[str, Any]:
@@ -98,7 +108,7 @@ def deployment_manifest(
     """Staging's blue Deployment; its connection URLs come from a Secret when staging names one."""
     staging = config.environments.staging
     labels = {"app": name, "color": "blue", "version": image_tag(service.image)}
-    env = {} if staging.service_secret else service_environment(settings)
+    env = {} if staging.service_secret else service_environment(settings, "staging")
     env |= {
         "HEALTH_PATH": service.health_path,
         "BASE_LATENCY_MS": str(BASE_LATENCY_MS.get(service.slo_class, 10)),
@@ -119,6 +129,45 @@ def deployment_manifest(
         "spec": {
             "replicas": service.replicas,
             "selector": {"matchLabels": {"app": name, "color": "blue"}},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def consumer_deployments(config: MigrationConfig) -> dict[str, str]:
+    """Consumer group -> the Deployment of its members, from the config's kafka section."""
+    if config.kafka is None:
+        return {}
+    return {group: consumer.deployment for group, consumer in config.kafka.consumer_groups.items()}
+
+
+def worker_manifest(
+    name: str, group: str, namespace: str, service_secret: str | None, running: bool, env: dict[str, str]
+) -> dict[str, Any]:
+    """A consumer group's worker: one member per pod (lab.kube.events), none where not `running`;
+    its connections from the environment's service Secret, or `env` where there is none."""
+    labels = {"app": name, "role": "consumer"}
+    worker_env = {
+        **({} if service_secret else env),
+        "KAFKA_CONSUMER_GROUP": group,
+        "KAFKA_CONSUMED_TOPICS": RECORD_EVENTS_TOPIC,
+    }
+    container: dict[str, Any] = {
+        "name": name,
+        "image": f"ghcr.io/pyairtable/{name}:1.0.0",
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [{"name": key, "value": value} for key, value in worker_env.items()],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}},
+    }
+    if service_secret:
+        container["envFrom"] = [{"secretRef": {"name": service_secret}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1 if running else 0,
+            "selector": {"matchLabels": labels},
             "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
         },
     }
@@ -157,7 +206,10 @@ def seed_kubernetes(settings: LabSettings, config: MigrationConfig) -> str:
     with api_client(settings) as api:
         core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
         created = 0
-        for environment in (config.environments.staging, config.environments.production):
+        clusters: tuple[Literal["staging", "production"], ...] = ("staging", "production")
+        for cluster, environment in zip(
+            clusters, (config.environments.staging, config.environments.production), strict=True
+        ):
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": environment.namespace}}
             created += _create_missing(core.create_namespace, body)
             if environment.service_secret:
@@ -167,7 +219,22 @@ def seed_kubernetes(settings: LabSettings, config: MigrationConfig) -> str:
                     secret_manifest(
                         environment.service_secret,
                         environment.namespace,
-                        service_environment(settings),
+                        service_environment(settings, cluster),
+                    ),
+                )
+            # The consumer groups' workers, as the platform deploys them: production's at 0 replicas
+            # until the migration moves their group there.
+            for group, deployment in consumer_deployments(config).items():
+                created += _create_missing(
+                    apps.create_namespaced_deployment,
+                    environment.namespace,
+                    worker_manifest(
+                        deployment,
+                        group,
+                        environment.namespace,
+                        environment.service_secret,
+                        running=cluster == "staging",
+                        env=service_environment(settings, cluster),
                     ),
                 )
         # Production's owners enforce the restricted Pod Security Standards; the migration only checks it.
@@ -185,7 +252,11 @@ def seed_kubernetes(settings: LabSettings, config: MigrationConfig) -> str:
                 created += _create_missing(
                     core.create_namespaced_service, staging, service_manifest(name, service, staging, preview)
                 )
-        waiting = wait_for_deployments(apps, staging, {f"{name}-blue" for name in config.deployable})
+        waiting = wait_for_deployments(
+            apps,
+            staging,
+            {f"{name}-blue" for name in config.deployable} | set(consumer_deployments(config).values()),
+        )
     if waiting:
         raise LabError(
             f"staging deployments not ready after {READY_TIMEOUT_SECONDS:.0f} s: {', '.join(sorted(waiting))}"

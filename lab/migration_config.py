@@ -83,9 +83,18 @@ def lab_config_document(
         "duration_seconds": 5,
         "connections_per_service": 2,
     }
+    # The mirror is a process of whichever lab worker starts it (they share this machine), its state
+    # under the lab's data directory; the lag gate as the lab's other gates, in seconds.
+    kafka = {
+        "mirror_state_dir": str(settings.data_dir / "kafka-mirror"),
+        "mirror_queue": None,
+        "lag_timeout_seconds": 120,
+        "group_empty_timeout_seconds": 60,
+    }
     lab_values: dict[tuple[str, ...], Any] = {
         **LAB_OVERRIDES,
         **lab_backup,
+        **{("kafka", key): value for key, value in kafka.items()},
         ("blue_green", "dashboard_url_template"): dashboard,
         **{("traffic", "load_test", key): value for key, value in load_test.items()},
     }

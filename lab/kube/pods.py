@@ -3,7 +3,8 @@
 A pod's behaviour comes from its container the way a real image's would: the image tag selects
 injected faults (`-neverready`, `-5xx`, `-slow`) and the container env configures the rest:
 `DATABASE_URL` for the records and users routes, `REDIS_URL` for logins and session writes
-(lab.kube.sessions).
+(lab.kube.sessions), `KAFKA_BOOTSTRAP` for an event published on each session write and for the
+consumer-group members of worker pods (lab.kube.events).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import psycopg2.extras
 import psycopg2.pool
 from psycopg2 import sql
 
+from lab.kube.events import EventPublisher, EventSettings, EventsUnavailable, GroupMember
 from lab.kube.serving import BackgroundServer, KeepAliveHandler
 from lab.kube.sessions import SessionMissing, SessionSettings, SessionStore, StoreUnavailable
 from lab.metrics import MetricsRegistry
@@ -59,6 +61,7 @@ class PodBehaviour:
     database_url: str | None
     database_pool_size: int
     sessions: SessionSettings | None = None
+    events: EventSettings | None = None
     # Why the container cannot start (a missing Secret), as CreateContainerConfigError reports it.
     config_error: str | None = None
 
@@ -100,6 +103,7 @@ class PodBehaviour:
             database_url=env.get("DATABASE_URL") or None,
             database_pool_size=int(env.get("DB_POOL_SIZE", "4")),
             sessions=SessionSettings.from_environment(env),
+            events=EventSettings.from_environment(env, cluster=namespace),
             config_error=config_error,
         )
 
@@ -215,6 +219,9 @@ class PodServer:
             else None
         )
         self.sessions = SessionStore(behaviour.sessions) if behaviour.sessions else None
+        events = behaviour.events
+        self.publisher = EventPublisher(events) if events and events.events_topic else None
+        self.member = GroupMember(events, behaviour.pod_name) if events and events.consumer_group else None
         self._server = BackgroundServer(host, 0, _PodRequestHandler, f"pod-{behaviour.pod_name}", self)
 
     @property
@@ -223,10 +230,16 @@ class PodServer:
 
     def start(self) -> None:
         self._server.start()
+        if self.member is not None:
+            self.member.start()
 
     def stop(self) -> None:
         """Stop accepting; requests already being served finish on their own threads."""
         self._server.stop()
+        if self.member is not None:
+            self.member.stop()
+        if self.publisher is not None:
+            self.publisher.close()
         if self.database is not None:
             self.database.close()
         if self.sessions is not None:
@@ -353,7 +366,14 @@ class PodServer:
             raise _Reply(401, {"error": "session not found"}) from None
         except StoreUnavailable as exc:
             raise _Reply(503, {"error": "session store unavailable", "detail": str(exc)}) from None
+        event = {}
+        if self.publisher is not None:
+            try:
+                event = {"event": self.publisher.publish(user)}
+            except EventsUnavailable as exc:
+                raise _Reply(503, {"error": "events unavailable", "detail": str(exc)}) from None
         return 200, {
+            **event,
             "writes": writes,
             "user": user,
             "rate_count": rate.count,

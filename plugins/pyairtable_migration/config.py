@@ -208,6 +208,38 @@ class RedisConfig(_Strict):
     freeze_seconds: PositiveFloat = 5
 
 
+class ConsumerGroupConfig(_Strict):
+    # The Deployment (the same name in both namespaces) whose pods are the group's members: scaled
+    # to 0 where the group leaves, and to the replicas it had there where the group arrives.
+    deployment: Name
+
+
+class KafkaConfig(_Strict):
+    """The platform's events: `topics` mirrored from the source cluster to the target from the
+    database phase until staging takes no users (then drained and stopped), the consumer groups
+    moved at the switchover. Producers stay with their environment's cluster (the service Secret's
+    bootstrap), so during the cutover both clusters take events and the mirror merges staging's in."""
+
+    source_conn_id: ConnId
+    target_conn_id: ConnId
+    topics: list[Name] = Field(min_length=1)
+    consumer_groups: dict[Name, ConsumerGroupConfig] = Field(default_factory=dict)
+    # The mirrors' consumer groups on the cluster they read (their committed offsets are their progress).
+    mirror_group: Name = "pyairtable-mirror-to-production"
+    reverse_mirror_group: Name = "pyairtable-mirror-to-staging"
+    # Where the worker that starts a mirror keeps its pid, spec and log; the tasks that start and
+    # stop it run on `mirror_queue` (one worker) when set.
+    mirror_state_dir: str
+    mirror_queue: Name | None = None
+    # Events in flight at most: also the bound on events copied twice after a mirror crash.
+    mirror_window: PositiveInt = 5000
+    # The lag gate before the groups move: events the mirror may still have to copy.
+    max_lag: PositiveInt = 1000
+    lag_timeout_seconds: PositiveFloat = 600
+    # How long a group's members may take to leave once their Deployment is scaled to 0.
+    group_empty_timeout_seconds: PositiveFloat = 120
+
+
 class DnsConfig(_Strict):
     aws_conn_id: ConnId
     hosted_zone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+\.$")]
@@ -472,6 +504,8 @@ class MigrationConfig(_Strict):
     # pgBackRest for production: archiving checked, a full backup after the switch, verified, PITR.
     backup: BackupSettings = BackupSettings()
     notifications: NotificationsConfig = NotificationsConfig()
+    # None: the platform's events are not moved (the readiness check of a kafka node still runs).
+    kafka: KafkaConfig | None = None
 
     @model_validator(mode="wrap")
     @classmethod

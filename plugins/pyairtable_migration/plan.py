@@ -17,6 +17,7 @@ from typing import Any
 from pyairtable_migration.config import (
     ConfigError,
     InfrastructureNode,
+    KafkaConfig,
     LoadTestConfig,
     MigrationConfig,
     ServiceNode,
@@ -107,6 +108,8 @@ def build_plan(config: MigrationConfig, rollback_dag_id: str = ROLLBACK_DAG_ID) 
     plan = MigrationPlan()
     _preflight(plan, config, rollback_dag_id)
     _database(plan, config)
+    if config.kafka is not None:
+        _events(plan, config.kafka)
     _services(plan, config)
     _switchover(plan, config)
     _traffic(plan, config)
@@ -189,6 +192,23 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
             ),
             operator="pyairtable_migration.operators.backup.CheckArchivingOperator",
             arguments=backup_arguments(config),
+        ),
+        *(
+            [
+                Step(
+                    "preflight.check_kafka",
+                    "check both Kafka clusters answer, every topic exists on staging and production has "
+                    "none that cannot take its copy, every consumer group's Deployment exists on both sides",
+                    (
+                        f"connection {config.kafka.source_conn_id} (read only)",
+                        f"connection {config.kafka.target_conn_id} (read only)",
+                    ),
+                    operator="pyairtable_migration.operators.kafka_mirror.KafkaPreflightOperator",
+                    arguments=kafka_consumer_arguments(config, config.kafka),
+                )
+            ]
+            if config.kafka is not None
+            else []
         ),
         Step(
             "preflight.check_prometheus",
@@ -326,6 +346,46 @@ def service_rollback_arguments(config: MigrationConfig, name: str) -> dict[str, 
     `services.undo` send it back alike."""
     node = config.deployable[name]
     return {**service_arguments(config, name, node), "poll_seconds": config.blue_green.rollout_poll_seconds}
+
+
+def kafka_arguments(kafka: KafkaConfig) -> dict[str, Any]:
+    """What every Kafka step takes: both clusters' connections and the topics that move."""
+    return {
+        "source_conn_id": kafka.source_conn_id,
+        "target_conn_id": kafka.target_conn_id,
+        "topics": list(kafka.topics),
+    }
+
+
+def kafka_consumer_arguments(config: MigrationConfig, kafka: KafkaConfig) -> dict[str, Any]:
+    """The Kafka steps that read or scale the consumer groups' Deployments, in both namespaces."""
+    staging, production = config.environments.staging, config.environments.production
+    return {
+        **kafka_arguments(kafka),
+        "consumers": {
+            group: consumer.deployment for group, consumer in sorted(kafka.consumer_groups.items())
+        },
+        "source_namespace": staging.namespace,
+        "target_namespace": production.namespace,
+        "source_kubernetes_conn_id": staging.kubernetes_conn_id,
+        "target_kubernetes_conn_id": production.kubernetes_conn_id,
+        "wait_seconds": kafka.group_empty_timeout_seconds,
+    }
+
+
+def mirror_state_dirs(kafka: KafkaConfig) -> tuple[str, str]:
+    """The forward (staging -> production) and reverse mirrors' process state directories."""
+    return f"{kafka.mirror_state_dir}/to-production", f"{kafka.mirror_state_dir}/to-staging"
+
+
+def _mirror_arguments(kafka: KafkaConfig) -> dict[str, Any]:
+    """The forward mirror's steps: its group, its state, and the one worker it lives on."""
+    return {
+        **kafka_arguments(kafka),
+        "mirror_group": kafka.mirror_group,
+        "state_dir": mirror_state_dirs(kafka)[0],
+        **({"queue": kafka.mirror_queue} if kafka.mirror_queue else {}),
+    }
 
 
 def _replication_arguments(config: MigrationConfig) -> dict[str, Any]:
@@ -474,6 +534,43 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
             (f"redis {redis.source_conn_id} (read only)", f"redis {redis.target_conn_id} (read only)"),
             operator="pyairtable_migration.operators.redis_sync.ValidateRedisOperator",
             arguments={**redis_arguments(config), "ttl_tolerance_seconds": redis.ttl_tolerance_seconds},
+        ),
+    )
+
+
+def _events(plan: MigrationPlan, kafka: KafkaConfig) -> None:
+    """The platform's events, beside the database's replication: topics created on production and
+    the mirror started, up to its lag gate. (The groups move at the switchover; the mirror drains and
+    stops once staging takes no users, after traffic.finalize.)"""
+    topics = ", ".join(kafka.topics)
+    mirror = _mirror_arguments(kafka)
+    plan.chain(
+        Step(
+            "database.kafka_create_topics",
+            "create on production each topic it lacks, with staging's partitions and configs",
+            (f"connection {kafka.target_conn_id}: topics {topics}",),
+            operator="pyairtable_migration.operators.kafka_mirror.KafkaTopicsOperator",
+            arguments=kafka_arguments(kafka),
+        ),
+        Step(
+            "database.kafka_start_mirror",
+            f"start the mirror staging -> production of {topics} (a process on the worker; a started "
+            f"mirror resumes from its group {kafka.mirror_group}'s committed offsets)",
+            (
+                f"connection {kafka.source_conn_id}: consumer group {kafka.mirror_group}",
+                f"connection {kafka.target_conn_id}: copies of {topics}",
+                f"mirror process state in {mirror['state_dir']}",
+            ),
+            operator="pyairtable_migration.operators.kafka_mirror.StartKafkaMirrorOperator",
+            arguments={**mirror, "window": kafka.mirror_window},
+        ),
+        Step(
+            "database.kafka_mirror_lag",
+            f"wait until the mirror is at most {kafka.max_lag} events behind staging "
+            f"(at most {kafka.lag_timeout_seconds:g}s)",
+            (f"connection {kafka.source_conn_id} (read only)",),
+            operator="pyairtable_migration.operators.kafka_mirror.KafkaMirrorLagOperator",
+            arguments={**mirror, "max_lag": kafka.max_lag, "timeout_seconds": kafka.lag_timeout_seconds},
         ),
     )
 
@@ -671,6 +768,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
                 "freeze_seconds": redis.freeze_seconds,
             },
         ),
+        *([_move_consumer_groups(config, config.kafka)] if config.kafka is not None else []),
         Step(
             "switchover.full_backup",
             "a full pgBackRest backup of production, now that writers are on it: from here on it can "
@@ -712,6 +810,50 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             aside=True,
         ),
         after=ids[-1],
+    )
+
+
+def _move_consumer_groups(config: MigrationConfig, kafka: KafkaConfig) -> Step:
+    staging, production = config.environments.staging, config.environments.production
+    deployments = ", ".join(sorted({consumer.deployment for consumer in kafka.consumer_groups.values()}))
+    groups = ", ".join(sorted(kafka.consumer_groups))
+    return Step(
+        "switchover.move_consumer_groups",
+        "move each consumer group with the writers: its Deployment scaled to 0 on staging, its committed "
+        "offsets translated through the mirror's copies and set on production, the Deployment scaled up "
+        "on production to the replicas it had on staging",
+        (
+            f"namespace {staging.namespace}: {deployments} scaled to 0",
+            f"namespace {production.namespace}: {deployments} scaled up",
+            f"connection {kafka.target_conn_id}: offsets of groups {groups}",
+        ),
+        operator="pyairtable_migration.operators.kafka_mirror.MoveKafkaConsumerGroupsOperator",
+        arguments=kafka_consumer_arguments(config, kafka),
+    )
+
+
+def _drain_mirror(plan: MigrationPlan, kafka: KafkaConfig, after: str) -> None:
+    """Staging takes no users any more: the mirror copies what staging's producers sent last, stops."""
+    mirror = _mirror_arguments(kafka)
+    drained = plan.add(
+        Step(
+            "traffic.kafka_drain_mirror",
+            "wait until the mirror has copied every event staging took (lag 0 for 3 samples)",
+            (f"connection {kafka.source_conn_id} (read only)",),
+            operator="pyairtable_migration.operators.kafka_mirror.KafkaMirrorLagOperator",
+            arguments={**mirror, "max_lag": 0, "timeout_seconds": kafka.lag_timeout_seconds},
+        ),
+        after=after,
+    )
+    plan.add(
+        Step(
+            "traffic.kafka_stop_mirror",
+            "stop the mirror staging -> production (it commits what it copied first)",
+            (f"mirror process state in {mirror['state_dir']}",),
+            operator="pyairtable_migration.operators.kafka_mirror.StopKafkaMirrorOperator",
+            arguments=mirror,
+        ),
+        after=drained,
     )
 
 
@@ -811,6 +953,8 @@ def _traffic(plan: MigrationPlan, config: MigrationConfig) -> None:
         )
     )
     finalize = plan.chain(*steps)[-1]
+    if config.kafka is not None:
+        _drain_mirror(plan, config.kafka, after=finalize)
     plan.add(
         Step(
             "traffic.undo",

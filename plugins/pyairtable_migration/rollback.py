@@ -8,6 +8,8 @@
     redis    -> only if the target carries the switch marker: the source takes the target's keys
                 (replicaof: it replicates the target until caught up and is promoted, then the
                 target replicates it as before the switch; copy: the keys are copied back)
+    kafka    -> if the consumer groups run on production: its events mirrored back, the groups
+                moved back with their Deployments; then no mirror is left running
 
 Every step reads the state first and is a no-op when there is nothing to undo, so the DAG is
 safe after a partial migration, twice in a row, or after clearing any task. The trigger form's
@@ -29,7 +31,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.config import KafkaConfig, MigrationConfig
 from pyairtable_migration.operators.base import ROLLBACK_SCOPES, UNDOABLE_PHASES
 from pyairtable_migration.plan import (
     MIGRATION_DAG_ID,
@@ -37,7 +39,9 @@ from pyairtable_migration.plan import (
     MigrationPlan,
     Step,
     forward_replication_arguments,
+    kafka_consumer_arguments,
     main,
+    mirror_state_dirs,
     notification_settings,
     redis_arguments,
     rollback_order,
@@ -46,8 +50,6 @@ from pyairtable_migration.plan import (
     switchover_arguments,
 )
 
-ROLLBACK_PHASES = ("traffic", "services", "database", "redis")
-
 DOC_MD = """
 ### PyAirtable: roll production back to staging
 
@@ -55,7 +57,8 @@ Undoes what the migration put in place, in reverse dependency order: **traffic**
 on staging) → **services** (each production Service back to its previous color, frontend first)
 → **database** (the pooler(s) back to the source, kept current by reverse replication) →
 **redis** (only if the target carries the switch marker: the source takes the target's keys, and
-the target replicates the source again as before the switch).
+the target replicates the source again as before the switch) → **kafka** (if the consumer groups
+run on production: its events mirrored back, the groups moved back; no mirror left running).
 
 Every step is a no-op when there is nothing to undo: safe after a partial migration, twice, or
 after a clear. Mode **apply** (default) acts; **plan** logs what would change.
@@ -171,6 +174,7 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
                 **undoing("switchover"),
             },
         ),
+        *([_kafka_rollback(config, config.kafka)] if config.kafka is not None else []),
     )[0]
     services_roots, services_leaves = plan.phase_roots_and_leaves("services")
     plan.edges.update((traffic, root) for root in services_roots)
@@ -178,6 +182,37 @@ def build_rollback_plan(config: MigrationConfig, migration_dag_id: str = MIGRATI
     if not services_roots:
         plan.edges.add((traffic, database))
     return plan
+
+
+def _kafka_rollback(config: MigrationConfig, kafka: KafkaConfig) -> Step:
+    """After the writers: the consumer groups follow them back, and no mirror is left running."""
+    forward, reverse = mirror_state_dirs(kafka)
+    groups = ", ".join(sorted(kafka.consumer_groups))
+    return Step(
+        "kafka.rollback",
+        f"if the consumer groups ({groups}) run on production: production's events mirrored back to "
+        f"staging (reverse mirror, lag gate {kafka.max_lag}), the groups moved back with their Deployments "
+        "(offsets translated); then the forward mirror stops, the reverse mirror drains and stops",
+        (
+            f"namespace {config.environments.production.namespace}: consumer Deployments scaled to 0",
+            f"namespace {config.environments.staging.namespace}: consumer Deployments scaled up",
+            f"connection {kafka.source_conn_id}: copies, offsets of groups {groups}",
+            f"mirror processes in {forward} and {reverse} stopped",
+        ),
+        operator="pyairtable_migration.operators.kafka_mirror.KafkaRollbackOperator",
+        arguments={
+            **kafka_consumer_arguments(config, kafka),
+            "forward_state_dir": forward,
+            "reverse_state_dir": reverse,
+            "mirror_group": kafka.mirror_group,
+            "reverse_mirror_group": kafka.reverse_mirror_group,
+            "window": kafka.mirror_window,
+            "max_lag": kafka.max_lag,
+            "lag_timeout_seconds": kafka.lag_timeout_seconds,
+            **({"queue": kafka.mirror_queue} if kafka.mirror_queue else {}),
+            **undoing("switchover"),
+        },
+    )
 
 
 def rollback_params(config: MigrationConfig) -> dict[str, Param]:

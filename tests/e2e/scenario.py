@@ -3,8 +3,9 @@
 Each scenario gets a lab of its own on free ports (a migrated lab cannot be mistaken for a fresh
 one, and the shared lab is never touched), with the load generator running from before the first
 task until after the last rollback: HTTP through the weighted edge and commits through the pooler,
-and logged-in users writing to their Redis sessions through the edge, every acknowledged commit and
-session write in a ledger that is finally checked against the source database and Redis.
+and logged-in users writing to their Redis sessions through the edge (each write an event on Kafka),
+every acknowledged commit, session write and event in a ledger that is finally checked against the
+source database, Redis and what the consumer group processed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from lab.connections import connections_in_environment
 from lab.edge import lab_edge
+from lab.kafka_ledger import KafkaLedgerReport, check_kafka_ledger
+from lab.kube_seed import kafka_ledger_dir
 from lab.ledger import LedgerReport, check_ledger
 from lab.loadgen import LoadGenerator, app_dsn
 from lab.migration_config import CONFIG_ENV, write_lab_config
@@ -47,13 +50,21 @@ REDIS_ROLLBACK_TASKS = ("redis.rollback", "redis.note")
 # resolved just before that must have been counted within this long (loopback, a loaded machine).
 IN_FLIGHT_MARGIN_SECONDS = 3.0
 SETTLE_DEADLINE_SECONDS = 120.0
+# How long the consumer group may take, once the load stopped, to process the last events produced.
+EVENTS_CATCH_UP_SECONDS = 60.0
 
 
 class Scenario:
     """One fresh lab with load running; runs the migration and rollback DAGs against it."""
 
     def __init__(
-        self, name: str, config_path: Path, load: LoadGenerator, ledger: Path, session_ledger: Path
+        self,
+        name: str,
+        config_path: Path,
+        load: LoadGenerator,
+        ledger: Path,
+        session_ledger: Path,
+        events_ledger: Path,
     ) -> None:
         self.name = name
         self.config_path = config_path
@@ -61,6 +72,7 @@ class Scenario:
         self.load = load
         self.ledger = ledger
         self.session_ledger = session_ledger
+        self.events_ledger = events_ledger
         self.figures: dict[str, Any] | None = None
         self.migration: Any = None  # the migration DAG last run, as registered
 
@@ -112,9 +124,11 @@ class Scenario:
                 return served
             time.sleep(0.5)
 
-    def finish(self) -> tuple[dict[str, Any], LedgerReport, SessionLedgerReport]:
-        """Stop the load; look every acknowledged commit up on the SOURCE database, and every
-        acknowledged session write on the SOURCE Redis (where a rollback leaves the writers)."""
+    def finish(self) -> tuple[dict[str, Any], LedgerReport, SessionLedgerReport, KafkaLedgerReport]:
+        """Stop the load; look every acknowledged commit up on the SOURCE database, every
+        acknowledged session write on the SOURCE Redis (where a rollback leaves the writers), and
+        every event a broker acknowledged among those the consumer group processed (on whichever
+        cluster: it is given the time to catch up on the last ones)."""
         self.stop_load()
         assert self.figures is not None
         source = MigrationPostgresHook(self.config.database.source_conn_id).connect()
@@ -124,7 +138,8 @@ class Scenario:
             source.close()
         with MigrationRedisHook(self.config.redis.source_conn_id).client() as redis_source:
             sessions = check_session_ledger(self.session_ledger, redis_source)
-        return self.figures, ledger, sessions
+        events = check_kafka_ledger(self.events_ledger, catch_up_seconds=EVENTS_CATCH_UP_SECONDS)
+        return self.figures, ledger, sessions, events
 
     def stop_load(self) -> None:
         if self.figures is None:
@@ -156,7 +171,7 @@ def scenario(name: str) -> Iterator[Scenario]:
                 session_ledger_path=session_ledger,
             )
             load.start()
-            run = Scenario(name, config_path, load, ledger, session_ledger)
+            run = Scenario(name, config_path, load, ledger, session_ledger, kafka_ledger_dir(settings))
             try:
                 yield run
             finally:

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from lab.kafka_ledger import KafkaLedgerReport
 from lab.ledger import LedgerReport
 from lab.session_ledger import SessionLedgerReport
+from pyairtable_migration.config import load_config
 from tests.dagrun import task_states, xcom
 from tests.e2e.scenario import (
     Scenario,
@@ -65,9 +67,9 @@ def test_full_migration_then_rollback_twice() -> None:
         assert_nothing_changed(again)
         assert_clean_staging(lab.status(), before, again)
         assert comparable(lab.status()) == comparable(after)
-        figures, ledger, sessions = lab.finish()
+        figures, ledger, sessions, events = lab.finish()
     assert figures["db_commits"] > commits_at_rollback  # writes after the rollback, on the source too
-    assert_nothing_lost(figures, ledger, sessions)
+    assert_nothing_lost(figures, ledger, sessions, events)
     # Users' requests hopped between the environments: both served their session writes.
     by_environment = figures["sessions"]["by_environment"]
     assert all(by_environment.get(env, {}).get("session_writes", 0) > 0 for env in ("staging", "production"))
@@ -172,8 +174,8 @@ def roll_back_to_clean_staging(lab: Scenario, before: dict[str, Any]) -> None:
     assert_succeeded(rollback)
     assert_clean_staging(lab.status(), before, rollback)
     assert_traffic_back_on_staging(lab)
-    figures, ledger, sessions = lab.finish()
-    assert_nothing_lost(figures, ledger, sessions)
+    figures, ledger, sessions, events = lab.finish()
+    assert_nothing_lost(figures, ledger, sessions, events)
 
 
 def release_previous_version(lab: Scenario) -> None:
@@ -272,9 +274,20 @@ def assert_traffic_back_on_staging(lab: Scenario) -> None:
     assert served.get("staging", 0) > 0 and served.get("production", 0) == 0, served
 
 
-def assert_nothing_lost(figures: dict[str, Any], ledger: LedgerReport, sessions: SessionLedgerReport) -> None:
-    """Not one commit, request, login or session write failed or lost; no valid session rejected,
-    no rate-limit counter reset."""
+def assert_nothing_lost(
+    figures: dict[str, Any], ledger: LedgerReport, sessions: SessionLedgerReport, events: KafkaLedgerReport
+) -> None:
+    """Not one commit, request, login, session write or event failed or lost; no valid session
+    rejected, no rate-limit counter reset."""
+    # Every session write published its event before it was acknowledged.
+    assert events.produced >= sessions.acknowledged > 0, (events.summary(), sessions.summary())
+    assert events.lost == [], events.summary()
+    # At least once: what the group reads again after a move is what the mirror had in flight or not
+    # yet copied when it moved (its window, the lag gate), once each way.
+    kafka = load_config().kafka
+    assert kafka is not None
+    assert events.duplicates <= 2 * (kafka.mirror_window + kafka.max_lag), events.summary()
+    print(f"\nKafka: {events.summary()}")
     assert ledger.checked == figures["db_commits"] > 0
     assert ledger.lost == 0, ledger.summary()
     assert figures["db_failures"] == 0, figures["db_errors"]

@@ -10,7 +10,7 @@ import pytest
 
 from lab.kafka_ledger import KafkaLedger, check_kafka_ledger
 from pyairtable_migration.kafka_mirror import process
-from pyairtable_migration.kafka_mirror.client import KafkaMirrorError
+from pyairtable_migration.kafka_mirror.client import KafkaMirrorError, committed_offsets
 from pyairtable_migration.kafka_mirror.groups import move_group
 from pyairtable_migration.kafka_mirror.preflight import check
 from pyairtable_migration.kafka_mirror.topics import create_topics, describe_topics, ensure_topics
@@ -33,12 +33,17 @@ LAG_GATE = 200  # events the mirror may be behind before the group moves
 
 
 def move_consumers(
-    brokers: Brokers, ledger: KafkaLedger, consumer: GroupConsumer, source: str, target: str
+    brokers: Brokers,
+    ledger: KafkaLedger,
+    consumer: GroupConsumer,
+    source: str,
+    target: str,
+    uncopied: dict[tuple[str, int], int] | None = None,
 ) -> tuple[GroupConsumer, list]:
     """Stop the group on `source`, set its translated offsets on `target`, start it there."""
     consumer.stop()
     translations = move_group(
-        brokers.bootstrap(source), brokers.bootstrap(target), source, target, GROUP, [TOPIC], 30
+        brokers.bootstrap(source), brokers.bootstrap(target), source, target, GROUP, [TOPIC], 30, uncopied
     )
     moved = GroupConsumer(brokers, ledger, target).__enter__()
     return moved, translations
@@ -85,13 +90,20 @@ def test_topics_and_groups_move_under_load_and_back(tmp_path: Path) -> None:
             forward = check_kafka_ledger(tmp_path / "ledger")
             print(f"forward: group paused {pause:.2f} s; {forward.summary()}")
 
-            # The way back: production's own events mirrored to staging, the group and producers moved back.
+            # The way back as the rollback DAG takes it: the users (the producers) back on staging first,
+            # production's own events mirrored to staging, then the group; staging's new events were
+            # never copied (the forward mirror stopped), so the group resumes no later than the first.
+            producer.move_to(STAGING)
+            time.sleep(1)  # staging takes events nobody has seen
             process.start(brokers.spec(PRODUCTION, STAGING), back_dir)
             wait_for(
                 lambda: total_lag(brokers, brokers.spec(PRODUCTION, STAGING)) <= LAG_GATE, 60, "lag gate back"
             )
-            consumer, back = move_consumers(brokers, ledger, consumer, PRODUCTION, STAGING)
-            move_producers_and_drain(brokers, producer, back_dir, PRODUCTION, STAGING)
+            uncopied = committed_offsets(brokers.staging, brokers.spec(STAGING, PRODUCTION).group)
+            consumer, back = move_consumers(brokers, ledger, consumer, PRODUCTION, STAGING, uncopied)
+            spec = brokers.spec(PRODUCTION, STAGING)
+            wait_for(lambda: total_lag(brokers, spec) == 0, 60, "reverse mirror drained")
+            assert process.stop(back_dir)
             time.sleep(1)
         finally:
             producer.__exit__(None, None, None)

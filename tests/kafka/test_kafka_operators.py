@@ -37,7 +37,15 @@ def test_operators_move_topics_and_mirror_then_the_trigger_sees_no_lag(
             monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
         common: dict[str, Any] = {"source_conn_id": SOURCE, "target_conn_id": TARGET, "topics": [TOPIC]}
         mirror: dict[str, Any] = {**common, "mirror_group": "mirror-test", "state_dir": str(tmp_path / "m")}
-        facts = KafkaPreflightOperator(task_id="kafka_preflight", **common).execute(apply())
+        # No consumer group here (tests/e2e moves the lab's with their Deployments).
+        no_consumers: dict[str, Any] = {
+            "consumers": {},
+            "source_namespace": "staging",
+            "target_namespace": "production",
+            "source_kubernetes_conn_id": "unused",
+            "target_kubernetes_conn_id": "unused",
+        }
+        facts = KafkaPreflightOperator(task_id="kafka_preflight", **common, **no_consumers).execute(apply())
         assert facts["topics"] == {TOPIC: 3}
         assert KafkaTopicsOperator(task_id="kafka_topics", **common).execute(
             {"params": {"mode": "plan"}}

@@ -29,6 +29,7 @@ from lab import supervisor
 from lab.credentials import APP_ROLE, MIGRATOR_ROLE, PGBOUNCER_ADMIN, secrets
 from lab.kafka_lab import PRODUCTION_CONN_ID as KAFKA_PRODUCTION_CONN_ID
 from lab.kafka_lab import STAGING_CONN_ID as KAFKA_STAGING_CONN_ID
+from lab.kube_seed import consumer_deployments
 from lab.migration_config import lab_config
 from lab.pgbouncer import PgBouncer
 from lab.processes import Binary, LabError, State, apt_hint, marked_processes, port_is_free
@@ -249,7 +250,13 @@ def test_route53_has_weighted_records_staging_100_production_0(lab: LabSettings)
         assert staging["TTL"] == production["TTL"] == 300
 
 
-def test_kubernetes_staging_deployments_are_ready_and_production_is_empty(lab: LabSettings) -> None:
+# The consumer groups' worker Deployments, seeded in both namespaces.
+WORKERS = tuple(consumer_deployments(CONFIG).values())
+
+
+def test_kubernetes_staging_deployments_are_ready_and_production_has_only_idle_workers(
+    lab: LabSettings,
+) -> None:
     settings = lab
     staging, production = CONFIG.environments.staging, CONFIG.environments.production
     with k8s_config.new_client_from_config(config_file=str(settings.data_dir / "kubeconfig")) as api:
@@ -264,7 +271,13 @@ def test_kubernetes_staging_deployments_are_ready_and_production_is_empty(lab: L
             staging.namespace,
             production.namespace,
         }
-        assert apps.list_namespaced_deployment(production.namespace).items == []
+        # Production: no service yet, only the consumer groups' workers, at 0 replicas until their
+        # group moves there.
+        idle = {
+            d.metadata.name: d.spec.replicas
+            for d in apps.list_namespaced_deployment(production.namespace).items
+        }
+        assert idle == dict.fromkeys(WORKERS, 0)
         assert core.list_namespaced_service(production.namespace).items == []
         if production.service_secret:
             production_env = secret_values(core, production.namespace, production.service_secret)
@@ -272,7 +285,13 @@ def test_kubernetes_staging_deployments_are_ready_and_production_is_empty(lab: L
             assert production_env["DATABASE_URL"].endswith(
                 f"@{settings.host}:{settings.pgbouncer_port}/pyairtable"
             )
-    assert set(deployments) == {f"{name}-blue" for name in CONFIG.deployable}
+            # Each environment's services produce to its own Kafka cluster.
+            assert production_env["KAFKA_BOOTSTRAP"] == f"{settings.host}:{settings.kafka_production_port}"
+    assert set(deployments) == {f"{name}-blue" for name in CONFIG.deployable} | set(WORKERS)
+    for worker in WORKERS:
+        assert deployments[worker].status.ready_replicas == 1
+        assert environments[worker]["KAFKA_BOOTSTRAP"] == f"{settings.host}:{settings.kafka_staging_port}"
+        assert environments[worker]["KAFKA_CONSUMER_GROUP"] in CONFIG.kafka.consumer_groups  # type: ignore[union-attr]
     for name, service in CONFIG.deployable.items():
         deployment = deployments[f"{name}-blue"]
         assert deployment.status.ready_replicas == service.replicas

@@ -31,13 +31,16 @@ def test_rollback_undoes_in_reverse_dependency_order() -> None:
         "database.repoint_poolers",
         "database.drop_forward_replication",
         "redis.rollback",
+        "kafka.rollback",
     }
-    # traffic first, every service before the database, the database before Redis
+    # traffic first, every service before the database, the database before Redis, Kafka's consumers
+    # after every writer
     for task_id in services:
         assert "traffic.revert_weights" in upstream_closure(dag, task_id)
     assert set(services) <= upstream_closure(dag, "database.repoint_poolers")
     assert "database.repoint_poolers" in upstream_closure(dag, "database.drop_forward_replication")
     assert "database.drop_forward_replication" in upstream_closure(dag, "redis.rollback")
+    assert "redis.rollback" in upstream_closure(dag, "kafka.rollback")
     # a dependent rolls back before each of its (deployable) dependencies
     by_name = {name: task_id for task_id, name in services.items()}
     for name in config.deployable:
@@ -81,7 +84,7 @@ def test_rollback_on_a_clean_staging_state_changes_nothing(lab: LabSettings) -> 
         states = task_states(run)
         assert run.state == "success", (attempt, states)
         assert set(states.values()) == {"success"}, states
-        assert "redis.rollback" in states
+        assert "redis.rollback" in states and "kafka.rollback" in states
     after = collect(config)
     assert after["database"]["poolers"] == before["database"]["poolers"]
     assert after["dns"] == before["dns"]

@@ -317,6 +317,8 @@ def cutover_config(
     # service, runs in the e2e, and alone (tests/traffic/test_load_test.py, and over this lab's
     # public services in test_cutover_lab.py).
     document["traffic"].pop("load_test", None)
+    # Nor Kafka brokers: the mirror's drain after finalize runs in tests/kafka and the e2e.
+    document.pop("kafka", None)
     return parse_config(yaml.safe_dump(document))
 
 

@@ -52,6 +52,7 @@ AIRFLOW_COMPONENTS = {
 INIT = "airflow-init"
 POOLER = "pgbouncer"
 POOLER_WORKER = "airflow-worker-pgbouncer"
+MIRROR_WORKER = "airflow-worker-kafka-mirror"
 SETTINGS_HOME = "airflow_settings() in lab/airflow_celery.py"
 APISERVER = "airflow-apiserver"
 WORKER = "airflow-worker"
@@ -621,6 +622,25 @@ def pooler_problems(rendered: Mapping[str, Any]) -> Problems:
     return problems
 
 
+def mirror_problems(rendered: Mapping[str, Any]) -> Problems:
+    """The Kafka mirror's worker: the config's mirror queue alone, the mirror's state on a volume."""
+    kafka = yaml.safe_load(MIGRATION_CONFIG.read_text()).get("kafka") or {}
+    queue, state_dir = kafka.get("mirror_queue"), kafka.get("mirror_state_dir")
+    if not queue:
+        return []
+    worker = services(rendered).get(MIRROR_WORKER)
+    if worker is None:
+        return [f"no {MIRROR_WORKER} service for include/migration.yaml's kafka.mirror_queue {queue!r}"]
+    problems = []
+    if command_tokens(worker) != ["celery", "worker", "--queues", str(queue)]:
+        problems.append(
+            f"{MIRROR_WORKER} runs {command_tokens(worker)}, not `celery worker --queues {queue}`"
+        )
+    if not any(mount.target == state_dir and not mount.read_only for mount in mounts(worker)):
+        problems.append(f"{MIRROR_WORKER} mounts no writable volume at kafka.mirror_state_dir {state_dir}")
+    return problems
+
+
 def scaling_problems(document: Mapping[str, Any]) -> Problems:
     """`docker compose up --scale airflow-worker=3` needs copies that do not collide."""
     worker = services(document).get(WORKER, {})
@@ -651,6 +671,7 @@ def all_problems(raw: Mapping[str, Any], example: Mapping[str, str], schema: Map
         *scaling_problems(rendered),
         *settings_problems(raw),
         *pooler_problems(rendered),
+        *mirror_problems(rendered),
     ]
     return list(dict.fromkeys(problems))
 
@@ -680,6 +701,7 @@ CHECKS_ON_RENDERED: dict[str, Callable[[Mapping[str, Any]], Problems]] = {
     "startup order": depends_on_problems,
     "the worker can be scaled": scaling_problems,
     "the pooler worker serves its queue and writes the poolers' ini": pooler_problems,
+    "the Kafka mirror's worker serves its queue and keeps its state": mirror_problems,
 }
 CHECKS_ON_RAW: dict[str, Callable[[Mapping[str, Any]], Problems]] = {
     "every Airflow setting is a real option": config_key_problems,
@@ -915,8 +937,19 @@ def _pooler_worker_serves_default(doc: dict[str, Any]) -> None:
     doc["services"][POOLER_WORKER]["command"] = "celery worker"
 
 
+def _mirror_worker_removed(doc: dict[str, Any]) -> None:
+    del doc["services"][MIRROR_WORKER]
+
+
+def _mirror_state_not_kept(doc: dict[str, Any]) -> None:
+    worker = doc["services"][MIRROR_WORKER]
+    worker["volumes"] = [v for v in worker["volumes"] if not v.startswith("kafka-mirror:")]
+
+
 # name -> (how to break the file, words of the problem the checks must report)
 MUTATIONS: dict[str, tuple[Mutation, str]] = {
+    "Kafka mirror worker removed": (_mirror_worker_removed, f"no {MIRROR_WORKER} service"),
+    "Kafka mirror state on no volume": (_mirror_state_not_kept, "mounts no writable volume"),
     "triggerer removed": (_drop_triggerer, "no airflow-triggerer service"),
     "redis removed": (_drop_redis, "no redis service"),
     "LocalExecutor": (_local_executor, "not CeleryExecutor"),

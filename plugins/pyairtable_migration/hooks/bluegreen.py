@@ -26,6 +26,7 @@ from pyairtable_migration.kubernetes.bluegreen import (
     BlueGreenState,
     ColorState,
     Manifest,
+    Members,
     ServiceSpec,
     ServiceState,
     StateChanged,
@@ -199,6 +200,20 @@ class BlueGreenHook(KubernetesHook):
 
     def read_deployment(self, name: str) -> Manifest | None:
         return self._read(self.apps_v1_client.read_namespaced_deployment, name)
+
+    def members(self, deployment: str) -> Members | None:
+        """A consumer Deployment's replicas and annotations (kafka_mirror/consumers.py)."""
+        manifest = self.read_deployment(deployment)
+        if manifest is None:
+            return None
+        state = ColorState("", manifest)
+        return Members(state.replicas, state.annotations)
+
+    def set_members(self, deployment: str, replicas: int, annotations: Mapping[str, str | None]) -> None:
+        manifest = self.read_deployment(deployment)
+        if manifest is None:
+            raise BlueGreenError(f"deployment {deployment} not found in namespace {self.namespace}")
+        self.scale(ColorState("", manifest), replicas, annotations)
 
     def namespace_exists(self) -> bool:
         try:

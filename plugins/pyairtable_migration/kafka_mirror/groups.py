@@ -9,7 +9,7 @@ resumes on the target at the first record it has not processed, wherever that re
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -51,6 +51,7 @@ def translate_partition(
     topic: str,
     partition: int,
     committed: int,
+    uncopied_from: int | None = None,
 ) -> Translation:
     """The target offset that skips nothing the group has not processed on the source.
 
@@ -59,6 +60,10 @@ def translate_partition(
     itself a copy of a target record (the way back), that record's offset; a record not copied yet
     will land at or past the target's end, which is read before anything else. The group resumes
     at the smallest of these places; what it then reads again counts as `redelivered`.
+
+    `uncopied_from` (the way back, when the target's own producers kept writing after the group
+    left it): the first target record the forward mirror did not copy to the source. The group
+    never saw it or anything native after it, so it resumes there at the latest.
     """
     target_end = end_offsets(target_bootstrap, [(topic, partition)])[(topic, partition)]
     # Read after the target's end: a source record written later lands there past target_end.
@@ -83,6 +88,8 @@ def translate_partition(
             else copies.get(record.offset, target_end)
         )
         resume = min(resume, place)
+    if uncopied_from is not None:
+        resume = min(resume, uncopied_from)
     redelivered = sum(
         1
         for record in target_records
@@ -120,12 +127,14 @@ def move_group(
     group: str,
     topics: Iterable[str],
     wait_seconds: float = 60.0,
+    uncopied: Mapping[Partition, int] | None = None,
 ) -> list[Translation]:
     """Move one stopped group: translate its committed offsets and set them on the target.
 
     Safe to repeat: once the group runs on the target (members there), nothing is changed and
     the offsets it has are reported; a partition the group never committed counts as offset 0
-    (it would have read from the beginning).
+    (it would have read from the beginning). `uncopied` (the way back): per partition, the first
+    target record the forward mirror did not copy (its committed offsets on the target; none: 0).
     """
     names = list(topics)
     if not group_is_empty(target_bootstrap, group):
@@ -145,6 +154,7 @@ def move_group(
             topic,
             partition,
             committed.get((topic, partition), 0),
+            None if uncopied is None else uncopied.get((topic, partition), 0),
         )
         for topic in names
         for partition in range(counts.get(topic, 0))

@@ -53,7 +53,16 @@ def start(spec: MirrorSpec, state_dir: Path, extra_env: dict[str, str] | None = 
             raise KafkaMirrorError(f"another mirror runs from {state_dir} (pid {pid}): stop it first")
         return pid, False
     spec_path.write_text(json.dumps(spec.to_dict(), sort_keys=True))
-    environment = {**os.environ, **(extra_env or {}), SPEC_VARIABLE: json.dumps(spec.to_dict())}
+    # The child imports this package as the task did: from Airflow's plugins folder, which Airflow
+    # puts on its own sys.path but not in the environment a child inherits.
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    environment = {
+        **os.environ,
+        "PYTHONPATH": path,
+        **(extra_env or {}),
+        SPEC_VARIABLE: json.dumps(spec.to_dict()),
+    }
     with open(state_dir / "mirror.log", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "pyairtable_migration.kafka_mirror.mirror_runner"],

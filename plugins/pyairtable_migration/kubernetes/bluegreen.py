@@ -297,6 +297,15 @@ class ReadObject:
 
 
 @dataclass(frozen=True)
+class Members:
+    """A workers' Deployment as read, outside any color: its replicas and annotations (the consumer
+    groups' members, kafka_mirror/consumers.py)."""
+
+    replicas: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ColorState(ReadObject):
     """One color's Deployment as read."""
 

@@ -6,21 +6,32 @@ Each reads state first and changes only what differs; the domain logic is in kaf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
 from pyairtable_migration.kafka_mirror import process
-from pyairtable_migration.kafka_mirror.client import KafkaMirrorError
+from pyairtable_migration.kafka_mirror.client import KafkaMirrorError, Partition, committed_offsets
 from pyairtable_migration.kafka_mirror.connection import bootstrap_of
-from pyairtable_migration.kafka_mirror.groups import move_group
+from pyairtable_migration.kafka_mirror.consumers import (
+    ConsumerDeployments,
+    ConsumersMoved,
+    missing_deployments,
+    move_consumers,
+)
+from pyairtable_migration.kafka_mirror.groups import mirror_lag, move_group
 from pyairtable_migration.kafka_mirror.mirror import MirrorSpec
 from pyairtable_migration.kafka_mirror.preflight import check
 from pyairtable_migration.kafka_mirror.topics import ensure_topics
+from pyairtable_migration.kubernetes.bluegreen import Members
 from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail
 from pyairtable_migration.triggers.kafka_mirror import KafkaMirrorLagTrigger
+
+if TYPE_CHECKING:
+    from pyairtable_migration.hooks.bluegreen import BlueGreenHook
 
 
 class KafkaOperator(MigrationOperator):
@@ -56,15 +67,64 @@ class KafkaOperator(MigrationOperator):
         return bootstrap_of(self.source_conn_id), bootstrap_of(self.target_conn_id)
 
 
-class KafkaPreflightOperator(KafkaOperator):
+class KafkaConsumersOperator(KafkaOperator):
+    """Base of the steps that read or scale the consumer groups' Deployments on both sides.
+
+    :param consumers: consumer group -> the Deployment whose pods are its members (the same name in
+        both namespaces)
+    :param source_namespace / target_namespace: where the source's and the target's consumers run
+    :param source_kubernetes_conn_id / target_kubernetes_conn_id: the `kubernetes` connections to them
+    :param wait_seconds: how long a group may take to empty once its Deployment is scaled to 0
+    """
+
+    template_fields: Sequence[str] = (*KafkaOperator.template_fields, "consumers")
+
+    def __init__(
+        self,
+        *,
+        consumers: Mapping[str, str],
+        source_namespace: str,
+        target_namespace: str,
+        source_kubernetes_conn_id: str,
+        target_kubernetes_conn_id: str,
+        wait_seconds: float = 120.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.consumers = dict(consumers)
+        self.wait_seconds = wait_seconds
+        self.source_namespace = source_namespace
+        self.target_namespace = target_namespace
+        self.source_kubernetes_conn_id = source_kubernetes_conn_id
+        self.target_kubernetes_conn_id = target_kubernetes_conn_id
+
+    def deployments(self) -> tuple[BlueGreenHook, BlueGreenHook]:
+        from pyairtable_migration.hooks.bluegreen import BlueGreenHook
+
+        return (
+            BlueGreenHook(self.source_kubernetes_conn_id, self.source_namespace),
+            BlueGreenHook(self.target_kubernetes_conn_id, self.target_namespace),
+        )
+
+
+class KafkaPreflightOperator(KafkaConsumersOperator):
     """Both clusters answer, the topics exist on the source, the target has none that cannot take
-    their copy; fails once with every problem. Changes nothing, so it runs in plan mode too."""
+    their copy, and every consumer group's Deployment exists on both sides; fails once with every
+    problem. Changes nothing; in plan mode it only says what it would read."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"check the topics {self.topics} on {self.source_conn_id} and {self.target_conn_id}, and the "
+            f"consumer Deployments {sorted(set(self.consumers.values()))} in {self.source_namespace} "
+            f"and {self.target_namespace}",
+        ):
+            return {"mode": "plan"}
         result = check(*self.bootstraps(), self.topics, self.source_label)
-        if result.problems:
-            raise fail(bulleted(f"{self.task_id}: Kafka is not ready to move", result.problems))
-        self.log.info("Kafka preflight passed: %s", result.facts)
+        problems = [*result.problems, *missing_deployments(self.consumers, self.deployments())]
+        if problems:
+            raise fail(bulleted(f"{self.task_id}: Kafka is not ready to move", problems))
+        self.log.info("Kafka preflight passed: %s; consumer Deployments %s", result.facts, self.consumers)
         return result.facts
 
 
@@ -184,49 +244,160 @@ class StopKafkaMirrorOperator(KafkaMirrorOperator):
         return {"stopped": stopped}
 
 
-class MoveKafkaConsumerGroupsOperator(KafkaOperator):
-    """Moves each consumer group once its members stopped on the source: committed offsets
-    translated through the copies' origin headers, set on the target while the group is empty there.
-
-    :param groups: consumer groups to move
-    :param wait_seconds: how long a group may take to empty on the source (its consumers stopping)
+class MoveKafkaConsumerGroupsOperator(KafkaConsumersOperator):
+    """Moves each consumer group with its members (kafka_mirror/consumers.py): its Deployment scaled
+    to 0 on the source side, its committed offsets translated through the copies' origin headers and
+    set on the target once the group is empty, the Deployment scaled up on the target side.
     """
-
-    template_fields: Sequence[str] = (*KafkaOperator.template_fields, "groups")
-
-    def __init__(self, *, groups: Sequence[str], wait_seconds: float = 120.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.groups = list(groups)
-        self.wait_seconds = wait_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
-            context, f"move consumer groups {self.groups} to {self.target_label} at translated offsets"
+            context,
+            f"move consumer groups {sorted(self.consumers)} with their Deployments from "
+            f"{self.source_namespace} to {self.target_namespace}, at translated offsets",
+        ):
+            return {"mode": "plan"}
+        moved: dict[str, Any] = {}
+        for group, deployment in sorted(self.consumers.items()):
+            try:
+                result = move_consumers_between(self, group, deployment, reverse=False)
+            except KafkaMirrorError as exc:
+                raise fail(f"{self.task_id}: {exc}") from None
+            moved[group] = result.to_dict()
+        return moved
+
+
+class KafkaRollbackOperator(KafkaConsumersOperator):
+    """The way back (run after every user is on staging again): if the groups run on the target,
+    the target's events are mirrored back (the reverse mirror, to the lag gate), the groups move back
+    with their members; then the forward mirror stops, the reverse mirror drains (lag 0: the target
+    takes no events any more) and stops. Nothing to undo: each stage reads the state first and is a no-op.
+
+    :param forward_state_dir / reverse_state_dir: the two mirrors' process state
+    :param mirror_group / reverse_mirror_group: the forward mirror's group on the source (where it
+        stopped copying bounds where the groups resume: staging's producers kept writing after the
+        groups left it), the reverse mirror's on the target
+    """
+
+    template_fields: Sequence[str] = (
+        *KafkaConsumersOperator.template_fields,
+        "forward_state_dir",
+        "reverse_state_dir",
+    )
+
+    def __init__(
+        self,
+        *,
+        forward_state_dir: str,
+        reverse_state_dir: str,
+        mirror_group: str,
+        reverse_mirror_group: str,
+        window: int,
+        max_lag: int,
+        lag_timeout_seconds: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.forward_state_dir = forward_state_dir
+        self.reverse_state_dir = reverse_state_dir
+        self.mirror_group = mirror_group
+        self.reverse_mirror_group = reverse_mirror_group
+        self.window = window
+        self.max_lag = max_lag
+        self.lag_timeout_seconds = lag_timeout_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"move consumer groups {sorted(self.consumers)} back to {self.source_namespace} if they "
+            f"run in {self.target_namespace} (the target's events mirrored back first), "
+            "then stop both mirrors",
         ):
             return {"mode": "plan"}
         source, target = self.bootstraps()
+        on_target = groups_on(self.deployments()[1], self.consumers)
+        reverse = MirrorSpec(
+            target,
+            source,
+            self.target_label,
+            self.source_label,
+            tuple(self.topics),
+            self.reverse_mirror_group,
+            self.window,
+        )
         moved: dict[str, Any] = {}
-        for group in self.groups:
-            try:
-                translations = move_group(
-                    source,
-                    target,
-                    self.source_label,
-                    self.target_label,
-                    group,
-                    self.topics,
-                    self.wait_seconds,
-                )
-            except KafkaMirrorError as exc:
-                raise fail(f"{self.task_id}: {exc}") from None
-            for item in translations:
+        try:
+            if on_target:
+                pid, _ = process.start(reverse, Path(self.reverse_state_dir))
                 self.log.info(
-                    "%s %s[%d]: %s offset %d -> %s offset %d (%d to be read again)",
-                    group, item.topic, item.partition, self.source_label, item.source_offset,
-                    self.target_label, item.target_offset, item.redelivered,
-                )  # fmt: skip
-            moved[group] = {
-                "partitions": len(translations),
-                "redelivered": sum(item.redelivered for item in translations),
-            }
-        return moved
+                    "Reverse mirror %s -> %s running (pid %d)", self.target_label, self.source_label, pid
+                )
+                self.wait_for_lag(reverse, self.max_lag, "the reverse mirror's lag gate")
+                uncopied = committed_offsets(source, self.mirror_group)
+                for group in on_target:
+                    result = move_consumers_between(
+                        self, group, self.consumers[group], reverse=True, uncopied=uncopied
+                    )
+                    moved[group] = result.to_dict()
+            # No group reads production any more: the forward mirror's copies would only keep the
+            # reverse mirror busy skipping them, so it stops first.
+            stopped = {"forward": process.stop(Path(self.forward_state_dir))}
+            if process.running_pid(Path(self.reverse_state_dir)) is not None:
+                self.wait_for_lag(reverse, 0, "the reverse mirror drained")
+        except KafkaMirrorError as exc:
+            raise fail(f"{self.task_id}: {exc}") from None
+        stopped["reverse"] = process.stop(Path(self.reverse_state_dir))
+        self.log.info("Consumer groups moved back: %s; mirrors stopped: %s", moved or "none", stopped)
+        return {"moved": moved, "stopped": stopped}
+
+    def wait_for_lag(self, spec: MirrorSpec, max_lag: int, what: str) -> None:
+        """Blocks (the rollback is the emergency path: no triggerer needed) up to the lag timeout."""
+        started = time.monotonic()
+        while (lag := sum(mirror_lag(spec.source_bootstrap, spec.group, spec.topics).values())) > max_lag:
+            if time.monotonic() - started > self.lag_timeout_seconds:
+                raise KafkaMirrorError(
+                    f"{what}: {lag} events still to copy after {self.lag_timeout_seconds:.0f} s "
+                    f"(limit {max_lag})"
+                )
+            time.sleep(1)
+        self.log.info("%s: lag %d after %.1f s", what, lag, time.monotonic() - started)
+
+
+def groups_on(side: ConsumerDeployments, consumers: Mapping[str, str]) -> list[str]:
+    """The groups whose members run on `side` (their Deployment has replicas there)."""
+    return [
+        group
+        for group, deployment in sorted(consumers.items())
+        if (side.members(deployment) or Members(0)).replicas
+    ]
+
+
+def move_consumers_between(
+    operator: KafkaConsumersOperator,
+    group: str,
+    deployment: str,
+    reverse: bool,
+    uncopied: Mapping[Partition, int] | None = None,
+) -> ConsumersMoved:
+    """One group with its members, source -> target (or back), logging each partition's translation."""
+    source, target = operator.bootstraps()
+    source_side, target_side = operator.deployments()
+    labels = (operator.source_label, operator.target_label)
+    if reverse:
+        source, target, source_side, target_side = target, source, target_side, source_side
+        labels = (labels[1], labels[0])
+    result = move_consumers(
+        group,
+        deployment,
+        source_side,
+        target_side,
+        lambda: move_group(source, target, *labels, group, operator.topics, operator.wait_seconds, uncopied),
+    )
+    for item in result.translations:
+        operator.log.info(
+            "%s %s[%d]: %s offset %d -> %s offset %d (%d to be read again)",
+            group, item.topic, item.partition, labels[0], item.source_offset,
+            labels[1], item.target_offset, item.redelivered,
+        )  # fmt: skip
+    operator.log.info("%s: %s, %d members (%s)", group, result.action, result.replicas, deployment)
+    return result
