@@ -44,6 +44,7 @@ from lab.redis_lab import RedisServer
 from lab.route53 import Moto
 from lab.settings import LabSettings
 from pyairtable_migration.config import ConfigError, load_config
+from pyairtable_migration.kafka_mirror import process as mirror_process
 
 __all__ = [
     "DEFAULT_SCALE",
@@ -210,6 +211,11 @@ def down(settings: LabSettings | None = None, purge: bool = False, echo: Echo = 
     """Stop every lab process; returns what remains (empty when the lab is fully down)."""
     settings = settings or LabSettings.from_env()
     if settings.data_dir.exists():
+        # A migration that failed after starting a Kafka mirror left it running (its state is under
+        # the lab's data directory: lab/migration_config.py): it would reconnect to stopped brokers.
+        for mirror in sorted((settings.data_dir / "kafka-mirror").glob("*/")):
+            if mirror_process.stop(mirror):
+                echo(f"{'kafka mirror':<16} stopped ({mirror.name})")
         with exclusive(settings):
             state = State(settings)
             for item in reversed(components()):
