@@ -21,8 +21,10 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import faulthandler
 import functools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -54,6 +56,10 @@ BAKE_SECONDS = 15
 USERS = 20
 SESSION_RATE = 40.0
 FINISHED = ("success", "failed", "skipped", "upstream_failed", "removed")
+# No task changing state for this long (beyond the DNS TTL the cutover waits out) is no wait of the
+# lab's config: the console names what runs and the log gets every thread's stack; later the demo stops.
+QUIET_WARN_SECONDS = 300
+QUIET_GIVE_UP_SECONDS = 900
 
 
 # --- the console ----------------------------------------------------------------------------------
@@ -267,24 +273,54 @@ class TaskView:
 
 
 class RunWatcher(threading.Thread):
-    """Reads the run's task instances from the metadata database each second and tells the console."""
+    """Reads the run's task instances from the metadata database each second and tells the console.
+
+    It is also the demo's guard against waiting forever: when no task changes state for `warn_after`
+    seconds it says which tasks it waits on and writes every thread's stack to the log; after
+    `give_up_after` it interrupts the main thread (SIGINT), which stops the run and the lab.
+    """
 
     def __init__(
-        self, console: Console, since: dt.datetime, live: Callable[[dict[str, TaskView]], str]
+        self,
+        console: Console,
+        since: dt.datetime,
+        live: Callable[[dict[str, TaskView]], str],
+        warn_after: float = QUIET_WARN_SECONDS,
+        give_up_after: float = QUIET_GIVE_UP_SECONDS,
     ) -> None:
         super().__init__(daemon=True, name="demo-watcher")
         self.console, self.since, self.live = console, since, live
+        self.warn_after, self.give_up_after = warn_after, give_up_after
         self.stopping = threading.Event()
         self.seen: dict[str, str] = {}
         self.told: set[str] = set()
         self.values: dict[str, Any] = {}
         self.phases_done: set[str] = set()
+        self.changed = time.monotonic()
+        self.warned = False
+        self.gave_up = ""
 
     def run(self) -> None:
         while not self.stopping.wait(1.0):
             with contextlib.suppress(Exception):  # a busy SQLite: look again in a second
                 self.poll()
+            self.guard()
         self.poll()
+
+    def guard(self) -> None:
+        quiet = time.monotonic() - self.changed
+        if quiet >= self.warn_after and not self.warned:
+            self.warned = True
+            waiting = ", ".join(f"{t} {s}" for t, s in sorted(self.seen.items()) if s not in FINISHED)
+            self.console.line(
+                f"demo: no task has changed state for {quiet:.0f} s; waiting on: "
+                f"{waiting or 'the run to start'}; every thread's stack is in Airflow's log"
+            )
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        if quiet >= self.give_up_after and not self.gave_up:
+            self.gave_up = f"no task changed state for {quiet:.0f} s"
+            self.console.line(f"demo: giving up: {self.gave_up}; stopping the run and the lab")
+            os.kill(os.getpid(), signal.SIGINT)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -339,6 +375,7 @@ class RunWatcher(threading.Thread):
             self.seen[task_id] = view.state
             if view.state == previous:
                 continue
+            self.changed, self.warned = time.monotonic(), False
             if view.state == "up_for_retry":
                 self.console.line(
                     f"{_phase(task_id):10} ↻ {_short(task_id)} failed (try {view.try_number}); retrying"
@@ -488,15 +525,28 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         from pyairtable_migration.builder import build_migration_dag
 
         dag = build_migration_dag(config, config_path=os.environ[CONFIG_ENV])
-        watcher = RunWatcher(console, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), live_figures(config))
+        watcher = RunWatcher(
+            console,
+            dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5),
+            live_figures(config),
+            warn_after=QUIET_WARN_SECONDS + settings.dns_initial_ttl,
+            give_up_after=QUIET_GIVE_UP_SECONDS + settings.dns_initial_ttl,
+        )
         watcher.start()
         try:
             run = dag.test(
                 run_conf={"mode": "apply", "require_approvals": False, "bake_seconds": BAKE_SECONDS}
             )
+        except KeyboardInterrupt:
+            run = None
         finally:
             watcher.stop()
             figures_ = load.stop()
+        if run is None:
+            down(settings, purge=True)
+            why = watcher.gave_up or "interrupted"
+            terminal.write(f"demo stopped ({why}); the lab is down; Airflow's logs: {log_path}\n")
+            return 1
         with psycopg2.connect(app_dsn(settings)) as connection:
             ledger_report = check_ledger(ledger, connection)
         connection.close()
