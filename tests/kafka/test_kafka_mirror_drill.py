@@ -1,9 +1,11 @@
-"""Drill: the mirror process is killed (SIGKILL) mid-run under load; started again, it resumes from
-its committed offsets; every event on staging has a copy on production, and the only events copied
-twice are those production had acknowledged at the kill but the source had not yet committed."""
+"""Drill: the mirror process is killed (SIGKILL) mid-run under load; its start task cleared (run
+again, through the Airflow connections), the mirror resumes from its committed offsets; every event
+on staging has a copy on production, and the only events copied twice are those production had
+acknowledged at the kill but the source had not yet committed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,6 +18,7 @@ from lab.kafka_ledger import KafkaLedger
 from pyairtable_migration.kafka_mirror import process
 from pyairtable_migration.kafka_mirror.client import committed_offsets, scan
 from pyairtable_migration.kafka_mirror.topics import ensure_topics
+from pyairtable_migration.operators.kafka_mirror import StartKafkaMirrorOperator
 from tests.kafka.kafkalib import (
     PRODUCTION,
     STAGING,
@@ -32,16 +35,34 @@ PARTITIONS = 3  # of the seeded record-events topic
 
 
 @pytest.mark.timeout(240)
-def test_killed_mirror_resumes_from_committed_offsets_with_nothing_lost(tmp_path: Path) -> None:
+def test_killed_mirror_resumes_from_committed_offsets_with_nothing_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = KafkaLedger(tmp_path / "ledger")
     state_dir = tmp_path / "mirror"
     with private_brokers() as brokers:
         spec = brokers.spec(STAGING, PRODUCTION, window=WINDOW)
+        for cluster in (STAGING, PRODUCTION):
+            host, port = brokers.bootstrap(cluster).split(":")
+            connection = {"conn_type": "generic", "host": host, "port": int(port)}
+            monkeypatch.setenv(f"AIRFLOW_CONN_DRILL_{cluster.upper()}", json.dumps(connection))
+        start_task = StartKafkaMirrorOperator(
+            task_id="kafka_start_mirror",
+            source_conn_id=f"drill_{STAGING}",
+            target_conn_id=f"drill_{PRODUCTION}",
+            source_label=STAGING,
+            target_label=PRODUCTION,
+            topics=[TOPIC],
+            mirror_group=spec.group,
+            state_dir=str(state_dir),
+            window=WINDOW,
+        )
         ensure_topics(brokers.staging, brokers.production, [TOPIC], STAGING)
         try:
             with EventProducer(brokers, ledger, RATE):
-                pid, started = process.start(spec, state_dir)
-                assert started
+                first = start_task.execute({"params": {"mode": "apply"}})
+                pid = first["pid"]
+                assert first["started"]
                 wait_for(
                     lambda: sum(committed_offsets(brokers.staging, spec.group).values()) > 1000, 60, "copying"
                 )
@@ -50,7 +71,8 @@ def test_killed_mirror_resumes_from_committed_offsets_with_nothing_lost(tmp_path
                 at_kill = dict(committed_offsets(brokers.staging, spec.group))
                 uncommitted_at_kill = copied_since(brokers.production, at_kill)
                 time.sleep(2)  # staging keeps taking events while nothing copies them
-                assert process.start(spec, state_dir)[1]
+                resumed = start_task.execute({"params": {"mode": "apply"}})  # what a clear runs
+                assert resumed["started"] and resumed["pid"] != pid
                 time.sleep(3)
             wait_for(lambda: total_lag(brokers, spec) == 0, 60, "the mirror drained")
         finally:
