@@ -7,7 +7,8 @@
 Shows: where each pooler sends writers, replication state and lag in both directions
 (forward source -> target, reverse target -> source), each Redis server's role, whom it
 replicates, its offset and whether it carries the switch marker (so whether Redis was switched),
-each production service's active color and version, and the DNS weights and TTLs. A part that
+each production service's active color and version, the DNS weights and TTLs, and for Kafka
+where each consumer group's workers run and what each mirror has left to copy. A part that
 cannot be read says why; the others are still shown. Exit status 1 when any part could not be read.
 """
 
@@ -131,11 +132,61 @@ def dns_status(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def kafka_status(config: MigrationConfig) -> dict[str, Any]:
+    """Each consumer group on both clusters (its state, whether it has offsets there, its workers'
+    replicas) and each mirror (running on this host, events left to copy)."""
+    kafka = config.kafka
+    if kafka is None:
+        return {"groups": {}, "mirrors": {}}
+    from pyairtable_migration.hooks.bluegreen import BlueGreenHook
+    from pyairtable_migration.kafka_mirror.client import committed_offsets, group_state
+    from pyairtable_migration.kafka_mirror.connection import bootstrap_of
+    from pyairtable_migration.kafka_mirror.groups import mirror_lag
+    from pyairtable_migration.kafka_mirror.process import running_pid
+    from pyairtable_migration.plan import mirror_state_dirs
+
+    environments = config.environments
+    sides = {
+        "staging": (bootstrap_of(kafka.source_conn_id), environments.staging),
+        "production": (bootstrap_of(kafka.target_conn_id), environments.production),
+    }
+    groups: dict[str, Any] = {}
+    for group, consumer in sorted(kafka.consumer_groups.items()):
+        groups[group] = {}
+        for side, (bootstrap, environment) in sides.items():
+            members = BlueGreenHook(environment.kubernetes_conn_id, environment.namespace).members(
+                consumer.deployment
+            )
+            groups[group][side] = {
+                "state": group_state(bootstrap, group),
+                "has_offsets": bool(committed_offsets(bootstrap, group)),
+                "deployment": consumer.deployment,
+                "replicas": None if members is None else members.replicas,
+            }
+    mirrors: dict[str, Any] = {}
+    forward_dir, reverse_dir = mirror_state_dirs(kafka)
+    for label, source, mirror_group, state_dir in (
+        ("staging -> production", "staging", kafka.mirror_group, forward_dir),
+        ("production -> staging", "production", kafka.reverse_mirror_group, reverse_dir),
+    ):
+        bootstrap = sides[source][0]
+        started = bool(committed_offsets(bootstrap, mirror_group))
+        here = Path(state_dir).is_dir()
+        mirrors[label] = {
+            "group": mirror_group,
+            "running_pid": running_pid(Path(state_dir)) if here else None,
+            "state_dir_here": here,
+            "lag": sum(mirror_lag(bootstrap, mirror_group, kafka.topics).values()) if started else None,
+        }
+    return {"groups": groups, "mirrors": mirrors}
+
+
 PARTS: dict[str, Callable[[MigrationConfig], dict[str, Any]]] = {
     "database": database_status,
     "redis": redis_status,
     "services": services_status,
     "dns": dns_status,
+    "kafka": kafka_status,
 }
 
 
@@ -203,11 +254,31 @@ def _dns_lines(dns: dict[str, Any]) -> list[str]:
     ]
 
 
+def _kafka_lines(kafka: dict[str, Any]) -> list[str]:
+    lines = []
+    for group, sides in kafka["groups"].items():
+        described = [
+            f"{side} {g['state']}{'' if g['has_offsets'] else ' (no offsets)'}, {g['deployment']} "
+            + ("missing" if g["replicas"] is None else f"x{g['replicas']}")
+            for side, g in sides.items()
+        ]
+        lines.append(f"group {group}: " + "; ".join(described))
+    for label, m in kafka["mirrors"].items():
+        if m["running_pid"]:
+            where = f"running (pid {m['running_pid']})"
+        else:
+            where = "not running" if m["state_dir_here"] else "not started on this host"
+        lag = "never ran" if m["lag"] is None else f"{m['lag']} events left to copy"
+        lines.append(f"mirror {label}: {where}, {lag}")
+    return lines or ["not configured"]
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "database": ("database", _database_lines),
     "redis": ("redis", _redis_lines),
     "services": ("services (production)", _services_lines),
     "dns": ("dns", _dns_lines),
+    "kafka": ("kafka", _kafka_lines),
 }
 
 

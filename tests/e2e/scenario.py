@@ -220,7 +220,8 @@ def assert_clean_staging(status: Mapping[str, Any], before: Mapping[str, Any], r
     source, unpaused; no replication in either direction. Services: each production Service selects the color
     it had before the migration (`before`), or - a first deployment, the lab's case - the rollback
     found no previous color and changed nothing. Redis, when status reports it: the source is the
-    primary and the switch marker is gone.
+    primary and the switch marker is gone. Kafka: every consumer group's workers on staging alone,
+    no mirror running.
     """
     for record, sets in status["dns"].items():
         assert {sid: v["weight"] for sid, v in sets.items()} == {"staging": 100, "production": 0}, record
@@ -237,6 +238,15 @@ def assert_clean_staging(status: Mapping[str, Any], before: Mapping[str, Any], r
         assert previous is None and undone["color"] is None and undone["changed"] is False, (name, undone)
     if "redis" in status:
         assert_redis_on_source(status["redis"])
+    assert_kafka_consumers_on(status["kafka"], "staging")
+
+
+def assert_kafka_consumers_on(kafka: Mapping[str, Any], side: str) -> None:
+    """Every consumer group's workers run on `side` alone, where the group has offsets; no mirror runs."""
+    for group, sides in kafka["groups"].items():
+        running = {name for name, g in sides.items() if g["replicas"]}
+        assert running == {side} and sides[side]["has_offsets"], (group, sides)
+    assert not [label for label, m in kafka["mirrors"].items() if m["running_pid"]], kafka["mirrors"]
 
 
 def assert_redis_on_source(redis: Mapping[str, Any]) -> None:

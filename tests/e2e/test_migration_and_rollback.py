@@ -23,6 +23,7 @@ from tests.dagrun import task_states, xcom
 from tests.e2e.scenario import (
     Scenario,
     assert_clean_staging,
+    assert_kafka_consumers_on,
     assert_nothing_changed,
     assert_redis_on_source,
     assert_succeeded,
@@ -51,6 +52,8 @@ def test_full_migration_then_rollback_twice() -> None:
         assert weights(migrated) == {(100, 0)}
         for name, service in migrated["services"].items():
             assert service["color"] is not None and service["image"] == service["wanted"], name
+        assert migrated["kafka"]["groups"], "the lab's config moves a consumer group"
+        assert_kafka_consumers_on(migrated["kafka"], "production")
         assert_report_holds_the_run(run)
 
         rollback = lab.rollback()

@@ -25,6 +25,23 @@ def test_each_section_is_printed_and_an_unreadable_part_says_why() -> None:
         "dns": {
             "app.example.": {"production": {"weight": 50, "ttl": 60}, "staging": {"weight": 50, "ttl": 60}}
         },
+        "kafka": {
+            "groups": {
+                "automation-service": {
+                    "staging": {"state": "EMPTY", "has_offsets": True, "deployment": "worker", "replicas": 0},
+                    "production": {
+                        "state": "STABLE",
+                        "has_offsets": True,
+                        "deployment": "worker",
+                        "replicas": 2,
+                    },
+                }
+            },
+            "mirrors": {
+                "staging -> production": {"running_pid": 4242, "state_dir_here": True, "lag": 17},
+                "production -> staging": {"running_pid": None, "state_dir_here": False, "lag": None},
+            },
+        },
     }
     lines = format_status(status).splitlines()
     assert [line for line in lines if line.startswith("==")] == [
@@ -32,6 +49,7 @@ def test_each_section_is_printed_and_an_unreadable_part_says_why() -> None:
         "== redis ==",
         "== services (production) ==",
         "== dns ==",
+        "== kafka ==",
     ]
     assert "  pooler pgbouncer -> target (PAUSED)" in lines
     assert "  reverse (target -> source): subscription pyairtable_rollback enabled, lag 0 bytes" in lines
@@ -39,3 +57,6 @@ def test_each_section_is_printed_and_an_unreadable_part_says_why() -> None:
     assert any("web-bff" in line and "green" in line and "(config: web-bff:3)" in line for line in lines)
     assert any("mcp-server" in line and "not deployed in production" in line for line in lines)
     assert "  app.example.: production weight 50 ttl 60, staging weight 50 ttl 60" in lines
+    assert "  group automation-service: staging EMPTY, worker x0; production STABLE, worker x2" in lines
+    assert "  mirror staging -> production: running (pid 4242), 17 events left to copy" in lines
+    assert "  mirror production -> staging: not started on this host, never ran" in lines
