@@ -182,17 +182,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
             operator="pyairtable_migration.operators.traffic.CheckDnsOperator",
             arguments=route53_arguments(config),
         ),
-        Step(
-            "preflight.check_archiving",
-            f"check production archives every WAL segment into pgBackRest stanza {config.backup.stanza} "
-            "(archive_mode, archive_command, last failure, stanza, pgbackrest check)",
-            (
-                f"connection {config.backup.target_conn_id} (read only)",
-                f"stanza {config.backup.stanza}: one WAL segment archived (pgbackrest check)",
-            ),
-            operator="pyairtable_migration.operators.backup.CheckArchivingOperator",
-            arguments=backup_arguments(config),
-        ),
+        _check_backups(config),
         *(
             [
                 Step(
@@ -769,17 +759,7 @@ def _switchover(plan: MigrationPlan, config: MigrationConfig) -> None:
             },
         ),
         *([_move_consumer_groups(config, config.kafka)] if config.kafka is not None else []),
-        Step(
-            "switchover.full_backup",
-            "a full pgBackRest backup of production, now that writers are on it: from here on it can "
-            "be restored to any second (once per run; a retry finds this run's backup)",
-            (
-                f"stanza {config.backup.stanza}: one full backup in the {config.backup.repository.type} "
-                f"repository {config.backup.repository.path}, kept {config.backup.retention_full_days} days",
-            ),
-            operator="pyairtable_migration.operators.backup.FullBackupOperator",
-            arguments=backup_arguments(config),
-        ),
+        _full_backup(config),
     )
     plan.add(
         Step(
@@ -1085,18 +1065,7 @@ def _validation(plan: MigrationPlan, config: MigrationConfig) -> None:
                 **after_skips,
             },
         ),
-        Step(
-            "validation.backup",
-            f"pgbackrest verify stanza {config.backup.stanza}; restore its latest backup into a scratch "
-            "cluster on its own port (never production's), compare every table with production "
-            "(counts and chunked hashes), remove it",
-            (
-                f"scratch cluster {config.backup.scratch_dir} on a free port (created, then removed)",
-                f"connection {config.backup.target_conn_id} (read only; one WAL switch per re-check)",
-            ),
-            operator="pyairtable_migration.operators.backup.VerifyBackupOperator",
-            arguments={**backup_arguments(config), "parallelism": db.validation_parallelism, **after_skips},
-        ),
+        _verify_backup(config, after_skips),
         _monitoring(config, prometheus, after_skips),
     ]
     report = Step(
@@ -1141,6 +1110,84 @@ def _monitoring(
             "alertmanager_conn_id": checks_config.alertmanager_conn_id or "",
             "alert_rules": rules,
             "alert_delivery_timeout_seconds": checks_config.alert_delivery_timeout_seconds,
+            **after_skips,
+        },
+    )
+
+
+def _check_backups(config: MigrationConfig) -> Step:
+    backup, rds = config.backup, config.backup.rds
+    if backup.method == "rds" and rds is not None:
+        return Step(
+            "preflight.check_archiving",
+            f"check production's managed backups: RDS cluster {rds.db_cluster_identifier} available, "
+            f"PostgreSQL, automated backups kept >= {rds.min_retention_days} days",
+            (f"RDS cluster {rds.db_cluster_identifier} (read only, connection {rds.aws_conn_id})",),
+            operator="pyairtable_migration.operators.backup.CheckRdsBackupsOperator",
+            arguments=backup_arguments(config),
+        )
+    return Step(
+        "preflight.check_archiving",
+        f"check production archives every WAL segment into pgBackRest stanza {backup.stanza} "
+        "(archive_mode, archive_command, last failure, stanza, pgbackrest check)",
+        (
+            f"connection {backup.target_conn_id} (read only)",
+            f"stanza {backup.stanza}: one WAL segment archived (pgbackrest check)",
+        ),
+        operator="pyairtable_migration.operators.backup.CheckArchivingOperator",
+        arguments=backup_arguments(config),
+    )
+
+
+def _full_backup(config: MigrationConfig) -> Step:
+    backup, rds = config.backup, config.backup.rds
+    if backup.method == "rds" and rds is not None:
+        return Step(
+            "switchover.full_backup",
+            "a manual snapshot of the managed production, now that writers are on it (once per run; a "
+            "retry finds this run's snapshot); its automated backups keep the point-in-time window",
+            (f"RDS cluster {rds.db_cluster_identifier}: one snapshot {rds.snapshot_prefix}-<run>",),
+            operator="pyairtable_migration.operators.backup.RdsSnapshotOperator",
+            arguments=backup_arguments(config),
+        )
+    return Step(
+        "switchover.full_backup",
+        "a full pgBackRest backup of production, now that writers are on it: from here on it can "
+        "be restored to any second (once per run; a retry finds this run's backup)",
+        (
+            f"stanza {backup.stanza}: one full backup in the {backup.repository.type} "
+            f"repository {backup.repository.path}, kept {backup.retention_full_days} days",
+        ),
+        operator="pyairtable_migration.operators.backup.FullBackupOperator",
+        arguments=backup_arguments(config),
+    )
+
+
+def _verify_backup(config: MigrationConfig, after_skips: dict[str, Any]) -> Step:
+    backup, rds = config.backup, config.backup.rds
+    if backup.method == "rds" and rds is not None:
+        return Step(
+            "validation.backup",
+            f"the migration's snapshot of RDS cluster {rds.db_cluster_identifier} available, of the engine "
+            "production runs, inside the cluster's point-in-time window (a restore to compare rows would "
+            "create a managed cluster: not done)",
+            (f"RDS cluster {rds.db_cluster_identifier} and its snapshots (read only)",),
+            operator="pyairtable_migration.operators.backup.VerifyRdsSnapshotOperator",
+            arguments={**backup_arguments(config), **after_skips},
+        )
+    return Step(
+        "validation.backup",
+        f"pgbackrest verify stanza {backup.stanza}; restore its latest backup into a scratch "
+        "cluster on its own port (never production's), compare every table with production "
+        "(counts and chunked hashes), remove it",
+        (
+            f"scratch cluster {backup.scratch_dir} on a free port (created, then removed)",
+            f"connection {backup.target_conn_id} (read only; one WAL switch per re-check)",
+        ),
+        operator="pyairtable_migration.operators.backup.VerifyBackupOperator",
+        arguments={
+            **backup_arguments(config),
+            "parallelism": config.database.validation_parallelism,
             **after_skips,
         },
     )

@@ -1,21 +1,18 @@
 """Traffic-phase fixtures: a moto server of our own, a scripted Prometheus, operators run by hand.
 
-Unit tests here need no lab: each session starts its own `moto_server` on a free port (killed by
-pid at the end), and `FakePrometheus` answers the HTTP API the way Prometheus does, with values
-the test sets. The lab tests (test_cutover_lab.py) use the real Prometheus and edge instead.
+Unit tests here need no lab: they use the session's own `moto_server` (tests/conftest.py), and
+`FakePrometheus` answers the HTTP API the way Prometheus does, with values the test sets. The lab
+tests (test_cutover_lab.py) use the real Prometheus and edge instead.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,34 +30,6 @@ ADDRESSES = {STAGING: "127.0.0.2", PRODUCTION: "127.0.0.3"}
 AWS_CONN = "traffic_test_aws"
 PROMETHEUS_CONN = "traffic_test_prometheus"
 DOWN_PROMETHEUS_CONN = "traffic_test_prometheus_down"
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server of this session's own (nothing else uses it)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{endpoint}/moto-api/", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"moto_server did not start on port {port}")
-            time.sleep(0.1)
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""pgBackRest steps: archiving checked before the migration, a full backup once writers are on
+"""Backup steps: archiving checked before the migration, a full backup once writers are on
 production, the backup proven restorable off production, and point-in-time recovery into a new
-cluster. The domain logic is in `pyairtable_migration.pgbackrest`; these adapt it to Airflow.
+cluster. With `method: pgbackrest` the domain logic is in `pyairtable_migration.pgbackrest`; with
+`method: rds` (a managed production) in `pyairtable_migration.rds`; these adapt them to Airflow.
 
 Every operator takes `backup`, the backup settings as a mapping (validated on use, every problem
 named). Secrets never reach them: an S3 repository's keys are read from its Airflow connection
@@ -36,6 +37,13 @@ from pyairtable_migration.pgbackrest.repository import PgBackRest, PgBackRestErr
 from pyairtable_migration.pgbackrest.settings import BackupConfigError, BackupSettings, parse_backup_settings
 from pyairtable_migration.pgbackrest.trigger import RecoveryTargetTrigger
 from pyairtable_migration.pgbackrest.verification import verify_latest_backup
+from pyairtable_migration.rds.snapshots import (
+    RdsBackupError,
+    backup_problems,
+    cluster_facts,
+    ensure_run_snapshot,
+    verify,
+)
 
 RUN_ANNOTATION = "pyairtable-run"
 TARGET_PARAM = "target_time"
@@ -358,3 +366,102 @@ class RecoveryReportOperator(BackupOperator):
         for table, count in counts.items():
             self.log.info("  %s: %d rows", table, count)
         return {**report, "report": str(path)}
+
+
+class RdsBackupOperator(BackupOperator):
+    """Base of the steps for a managed production (`method: rds`): the cluster's RDS client."""
+
+    def rds_client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.rds import RdsHook
+
+        return RdsHook(aws_conn_id=self.rds_settings().aws_conn_id).conn
+
+    def rds_settings(self) -> Any:
+        rds = self.settings.rds
+        if rds is None:
+            raise fail(f"{self.task_id}: backup.rds is not set (method rds needs it)")
+        return rds
+
+
+class CheckRdsBackupsOperator(RdsBackupOperator):
+    """Preflight for a managed production: the cluster is available, runs PostgreSQL and keeps
+    automated backups long enough for the point-in-time window. Changes nothing."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rds = self.rds_settings()
+        if self.planned(
+            context,
+            f"check RDS cluster {rds.db_cluster_identifier}: available, PostgreSQL, automated backups kept "
+            f">= {rds.min_retention_days} days (connection {rds.aws_conn_id})",
+        ):
+            return {"mode": "plan"}
+        try:
+            facts = cluster_facts(self.rds_client(), rds.db_cluster_identifier)
+        except RdsBackupError as exc:
+            raise fail(f"check_archiving: {exc}") from None
+        problems = backup_problems(facts, rds)
+        if problems:
+            raise fail(bulleted("check_archiving: refused, nothing changed", problems))
+        self.log.info("RDS cluster %s backs itself up: %s", facts.identifier, json.dumps(facts.summary()))
+        return {"mode": "apply", "method": "rds", **facts.summary()}
+
+
+class RdsSnapshotOperator(RdsBackupOperator):
+    """A manual snapshot of the managed production, taken once writers are on it, named and tagged
+    after the run so a clear or retry finds it. Like FullBackupOperator, it records the run's clear
+    number, which `switchover.undo` reads."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rds = self.rds_settings()
+        cleared = run_clear_number(context)
+        if self.planned(
+            context,
+            f"take a manual snapshot of RDS cluster {rds.db_cluster_identifier} (named {rds.snapshot_prefix}-"
+            "<run>, tagged with the run id)",
+        ):
+            return {"mode": "plan", "clear_number": cleared}
+        started = datetime.now(UTC)
+        try:
+            snapshot, taken = ensure_run_snapshot(self.rds_client(), rds, str(context["run_id"]))
+        except RdsBackupError as exc:
+            raise fail(f"full_backup: {exc}") from None
+        seconds = (datetime.now(UTC) - started).total_seconds()
+        self.log.info(
+            "Snapshot %s %s (%s) in %.1f s",
+            snapshot.identifier,
+            "taken" if taken else "of this run exists already",
+            snapshot.status,
+            seconds,
+        )
+        return {
+            "mode": "apply",
+            "taken": taken,
+            "seconds": round(seconds, 2),
+            "backup": snapshot.summary(),
+            "clear_number": cleared,
+        }
+
+
+class VerifyRdsSnapshotOperator(RdsBackupOperator):
+    """The migration's snapshot available, of the engine production runs, inside the cluster's
+    point-in-time window. A restore to compare rows would create a new managed cluster (cost, tens
+    of minutes): this step reads the service's facts instead, and says so."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rds = self.rds_settings()
+        if self.planned(
+            context,
+            f"check the newest {rds.snapshot_prefix}-* snapshot of RDS cluster {rds.db_cluster_identifier}: "
+            "available, the cluster's engine version, inside its point-in-time window (no restore)",
+        ):
+            return {"mode": "plan"}
+        try:
+            summary = verify(self.rds_client(), rds)
+        except RdsBackupError as exc:
+            raise fail(f"backup: {exc}") from None
+        if not summary["passed"]:
+            raise fail(
+                bulleted("backup: the managed backups do not stand for production", summary["problems"])
+            )
+        self.log.info("Managed backups of %s: %s", rds.db_cluster_identifier, json.dumps(summary))
+        return {"mode": "apply", "method": "rds", **summary}

@@ -2,6 +2,10 @@
 where restores go: the `backup` section of the migration's configuration (include/migration.yaml,
 or $PYAIRTABLE_MIGRATION_CONFIG); a bad section is refused with every problem named at once.
 
+`method: rds` is for a managed production (Aurora, RDS) where no pgBackRest reaches the data
+directory: the service's automated backups give the point-in-time window, and the migration takes
+a manual cluster snapshot through the RDS API (`rds`: the cluster and the AWS connection).
+
 Secrets never live here: an S3 repository's keys come from the Airflow AWS connection
 `repository.aws_conn_id` (or the instance's IAM role with `s3_key_type: auto`).
 
@@ -73,9 +77,27 @@ class RepositorySettings(StrictModel):
         return self
 
 
-class BackupSettings(StrictModel):
-    """pgBackRest for the production cluster, and where this project restores its backups."""
+class RdsBackupSettings(StrictModel):
+    """Production as a managed cluster: its backups are the service's, reached by the RDS API."""
 
+    aws_conn_id: ConnId
+    db_cluster_identifier: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,62}$")]
+    # Manual snapshots this project takes are named <prefix>-<run>, tagged with the run id.
+    snapshot_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9-]{0,40}$")] = (
+        "pyairtable-migration"
+    )
+    # Automated backups kept at least this long: the point-in-time window production must have.
+    min_retention_days: Positive = 7
+    snapshot_timeout_seconds: Positive = 3600
+    poll_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+
+class BackupSettings(StrictModel):
+    """pgBackRest for the production cluster, and where this project restores its backups; or, with
+    `method: rds`, the managed cluster whose snapshots and automated backups stand for them."""
+
+    method: Literal["pgbackrest", "rds"] = "pgbackrest"
+    rds: RdsBackupSettings | None = None
     stanza: Stanza = "pyairtable"
     # The pgbackrest.conf every command reads (rendered from these settings: `render`).
     config_path: AbsolutePath = "/etc/pgbackrest/pgbackrest.conf"
@@ -106,6 +128,12 @@ class BackupSettings(StrictModel):
     restore_timeout_seconds: Positive = 6 * 3600
     recovery_timeout_seconds: Positive = 6 * 3600
     validation_chunk_rows: Positive = 100_000
+
+    @model_validator(mode="after")
+    def _rds_named(self) -> BackupSettings:
+        if self.method == "rds" and self.rds is None:
+            raise ValueError("rds: required with method rds (aws_conn_id, db_cluster_identifier)")
+        return self
 
     @model_validator(mode="after")
     def _distinct_paths(self) -> BackupSettings:
@@ -183,6 +211,11 @@ def main(argv: list[str]) -> int:
         from pyairtable_migration.pgbackrest.repository import render_config
 
         print(render_config(settings), end="")
+    elif settings.rds is not None and settings.method == "rds":
+        print(
+            f"OK: RDS cluster {settings.rds.db_cluster_identifier} (connection {settings.rds.aws_conn_id}), "
+            f"automated backups kept at least {settings.rds.min_retention_days} days"
+        )
     else:
         print(
             f"OK: stanza {settings.stanza}, {settings.repository.type} repository, "

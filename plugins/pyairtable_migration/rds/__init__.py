@@ -1,0 +1,1 @@
+"""Production's backups when it is a managed cluster (Aurora, RDS), through the RDS API."""
