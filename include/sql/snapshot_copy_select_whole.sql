@@ -1,0 +1,2 @@
+-- What the parallel copy reads of a table it does not split.
+SELECT {columns} FROM {table}

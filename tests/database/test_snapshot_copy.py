@@ -1,0 +1,305 @@
+"""The parallel initial copy under the forward slot's exported snapshot (postgres/snapshot_copy.py),
+on real servers: under write load, split by key and by CTID, then streaming from the slot with no
+write lost; killed half-way and run again, only the missing ranges copied and none twice; bad
+input refused by name before the target changes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from lab.loadgen import LoadGenerator
+from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook, parse_tables
+from pyairtable_migration.postgres.indexes import IndexBuilder
+from pyairtable_migration.postgres.replication import catch_up, publish
+from pyairtable_migration.postgres.schema_copy import copy_schema
+from pyairtable_migration.postgres.snapshot_copy import (
+    CopyProgress,
+    ExportedSnapshot,
+    copy_snapshot,
+    create_subscription_on_slot,
+    exported_snapshot,
+    read_progress,
+)
+from pyairtable_migration.postgres.validator import Validator
+from tests.database.pair import Pair
+
+pytestmark = pytest.mark.lab
+
+LOG = logging.getLogger("tests.snapshot_copy")
+# Small enough that records (250,000 rows, ~50 MB) is cut into dozens of key ranges and audit_log
+# (no primary key) into a few CTID ranges.
+SPLIT_BYTES = 1 << 20
+RANGES = "SELECT table_name, method, count(*) FROM pyairtable_snapshot_copy.copy_range GROUP BY 1, 2"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def clean(pair: Pair) -> Iterator[None]:
+    pair.reset()
+    yield
+    pair.reset()
+
+
+def hooks(config: MigrationConfig) -> tuple[MigrationPostgresHook, MigrationPostgresHook]:
+    return (
+        MigrationPostgresHook(config.database.source_conn_id),
+        MigrationPostgresHook(config.database.target_conn_id),
+    )
+
+
+def prepare(pair: Pair, config: MigrationConfig) -> tuple[MigrationPostgresHook, MigrationPostgresHook]:
+    """A reset pair with the schema on the target (indexes deferred) and the publication on the source."""
+    pair.reset()
+    source, target = hooks(config)
+    identity_full = parse_tables(config.database.replica_identity_full)
+    copy_schema(
+        source, target, replica_identity_full=identity_full, pg_bin_dir=config.database.pg_bin_dir, log=LOG
+    )
+    publish(source, config.database.publication, identity_full, LOG)
+    return source, target
+
+
+def no_writers() -> None:
+    """The pair's pooler sends writers to the source throughout these tests."""
+
+
+def validate(source: MigrationPostgresHook, target: MigrationPostgresHook, config: MigrationConfig) -> Any:
+    subscription = config.database.subscription
+    return Validator(
+        source,
+        target,
+        chunk_rows=config.database.validation_chunk_rows,
+        catch_up=lambda: catch_up(source, target, subscription, 60),
+        log=LOG,
+    ).run()
+
+
+def ranges_by_table(pair: Pair) -> dict[tuple[str, str], int]:
+    return {(table, method): count for table, method, count in pair.query("target", RANGES)}
+
+
+@pytest.mark.timeout(600)
+def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
+    pair: Pair, config: MigrationConfig, tmp_path: Path
+) -> None:
+    source, target = prepare(pair, config)
+    slot = subscription = config.database.subscription
+    ledger = tmp_path / "ledger.log"
+    load = LoadGenerator(dsn=pair.app_dsn(), db_rate=300, ledger_path=ledger, edge=None, http_rate=0)
+    reports: list[CopyProgress] = []
+    load.start()
+    try:
+        time.sleep(1)
+        with exported_snapshot(
+            source, target, slot=slot, publication=config.database.publication, log=LOG
+        ) as snapshot:
+            copied = copy_snapshot(
+                source,
+                target,
+                snapshot,
+                workers=2,
+                split_bytes=SPLIT_BYTES,
+                refuse_if_writers_on_target=no_writers,
+                log=LOG,
+                on_progress=reports.append,
+                progress_seconds=0.2,
+            )
+        built = IndexBuilder(source, target, parallelism=2, log=LOG).run()
+        created = create_subscription_on_slot(
+            source,
+            target,
+            publication=config.database.publication,
+            subscription=subscription,
+            slot=slot,
+            log=LOG,
+        )
+        time.sleep(2)  # writes keep arriving through the subscription
+    finally:
+        figures = load.stop()
+    catch_up(source, target, subscription, 60)
+    # Split both ways: records by its integer key, audit_log (no primary key) by CTID pages.
+    split = ranges_by_table(pair)
+    assert split[("records", "key")] > 10, split
+    assert split[("audit_log", "ctid")] > 1, split
+    assert copied.finished and copied.ranges == copied.ranges_copied == sum(split.values())
+    assert copied.rows >= pair.records and copied.bytes > 0 and copied.rows_per_second > 0
+    # The callback at a steady cadence, ending with the final figures; the recorded progress agrees.
+    assert len(reports) >= 2 and reports[-1] is copied and reports[-1].eta_seconds == 0
+    assert all(report.tables and report.elapsed_seconds >= 0 for report in reports)
+    recorded = read_progress(target)
+    assert recorded is not None and recorded.finished and recorded.rows == copied.rows
+    assert {t.table: t.rows for t in recorded.tables} == {t.table: t.rows for t in copied.tables}
+    assert len(built["built"]) == 9
+    assert created == {
+        "subscription": subscription,
+        "action": "created",
+        "slot": slot,
+        "start_lsn": snapshot.consistent_point,
+    }
+    report = validate(source, target, config)
+    assert report.passed, report.summary()
+    assert report.rows > pair.records
+    assert figures["db_failures"] == 0 and figures["db_commits"] > 0, figures["db_errors"]
+    ledger_report = pair.ledger_report("target", ledger)
+    assert ledger_report.checked == figures["db_commits"] and ledger_report.lost == 0, ledger_report.summary()
+    # Run again, both steps verify instead of copying or subscribing twice.
+    assert (
+        create_subscription_on_slot(
+            source,
+            target,
+            publication=config.database.publication,
+            subscription=subscription,
+            slot=slot,
+            log=LOG,
+        )["action"]
+        == "verified"
+    )
+
+
+def copy_in_child(source_conn_id: str, target_conn_id: str, snapshot: ExportedSnapshot) -> None:
+    """The copy in a process of its own, for the parent to SIGKILL."""
+    copy_snapshot(
+        MigrationPostgresHook(source_conn_id),
+        MigrationPostgresHook(target_conn_id),
+        snapshot,
+        workers=2,
+        split_bytes=SPLIT_BYTES,
+        refuse_if_writers_on_target=no_writers,
+        log=logging.getLogger("tests.snapshot_copy.child"),
+    )
+
+
+def copied_so_far(pair: Pair) -> list[tuple[Any, ...]]:
+    try:
+        return pair.query(
+            "target",
+            "SELECT table_name, range_number, copied_rows FROM pyairtable_snapshot_copy.copy_range "
+            "WHERE copied_at IS NOT NULL ORDER BY 1, 2",
+        )
+    except psycopg2.errors.UndefinedTable:
+        return []
+
+
+@pytest.mark.timeout(600)
+def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
+    pair: Pair, config: MigrationConfig
+) -> None:
+    source, target = prepare(pair, config)
+    slot = config.database.subscription
+    with exported_snapshot(
+        source, target, slot=slot, publication=config.database.publication, log=LOG
+    ) as snapshot:
+        child = multiprocessing.get_context("spawn").Process(
+            target=copy_in_child,
+            args=(config.database.source_conn_id, config.database.target_conn_id, snapshot),
+        )
+        child.start()
+        deadline = time.monotonic() + 120
+        while len(copied_so_far(pair)) < 3:
+            assert child.is_alive(), f"the copy ended (exit code {child.exitcode}) before it was killed"
+            assert time.monotonic() < deadline, "the copy never got going"
+            time.sleep(0.01)
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        assert child.exitcode == -signal.SIGKILL
+        time.sleep(0.5)  # the killed copy's sessions notice their client is gone and roll back
+        before = copied_so_far(pair)
+        total = sum(ranges_by_table(pair).values())
+        assert 3 <= len(before) < total, (len(before), total)
+        # What committed is exactly what the progress table records: no range half-copied.
+        assert (
+            pair.query(
+                "target",
+                "SELECT (SELECT count(*) FROM records), (SELECT coalesce(sum(copied_rows), 0) FROM "
+                "pyairtable_snapshot_copy.copy_range WHERE table_name = 'records' AND copied_at IS NOT NULL)",
+            )[0]
+            == (sum(rows for table, _, rows in before if table == "records"),) * 2
+        )
+        again = copy_snapshot(
+            source,
+            target,
+            snapshot,
+            workers=2,
+            split_bytes=SPLIT_BYTES,
+            refuse_if_writers_on_target=no_writers,
+            log=LOG,
+        )
+    assert again.finished and again.attempt == 2 and again.ranges_copied == total
+    attempts = pair.query(
+        "target",
+        "SELECT table_name, range_number, copied_in_attempt FROM pyairtable_snapshot_copy.copy_range",
+    )
+    assert len(attempts) == total  # each range once (the table's key), copied once
+    first = {(table, number) for table, number, attempt in attempts if attempt == 1}
+    assert first == {(table, number) for table, number, _ in before}
+    assert all(attempt == 2 for table, number, attempt in attempts if (table, number) not in first)
+    # No row twice, none missing: the target equals the source (nothing wrote meanwhile).
+    report = Validator(source, target, chunk_rows=config.database.validation_chunk_rows, log=LOG).run()
+    assert report.passed, report.summary()
+    assert pair.query("target", "SELECT count(*) FROM audit_log") == pair.query(
+        "source", "SELECT count(*) FROM audit_log"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_bad_input_is_refused_by_name_before_the_target_changes(pair: Pair, config: MigrationConfig) -> None:
+    source, target = prepare(pair, config)
+    slot = config.database.subscription
+    publication = config.database.publication
+    with (
+        pytest.raises(MigrationError, match="publication no_such_publication does not exist on the source"),
+        exported_snapshot(source, target, slot=slot, publication="no_such_publication", log=LOG),
+    ):
+        pass
+    assert pair.slots("source") == []
+    pair.execute("target", 'DROP TABLE "Record Comments"')
+    pair.execute("target", "ALTER TABLE audit_log DROP COLUMN detail")
+    pair.execute(
+        "target", "INSERT INTO users (id, email, display_name) OVERRIDING SYSTEM VALUE VALUES (1, 'a', 'b')"
+    )
+
+    def writers_on_target() -> None:
+        raise MigrationError("writers are on the target")
+
+    arguments: dict[str, Any] = {"workers": 2, "split_bytes": SPLIT_BYTES, "log": LOG}
+    with exported_snapshot(source, target, slot=slot, publication=publication, log=LOG) as snapshot:
+        with pytest.raises(MigrationError, match="writers are on the target"):
+            copy_snapshot(
+                source, target, snapshot, refuse_if_writers_on_target=writers_on_target, **arguments
+            )
+        with pytest.raises(MigrationError) as mismatch:
+            copy_snapshot(source, target, snapshot, refuse_if_writers_on_target=no_writers, **arguments)
+        with pytest.raises(MigrationError, match="workers must be at least 1"):
+            copy_snapshot(
+                source,
+                target,
+                snapshot,
+                refuse_if_writers_on_target=no_writers,
+                **{**arguments, "workers": 0},
+            )
+    message = str(mismatch.value)
+    assert 'table public."Record Comments" does not exist on the target' in message, message
+    assert "table public.audit_log on the target lacks column(s) detail" in message, message
+    # Refused before anything changed: the target's row is still there, no range was planned.
+    assert pair.query("target", "SELECT email FROM users") == [("a",)]
+    assert read_progress(target) is None
+    with pytest.raises(MigrationError, match=f"no parallel copy under slot {slot}'s snapshot on the target"):
+        create_subscription_on_slot(
+            source, target, publication=publication, subscription=slot, slot=slot, log=LOG
+        )
+    # The session that exported the snapshot has ended: the copy cannot go on under it.
+    with pytest.raises(
+        MigrationError, match=f"snapshot {snapshot.name} of slot {slot} can no longer be imported"
+    ):
+        copy_snapshot(source, target, snapshot, refuse_if_writers_on_target=no_writers, **arguments)
