@@ -4,6 +4,8 @@ with BENCH_RECORDS records (default 1,000,000), all in one run:
   * initial sync by the migration (schema copy, logical replication until every table is ready,
     deferred indexes built concurrently) vs `pg_dump -Fc | pg_restore` of the same database
     (goal: ratio <= 1.0);
+  * the same with the parallel copy under the slot's exported snapshot instead of the
+    subscription's own copy (postgres/snapshot_copy.py), with 2 and 4 workers (goal: ratio <= 1.0);
   * validation throughput, both sides hashed in parallel (goal: >= 1 M rows/s on 2 cores);
   * the write switchover at 1,000 commits/s through PgBouncer: longest commit gap (goal <= 250 ms),
     failed transactions (goal 0), acknowledged writes lost (goal 0).
@@ -29,6 +31,11 @@ from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.hooks.database import MigrationPostgresHook
+from pyairtable_migration.postgres.snapshot_copy import (
+    copy_snapshot,
+    create_subscription_on_slot,
+    exported_snapshot,
+)
 from pyairtable_migration.postgres.validator import Validator
 from tests.database.pair import Pair, running_pair
 from tests.database.runner import run_task
@@ -37,6 +44,9 @@ PHASE = "database"
 RECORDS = int(os.environ.get("BENCH_RECORDS", "1000000"))
 SWITCH_RATE = 1000
 RESTORE_DATABASE = "bench_restore"
+PARALLEL_WORKERS = (2, 4)
+# records (about 200 MB at a million rows) in a dozen ranges: enough for 4 workers to stay busy.
+PARALLEL_SPLIT_BYTES = 16 << 20
 
 
 @contextlib.contextmanager
@@ -91,6 +101,49 @@ def migration_sync(pair: Pair, config: MigrationConfig) -> dict[str, float]:
     with quiet():
         indexes, _ = timed(lambda: run_task(config, "database.build_deferred_indexes"))
     return {"schema": schema, "sync": subscribe + sync, "indexes": indexes}
+
+
+def parallel_sync(config: MigrationConfig, workers: int) -> dict[str, float]:
+    """Schema, then the parallel copy under the slot's snapshot, deferred indexes, and the
+    subscription streaming from the slot: the migration's initial sync with `copy: parallel`."""
+    source = MigrationPostgresHook(config.database.source_conn_id)
+    target = MigrationPostgresHook(config.database.target_conn_id)
+    log = logging.getLogger("benchmarks.snapshot_copy")
+    slot = config.database.subscription
+    with quiet():
+        schema, _ = timed(lambda: run_task(config, "database.copy_schema"))
+        run_task(config, "database.create_publication")
+    started = time.perf_counter()
+    with exported_snapshot(
+        source, target, slot=slot, publication=config.database.publication, log=log
+    ) as snapshot:
+        copied = copy_snapshot(
+            source,
+            target,
+            snapshot,
+            workers=workers,
+            split_bytes=PARALLEL_SPLIT_BYTES,
+            refuse_if_writers_on_target=lambda: None,  # the bench's pooler sends writers to the source
+            log=log,
+        )
+    copy = time.perf_counter() - started
+    with quiet():
+        indexes, _ = timed(lambda: run_task(config, "database.build_deferred_indexes"))
+    subscribe, _ = timed(
+        lambda: create_subscription_on_slot(
+            source, target, publication=config.database.publication, subscription=slot, slot=slot, log=log
+        )
+    )
+    return {
+        "schema": schema,
+        "copy": copy,
+        "indexes": indexes,
+        "subscribe": subscribe,
+        "total": schema + copy + indexes + subscribe,
+        "ranges": copied.ranges,
+        "rows_per_second": copied.rows / copy,
+        "megabytes_per_second": copied.bytes / copy / 1e6,
+    }
 
 
 def validation(config: MigrationConfig) -> tuple[float, int, float]:
@@ -155,6 +208,10 @@ def figures() -> list[Figure]:
         note(f"  dedicated clusters up and seeded in {time.perf_counter() - started:.1f} s")
         restore = dump_and_restore(pair)
         pair.reset()
+        parallel = {}
+        for workers in PARALLEL_WORKERS:
+            parallel[workers] = parallel_sync(config, workers)
+            pair.reset()
         sync = migration_sync(pair, config)
         total = sync["schema"] + sync["sync"] + sync["indexes"]
         note(f"  initial sync: pg_dump -Fc | pg_restore {restore:.2f} s")
@@ -171,6 +228,29 @@ def figures() -> list[Figure]:
                 PHASE, "  replication until every table is ready / dump+restore", sync["sync"] / restore, ""
             ),
         ]
+        for workers, run in parallel.items():
+            note(
+                f"  parallel copy, {workers} workers: schema {run['schema']:.2f} s + copy "
+                f"{run['copy']:.2f} s ({run['ranges']} ranges, {run['rows_per_second']:,.0f} rows/s, "
+                f"{run['megabytes_per_second']:.1f} MB/s) + deferred indexes {run['indexes']:.2f} s + "
+                f"subscription on the slot {run['subscribe']:.2f} s = {run['total']:.2f} s"
+            )
+            result += [
+                at_most(
+                    PHASE,
+                    f"initial sync, parallel copy ({workers} workers) / dump+restore",
+                    run["total"] / restore,
+                    "",
+                    1.0,
+                ),
+                Figure(
+                    PHASE,
+                    f"  parallel copy alone ({workers} workers) / dump+restore",
+                    run["copy"] / restore,
+                    "",
+                ),
+                Figure(PHASE, f"  parallel copy ({workers} workers)", run["rows_per_second"], "rows/s"),
+            ]
         rate, rows, seconds = validation(config)
         note(f"  validation: {rows:,} source rows hashed on both sides in {seconds:.2f} s")
         result.append(at_least(PHASE, "validation, both sides hashed", rate, "rows/s", 1_000_000))
