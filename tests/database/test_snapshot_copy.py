@@ -136,6 +136,7 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     # The callback at a steady cadence, ending with the final figures; the recorded progress agrees.
     assert len(reports) >= 2 and reports[-1] is copied and reports[-1].eta_seconds == 0
     assert all(report.tables and report.elapsed_seconds >= 0 for report in reports)
+    assert any(0 < r.ranges_copied < r.ranges and r.eta_seconds is not None for r in reports), reports
     recorded = read_progress(target)
     assert recorded is not None and recorded.finished and recorded.rows == copied.rows
     assert {t.table: t.rows for t in recorded.tables} == {t.table: t.rows for t in copied.tables}
@@ -250,6 +251,37 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
     assert pair.query("target", "SELECT count(*) FROM audit_log") == pair.query(
         "source", "SELECT count(*) FROM audit_log"
     )
+
+
+@pytest.mark.timeout(300)
+def test_a_copy_under_a_new_snapshot_empties_the_target_and_starts_over(
+    pair: Pair, config: MigrationConfig
+) -> None:
+    source, target = prepare(pair, config)
+    slot, publication = config.database.subscription, config.database.publication
+    arguments: dict[str, Any] = {
+        "workers": 2,
+        "split_bytes": SPLIT_BYTES,
+        "refuse_if_writers_on_target": no_writers,
+        "log": LOG,
+    }
+    with exported_snapshot(source, target, slot=slot, publication=publication, log=LOG) as first:
+        copy_snapshot(source, target, first, **arguments)
+    # The session holding the first snapshot has ended (its slot stays); the source changes meanwhile.
+    pair.execute("source", "DELETE FROM audit_log WHERE ctid IN (SELECT ctid FROM audit_log LIMIT 10)")
+    pair.execute("source", "UPDATE records SET data = data || '{\"after\": 1}' WHERE id = 42")
+    with exported_snapshot(source, target, slot=slot, publication=publication, log=LOG) as second:
+        assert second.name != first.name and second.consistent_point != first.consistent_point
+        again = copy_snapshot(source, target, second, **arguments)
+    assert again.attempt == 1 and again.finished and again.ranges_copied == again.ranges
+    assert pair.query(
+        "target", "SELECT DISTINCT copied_in_attempt FROM pyairtable_snapshot_copy.copy_range"
+    ) == [(1,)]
+    assert pair.query("target", "SELECT snapshot FROM pyairtable_snapshot_copy.copy_run") == [(second.name,)]
+    assert pair.slots("source") == [slot]
+    # Nothing from the first copy is left twice: the target is the source as the second snapshot saw it.
+    report = Validator(source, target, chunk_rows=config.database.validation_chunk_rows, log=LOG).run()
+    assert report.passed, report.summary()
 
 
 @pytest.mark.timeout(300)
