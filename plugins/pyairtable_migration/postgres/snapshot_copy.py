@@ -840,7 +840,7 @@ class _Copy:
                     with self.tracker.lock:
                         state.copied = True
                     return
-                rows = _stream(source_cursor, target_cursor, copy_out, copy_in, state, self.tracker.lock)
+                rows = _stream(source_cursor, target_cursor, copy_out, copy_in, state)
                 target_cursor.execute(
                     statement("snapshot_copy_range_done"),
                     {
@@ -883,19 +883,19 @@ def _as_replica(connection: Any) -> None:
         ) from exc
 
 
-class _CountingWriter:
-    """The pipe's write end, counting the bytes the source's COPY writes into it."""
+class _CountingReader:
+    """The pipe's read end, counting the bytes the target's COPY takes from it. Counted here, where
+    psycopg2 reads in chunks, not where it writes (once per row); only this range's worker writes
+    `state.bytes`."""
 
-    def __init__(self, pipe: BinaryIO, state: _RangeState, lock: threading.Lock) -> None:
+    def __init__(self, pipe: BinaryIO, state: _RangeState) -> None:
         self.pipe = pipe
         self.state = state
-        self.lock = lock
 
-    def write(self, data: bytes) -> int:
-        written = self.pipe.write(data)
-        with self.lock:
-            self.state.bytes += len(data)
-        return written
+    def read(self, size: int = -1) -> bytes:
+        data = self.pipe.read(size)
+        self.state.bytes += len(data)
+        return data
 
 
 def _stream(
@@ -904,7 +904,6 @@ def _stream(
     copy_out: bytes,
     copy_in: sql.Composable,
     state: _RangeState,
-    lock: threading.Lock,
 ) -> int:
     """COPY TO STDOUT on the source into COPY FROM STDIN on the target, through a pipe (the source
     side on a thread of its own); the rows the target took. A source failure raises even though
@@ -916,7 +915,7 @@ def _stream(
 
     def produce() -> None:
         try:
-            source_cursor.copy_expert(copy_out, _CountingWriter(writer, state, lock), size=PIPE_CHUNK)
+            source_cursor.copy_expert(copy_out, writer, size=PIPE_CHUNK)
         except BaseException as exc:
             failures.append(exc)
         finally:
@@ -926,7 +925,7 @@ def _stream(
     producer = threading.Thread(target=produce, name=f"{threading.current_thread().name}-out", daemon=True)
     producer.start()
     try:
-        target_cursor.copy_expert(copy_in, reader, size=PIPE_CHUNK)
+        target_cursor.copy_expert(copy_in, _CountingReader(reader, state), size=PIPE_CHUNK)
     except BaseException as exc:
         failures.append(exc)
     finally:
