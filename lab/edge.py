@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from lab.metrics import MetricsRegistry
-from lab.route53 import route53_client
+from lab.route53 import moto_client
 from lab.settings import LabSettings
 from pyairtable_migration.config import load_config
 
@@ -223,5 +223,5 @@ class Edge:
 
 def lab_edge(settings: LabSettings, registry: MetricsRegistry | None = None, clients: int = 200) -> Edge:
     """An edge over the lab's Route53 (moto) and ingresses, for the configured hosted zone."""
-    view = Route53View(route53_client(settings), load_config().dns.hosted_zone)
+    view = Route53View(moto_client(settings), load_config().dns.hosted_zone)
     return Edge(view, settings.ingress_port, clients=clients, registry=registry)

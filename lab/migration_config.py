@@ -17,6 +17,9 @@ from lab.settings import LabSettings
 from pyairtable_migration.config import DEFAULT_CONFIG_PATH, MigrationConfig, load_config, parse_config
 
 CONFIG_ENV = "PYAIRTABLE_MIGRATION_CONFIG"
+# The production cluster as moto's RDS API lists it when the lab's production stands for a managed one.
+LAB_RDS_CLUSTER = "pyairtable-production"
+MANAGED_FROM_MAJOR = 17
 
 # Path into the YAML document -> the lab's value.
 LAB_OVERRIDES: dict[tuple[str, ...], Any] = {
@@ -71,7 +74,17 @@ def lab_config_document(
     """The project's config with the lab's values (LAB_OVERRIDES, then `overrides`), as YAML data."""
     document: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     # Production's stanza in the lab: repository, logs and restores under the lab's data directory.
-    lab_backup: dict[tuple[str, ...], Any] = {("backup",): backup_settings(settings).model_dump()}
+    # A PostgreSQL 17 production stands for a managed one (no pgBackRest here reads 17): its backups
+    # are the RDS API's, served by the lab's moto (lab/route53.py seeds the cluster).
+    backup = backup_settings(settings).model_dump()
+    if settings.target_major >= MANAGED_FROM_MAJOR:
+        backup["method"] = "rds"
+        backup["rds"] = {
+            "aws_conn_id": document["dns"]["aws_conn_id"],
+            "db_cluster_identifier": LAB_RDS_CLUSTER,
+            "poll_seconds": 0.5,
+        }
+    lab_backup: dict[tuple[str, ...], Any] = {("backup",): backup}
     dashboard = LAB_DASHBOARD.format(host=settings.host, port=settings.prometheus_port)
     # The load test at the lab's production ingress, gently: the lab's pods are threads of one
     # Python process (~500 requests/s alone on a 2-core machine: make bench measures it), and beside

@@ -1,4 +1,6 @@
-"""Route53, served by moto: the hosted zone and weighted A records the cutover moves.
+"""Route53, served by moto: the hosted zone and weighted A records the cutover moves; and, when the
+lab's production runs PostgreSQL 17 (standing for a managed one), its cluster in moto's RDS API,
+whose snapshots are records with no data behind them (backup.method rds, lab/migration_config.py).
 
 Each record name gets two weighted sets: staging (weight 100, the staging ingress address) and
 production (weight 0, the production ingress address), so a DNS answer really decides where a
@@ -14,6 +16,7 @@ from typing import Any
 
 import boto3
 
+from lab.migration_config import LAB_RDS_CLUSTER, MANAGED_FROM_MAJOR
 from lab.processes import Binary, Component, State, answers_http
 from lab.settings import LabSettings
 from pyairtable_migration.config import load_config
@@ -22,9 +25,9 @@ REGION = "us-east-1"
 DUMMY_KEY = "testing"
 
 
-def route53_client(settings: LabSettings) -> Any:
+def moto_client(settings: LabSettings, service: str = "route53") -> Any:
     return boto3.client(
-        "route53",
+        service,
         endpoint_url=f"http://{settings.host}:{settings.moto_port}",
         region_name=REGION,
         aws_access_key_id=DUMMY_KEY,
@@ -62,7 +65,7 @@ class Moto(Component):
 
     def seed(self, settings: LabSettings, scale: int, state: State) -> str | None:
         config = load_config()
-        client = route53_client(settings)
+        client = moto_client(settings)
         zone_name = config.dns.hosted_zone
         zone_id = find_zone_id(client, zone_name)
         if zone_id is None:
@@ -100,4 +103,24 @@ class Moto(Component):
                 ChangeBatch={"Comment": "lab seed: staging 100 / production 0", "Changes": changes},
             )
         kept = len(config.dns.records) * len(wanted) - len(changes)
-        return f"zone {zone_name} ({zone_id}): {len(changes)} weighted records created, {kept} kept"
+        said = f"zone {zone_name} ({zone_id}): {len(changes)} weighted records created, {kept} kept"
+        if settings.target_major >= MANAGED_FROM_MAJOR:
+            said += "; " + seed_rds_cluster(settings)
+        return said
+
+
+def seed_rds_cluster(settings: LabSettings) -> str:
+    """Production's cluster in moto's RDS API, keeping a week of automated backups (left as found)."""
+    client = moto_client(settings, "rds")
+    listed = client.describe_db_clusters()["DBClusters"]
+    if any(c["DBClusterIdentifier"] == LAB_RDS_CLUSTER for c in listed):
+        return f"RDS cluster {LAB_RDS_CLUSTER} kept"
+    client.create_db_cluster(
+        DBClusterIdentifier=LAB_RDS_CLUSTER,
+        Engine="aurora-postgresql",
+        EngineVersion=str(settings.target_major),
+        MasterUsername="migrator",
+        MasterUserPassword="moto-keeps-no-data",
+        BackupRetentionPeriod=7,
+    )
+    return f"RDS cluster {LAB_RDS_CLUSTER} created (PostgreSQL {settings.target_major}, backups kept 7 days)"

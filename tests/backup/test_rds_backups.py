@@ -119,7 +119,9 @@ def test_one_snapshot_per_run_however_often_it_runs_then_verified(rds: Any) -> N
     rds.modify_db_cluster(DBClusterIdentifier=CLUSTER, EngineVersion="17.5", ApplyImmediately=True)
     with pytest.raises(AirflowException) as stale:
         verify.execute(context())
-    assert f"snapshot {first['backup']['snapshot']} is of engine 17.4, the cluster runs 17.5" in str(stale.value)
+    assert f"snapshot {first['backup']['snapshot']} is of engine 17.4, the cluster runs 17.5" in str(
+        stale.value
+    )
 
 
 def test_method_rds_without_its_cluster_is_refused_by_name() -> None:

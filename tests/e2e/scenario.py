@@ -147,10 +147,13 @@ class Scenario:
 
 
 @contextlib.contextmanager
-def scenario(name: str) -> Iterator[Scenario]:
-    """A fresh throwaway lab (short TTLs), its connections and config in os.environ, load
-    running; everything stopped, the environment restored and the lab purged afterwards."""
-    settings = LabSettings.throwaway("pyairtable-e2e-", dns_initial_ttl=SEEDED_TTL_SECONDS)
+def scenario(name: str, target_major: int = 15) -> Iterator[Scenario]:
+    """A fresh throwaway lab (short TTLs; production on PostgreSQL `target_major`), its connections
+    and config in os.environ, load running; everything stopped, the environment restored and the
+    lab purged afterwards."""
+    settings = LabSettings.throwaway(
+        "pyairtable-e2e-", dns_initial_ttl=SEEDED_TTL_SECONDS, target_major=target_major
+    )
     try:
         up(settings, SCALE)
         config_path = write_lab_config(settings, E2E_OVERRIDES)

@@ -19,6 +19,7 @@ from lab.kafka_ledger import KafkaLedgerReport
 from lab.ledger import LedgerReport
 from lab.session_ledger import SessionLedgerReport
 from pyairtable_migration.config import load_config
+from pyairtable_migration.hooks.database import MigrationPostgresHook
 from tests.dagrun import task_states, xcom
 from tests.e2e.scenario import (
     Scenario,
@@ -76,6 +77,39 @@ def test_full_migration_then_rollback_twice() -> None:
     # Users' requests hopped between the environments: both served their session writes.
     by_environment = figures["sessions"]["by_environment"]
     assert all(by_environment.get(env, {}).get("session_writes", 0) > 0 for env in ("staging", "production"))
+
+
+def test_postgres_15_to_a_managed_like_17_and_back() -> None:
+    """The major-version upgrade on the way (issue 15): staging on PostgreSQL 15, production on 17
+    where the migrator is no superuser (a member of pg_create_subscription, as on a managed server)
+    and backups are the managed service's (`backup.method: rds`, moto's RDS API in the lab). The
+    whole migration under load, then the rollback 17 -> 15 through reverse replication."""
+    with scenario("pg17", target_major=17) as lab:
+        before = lab.status()
+        with MigrationPostgresHook(lab.config.database.target_conn_id).cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('server_version_num')::int, rolsuper FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+            version, superuser = cursor.fetchone()
+        assert version // 10000 == 17 and superuser is False
+        run = lab.migrate()
+        assert_succeeded(run)
+        done = summaries(run)
+        snapshot = done["switchover.full_backup"]["backup"]["snapshot"]
+        assert snapshot.startswith("pyairtable-migration-") and done["switchover.full_backup"]["taken"]
+        assert done["validation.backup"]["method"] == "rds"
+        assert done["validation.backup"]["snapshot"]["snapshot"] == snapshot
+        migrated = lab.status()
+        assert all(p == {"points_at": "target", "paused": False} for p in pooler_states(migrated))
+        assert weights(migrated) == {(100, 0)}
+
+        rollback = lab.rollback()
+        assert_succeeded(rollback)
+        assert_clean_staging(lab.status(), before, rollback)
+        figures, ledger, sessions, events = lab.finish()
+    # Every commit acknowledged on 17 came back to 15 through the reverse replication.
+    assert_nothing_lost(figures, ledger, sessions, events)
 
 
 ROLLBACK_POINTS = {

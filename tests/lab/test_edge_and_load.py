@@ -16,7 +16,7 @@ from kubernetes import client as k8s
 from lab.edge import Edge, lab_edge
 from lab.ledger import check_ledger
 from lab.loadgen import LoadGenerator, app_dsn
-from lab.route53 import find_zone_id, route53_client
+from lab.route53 import find_zone_id, moto_client
 from lab.settings import LabSettings
 from pyairtable_migration.config import load_config
 from pyairtable_migration.operators.validation import LatencySloOperator, judge_latency
@@ -31,7 +31,7 @@ PROBE = "edge-probe"
 
 
 def set_record(settings: LabSettings, record: str, weights: dict[str, int], ttl: int) -> None:
-    route53 = route53_client(settings)
+    route53 = moto_client(settings)
     zone_id = find_zone_id(route53, CONFIG.dns.hosted_zone)
     sets = route53.list_resource_record_sets(
         HostedZoneId=zone_id, StartRecordName=record, StartRecordType="A"

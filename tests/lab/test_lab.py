@@ -35,7 +35,7 @@ from lab.pgbouncer import PgBouncer
 from lab.processes import Binary, LabError, State, apt_hint, marked_processes, port_is_free
 from lab.prometheus import RULES_FILE, Prometheus
 from lab.redis_lab import SESSION_TTL_SECONDS, RedisServer
-from lab.route53 import route53_client
+from lab.route53 import moto_client
 from lab.settings import REPO_ROOT, LabSettings
 from pyairtable_migration.config import load_config
 from pyairtable_migration.hooks.prometheus import PrometheusHook
@@ -231,7 +231,7 @@ def test_redis_source_is_seeded_with_every_type_and_target_is_empty(lab: LabSett
 
 def test_route53_has_weighted_records_staging_100_production_0(lab: LabSettings) -> None:
     settings = lab
-    route53 = route53_client(settings)
+    route53 = moto_client(settings)
     zones = [z for z in route53.list_hosted_zones()["HostedZones"] if z["Name"] == CONFIG.dns.hosted_zone]
     assert len(zones) == 1
     sets = route53.list_resource_record_sets(HostedZoneId=zones[0]["Id"])["ResourceRecordSets"]
@@ -560,7 +560,7 @@ def test_a_lab_on_other_ports_starts_in_time_restarts_parts_and_goes_fully_down(
 
     # moto restarts empty; starting it again recreates the zone and the weighted records.
     supervisor.restart_component("moto", settings)
-    route53 = route53_client(settings)
+    route53 = moto_client(settings)
     zone_id = route53.list_hosted_zones()["HostedZones"][0]["Id"]
     weighted = [
         s

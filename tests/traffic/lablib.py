@@ -31,7 +31,7 @@ import yaml
 from kubernetes import client as k8s
 
 from lab.kube_seed import api_client
-from lab.route53 import find_zone_id, route53_client
+from lab.route53 import find_zone_id, moto_client
 from lab.settings import REPO_ROOT, LabSettings
 from lab.synthetic_graph import real_document
 from pyairtable_migration.config import MigrationConfig, ServiceNode, load_config, parse_config
@@ -57,7 +57,7 @@ def private_lab() -> contextlib.AbstractContextManager[LabSettings]:
 
 def set_dns(settings: LabSettings, production: int, ttl: int) -> None:
     """Every public record: production `production`, staging the rest, TTL `ttl` (one batch)."""
-    client = route53_client(settings)
+    client = moto_client(settings)
     zone_id = find_zone_id(client, CONFIG.dns.hosted_zone)
     changes = []
     for record_set in client.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]:
@@ -94,7 +94,7 @@ class DnsMonitor:
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> DnsMonitor:
-        client = route53_client(self.settings)
+        client = moto_client(self.settings)
         zone_id = find_zone_id(client, CONFIG.dns.hosted_zone)
 
         def poll() -> None:

@@ -23,7 +23,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from lab.migration_config import lab_config
-from lab.route53 import find_zone_id, route53_client
+from lab.route53 import find_zone_id, moto_client
 from lab.settings import LabSettings
 from pyairtable_migration.builder import DAG_ID, build_migration_dag
 from pyairtable_migration.config import MigrationConfig
@@ -75,7 +75,7 @@ def traffic_lab() -> Iterator[LabSettings]:
 
 
 def dns_now(settings: LabSettings) -> dict[str, tuple[int, int]]:
-    client = route53_client(settings)
+    client = moto_client(settings)
     return read_dns(client, find_zone_id(client, CONFIG.dns.hosted_zone))
 
 

@@ -404,16 +404,19 @@ class SecurityOperator(ValidationCheckOperator):
         self.connection_ids = list(connection_ids)
 
     def leftovers(self) -> tuple[dict[str, list[str]], list[str]]:
-        """(kept on purpose per side, problems: anything else left behind)."""
+        """(kept on purpose per side, problems: anything else left behind). The migration's own role
+        keeps REPLICATION where the reverse path starts (the side keeping its slot): the rollback's
+        subscription logs in as it there; revoke it once the rollback window closes."""
         kept: dict[str, list[str]] = {}
         problems = []
         for side, conn_id in (("source", self.source_conn_id), ("target", self.target_conn_id)):
             with MigrationPostgresHook(conn_id).cursor() as cursor:
-                found = [
-                    f"{r['kind']}:{r['name']}"
-                    for r in fetch_dicts(cursor, statement("replication_leftovers"))
-                ]
-            kept[side] = sorted(f for f in found if f in self.allowed.get(side, []))
+                rows = fetch_dicts(cursor, statement("replication_leftovers"))
+            found = [f"{r['kind']}:{r['name']}" for r in rows]
+            allowed = list(self.allowed.get(side, []))
+            if any(name.startswith("slot:") for name in allowed):
+                allowed += [f"{r['kind']}:{r['name']}" for r in rows if r["own"]]
+            kept[side] = sorted(f for f in found if f in allowed)
             problems += [
                 f"{side}: {leftover.replace(':', ' ', 1)} left behind"
                 for leftover in sorted(found)
