@@ -26,6 +26,7 @@ from pyairtable_migration.postgres.schema_copy import copy_schema
 from pyairtable_migration.postgres.snapshot_copy import (
     CopyProgress,
     ExportedSnapshot,
+    completed_copy,
     copy_snapshot,
     create_subscription_on_slot,
     exported_snapshot,
@@ -114,6 +115,8 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
                 on_progress=reports.append,
                 progress_seconds=0.2,
             )
+        # Done and not yet followed: a copy step run again has nothing to do.
+        assert completed_copy(source, target, slot) == read_progress(target)
         built = IndexBuilder(source, target, parallelism=2, log=LOG).run()
         created = create_subscription_on_slot(
             source,
@@ -325,7 +328,7 @@ def test_bad_input_is_refused_by_name_before_the_target_changes(pair: Pair, conf
     assert "table public.audit_log on the target lacks column(s) detail" in message, message
     # Refused before anything changed: the target's row is still there, no range was planned.
     assert pair.query("target", "SELECT email FROM users") == [("a",)]
-    assert read_progress(target) is None
+    assert read_progress(target) is None and completed_copy(source, target, slot) is None
     with pytest.raises(MigrationError, match=f"no parallel copy under slot {slot}'s snapshot on the target"):
         create_subscription_on_slot(
             source, target, publication=publication, subscription=slot, slot=slot, log=LOG

@@ -509,6 +509,22 @@ def read_progress(target: MigrationPostgresHook) -> CopyProgress | None:
     return _Tracker(snapshot, int(run["attempts"]), states).progress(elapsed)
 
 
+def completed_copy(
+    source: MigrationPostgresHook, target: MigrationPostgresHook, slot: str
+) -> CopyProgress | None:
+    """The finished copy under `slot`'s snapshot that the target holds, while the slot still starts
+    where that snapshot ends (nothing consumed it yet): a copy step run again then has nothing to
+    do, and `create_subscription_on_slot` can still follow it. None otherwise."""
+    progress = read_progress(target)
+    if progress is None or not progress.finished or progress.slot != slot:
+        return None
+    with source.cursor() as cursor:
+        state = get_slot(cursor, slot)
+    if state is None or lsn_number(state["confirmed_flush_lsn"]) != lsn_number(progress.consistent_point):
+        return None
+    return progress
+
+
 def _range_state(row: dict[str, Any], attempt: int) -> _RangeState:
     """A range as the target recorded it, seen from attempt number `attempt`."""
     copied = row["copied_at"] is not None
