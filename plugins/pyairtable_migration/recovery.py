@@ -39,6 +39,17 @@ and every table's row count. Production is never written to; log in to the resto
 production's roles. Stanza `{stanza}`; backup settings: `{config_path}`.
 """
 
+RDS_DOC_MD = """
+### PyAirtable: restore production to a point in time
+
+Give the **target time** (ISO 8601 with a zone, e.g. `2026-12-03T09:29:34Z`). Production is the
+managed cluster `{cluster}`: the run checks the time lies inside its restorable window (a refusal
+names the window), restores it as of that time into a **new cluster** named
+`{cluster}-pitr-<run>` through the RDS API, waits until it is available and reports its endpoint.
+Production is never written to; add an instance to the new cluster to connect. Backup settings:
+`{config_path}`.
+"""
+
 
 def recovery_params() -> dict[str, Param]:
     return {
@@ -66,10 +77,20 @@ def build_recovery_dag(
     """Three tasks; no I/O here, so parsing stays fast."""
     from airflow.sdk import BaseOperator
 
-    from pyairtable_migration.operators.backup import (
-        CheckRecoveryTargetOperator,
-        PointInTimeRestoreOperator,
-        RecoveryReportOperator,
+    from pyairtable_migration.operators import backup as operators
+
+    check_class, restore_class, report_class = (
+        (
+            operators.CheckRdsRecoveryTargetOperator,
+            operators.RdsPointInTimeRestoreOperator,
+            operators.RdsRecoveryReportOperator,
+        )
+        if settings.method == "rds"
+        else (
+            operators.CheckRecoveryTargetOperator,
+            operators.PointInTimeRestoreOperator,
+            operators.RecoveryReportOperator,
+        )
     )
 
     backup = settings.model_dump()
@@ -79,26 +100,30 @@ def build_recovery_dag(
         max_active_runs=1,
         catchup=False,
         params=recovery_params(),
-        doc_md=DOC_MD.format(
-            recovery_dir=settings.recovery_dir, stanza=settings.stanza, config_path=config_path
+        doc_md=(
+            RDS_DOC_MD.format(cluster=settings.rds.db_cluster_identifier, config_path=config_path)
+            if settings.method == "rds" and settings.rds is not None
+            else DOC_MD.format(
+                recovery_dir=settings.recovery_dir, stanza=settings.stanza, config_path=config_path
+            )
         ),
         description="Restore PyAirtable production to a point in time, into a new cluster",
         tags=["pyairtable", "recovery"],
         default_args={"retries": 1, "retry_delay": timedelta(seconds=5)},
     )
-    check: BaseOperator = CheckRecoveryTargetOperator(task_id="check_target", backup=backup, dag=dag)
-    restore: BaseOperator = PointInTimeRestoreOperator(
+    check: BaseOperator = check_class(task_id="check_target", backup=backup, dag=dag)
+    restore: BaseOperator = restore_class(
         task_id="restore", backup=backup, check_task_id="check_target", dag=dag
     )
-    report: BaseOperator = RecoveryReportOperator(
-        task_id="report", backup=backup, restore_task_id="restore", dag=dag
-    )
+    report: BaseOperator = report_class(task_id="report", backup=backup, restore_task_id="restore", dag=dag)
     check >> restore >> report
     return dag
 
 
 def recover(settings: BackupSettings, text: str, name: str) -> dict[str, Any]:
     """The DAG's three steps without Airflow (the CLI): check, restore, wait, promote, count."""
+    if settings.method == "rds" and settings.rds is not None:
+        return recover_rds(settings, text, name)
     from pyairtable_migration.hooks.database import MigrationPostgresHook
     from pyairtable_migration.pgbackrest.archiving import archiving_state
     from pyairtable_migration.pgbackrest.cluster import RestoredCluster, free_port
@@ -149,9 +174,43 @@ def recover(settings: BackupSettings, text: str, name: str) -> dict[str, Any]:
     }
 
 
+def recover_rds(settings: BackupSettings, text: str, name: str) -> dict[str, Any]:
+    """The managed recovery without Airflow: check the window, restore into a new cluster, wait."""
+    from airflow.providers.amazon.aws.hooks.rds import RdsHook
+
+    from pyairtable_migration.pgbackrest.recovery import RecoveryRefused, parse_target
+    from pyairtable_migration.rds.snapshots import (
+        cluster_facts,
+        recovery_problems,
+        restore_to_time,
+        restored_cluster,
+    )
+
+    rds = settings.rds
+    assert rds is not None
+    client = RdsHook(aws_conn_id=rds.aws_conn_id).conn
+    try:
+        target = parse_target(text)
+    except ValueError as exc:
+        raise RecoveryRefused([str(exc)]) from None
+    problems = recovery_problems(cluster_facts(client, rds.db_cluster_identifier), target, datetime.now(UTC))
+    if problems:
+        raise RecoveryRefused(problems)
+    identifier, _ = restore_to_time(client, rds, target, name)
+    client.get_waiter("db_cluster_available").wait(
+        DBClusterIdentifier=identifier,
+        WaiterConfig={
+            "Delay": max(1, int(rds.poll_seconds)),
+            "MaxAttempts": settings.recovery_timeout_seconds,
+        },
+    )
+    return {"target": target.isoformat(), **restored_cluster(client, identifier)}
+
+
 def main(argv: list[str]) -> int:
     from pyairtable_migration.pgbackrest.recovery import RecoveryRefused
     from pyairtable_migration.pgbackrest.settings import BackupConfigError, load_backup_settings
+    from pyairtable_migration.rds.snapshots import RdsBackupError
 
     parser = argparse.ArgumentParser(
         prog="python -m pyairtable_migration.recovery", description=__doc__.splitlines()[0]
@@ -169,6 +228,9 @@ def main(argv: list[str]) -> int:
         return 1
     except RecoveryRefused as exc:
         print("recovery refused, nothing changed:\n  - " + "\n  - ".join(exc.problems), file=sys.stderr)
+        return 1
+    except RdsBackupError as exc:
+        print(f"recovery failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

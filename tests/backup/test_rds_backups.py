@@ -8,6 +8,7 @@ runs, and the verification's verdicts.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -22,6 +23,8 @@ from pyairtable_migration.operators.backup import (
 )
 from pyairtable_migration.pgbackrest.settings import BackupConfigError, parse_backup_settings
 from pyairtable_migration.rds.snapshots import RUN_TAG, snapshot_id
+from pyairtable_migration.recovery import build_recovery_dag
+from tests.dagrun import clear_alone_and_run, registered, task_states, xcom
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,3 +133,31 @@ def test_method_rds_without_its_cluster_is_refused_by_name() -> None:
     settings = parse_backup_settings(backup())
     assert settings.rds is not None
     assert snapshot_id(settings.rds, "manual__2026-12-05T03:00:00+00:00").startswith("pyairtable-migration-")
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_recovery_dag_restores_a_managed_production_into_a_new_cluster_once(rds: Any) -> None:
+    """The recovery DAG built for `method: rds`, run by Airflow (`dag.test()`, its trigger inline):
+    a time outside the cluster's window is refused naming it; a time inside is restored into
+    `<cluster>-pitr-<run>`, waited for until available, reported with its endpoint; the restore
+    task run again (a clear) finds its cluster and starts no other."""
+    dag = registered(build_recovery_dag(parse_backup_settings(backup()), dag_id="rds_recovery_test"))
+    facts = rds.describe_db_clusters(DBClusterIdentifier=CLUSTER)["DBClusters"][0]
+    before = (facts["EarliestRestorableTime"] - dt.timedelta(hours=1)).isoformat()
+    refused = dag.test(run_conf={"target_time": before})
+    assert task_states(refused)["check_target"] == "failed"
+    assert not [c for c in rds.describe_db_clusters()["DBClusters"] if "-pitr-" in c["DBClusterIdentifier"]]
+
+    target = facts["EarliestRestorableTime"].isoformat()
+    run = dag.test(run_conf={"target_time": target})
+    assert task_states(run) == dict.fromkeys(("check_target", "restore", "report"), "success")
+    found = xcom(run, "report")
+    assert found["status"] == "available" and found["endpoint"] and found["target"] == target
+    again = clear_alone_and_run(dag, run, "restore")
+    assert task_states(again)["restore"] == "success"
+    restored = [
+        c["DBClusterIdentifier"]
+        for c in rds.describe_db_clusters()["DBClusters"]
+        if "-pitr-" in c["DBClusterIdentifier"]
+    ]
+    assert restored == [found["cluster"]]

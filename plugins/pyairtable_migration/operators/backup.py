@@ -42,8 +42,12 @@ from pyairtable_migration.rds.snapshots import (
     backup_problems,
     cluster_facts,
     ensure_run_snapshot,
+    recovery_problems,
+    restore_to_time,
+    restored_cluster,
     verify,
 )
+from pyairtable_migration.rds.trigger import RdsClusterAvailableTrigger
 
 RUN_ANNOTATION = "pyairtable-run"
 TARGET_PARAM = "target_time"
@@ -465,3 +469,103 @@ class VerifyRdsSnapshotOperator(RdsBackupOperator):
             )
         self.log.info("Managed backups of %s: %s", rds.db_cluster_identifier, json.dumps(summary))
         return {"mode": "apply", "method": "rds", **summary}
+
+
+class CheckRdsRecoveryTargetOperator(RdsBackupOperator):
+    """The managed recovery's first step: the trigger form's timestamp inside the cluster's
+    restorable window (named when it is not). Changes nothing."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rds = self.rds_settings()
+        text = str((context.get("params") or {}).get(TARGET_PARAM) or "")
+        if self.planned(
+            context, f"check target time {text!r} against RDS cluster {rds.db_cluster_identifier}"
+        ):
+            return {"mode": "plan"}
+        try:
+            target = parse_target(text)
+            facts = cluster_facts(self.rds_client(), rds.db_cluster_identifier)
+        except (ValueError, RdsBackupError) as exc:
+            raise fail(f"recovery refused, nothing changed: {exc}") from None
+        problems = recovery_problems(facts, target, datetime.now(UTC))
+        if problems:
+            raise fail(bulleted("recovery refused, nothing changed", problems))
+        self.log.info("Recover RDS cluster %s to %s", facts.identifier, target.isoformat())
+        return {"mode": "apply", "target": target.isoformat(), "cluster": facts.summary()}
+
+
+class RdsPointInTimeRestoreOperator(RdsBackupOperator):
+    """Restore the managed production as of the checked target into a NEW cluster named after the
+    run (a retry finds it), then wait on the triggerer until it is available. Production is only
+    read."""
+
+    def __init__(self, *, check_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check_task_id = check_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rds = self.rds_settings()
+        if self.planned(
+            context,
+            f"restore RDS cluster {rds.db_cluster_identifier} to the target time into a new cluster "
+            f"{rds.db_cluster_identifier}-pitr-<run>, wait until it is available",
+        ):
+            return {"mode": "plan"}
+        checked = context["ti"].xcom_pull(task_ids=self.check_task_id)
+        if not checked or "target" not in checked:
+            raise fail(f"restore: no checked target from {self.check_task_id}")
+        try:
+            identifier, started = restore_to_time(
+                self.rds_client(), rds, parse_target(checked["target"]), str(context["run_id"])
+            )
+        except RdsBackupError as exc:
+            raise fail(f"restore: {exc}") from None
+        self.log.info(
+            "%s %s as of %s",
+            "Restoring into" if started else "This run restores into",
+            identifier,
+            checked["target"],
+        )
+        timeout = self.settings.recovery_timeout_seconds
+        self.defer_to(
+            RdsClusterAvailableTrigger(
+                aws_conn_id=rds.aws_conn_id,
+                cluster=identifier,
+                timeout_seconds=timeout,
+                poll_seconds=rds.poll_seconds,
+            ),
+            timeout,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        # Everything it needs is in the event and the check's XCom (dag.test() resumes with the event only).
+        self.raise_on_failure(event, "restore")
+        checked = context["ti"].xcom_pull(task_ids=self.check_task_id)
+        return {"mode": "apply", "target": checked["target"], "cluster": event["cluster"]}
+
+
+class RdsRecoveryReportOperator(RdsBackupOperator):
+    """Where the restored managed cluster answers (endpoint, port, engine), logged and returned."""
+
+    def __init__(self, *, restore_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.restore_task_id = restore_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(context, "report the restored RDS cluster: endpoint, port, engine, target"):
+            return {"mode": "plan"}
+        restored = context["ti"].xcom_pull(task_ids=self.restore_task_id)
+        if not restored or "cluster" not in restored:
+            raise fail(f"report: no restored cluster from {self.restore_task_id}")
+        try:
+            found = restored_cluster(self.rds_client(), restored["cluster"])
+        except RdsBackupError as exc:
+            raise fail(f"report: {exc}") from None
+        self.log.info(
+            "Production as of %s is RDS cluster %s at %s:%s (connect with production's roles)",
+            restored["target"],
+            found["cluster"],
+            found["endpoint"],
+            found["port"],
+        )
+        return {"mode": "apply", "target": restored["target"], **found}
