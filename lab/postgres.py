@@ -301,6 +301,13 @@ class PostgresCluster(Component):
                 cursor.execute(
                     sql.SQL("GRANT pg_create_subscription TO {}").format(sql.Identifier(MIGRATOR_ROLE))
                 )
+                # The parallel initial copy loads ranges in any order with foreign keys off
+                # (session_replication_role), as managed services let their admin role.
+                cursor.execute(
+                    sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(
+                        sql.Identifier(MIGRATOR_ROLE)
+                    )
+                )
         with self.superuser(settings) as connection, connection.cursor() as cursor:
             cursor.execute(
                 sql.SQL(

@@ -170,6 +170,13 @@ class DatabaseConfig(_Strict):
     replica_identity_full: list[TableName] = Field(default_factory=list)
     # Concurrent hash scans per side during validation.
     validation_parallelism: PositiveInt = 2
+    # The initial copy: `native`, PostgreSQL's own (one sync worker per table), or `parallel`, ranges
+    # of every table copied by `copy_workers` under the forward slot's exported snapshot (tables above
+    # `copy_split_bytes` split by key or CTID), then the subscription on that slot without copying.
+    initial_copy: Literal["native", "parallel"] = "native"
+    copy_workers: PositiveInt = 4
+    copy_split_bytes: PositiveInt = 256 * 1024 * 1024
+    copy_progress_seconds: PositiveFloat = 10.0
     # Where pg_dump lives on the workers (its major version must be >= the source's).
     pg_bin_dir: Annotated[str, StringConstraints(pattern=r"^/\S*$")] = "/usr/lib/postgresql/15/bin"
 

@@ -139,7 +139,11 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
                 *(f"pooler {p.name} via {p.admin_conn_id} (read only)" for p in db.poolers),
             ),
             operator="pyairtable_migration.operators.database.CheckDatabaseOperator",
-            arguments={**_replication_arguments(config), **_schema_copy_arguments(config)},
+            arguments={
+                **_replication_arguments(config),
+                **_schema_copy_arguments(config),
+                "initial_copy": db.initial_copy,
+            },
         ),
         Step(
             "preflight.check_redis",
@@ -404,6 +408,57 @@ def forward_replication_arguments(config: MigrationConfig) -> dict[str, Any]:
     }
 
 
+def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step]:
+    """From the publication to streaming: PostgreSQL's own copy (`native`: the subscription copies,
+    then the indexes are built), or the parallel copy under the slot's snapshot (`parallel`: the
+    copy, the indexes, then the subscription on that slot, copying nothing)."""
+    db = config.database
+    target, source = f"target {db.target_conn_id}", f"source {db.source_conn_id}"
+    parallel = db.initial_copy == "parallel"
+    subscribe = Step(
+        "database.create_subscription",
+        f"create or verify subscription {db.subscription}"
+        + (" on the parallel copy's slot (copy_data = false)" if parallel else ""),
+        (f"{target}: subscription {db.subscription}", f"{source}: replication slot {db.subscription}"),
+        operator="pyairtable_migration.operators.database.CreateSubscriptionOperator",
+        arguments={**forward_replication_arguments(config), **({"on_copied_slot": True} if parallel else {})},
+    )
+    wait = Step(
+        "database.wait_initial_sync",
+        "wait until every table is replicated (state r)",
+        (f"{target} (read only)",),
+        operator="pyairtable_migration.operators.database.WaitInitialSyncOperator",
+        arguments={**forward, "timeout_seconds": db.initial_sync_timeout_seconds},
+    )
+    indexes = Step(
+        "database.build_deferred_indexes",
+        "build the deferred indexes concurrently",
+        (f"{target}: secondary indexes",),
+        operator="pyairtable_migration.operators.database.BuildDeferredIndexesOperator",
+        arguments=database_arguments(config),
+    )
+    if not parallel:
+        return [subscribe, wait, indexes]
+    copy = Step(
+        "database.copy_snapshot",
+        f"create slot {db.subscription} with its snapshot exported; copy every table under it with "
+        f"{db.copy_workers} workers, tables above {db.copy_split_bytes} bytes in ranges (progress and ETA "
+        "in the log; run again: verified, or started over under a new snapshot)",
+        (
+            f"{source}: replication slot {db.subscription}",
+            f"{target}: every table's rows, schema pyairtable_snapshot_copy (progress)",
+        ),
+        operator="pyairtable_migration.operators.database.ParallelCopyOperator",
+        arguments={
+            **forward_replication_arguments(config),
+            "copy_workers": db.copy_workers,
+            "copy_split_bytes": db.copy_split_bytes,
+            "copy_progress_seconds": db.copy_progress_seconds,
+        },
+    )
+    return [copy, indexes, subscribe, wait]
+
+
 def _schema_copy_arguments(config: MigrationConfig) -> dict[str, Any]:
     """What the schema copy runs with (pg_dump's directory, the tables it may set REPLICA IDENTITY
     FULL): the preflight checks the same."""
@@ -463,27 +518,7 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
                 "replica_identity_full": list(db.replica_identity_full),
             },
         ),
-        Step(
-            "database.create_subscription",
-            f"create or verify subscription {db.subscription}",
-            (f"{target}: subscription {db.subscription}", f"{source}: replication slot {db.subscription}"),
-            operator="pyairtable_migration.operators.database.CreateSubscriptionOperator",
-            arguments=forward_replication_arguments(config),
-        ),
-        Step(
-            "database.wait_initial_sync",
-            "wait until every table is replicated (state r)",
-            (f"{target} (read only)",),
-            operator="pyairtable_migration.operators.database.WaitInitialSyncOperator",
-            arguments={**forward, "timeout_seconds": db.initial_sync_timeout_seconds},
-        ),
-        Step(
-            "database.build_deferred_indexes",
-            "build the deferred indexes concurrently",
-            (f"{target}: secondary indexes",),
-            operator="pyairtable_migration.operators.database.BuildDeferredIndexesOperator",
-            arguments=both,
-        ),
+        *_initial_copy(config, forward),
         Step(
             "database.lag_gate",
             f"wait until lag < {db.lag_threshold_bytes} bytes for {db.lag_consecutive_samples} samples",

@@ -20,6 +20,7 @@ import pytest
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
 from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook, parse_tables
+from pyairtable_migration.plan import build_plan
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up, publish
 from pyairtable_migration.postgres.schema_copy import copy_schema
@@ -34,6 +35,7 @@ from pyairtable_migration.postgres.snapshot_copy import (
 )
 from pyairtable_migration.postgres.validator import Validator
 from tests.database.pair import Pair
+from tests.database.runner import run_fast
 
 pytestmark = pytest.mark.lab
 
@@ -338,3 +340,60 @@ def test_bad_input_is_refused_by_name_before_the_target_changes(pair: Pair, conf
         MigrationError, match=f"snapshot {snapshot.name} of slot {slot} can no longer be imported"
     ):
         copy_snapshot(source, target, snapshot, refuse_if_writers_on_target=no_writers, **arguments)
+
+
+PARALLEL_STEPS = [
+    "preflight.check_database",
+    "database.copy_schema",
+    "database.create_publication",
+    "database.copy_snapshot",
+    "database.build_deferred_indexes",
+    "database.create_subscription",
+    "database.wait_initial_sync",
+    "database.lag_gate",
+    "database.validate_data",
+]
+
+
+@pytest.mark.timeout(600)
+def test_the_database_phase_with_initial_copy_parallel_runs_then_runs_again(
+    pair: Pair, config: MigrationConfig, tmp_path: Path
+) -> None:
+    """`database.initial_copy: parallel` as the DAG builds it: its steps in the plan's order, each
+    task run as Airflow runs it, under load; every task run again changes nothing; the target equal
+    to the source, every acknowledged write there."""
+    pair.reset()
+    parallel = config.model_copy(
+        update={
+            "database": config.database.model_copy(
+                update={
+                    "initial_copy": "parallel",
+                    "copy_workers": 2,
+                    "copy_split_bytes": SPLIT_BYTES,
+                    "copy_progress_seconds": 0.5,
+                }
+            )
+        }
+    )
+    planned = [t for t in build_plan(parallel).steps if t in PARALLEL_STEPS]
+    assert planned == PARALLEL_STEPS
+    ledger = tmp_path / "ledger.log"
+    load = LoadGenerator(dsn=pair.app_dsn(), db_rate=300, ledger_path=ledger, edge=None, http_rate=0)
+    load.start()
+    try:
+        results = {task_id: run_fast(parallel, task_id) for task_id in PARALLEL_STEPS}
+        again = {task_id: run_fast(parallel, task_id) for task_id in PARALLEL_STEPS}
+    finally:
+        figures = load.stop()
+    copied = results["database.copy_snapshot"]
+    assert copied["action"] == "copied" and copied["finished"] and copied["rows"] >= pair.records
+    assert again["database.copy_snapshot"]["action"] == "verified"
+    assert results["database.create_subscription"]["action"] == "created"
+    assert again["database.create_subscription"]["action"] == "verified"
+    source, target = hooks(parallel)
+    catch_up(source, target, parallel.database.subscription, 60)
+    report = validate(source, target, parallel)
+    assert report.passed, report.summary()
+    assert figures["db_failures"] == 0 and figures["db_commits"] > 0, figures["db_errors"]
+    ledger_report = pair.ledger_report("target", ledger)
+    assert ledger_report.checked == figures["db_commits"] and ledger_report.lost == 0, ledger_report.summary()

@@ -38,7 +38,7 @@ from pyairtable_migration.operators.base import (
     bulleted,
     fail,
 )
-from pyairtable_migration.postgres import preflight, replication, schema_copy
+from pyairtable_migration.postgres import preflight, replication, schema_copy, snapshot_copy
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.postgres.validator import Validator
@@ -66,9 +66,12 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
 
     template_fields: Sequence[str] = (*ReplicationTopologyOperator.template_fields, "pg_bin_dir")
 
-    def __init__(self, *, pg_bin_dir: str = DEFAULT_PG_BIN, **kwargs: Any) -> None:
+    def __init__(
+        self, *, pg_bin_dir: str = DEFAULT_PG_BIN, initial_copy: str = "native", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.pg_bin_dir = pg_bin_dir
+        self.initial_copy = initial_copy
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -87,6 +90,7 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
             replica_identity_full=parse_tables(self.replica_identity_full),
             pg_bin_dir=self.pg_bin_dir,
             log=self.log,
+            initial_copy=self.initial_copy,
         )
         for note in findings.notes:
             self.log.info("Note: %s", note)
@@ -226,19 +230,99 @@ class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
 
     template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers")
 
+    def __init__(self, *, on_copied_slot: bool = False, **kwargs: Any) -> None:
+        """:param on_copied_slot: subscribe on the slot database.copy_snapshot created and copied
+        under (`initial_copy: parallel`), copying nothing; refused unless that copy finished."""
+        super().__init__(**kwargs)
+        self.on_copied_slot = on_copied_slot
+
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
             context,
             f"create or verify subscription {self.subscription} on {self.target_conn_id} to publication "
-            f"{self.publication} (replication slot {self.subscription} on {self.source_conn_id})",
+            f"{self.publication} (replication slot {self.subscription} on {self.source_conn_id}"
+            + (", created by the parallel copy: nothing copied)" if self.on_copied_slot else ")"),
         ):
             return {"mode": "plan"}
+        if self.on_copied_slot:
+            return self.run(
+                "create_subscription",
+                lambda: snapshot_copy.create_subscription_on_slot(
+                    self.source(),
+                    self.target(),
+                    publication=self.publication,
+                    subscription=self.subscription,
+                    slot=self.subscription,
+                    log=self.log,
+                ),
+            )
         return self.run(
             "create_subscription",
             lambda: replication.subscribe(
                 self.source(), self.target(), self.publication, self.subscription, self.log
             ),
         )
+
+
+class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
+    """`initial_copy: parallel`: the forward slot created with its snapshot exported, every table
+    copied under that snapshot in ranges (`postgres/snapshot_copy.py`), progress (rows, bytes, rate,
+    ETA) logged every `copy_progress_seconds` and returned. Run again once it finished (or once the
+    subscription streams from its slot), it verifies; after an interrupted try (the snapshot died
+    with its task) it starts over under a new snapshot, emptying what the target holds: nothing is
+    copied twice.
+
+    :param copy_workers: ranges copied at once
+    :param copy_split_bytes: tables bigger on disk are copied in ranges of about this size
+    """
+
+    template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers", "copy_workers")
+
+    def __init__(
+        self, *, copy_workers: int, copy_split_bytes: int, copy_progress_seconds: float = 10.0, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.copy_workers = copy_workers
+        self.copy_split_bytes = copy_split_bytes
+        self.copy_progress_seconds = copy_progress_seconds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.planned(
+            context,
+            f"create replication slot {self.subscription} on {self.source_conn_id}, its snapshot exported",
+            f"copy every table of publication {self.publication} under it to {self.target_conn_id} with "
+            f"{self.copy_workers} worker(s), tables above {self.copy_split_bytes} bytes in ranges",
+        ):
+            return {"mode": "plan"}
+        return self.run("copy_snapshot", self.copy)
+
+    def copy(self) -> dict[str, Any]:
+        source, target = self.source(), self.target()
+        with target.cursor() as cursor:
+            streaming = get_subscription(cursor, self.subscription) is not None
+        done = snapshot_copy.read_progress(target) if streaming else None
+        if streaming and done is not None and done.finished:
+            self.log.info("Subscription %s streams after the copy: %s", self.subscription, done.describe())
+            return {"action": "verified", **done.summary()}
+        done = snapshot_copy.completed_copy(source, target, self.subscription)
+        if done is not None:
+            self.log.info("The parallel copy finished already: %s", done.describe())
+            return {"action": "verified", **done.summary()}
+        with snapshot_copy.exported_snapshot(
+            source, target, slot=self.subscription, publication=self.publication, log=self.log
+        ) as snapshot:
+            progress = snapshot_copy.copy_snapshot(
+                source,
+                target,
+                snapshot,
+                workers=int(self.copy_workers),
+                split_bytes=self.copy_split_bytes,
+                refuse_if_writers_on_target=self.refuse_after_switchover,
+                log=self.log,
+                on_progress=lambda now: self.log.info("Copy: %s", now.describe()),
+                progress_seconds=self.copy_progress_seconds,
+            )
+        return {"action": "copied", **progress.summary()}
 
 
 class DropForwardReplicationOperator(BeforeSwitchoverOperator, ReplicationOperator):

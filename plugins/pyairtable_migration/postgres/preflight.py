@@ -211,6 +211,25 @@ def target_problems(facts: TargetFacts, publication: str, subscription: str, not
     return problems
 
 
+def parallel_copy_problems(cursor: Any, fact: Mapping[str, Any]) -> list[str]:
+    """`initial_copy: parallel` loads ranges in any order with foreign keys and triggers off
+    (session_replication_role = replica): the target's role must be allowed to set that."""
+    if fact["is_superuser"]:
+        return []
+    role = fact["role_name"]
+    if fact["server_version_num"] < 150000:
+        return [
+            f"target: role {role} is no superuser, and before PostgreSQL 15 only a superuser may set "
+            "session_replication_role, which database.initial_copy: parallel needs; use initial_copy: native"
+        ]
+    if fetch_value(cursor, statement("preflight_parallel_copy")):
+        return []
+    return [
+        f"target: role {role} may not set session_replication_role, which database.initial_copy: parallel "
+        f"needs: GRANT SET ON PARAMETER session_replication_role TO {role} (or use initial_copy: native)"
+    ]
+
+
 def pg_dump_problems(pg_bin_dir: str, source_major: int) -> list[str]:
     """pg_dump where the schema copy will look for it, at least the source's major version."""
     pg_dump = Path(pg_bin_dir) / "pg_dump"
@@ -293,6 +312,7 @@ def check(
     replica_identity_full: Sequence[Table],
     pg_bin_dir: str,
     log: Any,
+    initial_copy: str = "native",
 ) -> Findings:
     """The whole database preflight: both servers, their tables and replication objects, pg_dump,
     the poolers. A server that cannot be reached is one problem; the rest is still checked."""
@@ -351,6 +371,8 @@ def check(
         if "target" in cursors:
             target_facts = read_target(cursors["target"], subscription)
             problems.extend(target_problems(target_facts, publication, subscription, notes))
+        if initial_copy == "parallel" and "target" in cursors:
+            problems.extend(parallel_copy_problems(cursors["target"], facts["target"]))
         if "source" in facts and "target" in facts:
             problems.extend(version_problems(facts["source"], facts["target"]))
             problems.extend(pg_dump_problems(pg_bin_dir, facts["source"]["server_version_num"] // 10000))
