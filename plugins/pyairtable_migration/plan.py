@@ -143,6 +143,7 @@ def _preflight(plan: MigrationPlan, config: MigrationConfig, rollback_dag_id: st
                 **_replication_arguments(config),
                 **_schema_copy_arguments(config),
                 "initial_copy": db.initial_copy,
+                "copy_workers": db.copy_workers,
             },
         ),
         Step(

@@ -5,11 +5,12 @@
     python -m pyairtable_migration.status --json
 
 Shows: where each pooler sends writers, replication state and lag in both directions
-(forward source -> target, reverse target -> source), each Redis server's role, whom it
-replicates, its offset and whether it carries the switch marker (so whether Redis was switched),
-each production service's active color and version, the DNS weights and TTLs, and for Kafka
-where each consumer group's workers run and what each mirror has left to copy. A part that
-cannot be read says why; the others are still shown. Exit status 1 when any part could not be read.
+(forward source -> target, reverse target -> source), the parallel initial copy's progress when
+one ran, each Redis server's role, whom it replicates, its offset and whether it carries the
+switch marker (so whether Redis was switched), each production service's active color and
+version, the DNS weights and TTLs, and for Kafka where each consumer group's workers run and what
+each mirror has left to copy. A part that cannot be read says why; the others are still shown.
+Exit status 1 when any part could not be read.
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ def database_status(config: MigrationConfig) -> dict[str, Any]:
             "slot_active": None if slot is None else bool(slot["active"]),
             "lag_bytes": None if slot is None else slot["lag_bytes"],
         }
-    return {"poolers": poolers, "replication": directions}
+    from pyairtable_migration.postgres.snapshot_copy import read_progress
+
+    copied = read_progress(target)
+    return {
+        "poolers": poolers,
+        "replication": directions,
+        **({"parallel_copy": copied.describe()} if copied is not None else {}),
+    }
 
 
 def redis_status(config: MigrationConfig) -> dict[str, Any]:
@@ -210,6 +218,8 @@ def _database_lines(database: dict[str, Any]) -> list[str]:
     for label, d in database["replication"].items():
         lag = "—" if d["lag_bytes"] is None else f"{d['lag_bytes']} bytes"
         lines.append(f"{label}: subscription {d['subscription']} {d['state']}, lag {lag}")
+    if "parallel_copy" in database:
+        lines.append(f"parallel initial copy: {database['parallel_copy']}")
     return lines
 
 

@@ -19,7 +19,8 @@ from lab.postgres import PostgresCluster
 from lab.processes import State
 from lab.settings import LabSettings
 from lab.supervisor import down, start_component
-from pyairtable_migration.hooks.database import ensure_publication, fetch_one, statement
+from pyairtable_migration.hooks.database import ensure_publication, fetch_one, server_facts, statement
+from pyairtable_migration.postgres.preflight import connection_problems, parallel_copy_problems
 from pyairtable_migration.postgres.privileges import AZURE, CLOUD_SQL, PLAIN, RDS, flavor, privilege_problems
 
 pytestmark = pytest.mark.lab
@@ -110,6 +111,40 @@ def test_the_16_plus_grants_pass_on_17_and_each_missing_one_is_named(production:
     finally:
         as_postgres(production, "DROP TABLE public.foreign_rows", "DROP ROLE someone_else")
     assert len(problems) == 1 and "does not own 1 table(s) (public.foreign_rows)" in problems[0]
+
+
+def test_the_parallel_copy_needs_the_replication_role_parameter_and_free_sessions(
+    production: LabSettings,
+) -> None:
+    """`initial_copy: parallel` on the 17 target: the lab grants SET on session_replication_role (it
+    passes); revoked, the problem names the GRANT; more workers than free sessions, the shortfall."""
+
+    def problems_now() -> tuple[dict[str, Any], list[str]]:
+        with TARGET.connect(production) as connection, connection.cursor() as cursor:
+            fact = server_facts(cursor)
+            found = parallel_copy_problems(cursor, fact)
+        connection.close()
+        return fact, found
+
+    fact, passed = problems_now()
+    assert passed == []
+    as_postgres(
+        production, sql.SQL("REVOKE SET ON PARAMETER session_replication_role FROM {}").format(MIGRATOR)
+    )
+    try:
+        _, problems = problems_now()
+    finally:
+        as_postgres(
+            production, sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(MIGRATOR)
+        )
+    assert problems == [
+        "target: role migrator may not set session_replication_role, which database.initial_copy: parallel "
+        "needs: GRANT SET ON PARAMETER session_replication_role TO migrator (or use initial_copy: native)"
+    ]
+    assert connection_problems("target", fact, 3) == []
+    free = fact["max_connections"] - fact["reserved_connections"] - fact["used_connections"]
+    (short,) = connection_problems("target", fact, free + 1)
+    assert f"needs {free + 1} sessions" in short and f"{free} free" in short and "lower copy_workers" in short
 
 
 @pytest.mark.parametrize(

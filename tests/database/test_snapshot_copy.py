@@ -34,6 +34,7 @@ from pyairtable_migration.postgres.snapshot_copy import (
     read_progress,
 )
 from pyairtable_migration.postgres.validator import Validator
+from pyairtable_migration.status import database_status
 from tests.database.pair import Pair
 from tests.database.runner import run_fast
 
@@ -390,6 +391,10 @@ def test_the_database_phase_with_initial_copy_parallel_runs_then_runs_again(
     assert again["database.copy_snapshot"]["action"] == "verified"
     assert results["database.create_subscription"]["action"] == "created"
     assert again["database.create_subscription"]["action"] == "verified"
+    shown = database_status(parallel)["parallel_copy"]  # what `make status` prints
+    assert shown.startswith(f"{copied['ranges']}/{copied['ranges']} ranges of ") and shown.endswith(
+        "ETA done"
+    )
     source, target = hooks(parallel)
     catch_up(source, target, parallel.database.subscription, 60)
     report = validate(source, target, parallel)

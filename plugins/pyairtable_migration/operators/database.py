@@ -62,16 +62,24 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
     tables, large objects, the target empty or already this migration's, pg_dump, the poolers.
 
     :param pg_bin_dir: where pg_dump is (the schema copy runs it)
+    :param initial_copy / copy_workers: with `parallel`, also what the parallel copy needs (the
+        target role's right to set session_replication_role, sessions on both sides)
     """
 
     template_fields: Sequence[str] = (*ReplicationTopologyOperator.template_fields, "pg_bin_dir")
 
     def __init__(
-        self, *, pg_bin_dir: str = DEFAULT_PG_BIN, initial_copy: str = "native", **kwargs: Any
+        self,
+        *,
+        pg_bin_dir: str = DEFAULT_PG_BIN,
+        initial_copy: str = "native",
+        copy_workers: int = 0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pg_bin_dir = pg_bin_dir
         self.initial_copy = initial_copy
+        self.copy_workers = copy_workers
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -91,6 +99,7 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
             pg_bin_dir=self.pg_bin_dir,
             log=self.log,
             initial_copy=self.initial_copy,
+            copy_workers=self.copy_workers,
         )
         for note in findings.notes:
             self.log.info("Note: %s", note)
@@ -226,13 +235,14 @@ class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
     A slot of the same name left on the source by an interrupted earlier attempt (no subscription
     on the target) is dropped first; so are rows an abandoned copy left in the target's tables
     (never once writers are on the target: BeforeSwitchoverOperator).
+
+    :param on_copied_slot: subscribe on the slot database.copy_snapshot created and copied under
+        (`initial_copy: parallel`), copying nothing; refused unless that copy finished
     """
 
     template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers")
 
     def __init__(self, *, on_copied_slot: bool = False, **kwargs: Any) -> None:
-        """:param on_copied_slot: subscribe on the slot database.copy_snapshot created and copied
-        under (`initial_copy: parallel`), copying nothing; refused unless that copy finished."""
         super().__init__(**kwargs)
         self.on_copied_slot = on_copied_slot
 

@@ -211,6 +211,18 @@ def target_problems(facts: TargetFacts, publication: str, subscription: str, not
     return problems
 
 
+def connection_problems(side: str, fact: Mapping[str, Any], needed: int) -> list[str]:
+    """Whether `needed` more client sessions fit under max_connections (reserved slots aside)."""
+    free = fact["max_connections"] - fact["reserved_connections"] - fact["used_connections"]
+    if free >= needed:
+        return []
+    return [
+        f"{side}: the parallel copy needs {needed} sessions (database.copy_workers + its own), "
+        f"{free} free ({fact['used_connections']} of max_connections {fact['max_connections']} in use, "
+        f"{fact['reserved_connections']} reserved): lower copy_workers or raise max_connections"
+    ]
+
+
 def parallel_copy_problems(cursor: Any, fact: Mapping[str, Any]) -> list[str]:
     """`initial_copy: parallel` loads ranges in any order with foreign keys and triggers off
     (session_replication_role = replica): the target's role must be allowed to set that."""
@@ -313,6 +325,7 @@ def check(
     pg_bin_dir: str,
     log: Any,
     initial_copy: str = "native",
+    copy_workers: int = 0,
 ) -> Findings:
     """The whole database preflight: both servers, their tables and replication objects, pg_dump,
     the poolers. A server that cannot be reached is one problem; the rest is still checked."""
@@ -373,6 +386,12 @@ def check(
             problems.extend(target_problems(target_facts, publication, subscription, notes))
         if initial_copy == "parallel" and "target" in cursors:
             problems.extend(parallel_copy_problems(cursors["target"], facts["target"]))
+        if initial_copy == "parallel":
+            # Each worker holds a session on both sides; the source also the snapshot's holder
+            # (a WAL sender: server_problems checks one is free) and the task's own.
+            for side, needed in (("source", copy_workers + 2), ("target", copy_workers + 1)):
+                if side in facts:
+                    problems.extend(connection_problems(side, facts[side], needed))
         if "source" in facts and "target" in facts:
             problems.extend(version_problems(facts["source"], facts["target"]))
             problems.extend(pg_dump_problems(pg_bin_dir, facts["source"]["server_version_num"] // 10000))
