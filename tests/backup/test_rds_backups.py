@@ -9,7 +9,6 @@ runs, and the verification's verdicts.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import boto3
@@ -24,6 +23,7 @@ from pyairtable_migration.operators.backup import (
 from pyairtable_migration.pgbackrest.settings import BackupConfigError, parse_backup_settings
 from pyairtable_migration.rds.snapshots import RUN_TAG, snapshot_id
 from pyairtable_migration.recovery import build_recovery_dag
+from tests.conftest import moto_aws_connection
 from tests.dagrun import clear_alone_and_run, registered, task_states, xcom
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,13 +50,7 @@ def backup(**rds: Any) -> dict[str, Any]:
 @pytest.fixture
 def rds(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The RDS API of the session's moto, reset, with production's cluster keeping 1 day of backups."""
-    aws = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{AWS_CONN.upper()}", json.dumps(aws))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{AWS_CONN.upper()}", moto_aws_connection(moto_endpoint))
     client = boto3.client(
         "rds",
         endpoint_url=moto_endpoint,

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from pyairtable_migration.hooks.route53 import Route53WeightsHook
+from tests.conftest import moto_aws_connection
 from tests.services.support import free_port
 
 ZONE = "pyairtable.example.com."
@@ -35,13 +36,7 @@ DOWN_PROMETHEUS_CONN = "traffic_test_prometheus_down"
 @pytest.fixture
 def connections(moto_endpoint: str, fake_prometheus: FakePrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
     """Airflow connections (environment variables) to our moto and our scripted Prometheus."""
-    aws = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{AWS_CONN.upper()}", json.dumps(aws))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{AWS_CONN.upper()}", moto_aws_connection(moto_endpoint))
     prometheus = {"conn_type": "http", "host": "127.0.0.1", "port": fake_prometheus.port}
     monkeypatch.setenv(f"AIRFLOW_CONN_{PROMETHEUS_CONN.upper()}", json.dumps(prometheus))
     down = {"conn_type": "http", "host": "127.0.0.1", "port": free_port()}  # nothing listens

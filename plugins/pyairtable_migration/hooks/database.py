@@ -351,6 +351,19 @@ def table_list(tables: Sequence[Table]) -> sql.Composable:
     return sql.SQL(", ").join(table.identifier for table in tables)
 
 
+def empty_tables(cursor: Any, tables: Sequence[Table]) -> list[Table]:
+    """Empty `tables` before an initial copy, in one statement (foreign keys allow no less; all are
+    copied anew); the ones that held rows, which were left by an abandoned copy."""
+    filled = [
+        table
+        for table in tables
+        if fetch_value(cursor, statement("tables_with_rows", table=(table.schema, table.name)))
+    ]
+    if filled:
+        cursor.execute(statement("tables_truncate", tables=table_list(tables)))
+    return filled
+
+
 def get_subscription(cursor: Any, name: str) -> dict[str, Any] | None:
     return fetch_one(cursor, statement("subscription_get"), {"name": name})
 

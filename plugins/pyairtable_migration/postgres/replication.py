@@ -21,9 +21,9 @@ from pyairtable_migration.hooks.database import (
     applied_lsn,
     current_lsn,
     drop_subscription,
+    empty_tables,
     ensure_publication,
     ensure_replica_identity_full,
-    fetch_value,
     get_publication,
     get_slot,
     get_subscription,
@@ -31,7 +31,6 @@ from pyairtable_migration.hooks.database import (
     lsn_reached,
     quiet_statement_logging,
     statement,
-    table_list,
     table_states,
     user_tables,
 )
@@ -140,15 +139,8 @@ def subscribe(
                 )
             source_cursor.execute(statement("replication_slot_drop"), {"name": subscription})
             log.info("Source: dropped replication slot %s left by an earlier attempt", subscription)
-        tables = sorted(user_tables(target_cursor))
-        filled = [
-            table
-            for table in tables
-            if fetch_value(target_cursor, statement("tables_with_rows", table=(table.schema, table.name)))
-        ]
+        filled = empty_tables(target_cursor, sorted(user_tables(target_cursor)))
         if filled:
-            # All of them in one statement: foreign keys allow no less, and all are copied anew.
-            target_cursor.execute(statement("tables_truncate", tables=table_list(tables)))
             log.info(
                 "Target: emptied every table before the initial copy (%s held rows of an abandoned copy)",
                 ", ".join(str(t) for t in filled),

@@ -53,6 +53,7 @@ from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
     Table,
     display_identifier,
+    empty_tables,
     fetch_dicts,
     fetch_one,
     fetch_value,
@@ -62,7 +63,6 @@ from pyairtable_migration.hooks.database import (
     lsn_number,
     quiet_statement_logging,
     statement,
-    table_list,
 )
 
 HOLDER_APPLICATION = f"{APPLICATION_NAME}-snapshot"
@@ -702,14 +702,7 @@ def _start_over(
     connection = target.connect(autocommit=False)
     try:
         with connection.cursor() as cursor:
-            filled = [
-                table
-                for table in tables
-                if fetch_value(cursor, statement("tables_with_rows", table=(table.schema, table.name)))
-            ]
-            if filled:
-                # All in one statement: foreign keys allow no less, and all are copied anew.
-                cursor.execute(statement("tables_truncate", tables=table_list(tables)))
+            filled = empty_tables(cursor, tables)
             cursor.execute(statement("snapshot_copy_run_reset"))
             cursor.execute(
                 statement("snapshot_copy_run_create"),
