@@ -195,7 +195,8 @@ FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
         f"{v['tables']} tables replicating (state r) after {float(v['seconds']):.1f} s"
     ),
     "lag_gate": lambda v: (
-        f"lag {' → '.join(_size(x) for x in v['lags'])} over the last {len(v['lags'])} samples"
+        f"lag {' → '.join(_size(x) for x in v['lags'])} over the last {len(v['lags'])} samples; "
+        f"a commit arrives in {v['lag_seconds'] * 1000:.0f} ms"
     ),
     "validate_data": lambda v: (
         f"{v.get('rows_validated', v.get('rows'))} rows compared (counts, chunked hashes), "

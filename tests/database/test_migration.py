@@ -107,6 +107,7 @@ def test_database_phase_replicates_everything_under_load(
     assert results["database.wait_initial_sync"]["tables"] == 11  # 10 of PyAirtable's + the marker table
     assert len(results["database.build_deferred_indexes"]["built"]) == 9
     assert results["database.lag_gate"]["passed"] is True
+    assert results["database.lag_gate"]["lag_seconds"] > 0  # a marker's trip, measured after the gate
     validation = results["database.validate_data"]
     assert validation["passed"] is True and validation["rows"] >= pair.records
     assert results["database.validate_redis"]["keys"] > 0

@@ -495,8 +495,23 @@ class LagGateOperator(ReplicationOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         self.raise_on_failure(event, "lag_gate")
-        self.log.info("Lag gate passed: last samples %s bytes (%.1f s)", event["lags"], event["seconds"])
-        return {"passed": True, "lags": event["lags"], "seconds": event["seconds"]}
+        delay = self.run(
+            "lag_gate",
+            lambda: replication.marker_delay(self.source(), self.target(), float(self.lag_timeout_seconds)),
+        )
+        self.log.info(
+            "Lag gate passed: last samples %s bytes (%.1f s); a commit on the source reached the target in "
+            "%.3f s",
+            event["lags"],
+            event["seconds"],
+            delay,
+        )
+        return {
+            "passed": True,
+            "lags": event["lags"],
+            "seconds": event["seconds"],
+            "lag_seconds": round(delay, 3),
+        }
 
 
 # --- validation -------------------------------------------------------------------------------------

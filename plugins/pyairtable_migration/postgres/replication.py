@@ -24,6 +24,7 @@ from pyairtable_migration.hooks.database import (
     empty_tables,
     ensure_publication,
     ensure_replica_identity_full,
+    fetch_value,
     get_publication,
     get_slot,
     get_subscription,
@@ -65,6 +66,28 @@ def catch_up(
                     f"s (subscription {subscription} {'enabled' if state['subenabled'] else 'DISABLED'})"
                 )
             time.sleep(0.1)
+
+
+LAG_PROBE = "lag-probe"
+
+
+def marker_delay(
+    source: MigrationPostgresHook, target: MigrationPostgresHook, timeout_seconds: float, poll: float = 0.02
+) -> float:
+    """Seconds from a marker row's commit on the source until the target has applied it: the lag
+    in time, end to end (the slot's lag in bytes says how much is behind, not how long)."""
+    with source.cursor() as source_cursor, target.cursor() as target_cursor:
+        written_at = fetch_value(
+            source_cursor, statement("marker_write"), {"id": LAG_PROBE, "side": "source"}
+        )
+        started = time.monotonic()
+        while fetch_value(target_cursor, statement("marker_seen"), {"id": LAG_PROBE}) != written_at:
+            if time.monotonic() - started > timeout_seconds:
+                raise MigrationError(
+                    f"a marker committed on the source did not reach the target in {timeout_seconds:.0f} s"
+                )
+            time.sleep(poll)
+        return time.monotonic() - started
 
 
 def publish(
