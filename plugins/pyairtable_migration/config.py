@@ -170,6 +170,8 @@ class DatabaseConfig(_Strict):
     replica_identity_full: list[TableName] = Field(default_factory=list)
     # Concurrent hash scans per side during validation.
     validation_parallelism: PositiveInt = 2
+    # Deferred secondary indexes built at once (CONCURRENTLY, biggest tables first).
+    index_parallelism: PositiveInt = 2
     # The initial copy: `native`, PostgreSQL's own (one sync worker per table), or `parallel`, ranges
     # of every table copied by `copy_workers` under the forward slot's exported snapshot (tables above
     # `copy_split_bytes` split by key or CTID), then the subscription on that slot without copying.

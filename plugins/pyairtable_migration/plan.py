@@ -433,10 +433,10 @@ def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step
     )
     indexes = Step(
         "database.build_deferred_indexes",
-        "build the deferred indexes concurrently",
+        f"build the deferred indexes concurrently, {db.index_parallelism} at once",
         (f"{target}: secondary indexes",),
         operator="pyairtable_migration.operators.database.BuildDeferredIndexesOperator",
-        arguments=database_arguments(config),
+        arguments={**database_arguments(config), "parallelism": db.index_parallelism},
     )
     if not parallel:
         return [subscribe, wait, indexes]
