@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from psycopg2 import sql
 
@@ -200,8 +201,15 @@ class MigrationPostgresHook(PostgresHook):
         return fields["host"], fields["port"], fields["dbname"]
 
     def connect(
-        self, *, autocommit: bool = True, application_name: str = APPLICATION_NAME, connect_timeout: int = 10
+        self,
+        *,
+        autocommit: bool = True,
+        application_name: str = APPLICATION_NAME,
+        connect_timeout: int = 10,
+        replication: bool = False,
     ) -> psycopg2.extensions.connection:
+        """A connection; `replication`: a logical replication one (replication=database), which
+        takes replication-protocol commands such as CREATE_REPLICATION_SLOT."""
         fields = self._fields
         arguments: dict[str, Any] = {
             "connect_timeout": connect_timeout,
@@ -213,6 +221,10 @@ class MigrationPostgresHook(PostgresHook):
             "dbname": fields["dbname"],
             "application_name": application_name,
         }
+        if replication:
+            return psycopg2.connect(
+                connection_factory=psycopg2.extras.LogicalReplicationConnection, **arguments
+            )
         connection = psycopg2.connect(**arguments)
         connection.autocommit = autocommit
         return connection

@@ -48,7 +48,6 @@ from psycopg2 import sql
 
 from pyairtable_migration.hooks.database import (
     APPLICATION_NAME,
-    LIBPQ_ENVIRONMENT,
     MigrationError,
     MigrationPostgresHook,
     Table,
@@ -68,16 +67,6 @@ from pyairtable_migration.hooks.database import (
 HOLDER_APPLICATION = f"{APPLICATION_NAME}-snapshot"
 WORKER_APPLICATION = f"{APPLICATION_NAME}-copy"
 PIPE_CHUNK = 1 << 16
-# libpq's environment variables (MigrationPostgresHook.libpq_environment) as connect() keywords: a
-# replication connection needs psycopg2's connection_factory, which the hook's connect() does not pass.
-CONNECT_KEYWORDS = {
-    "PGHOST": "host",
-    "PGPORT": "port",
-    "PGDATABASE": "dbname",
-    "PGUSER": "user",
-    "PGPASSWORD": "password",
-    **{variable: keyword for keyword, variable in LIBPQ_ENVIRONMENT.items()},
-}
 
 
 @dataclass(frozen=True)
@@ -127,7 +116,7 @@ def exported_snapshot(
                 "Source: dropped slot %s left by an interrupted copy (its snapshot is gone with its session)",
                 slot,
             )
-    connection = _replication_connection(source, holder_application_name(slot))
+    connection = source.connect(application_name=holder_application_name(slot), replication=True)
     try:
         with connection.cursor() as cursor:
             cursor.execute(_replication_command(connection, "snapshot_copy_create_slot", slot=slot))
@@ -168,21 +157,6 @@ def _refuse_slot_in_use(source_cursor: Any, target_cursor: Any, slot: str, exist
             f"slot {slot} on the source is in use (pid {existing['active_pid']}) by a consumer that is not "
             "this migration's: configure another slot name"
         )
-
-
-def _replication_connection(hook: MigrationPostgresHook, application_name: str) -> Any:
-    """A logical replication connection (replication=database) to the hook's server."""
-    arguments: dict[str, Any] = {
-        CONNECT_KEYWORDS[variable]: value
-        for variable, value in hook.libpq_environment().items()
-        if variable in CONNECT_KEYWORDS
-    }
-    arguments.setdefault("connect_timeout", 10)
-    return psycopg2.connect(
-        connection_factory=psycopg2.extras.LogicalReplicationConnection,
-        application_name=application_name,
-        **arguments,
-    )
 
 
 def _replication_command(connection: Any, name: str, **identifiers: str) -> str:
