@@ -3,7 +3,6 @@ every test (tests/watchdog.py); and nothing the session starts outlives it (lab/
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -135,15 +134,3 @@ def moto_endpoint() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def moto_aws_connection(endpoint: str) -> str:
-    """An Airflow AWS connection (as an AIRFLOW_CONN_* value) to the moto server at `endpoint`."""
-    return json.dumps(
-        {
-            "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-    )

@@ -23,7 +23,7 @@ from pyairtable_migration.operators.backup import (
 from pyairtable_migration.pgbackrest.settings import BackupConfigError, parse_backup_settings
 from pyairtable_migration.rds.snapshots import RUN_TAG, snapshot_id
 from pyairtable_migration.recovery import build_recovery_dag
-from tests.conftest import moto_aws_connection
+from tests.aws import moto_aws_connection
 from tests.dagrun import clear_alone_and_run, registered, task_states, xcom
 
 pytestmark = pytest.mark.timeout(120)

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from pyairtable_migration.hooks.route53 import Route53WeightsHook
-from tests.conftest import moto_aws_connection
+from tests.aws import moto_aws_connection
 from tests.services.support import free_port
 
 ZONE = "pyairtable.example.com."

@@ -336,11 +336,14 @@ def test_extra_links(zone: Zone, fake_prometheus: FakePrometheus, monkeypatch: p
     assert len({link.xcom_key for link in operator.operator_extra_links}) == 3
 
 
-def test_extra_links_survive_serialization_without_a_plugin() -> None:
+def test_extra_links_survive_serialization_without_a_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Airflow 3.3 stores each link's URL in XCom when the task ends (task runner `finalize`) and
     the UI reads it back by name: the serialized task keeps the names, no plugin registers them."""
     from airflow.serialization.serialized_objects import DagSerialization
 
+    # Whether links are loaded is a class attribute the last SerializedDagModel.dag read set (a
+    # scheduler-side read of an earlier test sets False); the API server reads with True.
+    monkeypatch.setattr(DagSerialization, "_load_operator_extra_links", True)
     dag = build_migration_dag(unit_config())
     served = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     assert set(served.get_task("traffic.shift_to_50").extra_links) == {
