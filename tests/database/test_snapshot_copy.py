@@ -77,6 +77,15 @@ def no_writers() -> None:
     """The pair's pooler sends writers to the source throughout these tests."""
 
 
+# How every copy here runs, unless a test says otherwise.
+COPY: dict[str, Any] = {
+    "workers": 2,
+    "split_bytes": SPLIT_BYTES,
+    "refuse_if_writers_on_target": no_writers,
+    "log": LOG,
+}
+
+
 def validate(source: MigrationPostgresHook, target: MigrationPostgresHook, config: MigrationConfig) -> Any:
     subscription = config.database.subscription
     return Validator(
@@ -108,15 +117,7 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
             source, target, slot=slot, publication=config.database.publication, log=LOG
         ) as snapshot:
             copied = copy_snapshot(
-                source,
-                target,
-                snapshot,
-                workers=2,
-                split_bytes=SPLIT_BYTES,
-                refuse_if_writers_on_target=no_writers,
-                log=LOG,
-                on_progress=reports.append,
-                progress_seconds=0.2,
+                source, target, snapshot, **COPY, on_progress=reports.append, progress_seconds=0.2
             )
         # Done and not yet followed: a copy step run again has nothing to do.
         assert completed_copy(source, target, slot) == read_progress(target)
@@ -179,10 +180,7 @@ def copy_in_child(source_conn_id: str, target_conn_id: str, snapshot: ExportedSn
         MigrationPostgresHook(source_conn_id),
         MigrationPostgresHook(target_conn_id),
         snapshot,
-        workers=2,
-        split_bytes=SPLIT_BYTES,
-        refuse_if_writers_on_target=no_writers,
-        log=logging.getLogger("tests.snapshot_copy.child"),
+        **{**COPY, "log": logging.getLogger("tests.snapshot_copy.child")},
     )
 
 
@@ -233,15 +231,7 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
             )[0]
             == (sum(rows for table, _, rows in before if table == "records"),) * 2
         )
-        again = copy_snapshot(
-            source,
-            target,
-            snapshot,
-            workers=2,
-            split_bytes=SPLIT_BYTES,
-            refuse_if_writers_on_target=no_writers,
-            log=LOG,
-        )
+        again = copy_snapshot(source, target, snapshot, **COPY)
     assert again.finished and again.attempt == 2 and again.ranges_copied == total
     attempts = pair.query(
         "target",
@@ -265,20 +255,14 @@ def test_a_copy_under_a_new_snapshot_empties_the_target_and_starts_over(
 ) -> None:
     source, target = prepare(pair, config)
     slot, publication = config.database.subscription, config.database.publication
-    arguments: dict[str, Any] = {
-        "workers": 2,
-        "split_bytes": SPLIT_BYTES,
-        "refuse_if_writers_on_target": no_writers,
-        "log": LOG,
-    }
     with exported_snapshot(source, target, slot=slot, publication=publication, log=LOG) as first:
-        copy_snapshot(source, target, first, **arguments)
+        copy_snapshot(source, target, first, **COPY)
     # The session holding the first snapshot has ended (its slot stays); the source changes meanwhile.
     pair.execute("source", "DELETE FROM audit_log WHERE ctid IN (SELECT ctid FROM audit_log LIMIT 10)")
     pair.execute("source", "UPDATE records SET data = data || '{\"after\": 1}' WHERE id = 42")
     with exported_snapshot(source, target, slot=slot, publication=publication, log=LOG) as second:
         assert second.name != first.name and second.consistent_point != first.consistent_point
-        again = copy_snapshot(source, target, second, **arguments)
+        again = copy_snapshot(source, target, second, **COPY)
     assert again.attempt == 1 and again.finished and again.ranges_copied == again.ranges
     assert pair.query(
         "target", "SELECT DISTINCT copied_in_attempt FROM pyairtable_snapshot_copy.copy_range"
