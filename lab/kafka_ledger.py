@@ -3,7 +3,9 @@ processed, kept outside Kafka, beside the PostgreSQL write ledger (lab/ledger.py
 
 An event is lost when it was acknowledged and never processed on either cluster; processed more
 than once is a duplicate (at-least-once delivery allows those, and the check counts them).
-Lines are `event_id` in `<dir>/produced.log` and `event_id cluster` in `<dir>/processed.log`.
+Lines are `event_id [where]` in `<dir>/produced.log` (where: the broker, topic, partition, offset and
+time the delivery report gave, so a lost event says where it went) and `event_id cluster` in
+`<dir>/processed.log`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class KafkaLedger:
         self._produced = AppendOnlyLines(directory / "produced.log")
         self._processed = AppendOnlyLines(directory / "processed.log")
 
-    def produced(self, event_id: str) -> None:
-        self._produced.append(event_id)
+    def produced(self, event_id: str, where: str = "") -> None:
+        self._produced.append(f"{event_id} {where}".rstrip())
 
     def processed(self, event_id: str, cluster: str) -> None:
         self._processed.append(f"{event_id} {cluster}")
@@ -40,12 +42,15 @@ class KafkaLedgerReport:
     produced: int = 0
     processed: int = 0
     lost: list[str] = field(default_factory=list)
+    # Where each lost event was acknowledged (broker, topic[partition]@offset, time), when recorded.
+    lost_where: dict[str, str] = field(default_factory=dict)
     duplicates: int = 0
     by_cluster: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
+        lost = [f"{event} ({self.lost_where.get(event) or '?'})" for event in self.lost[:10]]
         return (
-            f"{self.produced} acknowledged events: {len(self.lost)} lost {self.lost[:10]}, "
+            f"{self.produced} acknowledged events: {len(self.lost)} lost {lost}, "
             f"{self.processed} processed ({self.duplicates} duplicates), by cluster {self.by_cluster}"
         )
 
@@ -60,7 +65,11 @@ def check_kafka_ledger(directory: Path, catch_up_seconds: float = 0) -> KafkaLed
 
 
 def _read_kafka_ledger(directory: Path) -> KafkaLedgerReport:
-    produced = [line for line in (directory / "produced.log").read_text().splitlines() if line]
+    produced: dict[str, str] = {}
+    for line in (directory / "produced.log").read_text().splitlines():
+        if line:
+            event, _, where = line.partition(" ")
+            produced[event] = where
     processed: Counter[str] = Counter()
     clusters: Counter[str] = Counter()
     for line in (directory / "processed.log").read_text().splitlines():
@@ -72,6 +81,7 @@ def _read_kafka_ledger(directory: Path) -> KafkaLedgerReport:
         produced=len(produced),
         processed=sum(processed.values()),
         lost=[event for event in produced if event not in processed],
+        lost_where={event: where for event, where in produced.items() if event not in processed},
         duplicates=sum(count - 1 for count in processed.values()),
         by_cluster=dict(clusters),
     )

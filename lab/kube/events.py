@@ -10,6 +10,7 @@ with the cluster (the pod's namespace) it was processed on.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from collections.abc import Mapping
@@ -91,7 +92,9 @@ class EventPublisher:
         def report(err: KafkaError | None, message: Message) -> None:
             delivered.append(err)
             if err is None and self.ledger is not None:
-                self.ledger.produced(event_id)
+                at = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+                where = f"{self.bootstrap} {message.topic()}[{message.partition()}]@{message.offset()} {at}"
+                self.ledger.produced(event_id, where)
 
         with self._lock:  # one in flight per pod: the delivery report is this call's
             producer = self._connected()

@@ -100,7 +100,8 @@ class EventProducer:
             self.failed += 1
             return
         self.acknowledged += 1
-        self.ledger.produced(message.value().decode())  # type: ignore[attr-defined]
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"  # type: ignore[attr-defined]
+        self.ledger.produced(message.value().decode(), where)  # type: ignore[attr-defined]
 
     def _run(self) -> None:
         producer = self._producer()
