@@ -1152,8 +1152,8 @@ def _monitoring(
 
 
 def _check_backups(config: MigrationConfig) -> Step:
-    backup, rds = config.backup, config.backup.rds
-    if backup.method == "rds" and rds is not None:
+    backup, rds = config.backup, config.backup.managed
+    if rds is not None:
         return Step(
             "preflight.check_archiving",
             f"check production's managed backups: RDS cluster {rds.db_cluster_identifier} available, "
@@ -1176,8 +1176,8 @@ def _check_backups(config: MigrationConfig) -> Step:
 
 
 def _full_backup(config: MigrationConfig) -> Step:
-    backup, rds = config.backup, config.backup.rds
-    if backup.method == "rds" and rds is not None:
+    backup, rds = config.backup, config.backup.managed
+    if rds is not None:
         return Step(
             "switchover.full_backup",
             "a manual snapshot of the managed production, now that writers are on it (once per run; a "
@@ -1200,8 +1200,8 @@ def _full_backup(config: MigrationConfig) -> Step:
 
 
 def _verify_backup(config: MigrationConfig, after_skips: dict[str, Any]) -> Step:
-    backup, rds = config.backup, config.backup.rds
-    if backup.method == "rds" and rds is not None:
+    backup, rds = config.backup, config.backup.managed
+    if rds is not None:
         return Step(
             "validation.backup",
             f"the migration's snapshot of RDS cluster {rds.db_cluster_identifier} available, of the engine "

@@ -85,7 +85,7 @@ def build_recovery_dag(
             operators.RdsPointInTimeRestoreOperator,
             operators.RdsRecoveryReportOperator,
         )
-        if settings.method == "rds"
+        if settings.managed is not None
         else (
             operators.CheckRecoveryTargetOperator,
             operators.PointInTimeRestoreOperator,
@@ -101,8 +101,8 @@ def build_recovery_dag(
         catchup=False,
         params=recovery_params(),
         doc_md=(
-            RDS_DOC_MD.format(cluster=settings.rds.db_cluster_identifier, config_path=config_path)
-            if settings.method == "rds" and settings.rds is not None
+            RDS_DOC_MD.format(cluster=settings.managed.db_cluster_identifier, config_path=config_path)
+            if settings.managed is not None
             else DOC_MD.format(
                 recovery_dir=settings.recovery_dir, stanza=settings.stanza, config_path=config_path
             )
@@ -122,7 +122,7 @@ def build_recovery_dag(
 
 def recover(settings: BackupSettings, text: str, name: str) -> dict[str, Any]:
     """The DAG's three steps without Airflow (the CLI): check, restore, wait, promote, count."""
-    if settings.method == "rds" and settings.rds is not None:
+    if settings.managed is not None:
         return recover_rds(settings, text, name)
     from pyairtable_migration.hooks.database import MigrationPostgresHook
     from pyairtable_migration.pgbackrest.archiving import archiving_state
@@ -186,7 +186,7 @@ def recover_rds(settings: BackupSettings, text: str, name: str) -> dict[str, Any
         restored_cluster,
     )
 
-    rds = settings.rds
+    rds = settings.managed
     assert rds is not None
     client = RdsHook(aws_conn_id=rds.aws_conn_id).conn
     try:

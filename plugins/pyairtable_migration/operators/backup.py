@@ -34,7 +34,12 @@ from pyairtable_migration.pgbackrest.recovery import (
     table_counts,
 )
 from pyairtable_migration.pgbackrest.repository import PgBackRest, PgBackRestError, repository_environment
-from pyairtable_migration.pgbackrest.settings import BackupConfigError, BackupSettings, parse_backup_settings
+from pyairtable_migration.pgbackrest.settings import (
+    BackupConfigError,
+    BackupSettings,
+    RdsBackupSettings,
+    parse_backup_settings,
+)
 from pyairtable_migration.pgbackrest.trigger import RecoveryTargetTrigger
 from pyairtable_migration.pgbackrest.verification import verify_latest_backup
 from pyairtable_migration.rds.snapshots import (
@@ -380,10 +385,10 @@ class RdsBackupOperator(BackupOperator):
 
         return RdsHook(aws_conn_id=self.rds_settings().aws_conn_id).conn
 
-    def rds_settings(self) -> Any:
-        rds = self.settings.rds
+    def rds_settings(self) -> RdsBackupSettings:
+        rds = self.settings.managed
         if rds is None:
-            raise fail(f"{self.task_id}: backup.rds is not set (method rds needs it)")
+            raise fail(f"{self.task_id}: backup.method is not rds (these steps are for a managed production)")
         return rds
 
 

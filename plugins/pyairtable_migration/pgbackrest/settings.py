@@ -129,6 +129,11 @@ class BackupSettings(StrictModel):
     recovery_timeout_seconds: Positive = 6 * 3600
     validation_chunk_rows: Positive = 100_000
 
+    @property
+    def managed(self) -> RdsBackupSettings | None:
+        """The managed cluster whose backups stand for production's (`method: rds`), else None."""
+        return self.rds if self.method == "rds" else None
+
     @model_validator(mode="after")
     def _rds_named(self) -> BackupSettings:
         if self.method == "rds" and self.rds is None:
@@ -211,10 +216,10 @@ def main(argv: list[str]) -> int:
         from pyairtable_migration.pgbackrest.repository import render_config
 
         print(render_config(settings), end="")
-    elif settings.rds is not None and settings.method == "rds":
+    elif (rds := settings.managed) is not None:
         print(
-            f"OK: RDS cluster {settings.rds.db_cluster_identifier} (connection {settings.rds.aws_conn_id}), "
-            f"automated backups kept at least {settings.rds.min_retention_days} days"
+            f"OK: RDS cluster {rds.db_cluster_identifier} (connection {rds.aws_conn_id}), "
+            f"automated backups kept at least {rds.min_retention_days} days"
         )
     else:
         print(
