@@ -103,6 +103,9 @@ def lab_config_document(
         "mirror_queue": None,
         "lag_timeout_seconds": 120,
         "group_empty_timeout_seconds": 60,
+        # The lab's clients keep a DNS answer exactly its TTL (lab/edge.py), and a drain starts
+        # seconds after the weights moved (the watch, or the rollback's group move) on top of it.
+        "drain_quiet_seconds": LAB_OVERRIDES[("dns", "cutover_ttl_seconds")],
     }
     lab_values: dict[tuple[str, ...], Any] = {
         **LAB_OVERRIDES,

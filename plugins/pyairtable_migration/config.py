@@ -245,6 +245,10 @@ class KafkaConfig(_Strict):
     # The lag gate before the groups move: events the mirror may still have to copy.
     max_lag: PositiveInt = 1000
     lag_timeout_seconds: PositiveFloat = 600
+    # Before a mirror stops (after the cutover, and on the way back): the side it copies from must
+    # have taken no new event for this long, since clients holding an old DNS answer (many cache it
+    # past its TTL) and requests in flight still write there after the weights moved.
+    drain_quiet_seconds: PositiveFloat = 60
     # How long a group's members may take to leave once their Deployment is scaled to 0.
     group_empty_timeout_seconds: PositiveFloat = 120
 

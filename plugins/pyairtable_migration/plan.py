@@ -854,10 +854,16 @@ def _drain_mirror(plan: MigrationPlan, kafka: KafkaConfig, after: str) -> None:
     drained = plan.add(
         Step(
             "traffic.kafka_drain_mirror",
-            "wait until the mirror has copied every event staging took (lag 0 for 3 samples)",
+            "wait until the mirror has copied every event staging took (lag 0 for 3 samples) and staging "
+            f"took none for {kafka.drain_quiet_seconds:g}s",
             (f"connection {kafka.source_conn_id} (read only)",),
             operator="pyairtable_migration.operators.kafka_mirror.KafkaMirrorLagOperator",
-            arguments={**mirror, "max_lag": 0, "timeout_seconds": kafka.lag_timeout_seconds},
+            arguments={
+                **mirror,
+                "max_lag": 0,
+                "timeout_seconds": kafka.lag_timeout_seconds,
+                "quiet_seconds": kafka.drain_quiet_seconds,
+            },
         ),
         after=after,
     )

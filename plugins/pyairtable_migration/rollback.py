@@ -192,7 +192,8 @@ def _kafka_rollback(config: MigrationConfig, kafka: KafkaConfig) -> Step:
         "kafka.rollback",
         f"if the consumer groups ({groups}) run on production: production's events mirrored back to "
         f"staging (reverse mirror, lag gate {kafka.max_lag}), the groups moved back with their Deployments "
-        "(offsets translated); then the forward mirror stops, the reverse mirror drains and stops",
+        "(offsets translated); then the forward mirror stops, the reverse mirror drains (production took "
+        f"no event for {kafka.drain_quiet_seconds:g}s) and stops",
         (
             f"namespace {config.environments.production.namespace}: consumer Deployments scaled to 0",
             f"namespace {config.environments.staging.namespace}: consumer Deployments scaled up",
@@ -209,6 +210,7 @@ def _kafka_rollback(config: MigrationConfig, kafka: KafkaConfig) -> Step:
             "window": kafka.mirror_window,
             "max_lag": kafka.max_lag,
             "lag_timeout_seconds": kafka.lag_timeout_seconds,
+            "quiet_seconds": kafka.drain_quiet_seconds,
             **({"queue": kafka.mirror_queue} if kafka.mirror_queue else {}),
             **undoing("switchover"),
         },

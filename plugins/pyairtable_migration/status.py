@@ -149,7 +149,7 @@ def kafka_status(config: MigrationConfig) -> dict[str, Any]:
     from pyairtable_migration.hooks.bluegreen import BlueGreenHook
     from pyairtable_migration.kafka_mirror.client import committed_offsets, group_state
     from pyairtable_migration.kafka_mirror.connection import bootstrap_of
-    from pyairtable_migration.kafka_mirror.groups import mirror_lag
+    from pyairtable_migration.kafka_mirror.groups import mirror_progress
     from pyairtable_migration.kafka_mirror.process import running_pid
     from pyairtable_migration.plan import mirror_state_dirs
 
@@ -184,7 +184,7 @@ def kafka_status(config: MigrationConfig) -> dict[str, Any]:
             "group": mirror_group,
             "running_pid": running_pid(Path(state_dir)) if here else None,
             "state_dir_here": here,
-            "lag": sum(mirror_lag(bootstrap, mirror_group, kafka.topics).values()) if started else None,
+            "lag": mirror_progress(bootstrap, mirror_group, kafka.topics).total if started else None,
         }
     return {"groups": groups, "mirrors": mirrors}
 

@@ -1,7 +1,7 @@
 """The Airflow 3 UI as an on-call engineer uses it, driven by Playwright.
 
 Selectors are the accessible ones where the UI has them: buttons by their label ("Trigger Dag",
-"Reparse Dag", "Show Graph (Press g)", "Press shift+c to clear"), form fields by their label,
+"Reparse Dag", "Press shift+c to clear"), form fields by their label,
 links by their text. Where it has none, the UI's own test ids: a graph node is
 `rf__node-<task or group id>` (React Flow) and its state is the `state-badge` inside it.
 """
@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
 # Two shared cores and other tests beside this one: the UI may take long to answer, never fail fast.
 UI_TIMEOUT_MS = 90_000
 OPEN_ATTEMPTS = 3
+# The UI's local-storage key for the view a DAG's and a run's pages open on ("grid" or "graph").
+DEFAULT_DAG_VIEW = "default_dag_view"
 
 
 class AirflowUI:
@@ -46,6 +48,9 @@ class AirflowUI:
         # The login page hands over to the app by a client-side redirect: wait for the app itself.
         page.wait_for_url(lambda url: "/auth/" not in url and "login" not in url)
         expect(page.get_by_role("link", name="Dags").first).to_be_visible()
+        # What the user menu's "default view: Graph" stores: a run's page opens on its graph, with no
+        # Grid rendered first and no "Show Graph" click (a click the loaded browser once never made).
+        page.evaluate(f"localStorage.setItem({DEFAULT_DAG_VIEW!r}, JSON.stringify('graph'))")
 
     def rest(self) -> None:
         """A blank page: nothing polls the api-server or re-renders while the test waits."""
@@ -61,10 +66,12 @@ class AirflowUI:
         The page hides the button while Airflow counts the DAG as stale (a parse that outlasted
         `stale_dag_threshold` on a loaded machine), until the next parse: open the page again then.
         """
-        self.click_on_a_fresh_page(self.open_dag, self.page.get_by_role("button", name="Reparse Dag"))
+        button = self.page.get_by_role("button", name="Reparse Dag")
+        self.shown_on_a_fresh_page(self.open_dag, button)
+        button.click()
 
-    def click_on_a_fresh_page(self, open_page: Callable[[], object], target: Locator) -> None:
-        """Open the page and click `target`; if it does not show, open the page again (twice).
+    def shown_on_a_fresh_page(self, open_page: Callable[[], object], target: Locator) -> None:
+        """Open the page until `target` shows on it (three tries).
 
         A page can come up without a control for as long as it stays open: the UI names its buttons
         from translation files fetched beside the app, and one answered late on a loaded machine
@@ -73,12 +80,12 @@ class AirflowUI:
         for _ in range(OPEN_ATTEMPTS - 1):
             open_page()
             try:
-                target.click(timeout=UI_TIMEOUT_MS / OPEN_ATTEMPTS)
+                target.wait_for(timeout=UI_TIMEOUT_MS / OPEN_ATTEMPTS)
                 return
             except PlaywrightTimeoutError:
                 continue
         open_page()
-        target.click()
+        target.wait_for()
 
     def trigger(
         self, *, mode: str, require_approvals: bool, bake_seconds: float, preflight_only: bool = False
@@ -109,10 +116,7 @@ class AirflowUI:
     def show_graph(self, run_id: str, expand: tuple[str, ...] = ()) -> None:
         """The run's Graph view, details panel folded away, the named groups opened (outer first)."""
         page = self.page
-        self.click_on_a_fresh_page(
-            lambda: page.goto(self.run_url(run_id)), page.get_by_role("button", name="Show Graph (Press g)")
-        )
-        expect(self.node("preflight")).to_be_visible()
+        self.shown_on_a_fresh_page(lambda: page.goto(self.run_url(run_id)), self.node("preflight"))
         fold = page.get_by_role("button", name="Collapse Details Panel")
         if fold.is_visible():
             fold.click()

@@ -24,7 +24,7 @@ from pyairtable_migration.kafka_mirror.client import (
     end_offsets,
     partitions_of,
 )
-from pyairtable_migration.kafka_mirror.groups import mirror_lag
+from pyairtable_migration.kafka_mirror.groups import mirror_progress
 from pyairtable_migration.kafka_mirror.mirror import MirrorSpec
 from tests.watchdog import helper_thread
 
@@ -209,7 +209,7 @@ def group_lag(bootstrap: str) -> int:
 
 
 def total_lag(brokers: Brokers, spec: MirrorSpec) -> int:
-    return sum(mirror_lag(spec.source_bootstrap, spec.group, spec.topics).values())
+    return mirror_progress(spec.source_bootstrap, spec.group, spec.topics).total
 
 
 def ledger_dir(tmp: Path) -> Path:

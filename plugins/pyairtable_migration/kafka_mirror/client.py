@@ -127,7 +127,10 @@ def scan(
                     if end is not None and offset + 1 >= end:
                         return
                 elif error.code() == KafkaError._PARTITION_EOF:
-                    return
+                    # An end reported short of `end` (read before, so those records exist) is a
+                    # broker's stale high watermark: reading on, never a record left out.
+                    if end is None or position(message)[2] >= end:
+                        return
                 elif not error.retriable():
                     raise KafkaMirrorError(f"reading {topic}[{partition}]: {error.str()}")
         raise KafkaMirrorError(f"reading {topic}[{partition}] did not reach its end within {timeout:.0f} s")

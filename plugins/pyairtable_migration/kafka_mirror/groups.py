@@ -169,10 +169,72 @@ def move_group(
     return translations
 
 
-def mirror_lag(source_bootstrap: str, mirror_group: str, topics: Iterable[str]) -> dict[Partition, int]:
-    """Events on the source not yet copied and committed by the mirror, per partition."""
+# Samples in a row the lag gate and the drain ask for, by default.
+CONSECUTIVE_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class MirrorProgress:
+    """One look at a mirror: per partition, the events on its source not yet copied and committed
+    (`lag`), and the source's end (`ends`: they move while producers still write there)."""
+
+    lag: dict[Partition, int]
+    ends: dict[Partition, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.lag.values())
+
+
+def mirror_progress(source_bootstrap: str, mirror_group: str, topics: Iterable[str]) -> MirrorProgress:
     counts = partitions_of(source_bootstrap, topics)
     partitions = [(topic, partition) for topic, count in counts.items() for partition in range(count)]
     committed = committed_offsets(source_bootstrap, mirror_group)
     ends = end_offsets(source_bootstrap, partitions, near=committed)
-    return {key: max(0, ends[key] - committed.get(key, 0)) for key in partitions}
+    return MirrorProgress({key: max(0, ends[key] - committed.get(key, 0)) for key in partitions}, ends)
+
+
+@dataclass
+class LagWatch:
+    """The lag gate and the drain, judged from samples the same way on the triggerer and in the
+    rollback: passed once the lag stayed <= `max_lag` for `consecutive_samples` samples in a row and
+    the source's ends have not moved for `quiet_seconds`.
+
+    The drain asks for the quiet (the gate does not): lag 0 is only a moment, and a producer that
+    still writes to the source (a client holding an old DNS answer, a request still in flight, a job
+    of the old side's services) would write after the mirror stopped, an event nobody reads. The quiet
+    is measured from the first sample: what came before it is not known.
+    """
+
+    max_lag: int
+    consecutive_samples: int
+    quiet_seconds: float = 0.0
+    streak: int = 0
+    last: MirrorProgress | None = None
+    moved_at: float | None = None  # when the ends were last seen moving (the first sample counts)
+
+    def observe(self, progress: MirrorProgress | None, now: float) -> bool:
+        """Takes one sample (None: it failed, which breaks the streak); True once passed."""
+        if progress is None:
+            self.streak = 0
+            return False
+        if self.last is None or progress.ends != self.last.ends:
+            self.moved_at = now
+        self.last = progress
+        self.streak = self.streak + 1 if progress.total <= self.max_lag else 0
+        return self.streak >= self.consecutive_samples and self.quiet_for(now) >= self.quiet_seconds
+
+    def quiet_for(self, now: float) -> float:
+        return 0.0 if self.moved_at is None else now - self.moved_at
+
+    def verdict(self, now: float) -> str:
+        """What the samples show, for the log and for a timeout's message."""
+        if self.last is None:
+            return "no sample read"
+        said = f"mirror lag {self.last.total} (limit {self.max_lag}), {self.streak} sample(s) in a row"
+        if self.quiet_seconds:
+            said += (
+                f"; the source took no new event for {self.quiet_for(now):.1f} s "
+                f"(needed {self.quiet_seconds:g} s: until then its producers may still write there)"
+            )
+        return said

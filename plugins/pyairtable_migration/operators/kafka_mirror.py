@@ -22,7 +22,12 @@ from pyairtable_migration.kafka_mirror.consumers import (
     missing_deployments,
     move_consumers,
 )
-from pyairtable_migration.kafka_mirror.groups import mirror_lag, move_group
+from pyairtable_migration.kafka_mirror.groups import (
+    CONSECUTIVE_SAMPLES,
+    LagWatch,
+    mirror_progress,
+    move_group,
+)
 from pyairtable_migration.kafka_mirror.mirror import MirrorSpec
 from pyairtable_migration.kafka_mirror.preflight import check
 from pyairtable_migration.kafka_mirror.topics import ensure_topics
@@ -191,8 +196,8 @@ class StartKafkaMirrorOperator(KafkaMirrorOperator):
 
 
 class KafkaMirrorLagOperator(KafkaMirrorOperator):
-    """The lag gate (max_lag > 0, before the groups move) or the drain (max_lag 0, after the
-    producers moved): waits on the triggerer, with a timeout."""
+    """The lag gate (max_lag > 0, before the groups move) or the drain (max_lag 0 and
+    `quiet_seconds`, after the producers moved): waits on the triggerer, with a timeout."""
 
     template_fields: Sequence[str] = (*KafkaMirrorOperator.template_fields, "max_lag")
 
@@ -200,9 +205,10 @@ class KafkaMirrorLagOperator(KafkaMirrorOperator):
         self,
         *,
         max_lag: int,
-        consecutive_samples: int = 3,
+        consecutive_samples: int = CONSECUTIVE_SAMPLES,
         sample_seconds: float = 1.0,
         timeout_seconds: float = 600.0,
+        quiet_seconds: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,9 +216,13 @@ class KafkaMirrorLagOperator(KafkaMirrorOperator):
         self.consecutive_samples = consecutive_samples
         self.sample_seconds = sample_seconds
         self.timeout_seconds = timeout_seconds
+        self.quiet_seconds = quiet_seconds
 
     def execute(self, context: Context) -> None:
-        if self.planned(context, f"wait until the mirror lags <= {self.max_lag} events"):
+        quiet = (
+            f" and the source took no new event for {self.quiet_seconds:g} s" if self.quiet_seconds else ""
+        )
+        if self.planned(context, f"wait until the mirror lags <= {self.max_lag} events{quiet}"):
             return
         self.defer_to(
             KafkaMirrorLagTrigger(
@@ -223,6 +233,7 @@ class KafkaMirrorLagOperator(KafkaMirrorOperator):
                 consecutive_samples=self.consecutive_samples,
                 sample_seconds=self.sample_seconds,
                 timeout_seconds=self.timeout_seconds,
+                quiet_seconds=float(self.quiet_seconds),
             ),
             self.timeout_seconds,
         )
@@ -271,7 +282,9 @@ class KafkaRollbackOperator(KafkaConsumersOperator):
     """The way back (run after every user is on staging again): if the groups run on the target,
     the target's events are mirrored back (the reverse mirror, to the lag gate), the groups move back
     with their members; then the forward mirror stops, the reverse mirror drains (lag 0: the target
-    takes no events any more) and stops. Nothing to undo: each stage reads the state first and is a no-op.
+    took nothing new for `quiet_seconds`: a client still holding an old DNS answer writes there
+    meanwhile) and stops. Nothing to undo: each stage reads the state first and is a no-op; a drain
+    that times out leaves the reverse mirror running, and a clear drains it again.
 
     :param forward_state_dir / reverse_state_dir: the two mirrors' process state
     :param mirror_group / reverse_mirror_group: the forward mirror's group on the source (where it
@@ -295,9 +308,11 @@ class KafkaRollbackOperator(KafkaConsumersOperator):
         window: int,
         max_lag: int,
         lag_timeout_seconds: float,
+        quiet_seconds: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.quiet_seconds = quiet_seconds
         self.forward_state_dir = forward_state_dir
         self.reverse_state_dir = reverse_state_dir
         self.mirror_group = mirror_group
@@ -332,7 +347,7 @@ class KafkaRollbackOperator(KafkaConsumersOperator):
                 self.log.info(
                     "Reverse mirror %s -> %s running (pid %d)", self.target_label, self.source_label, pid
                 )
-                self.wait_for_lag(reverse, self.max_lag, "the reverse mirror's lag gate")
+                self.wait_for(reverse, LagWatch(self.max_lag, 1), "the reverse mirror's lag gate")
                 uncopied = committed_offsets(source, self.mirror_group)
                 for group in on_target:
                     result = move_consumers_between(
@@ -343,24 +358,27 @@ class KafkaRollbackOperator(KafkaConsumersOperator):
             # reverse mirror busy skipping them, so it stops first.
             stopped = {"forward": process.stop(Path(self.forward_state_dir))}
             if process.running_pid(Path(self.reverse_state_dir)) is not None:
-                self.wait_for_lag(reverse, 0, "the reverse mirror drained")
+                drain = LagWatch(0, CONSECUTIVE_SAMPLES, float(self.quiet_seconds))
+                self.wait_for(reverse, drain, "the reverse mirror drained")
         except KafkaMirrorError as exc:
             raise fail(f"{self.task_id}: {exc}") from None
         stopped["reverse"] = process.stop(Path(self.reverse_state_dir))
         self.log.info("Consumer groups moved back: %s; mirrors stopped: %s", moved or "none", stopped)
         return {"moved": moved, "stopped": stopped}
 
-    def wait_for_lag(self, spec: MirrorSpec, max_lag: int, what: str) -> None:
+    def wait_for(self, spec: MirrorSpec, watch: LagWatch, what: str) -> None:
         """Blocks (the rollback is the emergency path: no triggerer needed) up to the lag timeout."""
         started = time.monotonic()
-        while (lag := sum(mirror_lag(spec.source_bootstrap, spec.group, spec.topics).values())) > max_lag:
-            if time.monotonic() - started > self.lag_timeout_seconds:
-                raise KafkaMirrorError(
-                    f"{what}: {lag} events still to copy after {self.lag_timeout_seconds:.0f} s "
-                    f"(limit {max_lag})"
-                )
+        while True:
+            progress = mirror_progress(spec.source_bootstrap, spec.group, spec.topics)
+            now = time.monotonic()
+            if watch.observe(progress, now):
+                break
+            if now - started > self.lag_timeout_seconds:
+                waited = f"not after {self.lag_timeout_seconds:.0f} s"
+                raise KafkaMirrorError(f"{what}: {waited}: {watch.verdict(now)}")
             time.sleep(1)
-        self.log.info("%s: lag %d after %.1f s", what, lag, time.monotonic() - started)
+        self.log.info("%s after %.1f s: %s", what, now - started, watch.verdict(now))
 
 
 def groups_on(side: ConsumerDeployments, consumers: Mapping[str, str]) -> list[str]:
