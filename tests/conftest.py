@@ -4,6 +4,7 @@ every test (tests/watchdog.py); and nothing the session starts outlives it (lab/
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,9 +92,14 @@ def dag_test_polls() -> Iterator[None]:
         yield
 
 
+# A copy of the metadata database as `airflow db migrate` left it, before any test wrote to it.
+PRISTINE_DB = "airflow-pristine.db"
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Iterator[Path]:
-    """A migrated metadata database (SQLite) for dag.test() runs."""
+    """A migrated metadata database (SQLite) for dag.test() runs; beside it, a pristine copy for
+    a test that needs an Airflow of its own (a copy takes no time, a migration most of a minute)."""
     TEST_AIRFLOW_HOME.mkdir(exist_ok=True)
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -101,7 +107,14 @@ def airflow_db() -> Iterator[Path]:
         capture_output=True,
         env={**os.environ},
     )
+    shutil.copyfile(TEST_AIRFLOW_HOME / "airflow.db", TEST_AIRFLOW_HOME / PRISTINE_DB)
     yield TEST_AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def pristine_airflow_db(airflow_db: Path) -> Path:
+    """The metadata database as migrated, to be copied (never opened) by a test that needs its own."""
+    return airflow_db / PRISTINE_DB
 
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"

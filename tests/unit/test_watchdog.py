@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,21 +109,22 @@ def test_after_the_slow_teardown():
 
 
 @pytest.fixture(scope="module")
-def drills(tmp_path_factory: pytest.TempPathFactory) -> str:
+def drills(tmp_path_factory: pytest.TempPathFactory, pristine_airflow_db: Path) -> str:
     """The drills' pytest output (one session: Airflow is imported once for them all), on a metadata
-    database and an (empty) DAGs folder of their own: nothing the session's other tests left there,
-    and no project DAG parsed at each dag.test(), plays a part in how a drill ends."""
+    database (the session's, as migrated, before any test wrote to it) and an (empty) DAGs folder of
+    their own: nothing the session's other tests left there, and no project DAG parsed at each
+    dag.test(), plays a part in how a drill ends."""
     folder = tmp_path_factory.mktemp("watchdog-drills")
     (folder / "test_drills.py").write_text(DRILLS)
     (folder / "dags").mkdir()
+    (folder / "airflow").mkdir()
+    shutil.copyfile(pristine_airflow_db, folder / "airflow" / "airflow.db")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(folder / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(folder / "dags"),
         "COLUMNS": "500",  # the short summary's lines whole, not cut at 80
     }
-    migrate = [sys.executable, "-m", "airflow", "db", "migrate"]
-    subprocess.run(migrate, env=env, capture_output=True, timeout=300, check=True)
     command = [sys.executable, "-m", "pytest", "-p", "tests.watchdog", "-p", "no:timeout"]
     finished = subprocess.run(
         [*command, "-p", "no:cacheprovider", "-rA", "test_drills.py"],
