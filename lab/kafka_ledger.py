@@ -46,12 +46,20 @@ class KafkaLedgerReport:
     lost_where: dict[str, str] = field(default_factory=dict)
     duplicates: int = 0
     by_cluster: dict[str, int] = field(default_factory=dict)
+    # Places (broker, topic[partition]@offset) acknowledged for more than one event: a broker that
+    # handed one offset out twice kept only one of them, the other lost by the broker, not the mirror.
+    shared_places: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lost = [f"{event} ({self.lost_where.get(event) or '?'})" for event in self.lost[:10]]
+        shared = (
+            f", places acknowledged twice {dict(list(self.shared_places.items())[:5])}"
+            if self.shared_places
+            else ""
+        )
         return (
             f"{self.produced} acknowledged events: {len(self.lost)} lost {lost}, "
-            f"{self.processed} processed ({self.duplicates} duplicates), by cluster {self.by_cluster}"
+            f"{self.processed} processed ({self.duplicates} duplicates), by cluster {self.by_cluster}{shared}"
         )
 
 
@@ -77,7 +85,13 @@ def _read_kafka_ledger(directory: Path) -> KafkaLedgerReport:
         if len(parts) == 2:
             processed[parts[0]] += 1
             clusters[parts[1]] += 1
+    places: dict[str, list[str]] = {}
+    for event, where in produced.items():
+        place = " ".join(where.split()[:2])  # the broker and topic[partition]@offset, not the time
+        if place:
+            places.setdefault(place, []).append(event)
     return KafkaLedgerReport(
+        shared_places={place: events for place, events in places.items() if len(events) > 1},
         produced=len(produced),
         processed=sum(processed.values()),
         lost=[event for event in produced if event not in processed],

@@ -303,6 +303,8 @@ def assert_nothing_lost(
     rejected, no rate-limit counter reset."""
     # Every session write published its event before it was acknowledged.
     assert events.produced >= sessions.acknowledged > 0, (events.summary(), sessions.summary())
+    # Each acknowledged event at a place of its own (a broker's fault otherwise, not the migration's).
+    assert events.shared_places == {}, events.summary()
     assert events.lost == [], events.summary()
     # At least once: what the group reads again after a move is what the mirror had in flight or not
     # yet copied when it moved (its window, the lag gate), once each way.

@@ -100,7 +100,9 @@ class EventProducer:
             self.failed += 1
             return
         self.acknowledged += 1
-        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"  # type: ignore[attr-defined]
+        # The cluster it went to (the producer flushes before it moves, so this is still the one).
+        place = f"{message.topic()}[{message.partition()}]@{message.offset()}"  # type: ignore[attr-defined]
+        where = f"{self.brokers.bootstrap(self.cluster)} {place}"
         self.ledger.produced(message.value().decode(), where)  # type: ignore[attr-defined]
 
     def _run(self) -> None:
