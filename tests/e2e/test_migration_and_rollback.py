@@ -37,7 +37,7 @@ from tests.validation.test_report import parse
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db")]
 
 
-@pytest.mark.beside  # in make test's second process (it brings its own lab): the two take about as long
+@pytest.mark.beside  # in make test's process of e2e runs (it brings its own lab)
 def test_full_migration_to_a_managed_like_17_then_rollback_twice() -> None:
     """The whole migration with the major-version upgrade on the way (issue 15): staging on
     PostgreSQL 15, production on 17 where the migrator is no superuser (a member of
@@ -104,15 +104,8 @@ ROLLBACK_POINTS = {
 }
 
 
-# Placed so make test's two processes take about as long (each scenario brings its own lab): the
-# longer one beside the rest, the shorter one in the main process, which gives the 50 % scenario away.
-@pytest.mark.parametrize(
-    "point",
-    [
-        pytest.param(point, marks=[pytest.mark.beside] if point == "services_promoted" else [])
-        for point in ROLLBACK_POINTS
-    ],
-)
+@pytest.mark.beside  # each scenario brings its own lab: in make test's process of e2e runs
+@pytest.mark.parametrize("point", ROLLBACK_POINTS)
 def test_rollback_after_a_partial_migration(point: str) -> None:
     with scenario(point) as lab:
         before = lab.status()
