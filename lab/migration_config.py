@@ -107,9 +107,12 @@ def lab_config_document(
         # seconds after the weights moved (the watch, or the rollback's group move) on top of it.
         "drain_quiet_seconds": LAB_OVERRIDES[("dns", "cutover_ttl_seconds")],
     }
+    # The parallel copy's process likewise (the lab's workers share this machine: any finds it).
+    parallel_copy = {"copy_state_dir": str(settings.data_dir / "parallel-copy"), "copy_queue": None}
     lab_values: dict[tuple[str, ...], Any] = {
         **LAB_OVERRIDES,
         **lab_backup,
+        **{("database", key): value for key, value in parallel_copy.items()},
         **{("kafka", key): value for key, value in kafka.items()},
         ("blue_green", "dashboard_url_template"): dashboard,
         **{("traffic", "load_test", key): value for key, value in load_test.items()},

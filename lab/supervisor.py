@@ -45,6 +45,7 @@ from lab.route53 import Moto
 from lab.settings import LabSettings
 from pyairtable_migration.config import ConfigError, load_config
 from pyairtable_migration.kafka_mirror import process as mirror_process
+from pyairtable_migration.postgres.copy_runner import copy_process
 
 __all__ = [
     "DEFAULT_SCALE",
@@ -216,6 +217,9 @@ def down(settings: LabSettings | None = None, purge: bool = False, echo: Echo = 
         for mirror in sorted((settings.data_dir / "kafka-mirror").glob("*/")):
             if mirror_process.stop(mirror):
                 echo(f"{'kafka mirror':<16} stopped ({mirror.name})")
+        # A parallel initial copy likewise (it would hold a snapshot, and a slot, on a stopped source).
+        if copy_process(settings.data_dir / "parallel-copy").stop(timeout=10):
+            echo(f"{'parallel copy':<16} stopped")
         with exclusive(settings):
             state = State(settings)
             for item in reversed(components()):

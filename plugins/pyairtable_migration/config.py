@@ -179,6 +179,11 @@ class DatabaseConfig(_Strict):
     copy_workers: PositiveInt = 4
     copy_split_bytes: PositiveInt = 256 * 1024 * 1024
     copy_progress_seconds: PositiveFloat = 10.0
+    # The parallel copy runs as a process of the worker that starts it (it holds the snapshot while
+    # a killed task is cleared), its pid, log and result here; with `copy_queue`, its task runs on that
+    # queue's one worker, so a clear finds it.
+    copy_state_dir: str = "/opt/airflow/parallel-copy"
+    copy_queue: Name | None = None
     # Where pg_dump lives on the workers (its major version must be >= the source's).
     pg_bin_dir: Annotated[str, StringConstraints(pattern=r"^/\S*$")] = "/usr/lib/postgresql/15/bin"
 

@@ -444,10 +444,12 @@ def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step
         "database.copy_snapshot",
         f"create slot {db.subscription} with its snapshot exported; copy every table under it with "
         f"{db.copy_workers} workers, tables above {db.copy_split_bytes} bytes in ranges (progress and ETA "
-        "in the log; run again: verified, or started over under a new snapshot)",
+        "in the log; the copy is a process of its own: a killed task cleared waits for it again, a copy "
+        "done is verified, one whose process died starts over under a new snapshot)",
         (
             f"{source}: replication slot {db.subscription}",
             f"{target}: every table's rows, schema pyairtable_snapshot_copy (progress)",
+            f"copy process state in {db.copy_state_dir}",
         ),
         operator="pyairtable_migration.operators.database.ParallelCopyOperator",
         arguments={
@@ -455,6 +457,8 @@ def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step
             "copy_workers": db.copy_workers,
             "copy_split_bytes": db.copy_split_bytes,
             "copy_progress_seconds": db.copy_progress_seconds,
+            "copy_state_dir": db.copy_state_dir,
+            **({"queue": db.copy_queue} if db.copy_queue else {}),
         },
     )
     return [copy, indexes, subscribe, wait]

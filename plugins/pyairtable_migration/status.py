@@ -62,13 +62,17 @@ def database_status(config: MigrationConfig) -> dict[str, Any]:
             "slot_active": None if slot is None else bool(slot["active"]),
             "lag_bytes": None if slot is None else slot["lag_bytes"],
         }
+    from pyairtable_migration.postgres.copy_runner import copy_process
     from pyairtable_migration.postgres.snapshot_copy import read_progress
 
     copied = read_progress(target)
+    # The copy's process, if it runs on this host (where its task ran: database.copy_queue's worker).
+    copier = copy_process(Path(db.copy_state_dir)).running_pid()
+    running = "" if copier is None else f" (copy process running here, pid {copier})"
     return {
         "poolers": poolers,
         "replication": directions,
-        **({"parallel_copy": copied.describe()} if copied is not None else {}),
+        **({"parallel_copy": copied.describe() + running} if copied is not None else {}),
     }
 
 

@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,10 @@ import pytest
 
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
+from pyairtable_migration.detached import Detached
 from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook, parse_tables
 from pyairtable_migration.plan import build_plan
+from pyairtable_migration.postgres.copy_runner import copy_process
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up, publish
 from pyairtable_migration.postgres.schema_copy import copy_schema
@@ -249,6 +252,77 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
     )
 
 
+def parallel_config(config: MigrationConfig, state_dir: Path) -> MigrationConfig:
+    """`initial_copy: parallel` as these tests run it: two workers, small ranges, its process's
+    state under the test's own directory."""
+    return config.model_copy(
+        update={
+            "database": config.database.model_copy(
+                update={
+                    "initial_copy": "parallel",
+                    "copy_workers": 2,
+                    "copy_split_bytes": SPLIT_BYTES,
+                    "copy_progress_seconds": 0.5,
+                    "copy_state_dir": str(state_dir),
+                }
+            )
+        }
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_copy_task_killed_half_way_finds_its_copy_running_when_cleared(
+    pair: Pair, config: MigrationConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task SIGKILLed (a lost worker) while its copy runs: the copy is a process of its own and
+    goes on; the task run again (a clear) finds it, waits for it, and returns what it copied: every
+    range copied once, in the first attempt, none started over."""
+    prepare(pair, config)
+    parallel = parallel_config(config, tmp_path / "copy")
+    copier = copy_process(tmp_path / "copy")
+    task = multiprocessing.get_context("spawn").Process(
+        target=run_fast, args=(parallel, "database.copy_snapshot")
+    )
+    task.start()
+    deadline = time.monotonic() + 120
+    while len(copied_so_far(pair)) < 3:
+        assert task.is_alive(), f"the task ended (exit code {task.exitcode}) before it was killed"
+        assert time.monotonic() < deadline, "the copy never got going"
+        time.sleep(0.01)
+    assert task.pid is not None
+    os.kill(task.pid, signal.SIGKILL)
+    task.join(10)
+    running = copier.running_pid()
+    assert running is not None, f"the copy died with its task: {copier.log_tail()}"
+    # Held still until the task run again has looked for it, so it cannot finish unseen meanwhile.
+    os.kill(running, signal.SIGSTOP)
+    looked = threading.Event()
+    start = Detached.start
+
+    def start_and_tell(self: Detached, spec: dict[str, Any], extra_env: Any = None) -> tuple[int, bool]:
+        found = start(self, spec, extra_env)
+        looked.set()
+        os.kill(running, signal.SIGCONT)
+        return found
+
+    monkeypatch.setattr(Detached, "start", start_and_tell)
+    try:
+        again = run_fast(parallel, "database.copy_snapshot")
+    finally:
+        os.kill(running, signal.SIGCONT)
+    assert looked.is_set()
+    total = sum(ranges_by_table(pair).values())
+    assert again["action"] == "copied" and again["process"] == "found running", again
+    assert again["finished"] and again["ranges_copied"] == total, again
+    assert pair.query(
+        "target", "SELECT DISTINCT copied_in_attempt FROM pyairtable_snapshot_copy.copy_range"
+    ) == [(1,)]
+    assert copier.running_pid() is None and copier.result() is not None
+    source, target = hooks(config)
+    report = Validator(source, target, chunk_rows=config.database.validation_chunk_rows, log=LOG).run()
+    assert report.passed, report.summary()
+
+
 @pytest.mark.timeout(300)
 def test_a_copy_under_a_new_snapshot_empties_the_target_and_starts_over(
     pair: Pair, config: MigrationConfig
@@ -348,18 +422,7 @@ def test_the_database_phase_with_initial_copy_parallel_runs_then_runs_again(
     task run as Airflow runs it, under load; every task run again changes nothing; the target equal
     to the source, every acknowledged write there."""
     pair.reset()
-    parallel = config.model_copy(
-        update={
-            "database": config.database.model_copy(
-                update={
-                    "initial_copy": "parallel",
-                    "copy_workers": 2,
-                    "copy_split_bytes": SPLIT_BYTES,
-                    "copy_progress_seconds": 0.5,
-                }
-            )
-        }
-    )
+    parallel = parallel_config(config, tmp_path / "copy")
     planned = [t for t in build_plan(parallel).steps if t in PARALLEL_STEPS]
     assert planned == PARALLEL_STEPS
     ledger = tmp_path / "ledger.log"

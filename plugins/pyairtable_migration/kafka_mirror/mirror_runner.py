@@ -1,21 +1,19 @@
-"""`python -m pyairtable_migration.kafka_mirror.mirror_runner`: run one mirror until SIGTERM, spec from the
-environment (process.SPEC_VARIABLE), so no address or setting shows in the process list."""
+"""`python -m pyairtable_migration.kafka_mirror.mirror_runner`: run one mirror until SIGTERM, its
+spec from the environment (pyairtable_migration.detached), so no address shows in the process list."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sys
 import threading
 import time
 
+from pyairtable_migration.detached import runner_spec
 from pyairtable_migration.kafka_mirror.mirror import Mirror, MirrorSpec
-from pyairtable_migration.kafka_mirror.process import SPEC_VARIABLE
 
 
 def main() -> int:
-    spec = MirrorSpec.from_dict(json.loads(os.environ[SPEC_VARIABLE]))
+    spec = MirrorSpec.from_dict(runner_spec())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())

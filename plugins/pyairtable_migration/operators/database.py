@@ -19,14 +19,18 @@ fails, naming every other such table, before anything is changed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from airflow.sdk import Context
 
+from pyairtable_migration.detached import Detached, DetachedError
 from pyairtable_migration.hooks.database import (
     MIGRATION_SCHEMA,
     MigrationError,
+    MigrationPostgresHook,
     get_subscription,
     parse_tables,
     table_states,
@@ -39,6 +43,7 @@ from pyairtable_migration.operators.base import (
     fail,
 )
 from pyairtable_migration.postgres import preflight, replication, schema_copy, snapshot_copy
+from pyairtable_migration.postgres.copy_runner import CopySpec, copy_process
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.postgres.validator import Validator
@@ -46,6 +51,8 @@ from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
+# How often the copy's task looks whether its process still runs.
+COPY_POLL_SECONDS = 0.5
 
 T = TypeVar("T")
 
@@ -277,23 +284,39 @@ class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
 class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
     """`initial_copy: parallel`: the forward slot created with its snapshot exported, every table
     copied under that snapshot in ranges (`postgres/snapshot_copy.py`), progress (rows, bytes, rate,
-    ETA) logged every `copy_progress_seconds` and returned. Run again once it finished (or once the
-    subscription streams from its slot), it verifies; after an interrupted try (the snapshot died
-    with its task) it starts over under a new snapshot, emptying what the target holds: nothing is
-    copied twice.
+    ETA) logged every `copy_progress_seconds` and returned.
+
+    The copy runs as a detached process (`postgres/copy_runner.py`) this task starts and watches: the
+    session holding the snapshot outlives the task, so a task killed half-way and cleared (or retried)
+    finds the copy still running and waits for it, and no range is copied twice. Run again once it
+    finished (or once the subscription streams from its slot), it verifies; if the process itself
+    died, it starts over under a new snapshot, emptying what the target holds.
 
     :param copy_workers: ranges copied at once
     :param copy_split_bytes: tables bigger on disk are copied in ranges of about this size
+    :param copy_state_dir: the copy process's pid, log and result (on the worker that runs this task)
     """
 
-    template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers", "copy_workers")
+    template_fields: Sequence[str] = (
+        *ReplicationOperator.template_fields,
+        "poolers",
+        "copy_workers",
+        "copy_state_dir",
+    )
 
     def __init__(
-        self, *, copy_workers: int, copy_split_bytes: int, copy_progress_seconds: float = 10.0, **kwargs: Any
+        self,
+        *,
+        copy_workers: int,
+        copy_split_bytes: int,
+        copy_state_dir: str,
+        copy_progress_seconds: float = 10.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.copy_workers = copy_workers
         self.copy_split_bytes = copy_split_bytes
+        self.copy_state_dir = copy_state_dir
         self.copy_progress_seconds = copy_progress_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -314,25 +337,50 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
         if streaming and done is not None and done.finished:
             self.log.info("Subscription %s streams after the copy: %s", self.subscription, done.describe())
             return {"action": "verified", **done.summary()}
-        done = snapshot_copy.completed_copy(source, target, self.subscription)
-        if done is not None:
-            self.log.info("The parallel copy finished already: %s", done.describe())
-            return {"action": "verified", **done.summary()}
-        with snapshot_copy.exported_snapshot(
-            source, target, slot=self.subscription, publication=self.publication, log=self.log
-        ) as snapshot:
-            progress = snapshot_copy.copy_snapshot(
-                source,
-                target,
-                snapshot,
-                workers=int(self.copy_workers),
-                split_bytes=self.copy_split_bytes,
-                refuse_if_writers_on_target=self.refuse_after_switchover,
-                log=self.log,
-                on_progress=lambda now: self.log.info("Copy: %s", now.describe()),
-                progress_seconds=self.copy_progress_seconds,
-            )
-        return {"action": "copied", **progress.summary()}
+        copier = copy_process(Path(self.copy_state_dir))
+        if copier.running_pid() is None:
+            done = snapshot_copy.completed_copy(source, target, self.subscription)
+            if done is not None:
+                self.log.info("The parallel copy finished already: %s", done.describe())
+                return {"action": "verified", **done.summary()}
+        spec = CopySpec(
+            source_conn_id=self.source_conn_id,
+            target_conn_id=self.target_conn_id,
+            slot=self.subscription,
+            publication=self.publication,
+            workers=int(self.copy_workers),
+            split_bytes=int(self.copy_split_bytes),
+            progress_seconds=float(self.copy_progress_seconds),
+        )
+        try:
+            pid, started = copier.start(spec.to_dict())
+        except DetachedError as exc:
+            raise MigrationError(str(exc)) from None
+        self.log.info(
+            "Copy process %s (pid %d; its log: %s)",
+            "started" if started else "found running (an earlier try started it): waiting for it",
+            pid,
+            copier.path(".log"),
+        )
+        self.watch(copier, target)
+        result = copier.result()
+        if result is None or "error" in result:
+            why = result["error"] if result else f"it ended without a result ({copier.log_tail()})"
+            raise MigrationError(f"the parallel copy failed: {why}; run again to start over")
+        progress = snapshot_copy.read_progress(target)
+        summary = progress.summary() if progress else result["progress"]
+        return {"action": "copied", "process": "started" if started else "found running", **summary}
+
+    def watch(self, copier: Detached, target: MigrationPostgresHook) -> None:
+        """Until the copy process ends: its progress, read from the target, every copy_progress_seconds."""
+        next_report = 0.0
+        while copier.running_pid() is not None:
+            if time.monotonic() >= next_report:
+                progress = snapshot_copy.read_progress(target)
+                if progress is not None:
+                    self.log.info("Copy: %s", progress.describe())
+                next_report = time.monotonic() + float(self.copy_progress_seconds)
+            time.sleep(COPY_POLL_SECONDS)
 
 
 class DropForwardReplicationOperator(BeforeSwitchoverOperator, ReplicationOperator):
