@@ -10,12 +10,14 @@ time the delivery report gave, so a lost event says where it went) and `event_id
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.ledger import AppendOnlyLines
+from pyairtable_migration.kafka_mirror.client import KafkaMirrorError, end_offsets, scan
 
 
 class KafkaLedger:
@@ -49,9 +51,15 @@ class KafkaLedgerReport:
     # Places (broker, topic[partition]@offset) acknowledged for more than one event: a broker that
     # handed one offset out twice kept only one of them, the other lost by the broker, not the mirror.
     shared_places: dict[str, list[str]] = field(default_factory=dict)
+    # What the broker holds now at each lost event's place (read while the brokers still run): the
+    # event itself (it was there, and no consumer read it) or another (the broker lost it).
+    found_there: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lost = [f"{event} ({self.lost_where.get(event) or '?'})" for event in self.lost[:10]]
+        lost = [
+            f"{event} ({self.lost_where.get(event) or '?'}; there now: {self.found_there.get(event, '?')})"
+            for event in self.lost[:10]
+        ]
         shared = (
             f", places acknowledged twice {dict(list(self.shared_places.items())[:5])}"
             if self.shared_places
@@ -65,11 +73,34 @@ class KafkaLedgerReport:
 
 def check_kafka_ledger(directory: Path, catch_up_seconds: float = 0) -> KafkaLedgerReport:
     """Every acknowledged event processed at least once; torn last lines are ignored. With
-    `catch_up_seconds`, the consumers are given that long to process the last events first."""
+    `catch_up_seconds`, the consumers are given that long to process the last events first. Each
+    lost event's place is read back from its broker (the first ten)."""
     deadline = time.monotonic() + catch_up_seconds
     while (report := _read_kafka_ledger(directory)).lost and time.monotonic() < deadline:
         time.sleep(1)
+    for event in report.lost[:10]:
+        report.found_there[event] = _held_at(report.lost_where.get(event, ""))
     return report
+
+
+def _held_at(where: str) -> str:
+    """What the broker holds at `where` ("host:port topic[partition]@offset ..."), said briefly."""
+    place = re.fullmatch(r"(\S+) (\S+)\[(\d+)\]@(\d+)", " ".join(where.split()[:2]))
+    if place is None:
+        return "place not recorded"
+    bootstrap, topic, number, at = place.groups()
+    partition, offset = (topic, int(number)), int(at)
+    try:
+        if offset >= end_offsets(bootstrap, [partition])[partition]:
+            return "nothing (past the partition's end)"
+        records = list(scan(bootstrap, topic, partition[1], offset, timeout=10, end=offset + 1))
+    except KafkaMirrorError as exc:
+        return f"unreadable: {exc}"
+    if not records:
+        return "nothing (removed by retention)"
+    record = records[0]
+    value = (record.value or b"").decode(errors="replace")
+    return f"{value} (origin {record.origin})" if record.origin else value
 
 
 def _read_kafka_ledger(directory: Path) -> KafkaLedgerReport:
