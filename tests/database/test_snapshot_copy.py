@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,22 @@ def copy_in_child(source_conn_id: str, target_conn_id: str, snapshot: ExportedSn
     )
 
 
+def killed_once_three_ranges_are_copied(pair: Pair, target: Callable[..., object], *args: Any) -> None:
+    """`target(*args)` (a copy, or the task that runs one) in a process of its own, SIGKILLed once the
+    target records three ranges copied."""
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    deadline = time.monotonic() + 120
+    while len(copied_so_far(pair)) < 3:
+        assert child.is_alive(), f"it ended (exit code {child.exitcode}) before it was killed"
+        assert time.monotonic() < deadline, "the copy never got going"
+        time.sleep(0.01)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+
+
 def copied_so_far(pair: Pair) -> list[tuple[Any, ...]]:
     try:
         return pair.query(
@@ -207,20 +223,9 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
     with exported_snapshot(
         source, target, slot=slot, publication=config.database.publication, log=LOG
     ) as snapshot:
-        child = multiprocessing.get_context("spawn").Process(
-            target=copy_in_child,
-            args=(config.database.source_conn_id, config.database.target_conn_id, snapshot),
+        killed_once_three_ranges_are_copied(
+            pair, copy_in_child, config.database.source_conn_id, config.database.target_conn_id, snapshot
         )
-        child.start()
-        deadline = time.monotonic() + 120
-        while len(copied_so_far(pair)) < 3:
-            assert child.is_alive(), f"the copy ended (exit code {child.exitcode}) before it was killed"
-            assert time.monotonic() < deadline, "the copy never got going"
-            time.sleep(0.01)
-        assert child.pid is not None
-        os.kill(child.pid, signal.SIGKILL)
-        child.join(10)
-        assert child.exitcode == -signal.SIGKILL
         time.sleep(0.5)  # the killed copy's sessions notice their client is gone and roll back
         before = copied_so_far(pair)
         total = sum(ranges_by_table(pair).values())
@@ -280,18 +285,7 @@ def test_a_copy_task_killed_half_way_finds_its_copy_running_when_cleared(
     prepare(pair, config)
     parallel = parallel_config(config, tmp_path / "copy")
     copier = copy_process(tmp_path / "copy")
-    task = multiprocessing.get_context("spawn").Process(
-        target=run_fast, args=(parallel, "database.copy_snapshot")
-    )
-    task.start()
-    deadline = time.monotonic() + 120
-    while len(copied_so_far(pair)) < 3:
-        assert task.is_alive(), f"the task ended (exit code {task.exitcode}) before it was killed"
-        assert time.monotonic() < deadline, "the copy never got going"
-        time.sleep(0.01)
-    assert task.pid is not None
-    os.kill(task.pid, signal.SIGKILL)
-    task.join(10)
+    killed_once_three_ranges_are_copied(pair, run_fast, parallel, "database.copy_snapshot")
     running = copier.running_pid()
     assert running is not None, f"the copy died with its task: {copier.log_tail()}"
     # Held still until the task run again has looked for it, so it cannot finish unseen meanwhile.
