@@ -1,12 +1,10 @@
-"""`make test`: the suite as three pytest processes side by side, so it ends in about a third of
-the time its parts take one after the other.
+"""`make test`: the suite as two pytest processes side by side, so it ends in about half the time.
 
-Most of the long tests spend their minutes waiting (on a whole Airflow's scheduler, a DNS TTL, a
-bake time), not computing: the tests marked `real_airflow` (a whole Airflow with scheduler and
-workers, driven through its API or a browser) and those marked `beside` (each brings its own lab
-on free ports) run in processes of their own, each with its own Airflow home, beside the rest.
-The first process prints as it goes; the others' output follows once each has finished; the exit
-status is the worst of the three. Extra arguments go to all, e.g. `python -m tests.parallel -x -k drill`.
+The tests marked `real_airflow` (a whole Airflow with scheduler and workers, driven through its
+API or a browser) spend their minutes waiting on that Airflow, and they bring their own lab on
+free ports and their own Airflow home; they run beside the rest instead of after it. Each
+process prints its own summary (the second one's after the first finishes); the exit status is
+the worse of the two. Extra arguments go to both, e.g. `python -m tests.parallel -x -k drill`.
 """
 
 from __future__ import annotations
@@ -15,11 +13,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from contextlib import ExitStack
 
-# Each process's tests, as a marker expression: every test is in exactly one.
-REST = "not (real_airflow or beside)"
-BESIDE = ("real_airflow", "beside and not real_airflow")
+# Tests marked `real_airflow` (whole Airflows of their own) or `beside` (placed there to balance).
+SIDE = "real_airflow or beside"
 NO_TESTS_COLLECTED = 5
 
 
@@ -28,7 +24,7 @@ def pytest_command(marker_expression: str, extra: list[str]) -> list[str]:
 
 
 def combined_status(statuses: list[int]) -> int:
-    """Failure wins; a process that selected nothing (extra arguments filtered it out) is not one."""
+    """Failure wins; a side that selected nothing (extra arguments filtered it out) is not one."""
     ran = [status for status in statuses if status != NO_TESTS_COLLECTED]
     if not ran:
         return NO_TESTS_COLLECTED
@@ -36,29 +32,22 @@ def combined_status(statuses: list[int]) -> int:
 
 
 def main(extra: list[str]) -> int:
-    with ExitStack() as stack:
-        started = []
-        for expression in BESIDE:
-            output = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
-            airflow_home = stack.enter_context(tempfile.TemporaryDirectory())
-            process = subprocess.Popen(
-                pytest_command(expression, extra),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                # Its own metadata database: no two processes write one SQLite file together.
-                env={**os.environ, "PYAIRTABLE_TEST_AIRFLOW_HOME": airflow_home},
-            )
-            started.append((expression, process, output))
-        statuses = []
+    with tempfile.TemporaryFile(mode="w+") as output, tempfile.TemporaryDirectory() as airflow_home:
+        beside = subprocess.Popen(
+            pytest_command(SIDE, extra),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # Its own metadata database: the two processes never write one SQLite file together.
+            env={**os.environ, "PYAIRTABLE_TEST_AIRFLOW_HOME": airflow_home},
+        )
         try:
-            statuses.append(subprocess.call(pytest_command(REST, extra)))
+            rest = subprocess.call(pytest_command(f"not ({SIDE})", extra))
         finally:
-            for expression, process, output in started:
-                statuses.append(process.wait())
-                output.seek(0)
-                print(f"\n{'=' * 30} tests marked {expression}, run beside the rest {'=' * 30}", flush=True)
-                sys.stdout.write(output.read())
-    return combined_status(statuses)
+            real_airflow = beside.wait()
+        output.seek(0)
+        print(f"\n{'=' * 30} tests marked {SIDE}, run beside the rest {'=' * 30}", flush=True)
+        sys.stdout.write(output.read())
+    return combined_status([rest, real_airflow])
 
 
 if __name__ == "__main__":

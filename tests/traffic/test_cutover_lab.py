@@ -53,13 +53,7 @@ from tests.traffic.lablib import (
 from tests.validation.test_checks import context as check_context
 from tests.watchdog import helper_thread
 
-# `beside`: in a make test process of its own (tests/parallel.py), with its own lab: it mostly waits.
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.beside,
-    pytest.mark.usefixtures("airflow_db"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("airflow_db"), pytest.mark.timeout(300)]
 
 TTL = 2  # the cutover TTL
 OLD_TTL = 4  # what the records have before the cutover starts
