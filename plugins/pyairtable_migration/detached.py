@@ -128,9 +128,10 @@ class Detached:
 
     def log_tail(self, lines: int = 5) -> str:
         try:
-            return " | ".join(self.path(".log").read_text(errors="replace").splitlines()[-lines:])
+            tail = self.path(".log").read_text(errors="replace").splitlines()[-lines:]
         except OSError:
             return "(no log)"
+        return " | ".join(tail) or "(nothing logged yet)"
 
 
 def runner_spec() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
@@ -315,6 +316,34 @@ def test_a_copy_task_killed_half_way_finds_its_copy_running_when_cleared(
     source, target = hooks(config)
     report = Validator(source, target, chunk_rows=config.database.validation_chunk_rows, log=LOG).run()
     assert report.passed, report.summary()
+
+
+@pytest.mark.timeout(300)
+def test_a_stalled_copy_fails_its_task_by_name_and_a_clear_waits_for_it_again(
+    pair: Pair, config: MigrationConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy process stopped still (SIGSTOP: a hung session would look the same): its task fails
+    once no range finished for copy_stall_seconds, naming the process and what to do, and leaves it
+    running; resumed and the task cleared, the copy is found running and finishes."""
+    prepare(pair, config)
+    parallel = parallel_config(config, tmp_path / "copy")
+    copier = copy_process(tmp_path / "copy")
+    start = Detached.start
+
+    def start_and_stall(self: Detached, spec: dict[str, Any], extra_env: Any = None) -> tuple[int, bool]:
+        pid, started = start(self, spec, extra_env)
+        os.kill(pid, signal.SIGSTOP)
+        return pid, started
+
+    monkeypatch.setattr(Detached, "start", start_and_stall)
+    with pytest.raises(AirflowFailException, match=r"finished no range for \d+ s") as failed:
+        run_fast(parallel, "database.copy_snapshot", copy_stall_seconds=2)
+    stalled = copier.running_pid()
+    assert stalled is not None and f"kill {stalled}" in str(failed.value), str(failed.value)
+    monkeypatch.undo()
+    os.kill(stalled, signal.SIGCONT)
+    again = run_fast(parallel, "database.copy_snapshot")
+    assert again["action"] == "copied" and again["process"] == "found running" and again["finished"], again
 
 
 @pytest.mark.timeout(300)

@@ -53,6 +53,8 @@ from pyairtable_migration.triggers.database import InitialSyncTrigger, Replicati
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 # How often the copy's task looks whether its process still runs.
 COPY_POLL_SECONDS = 0.5
+# A copy that finishes no range for this long is stalled (a range is at most copy_split_bytes).
+COPY_STALL_SECONDS = 900.0
 
 T = TypeVar("T")
 
@@ -311,6 +313,7 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
         copy_split_bytes: int,
         copy_state_dir: str,
         copy_progress_seconds: float = 10.0,
+        copy_stall_seconds: float = COPY_STALL_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -318,6 +321,7 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
         self.copy_split_bytes = copy_split_bytes
         self.copy_state_dir = copy_state_dir
         self.copy_progress_seconds = copy_progress_seconds
+        self.copy_stall_seconds = copy_stall_seconds
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -372,14 +376,27 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
         return {"action": "copied", "process": "started" if started else "found running", **summary}
 
     def watch(self, copier: Detached, target: MigrationPostgresHook) -> None:
-        """Until the copy process ends: its progress, read from the target, every copy_progress_seconds."""
-        next_report = 0.0
-        while copier.running_pid() is not None:
-            if time.monotonic() >= next_report:
+        """Until the copy process ends: its progress, read from the target, every copy_progress_seconds.
+
+        A copy that finishes no range for `copy_stall_seconds` fails the task, named (a hung
+        session, a lock); its process is left running: a clear waits for it again."""
+        next_report, copied, moved_at = 0.0, -1, time.monotonic()
+        while (pid := copier.running_pid()) is not None:
+            now = time.monotonic()
+            if now >= next_report:
                 progress = snapshot_copy.read_progress(target)
                 if progress is not None:
                     self.log.info("Copy: %s", progress.describe())
-                next_report = time.monotonic() + float(self.copy_progress_seconds)
+                if progress is not None and progress.ranges_copied != copied:
+                    copied, moved_at = progress.ranges_copied, now
+                elif now - moved_at > float(self.copy_stall_seconds):
+                    raise MigrationError(
+                        f"the parallel copy (pid {pid}) finished no range for {now - moved_at:.0f} s "
+                        f"({progress.describe() if progress else 'no progress recorded'}); its log: "
+                        f"{copier.log_tail()}. It still runs: clear this task to wait for it again, or "
+                        f"stop it (kill {pid}) and clear to start over"
+                    )
+                next_report = now + float(self.copy_progress_seconds)
             time.sleep(COPY_POLL_SECONDS)
 
 
