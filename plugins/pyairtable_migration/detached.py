@@ -46,10 +46,10 @@ class Detached:
         return self.state_dir / f"{self.name}{suffix}"
 
     def running_pid(self) -> int | None:
-        """Its pid if it runs (its command line names the module, so a reused pid is not it)."""
+        """Its pid if it runs (its command line names the module, so a reused pid is not it; one
+        that ended as this process's child stays a zombie, not running, until this process ends)."""
         try:
             pid = int(self.path(".pid").read_text().strip())
-            _reap(pid)  # ended, and this process started it: gone now, no zombie left
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError, IndexError):
