@@ -102,7 +102,8 @@ class Detached:
         return process.pid, True
 
     def stop(self, timeout: float) -> bool:
-        """SIGTERM (the runner ends cleanly), SIGKILL after `timeout`; False if none was running."""
+        """SIGTERM, SIGKILL after `timeout`; False if none was running. What SIGTERM does is the
+        runner's: the mirror flushes and commits; the copy just ends (its committed ranges stay)."""
         pid = self.running_pid()
         if pid is None:
             return False
