@@ -139,20 +139,25 @@ class AirflowUI:
         badge = self.badge(node_id)
         return badge.inner_text().strip() if badge.count() else ""
 
-    def node_shown_in(self, node_ids: list[str], states: tuple[str, ...], timeout_ms: float) -> str | None:
-        """The first of `node_ids` the graph shows in one of `states` within `timeout_ms` (None: none).
+    def node_shown_in(self, wanted: dict[str, tuple[str, ...]], timeout_ms: float) -> str | None:
+        """The first node the graph shows in one of its `wanted` states within `timeout_ms` (None: none).
 
         Watched in the page itself, between the UI's own refreshes: a step that is in such a state
         for a few seconds is seen even while the test's other looks (REST calls) are slow.
         """
-        shown = re.compile(rf"^({'|'.join(map(re.escape, states))})$")
-        nodes = self.page.locator(", ".join(f'[data-testid="rf__node-{node_id}"]' for node_id in node_ids))
-        working = nodes.filter(has=self.page.get_by_test_id("state-badge").filter(has_text=shown)).first
+        shown: Locator | None = None
+        for node_id, states in wanted.items():
+            badge_text = re.compile(rf"^({'|'.join(map(re.escape, states))})$")
+            badge = self.page.get_by_test_id("state-badge").filter(has_text=badge_text)
+            node = self.node(node_id).filter(has=badge)
+            shown = node if shown is None else shown.or_(node)
+        if shown is None:
+            return None
         try:
-            working.wait_for(timeout=timeout_ms)
+            shown.first.wait_for(timeout=timeout_ms)
         except PlaywrightTimeoutError:
             return None
-        test_id = working.get_attribute("data-testid") or ""
+        test_id = shown.first.get_attribute("data-testid") or ""
         return test_id.removeprefix("rf__node-") or None
 
     def screenshot(self, path: Path, close_up: str | None = None) -> list[Path]:

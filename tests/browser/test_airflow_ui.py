@@ -81,9 +81,10 @@ from tests.watchdog import helper_thread
 pytestmark = [pytest.mark.lab, pytest.mark.real_airflow]
 
 BAKE_SECONDS = 3
-# How long one look at the run watches the graph for a weight step at work: each step is shown working
-# for its bake and DNS wait (seconds), a look's REST calls may take as long on a loaded machine.
-SHIFT_WATCH_MS = 4_000
+# How long one look at the run watches the graph for a weight step at work or an approval waiting: each
+# step is shown working for its bake and DNS wait (seconds), and the four steps before the approval at
+# 100 % are watched without a gap (a look's REST calls between page waits may take as long).
+CUTOVER_WATCH_MS = 60_000
 APPROVALS = ("switchover.approve", "traffic.approve_100")
 FAULTY_SERVICE = "web-bff"
 FIXED_IMAGE = load_config().deployable[FAULTY_SERVICE].image
@@ -432,8 +433,11 @@ def the_night(
         if not graph:
             return None
         if not set(shots) & set(shifts):
-            working = ui.node_shown_in(shifts, ("running", "deferred"), timeout_ms=SHIFT_WATCH_MS)
-            if working is not None:
+            # Until the graph shows a step at work or an approval waiting for a person (answered above).
+            wanted: dict[str, tuple[str, ...]] = {shift: ("running", "deferred") for shift in shifts}
+            wanted |= {task_id: ("awaiting_input",) for task_id in APPROVALS if task_id not in answered}
+            working = ui.node_shown_in(wanted, timeout_ms=CUTOVER_WATCH_MS)
+            if working is not None and working in shifts:
                 shown = ui.shown_state(working)
                 shots[working] = ui.screenshot(artifacts / f"graph-{working}-{shown}.png", close_up="traffic")
         return None
