@@ -13,7 +13,7 @@ import math
 from typing import Any
 from urllib.parse import quote
 
-from airflow.providers.http.hooks.http import HttpHook
+from pyairtable_migration.hooks.http_api import HttpApiHook
 
 # The gate and the links import it from here; the alert rules render their queries with it too.
 from pyairtable_migration.monitoring.promql import render_query  # noqa: F401
@@ -31,27 +31,14 @@ class PrometheusQueryRefused(PrometheusQueryError):
     """Prometheus answered and refused the query (bad_data: syntax, unknown function...)."""
 
 
-class PrometheusHook(HttpHook):
+class PrometheusHook(HttpApiHook):
     conn_name_attr = "prometheus_conn_id"
     default_conn_name = "prometheus_default"
-    conn_type = "http"
     hook_name = "Prometheus"
-
-    def __init__(self, prometheus_conn_id: str = default_conn_name, timeout_seconds: float = 10.0) -> None:
-        super().__init__(method="GET", http_conn_id=prometheus_conn_id)
-        self.timeout_seconds = timeout_seconds
+    unavailable = PrometheusUnavailable
 
     def _get(self, endpoint: str, params: dict[str, Any]) -> Any:
-        try:
-            response = self.run(
-                endpoint,
-                data=params,
-                extra_options={"timeout": self.timeout_seconds, "check_response": False},
-            )
-        except Exception as exc:
-            raise PrometheusUnavailable(
-                f"Prometheus ({self.http_conn_id}) did not answer: {type(exc).__name__}: {exc}"
-            ) from exc
+        response = self.answer("GET", endpoint, data=params)
         try:
             body = response.json()
         except ValueError:
