@@ -11,7 +11,8 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from pyairtable_migration.builder import create_airflow_task, run_params
 from pyairtable_migration.config import MigrationConfig
-from pyairtable_migration.plan import build_plan
+from pyairtable_migration.plan import Step, build_plan
+from pyairtable_migration.rollback import build_rollback_plan
 
 # The database phase's PostgreSQL steps, in the order the DAG runs them.
 POSTGRES_STEPS = [
@@ -36,15 +37,18 @@ def params(config: MigrationConfig, **overrides: Any) -> dict[str, Any]:
 
 def operator_for(config: MigrationConfig, task_id: str, **arguments: Any) -> BaseOperator:
     """The operator the DAG builds for `task_id`, from the real plan (arguments override)."""
-    from airflow.sdk import DAG
-
     step = build_plan(config).steps[task_id]
     if arguments:
         step = type(step)(
             step.task_id, step.action, step.touches, step.operator, {**step.arguments, **arguments}
         )
-    dag = DAG(f"test_{task_id.replace('.', '_')}", schedule=None)
-    return create_airflow_task(step, dag, None)
+    return task_of(step)
+
+
+def task_of(step: Step) -> BaseOperator:
+    from airflow.sdk import DAG
+
+    return create_airflow_task(step, DAG(f"test_{step.task_id.replace('.', '_')}", schedule=None), None)
 
 
 async def _first_event(trigger: Any) -> dict[str, Any]:
@@ -77,23 +81,4 @@ def run_fast(config: MigrationConfig, task_id: str, **arguments: Any) -> Any:
 
 def rollback_operator(config: MigrationConfig) -> BaseOperator:
     """The database rollback, configured as the rollback DAG configures it."""
-    from airflow.sdk import DAG
-
-    from pyairtable_migration.operators.switchover import RollbackDatabaseOperator
-
-    db = config.database
-    return RollbackDatabaseOperator(
-        task_id="rollback_database",
-        dag=DAG("rollback_database_test", schedule=None),
-        source_conn_id=db.source_conn_id,
-        target_conn_id=db.target_conn_id,
-        poolers=[
-            {"name": p.name, "admin_conn_id": p.admin_conn_id, "database": p.database} for p in db.poolers
-        ],
-        publication=db.publication,
-        subscription=db.subscription,
-        reverse_publication=db.reverse_publication,
-        reverse_subscription=db.reverse_subscription,
-        sequence_margin=db.sequence_margin,
-        timeout_seconds=db.switchover_timeout_seconds,
-    )
+    return task_of(build_rollback_plan(config).steps["database.repoint_poolers"])

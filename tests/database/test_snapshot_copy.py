@@ -5,6 +5,7 @@ input refused by name before the target changes."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -114,6 +115,16 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     ledger = tmp_path / "ledger.log"
     load = LoadGenerator(dsn=pair.app_dsn(), db_rate=300, ledger_path=ledger, edge=None, http_rate=0)
     reports: list[CopyProgress] = []
+    # The subscription on the copy's slot: created once, verified when run again.
+    subscribe = functools.partial(
+        create_subscription_on_slot,
+        source,
+        target,
+        publication=config.database.publication,
+        subscription=subscription,
+        slot=slot,
+        log=LOG,
+    )
     load.start()
     try:
         time.sleep(1)
@@ -126,14 +137,7 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
         # Done and not yet followed: a copy step run again has nothing to do.
         assert completed_copy(source, target, slot) == read_progress(target)
         built = IndexBuilder(source, target, parallelism=2, log=LOG).run()
-        created = create_subscription_on_slot(
-            source,
-            target,
-            publication=config.database.publication,
-            subscription=subscription,
-            slot=slot,
-            log=LOG,
-        )
+        created = subscribe()
         time.sleep(2)  # writes keep arriving through the subscription
     finally:
         figures = load.stop()
@@ -165,17 +169,7 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     ledger_report = pair.ledger_report("target", ledger)
     assert ledger_report.checked == figures["db_commits"] and ledger_report.lost == 0, ledger_report.summary()
     # Run again, both steps verify instead of copying or subscribing twice.
-    assert (
-        create_subscription_on_slot(
-            source,
-            target,
-            publication=config.database.publication,
-            subscription=subscription,
-            slot=slot,
-            log=LOG,
-        )["action"]
-        == "verified"
-    )
+    assert subscribe()["action"] == "verified"
 
 
 def copy_in_child(source_conn_id: str, target_conn_id: str, snapshot: ExportedSnapshot) -> None:
