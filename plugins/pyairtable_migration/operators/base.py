@@ -20,6 +20,7 @@ from airflow.triggers.base import BaseTrigger
 
 from pyairtable_migration.dns.weights import sending_users_to
 from pyairtable_migration.hooks.database import MigrationError, MigrationPostgresHook
+from pyairtable_migration.topology import Pooler, Writers, writers
 from pyairtable_migration.triggers.base import OK
 
 # Each trigger keeps its own deadline and reports running past it as an event; the task's timeout
@@ -272,6 +273,26 @@ class ConnectionPairOperator(MigrationOperator):
         self.target_conn_id = target_conn_id
 
 
+class WritersReader(ConnectionPairOperator):
+    """Base of the operators that must know where the database's writers go before they act: both
+    clusters, and the poolers that send writers to one of them (`topology.writers`, the one reading).
+
+    :param poolers: [{name, admin_conn_id, database}] as in the config
+    """
+
+    template_fields: Sequence[str] = (*ConnectionPairOperator.template_fields, "poolers")
+
+    def __init__(self, *, poolers: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poolers = [dict(p) for p in poolers]
+
+    def writers_now(self) -> Writers:
+        """Where every pooler sends writers now, against both clusters' addresses."""
+        source = MigrationPostgresHook(self.source_conn_id).address[:2]
+        target = MigrationPostgresHook(self.target_conn_id).address[:2]
+        return writers([Pooler.of(p) for p in self.poolers], source, target)
+
+
 class DatabaseOperator(ConnectionPairOperator):
     """Base of the database operators: the two clusters, by Airflow connection id.
 
@@ -310,12 +331,11 @@ class ReplicationOperator(DatabaseOperator):
         self.subscription = subscription
 
 
-class ReplicationTopologyOperator(ReplicationOperator):
+class ReplicationTopologyOperator(ReplicationOperator, WritersReader):
     """Base of the operators that need the whole arrangement the switchover works in: both
     replication directions, the poolers that send writers to one cluster, and the tables allowed
     REPLICA IDENTITY FULL (the preflight checks what the switchover then relies on).
 
-    :param poolers: [{name, admin_conn_id, database}] as in the config
     :param reverse_publication / reverse_subscription: reverse replication (target -> source)
     :param replica_identity_full: tables allowed to be set REPLICA IDENTITY FULL
     """
@@ -331,14 +351,12 @@ class ReplicationTopologyOperator(ReplicationOperator):
     def __init__(
         self,
         *,
-        poolers: Sequence[Mapping[str, str]],
         reverse_publication: str,
         reverse_subscription: str,
         replica_identity_full: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.poolers = [dict(p) for p in poolers]
         self.reverse_publication = reverse_publication
         self.reverse_subscription = reverse_subscription
         self.replica_identity_full = list(replica_identity_full)

@@ -20,7 +20,7 @@ fails, naming every other such table, before anything is changed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from pyairtable_migration.operators.base import (
     DatabaseOperator,
     ReplicationOperator,
     ReplicationTopologyOperator,
+    WritersReader,
     bulleted,
     fail,
 )
@@ -47,7 +48,7 @@ from pyairtable_migration.postgres.copy_runner import CopySpec, copy_process
 from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.postgres.validator import Validator
-from pyairtable_migration.topology import Pooler, writers
+from pyairtable_migration.topology import Pooler
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 
 DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -123,22 +124,16 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
 # --- schema ---------------------------------------------------------------------------------------
 
 
-class BeforeSwitchoverOperator(DatabaseOperator):
+class BeforeSwitchoverOperator(WritersReader, DatabaseOperator):
     """Base of the steps that prepare the target while writers use the source: the schema, the
     publication, the initial copy. Once any pooler sends writers to the target, the target is
     production's primary, and these steps refuse to run at all: cleared, or in a second run of
     the migration, they would copy staging over it. The rollback (writers back on the source)
-    lifts the refusal.
-
-    :param poolers: [{name, admin_conn_id, database}] as in the config: where writers go is read
-        from each pooler's admin console, the one place that decides it
+    lifts the refusal. Where writers go is read from each pooler's admin console, the one place
+    that decides it.
     """
 
-    template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "poolers")
-
-    def __init__(self, *, poolers: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.poolers = [dict(p) for p in poolers]
+    template_fields: Sequence[str] = WritersReader.template_fields
 
     def run(self, action: str, function: Callable[..., T], *args: Any) -> T:
         def guarded() -> T:
@@ -148,8 +143,7 @@ class BeforeSwitchoverOperator(DatabaseOperator):
         return super().run(action, guarded)
 
     def refuse_after_switchover(self) -> None:
-        target = self.target().address[:2]
-        found = writers([Pooler.of(p) for p in self.poolers], self.source().address[:2], target)
+        found = self.writers_now()
         if found.unreadable:
             raise MigrationError(
                 "cannot tell where writers go: "
@@ -158,9 +152,10 @@ class BeforeSwitchoverOperator(DatabaseOperator):
             )
         on_target = found.on("target")
         if on_target:
+            host, port = self.target().address[:2]
             raise MigrationError(
                 f"writers are on the target (pooler(s) {', '.join(on_target)} point at "
-                f"{target[0]}:{target[1]}): it is production's primary now, and this step is for while "
+                f"{host}:{port}): it is production's primary now, and this step is for while "
                 "writers use the source; nothing changed. To migrate again, roll back first "
                 "(pyairtable_production_rollback)"
             )

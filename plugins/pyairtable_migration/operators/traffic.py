@@ -28,7 +28,6 @@ from airflow.sdk import BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from pyairtable_migration.dns.weights import ChangeResult, Records, ttls_of, weights_of
-from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.links import ErrorRatioGraphLink, HostedZoneLink, P99GraphLink
 from pyairtable_migration.notifications import GateBreached, gate_figures
 from pyairtable_migration.operators.approval import Answer, MigrationApprovalOperator
@@ -36,12 +35,12 @@ from pyairtable_migration.operators.base import (
     DEFERRAL_MARGIN,
     MigrationOperator,
     PhaseUndo,
+    WritersReader,
     bulleted,
     fail,
     run_clear_number,
     run_mode,
 )
-from pyairtable_migration.topology import Pooler, writers
 from pyairtable_migration.triggers.traffic import Route53ChangeTrigger, TrafficGateTrigger
 
 if TYPE_CHECKING:
@@ -305,7 +304,7 @@ class LowerTtlOperator(TrafficOperator):
         return summary
 
 
-class ShiftTrafficOperator(TrafficOperator):
+class ShiftTrafficOperator(WritersReader, TrafficOperator):
     """One weight step: production `weight` %, staging the rest; INSYNC; bake; gate.
 
     Skipped when `weight` is not in the run's `traffic_steps`. The gate samples production's
@@ -369,16 +368,10 @@ class ShiftTrafficOperator(TrafficOperator):
         sample_seconds: float,
         consecutive_breaches: int,
         window: str = "30s",
-        source_conn_id: str,
-        target_conn_id: str,
-        poolers: Sequence[Mapping[str, str]],
         require_writers_on_target: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.poolers = [dict(p) for p in poolers]
         self.require_writers_on_target = require_writers_on_target
         self.weight = weight
         self.bake_seconds = bake_seconds
@@ -408,9 +401,7 @@ class ShiftTrafficOperator(TrafficOperator):
         topology's answer, read from every pooler, must be `target`."""
         if not self.require_writers_on_target:
             return
-        source = MigrationPostgresHook(self.source_conn_id).address[:2]
-        target = MigrationPostgresHook(self.target_conn_id).address[:2]
-        found = writers([Pooler.of(p) for p in self.poolers], source, target)
+        found = self.writers_now()
         self.log.info("Writers' topology: %s", found.describe())
         if found.where == "target":
             return

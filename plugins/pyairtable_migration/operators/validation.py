@@ -43,10 +43,9 @@ from pyairtable_migration.hooks.database import (
 from pyairtable_migration.kubernetes.bluegreen import COLORS, BlueGreenError, deployment_name
 from pyairtable_migration.kubernetes.platform_objects import Workload, audit_problems
 from pyairtable_migration.links import MigrationReportLink
-from pyairtable_migration.operators.base import MigrationOperator, bulleted, fail, run_mode
+from pyairtable_migration.operators.base import MigrationOperator, WritersReader, bulleted, fail, run_mode
 from pyairtable_migration.postgres.replication import catch_up
 from pyairtable_migration.postgres.validator import Validator
-from pyairtable_migration.topology import Pooler, writers
 
 if TYPE_CHECKING:  # loaded by the monitoring check only: the DAG file parses without them
     from pyairtable_migration.hooks.prometheus import PrometheusHook
@@ -208,7 +207,7 @@ class LatencySloOperator(ValidationCheckOperator):
 # --- data parity ------------------------------------------------------------------------------------
 
 
-class DataParityOperator(ValidationCheckOperator):
+class DataParityOperator(WritersReader, ValidationCheckOperator):
     """The independent validator from the side writers use to the other, and the replication in place.
 
     After the switchover writers use the target and the source follows it through the reverse
@@ -217,20 +216,11 @@ class DataParityOperator(ValidationCheckOperator):
     subscription gone and the reverse one without errors.
     """
 
-    template_fields: Sequence[str] = (
-        "source_conn_id",
-        "target_conn_id",
-        "poolers",
-        "subscription",
-        "reverse_subscription",
-    )
+    template_fields: Sequence[str] = (*WritersReader.template_fields, "subscription", "reverse_subscription")
 
     def __init__(
         self,
         *,
-        source_conn_id: str,
-        target_conn_id: str,
-        poolers: Sequence[Mapping[str, str]],
         subscription: str,
         reverse_subscription: str,
         chunk_rows: int,
@@ -239,9 +229,6 @@ class DataParityOperator(ValidationCheckOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.poolers = [dict(p) for p in poolers]
         self.subscription = subscription
         self.reverse_subscription = reverse_subscription
         self.chunk_rows = chunk_rows
@@ -261,7 +248,7 @@ class DataParityOperator(ValidationCheckOperator):
             MigrationPostgresHook(self.source_conn_id),
             MigrationPostgresHook(self.target_conn_id),
         )
-        found = writers([Pooler.of(p) for p in self.poolers], source.address[:2], target.address[:2])
+        found = self.writers_now()
         if found.where not in ("source", "target"):
             raise fail(
                 f"data_parity: the pooler(s) do not all point at one of the clusters ({found.describe()})"
