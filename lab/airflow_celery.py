@@ -170,22 +170,21 @@ class MetadataDatabase(Component):
     binary = Binary(PG_BIN / "postgres", apt_hint("postgresql-15"))
     runs_as_service_user = True
 
+    scheme, address_path = "postgresql", f"/{METADATA_DATABASE}"
+
     def __init__(self, port: int, password: str) -> None:
-        self.port, self.password = port, password
+        self._port, self.password = port, password
+
+    def port(self, settings: LabSettings) -> int:
+        return self._port
 
     def data_path(self, settings: LabSettings) -> Path:
         return settings.data_dir / "postgres"
 
-    def address(self, settings: LabSettings) -> str:
-        return f"postgresql://{settings.host}:{self.port}/{METADATA_DATABASE}"
-
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, self.port)]
-
     def command(self, settings: LabSettings) -> list[str]:
         return [
             str(self.binary.path),
-            *("-D", str(self.data_path(settings)), "-p", str(self.port)),
+            *("-D", str(self.data_path(settings)), "-p", str(self._port)),
             *("-k", str(self.data_path(settings)), "-c", f"listen_addresses={settings.host}"),
             *("-c", "max_connections=200", "-c", "fsync=off"),
         ]
@@ -213,7 +212,7 @@ class MetadataDatabase(Component):
     def connect(self, settings: LabSettings, database: str, timeout: int = 5) -> Any:
         return psycopg2.connect(
             host=settings.host,
-            port=self.port,
+            port=self._port,
             user=METADATA_ROLE,
             password=self.password,
             dbname=database,
@@ -245,19 +244,18 @@ class Broker(Component):
     name = "airflow-redis"
     binary = Binary(Path("/usr/bin/redis-server"), apt_hint("redis-server"))
 
+    scheme, address_path = "redis", "/0"
+
     def __init__(self, port: int, password: str) -> None:
-        self.port, self.password = port, password
+        self._port, self.password = port, password
 
-    def address(self, settings: LabSettings) -> str:
-        return f"redis://{settings.host}:{self.port}/0"
-
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, self.port)]
+    def port(self, settings: LabSettings) -> int:
+        return self._port
 
     def command(self, settings: LabSettings) -> list[str]:
         return [
             str(self.binary.path),
-            *("--port", str(self.port), "--bind", settings.host, "--save", "", "--appendonly", "no"),
+            *("--port", str(self._port), "--bind", settings.host, "--save", "", "--appendonly", "no"),
             *("--include", str(self.config_path(settings))),
         ]
 
@@ -270,7 +268,7 @@ class Broker(Component):
 
     def probe(self, settings: LabSettings) -> bool:
         return answers_ping(
-            redis.Redis(host=settings.host, port=self.port, password=self.password, socket_timeout=1)
+            redis.Redis(host=settings.host, port=self._port, password=self.password, socket_timeout=1)
         )
 
 

@@ -31,11 +31,10 @@ class AlertReceiver(Component):
     name = "alert-receiver"
     binary = Binary(Path(sys.executable), "create the venv (`make bootstrap`)")
 
-    def address(self, settings: LabSettings) -> str:
-        return f"http://{settings.host}:{settings.alert_receiver_port}{PATH}"
+    scheme, address_path = "http", PATH
 
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, settings.alert_receiver_port)]
+    def port(self, settings: LabSettings) -> int:
+        return settings.alert_receiver_port
 
     def command(self, settings: LabSettings) -> list[str]:
         return [

@@ -42,11 +42,10 @@ class Alertmanager(Component):
     def directory(self, settings: LabSettings) -> Path:
         return settings.data_dir / "alertmanager"
 
-    def address(self, settings: LabSettings) -> str:
-        return f"http://{settings.host}:{settings.alertmanager_port}"
+    scheme = "http"
 
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, settings.alertmanager_port)]
+    def port(self, settings: LabSettings) -> int:
+        return settings.alertmanager_port
 
     def prepare(self, settings: LabSettings) -> None:
         self.directory(settings).mkdir(parents=True, exist_ok=True)

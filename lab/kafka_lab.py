@@ -45,6 +45,7 @@ class KafkaBroker(Component):
     start_timeout_seconds = 15.0
     # On SIGTERM Tansu lingers 5 s before it exits; on SIGINT (Ctrl-C) it stops at once.
     stop_signal = signal.SIGINT
+    scheme = "kafka"
 
     def __init__(self, cluster: Literal["staging", "production"]) -> None:
         self.cluster = cluster
@@ -55,12 +56,6 @@ class KafkaBroker(Component):
 
     def bootstrap(self, settings: LabSettings) -> str:
         return f"{settings.host}:{self.port(settings)}"
-
-    def address(self, settings: LabSettings) -> str:
-        return f"kafka://{self.bootstrap(settings)}"
-
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, self.port(settings))]
 
     def command(self, settings: LabSettings) -> list[str]:
         url = f"tcp://{self.bootstrap(settings)}"

@@ -284,12 +284,14 @@ class KubeApi(Component):
     name = "kube-api"
     binary = Binary(Path(sys.executable), "create the venv (`make bootstrap`)")
 
-    def address(self, settings: LabSettings) -> str:
-        return f"http://{settings.host}:{settings.kube_api_port}"
+    scheme = "http"
+
+    def port(self, settings: LabSettings) -> int:
+        return settings.kube_api_port
 
     def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
         return [
-            (settings.host, settings.kube_api_port),
+            *super().listens(settings),
             (settings.staging_ingress_host, settings.ingress_port),
             (settings.production_ingress_host, settings.ingress_port),
         ]

@@ -61,12 +61,10 @@ class PgBouncer(Component):
     name = "pgbouncer"
     binary = Binary(Path("/usr/sbin/pgbouncer"), apt_hint("pgbouncer"))
     runs_as_service_user = True  # PgBouncer refuses to run as root
+    scheme, address_path = "postgresql", f"/{DATABASE}"
 
-    def address(self, settings: LabSettings) -> str:
-        return f"postgresql://{settings.host}:{settings.pgbouncer_port}/{DATABASE}"
-
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, settings.pgbouncer_port)]
+    def port(self, settings: LabSettings) -> int:
+        return settings.pgbouncer_port
 
     def command(self, settings: LabSettings) -> list[str]:
         return [str(self.binary.path), str(ini_path(settings))]

@@ -108,6 +108,7 @@ def migrator_options(major: int) -> str:
 class PostgresCluster(Component):
     binary = BINARIES[15]
     runs_as_service_user = True
+    scheme, address_path = "postgresql", f"/{DATABASE}"
 
     def __init__(self, role: Literal["source", "target"]) -> None:
         self.role = role
@@ -139,12 +140,6 @@ class PostgresCluster(Component):
     @staticmethod
     def socket_dir(settings: LabSettings) -> Path:
         return settings.data_dir / "run"
-
-    def address(self, settings: LabSettings) -> str:
-        return f"postgresql://{settings.host}:{self.port(settings)}/{DATABASE}"
-
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, self.port(settings))]
 
     def command(self, settings: LabSettings) -> list[str]:
         return [

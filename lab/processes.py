@@ -120,13 +120,21 @@ class Component(ABC):
     start_timeout_seconds = 30.0
     stop_signal = signal.SIGTERM
 
-    @abstractmethod
-    def address(self, settings: LabSettings) -> str:
-        """Where it answers, as printed by `up` and `status`."""
+    # Its address is `<scheme>://<host>:<port><address_path>`.
+    scheme: str
+    address_path = ""
 
     @abstractmethod
+    def port(self, settings: LabSettings) -> int:
+        """The port it answers on."""
+
+    def address(self, settings: LabSettings) -> str:
+        """Where it answers, as printed by `up` and `status`."""
+        return f"{self.scheme}://{settings.host}:{self.port(settings)}{self.address_path}"
+
     def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
         """Every (host, port) it binds; each must be free before it starts."""
+        return [(settings.host, self.port(settings))]
 
     @abstractmethod
     def command(self, settings: LabSettings) -> list[str]:

@@ -55,11 +55,10 @@ class Prometheus(Component):
     def directory(self, settings: LabSettings) -> Path:
         return settings.data_dir / "prometheus"
 
-    def address(self, settings: LabSettings) -> str:
-        return f"http://{settings.host}:{settings.prometheus_port}"
+    scheme = "http"
 
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, settings.prometheus_port)]
+    def port(self, settings: LabSettings) -> int:
+        return settings.prometheus_port
 
     def prepare(self, settings: LabSettings) -> None:
         self.write_config(settings)

@@ -79,14 +79,13 @@ class RedisEndpoint(Component):
     binary = Binary(Path("/usr/sbin/haproxy"), apt_hint("haproxy"))
     start_timeout_seconds = 15.0
 
-    def address(self, settings: LabSettings) -> str:
-        return f"redis://{settings.host}:{settings.redis_endpoint_port}/0"
+    scheme, address_path = "redis", "/0"
+
+    def port(self, settings: LabSettings) -> int:
+        return settings.redis_endpoint_port
 
     def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [
-            (settings.host, settings.redis_endpoint_port),
-            (settings.host, settings.redis_endpoint_admin_port),
-        ]
+        return [*super().listens(settings), (settings.host, settings.redis_endpoint_admin_port)]
 
     def command(self, settings: LabSettings) -> list[str]:
         # -db: in the foreground, not a daemon; SIGTERM stops it at once, as every component stops.

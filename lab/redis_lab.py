@@ -39,6 +39,7 @@ def key_count(records: int) -> int:
 class RedisServer(Component):
     binary = Binary(Path("/usr/bin/redis-server"), apt_hint("redis-server"))
     start_timeout_seconds = 15.0
+    scheme, address_path = "redis", "/0"
 
     def __init__(self, role: Literal["source", "target"]) -> None:
         self.role = role
@@ -46,12 +47,6 @@ class RedisServer(Component):
 
     def port(self, settings: LabSettings) -> int:
         return settings.redis_source_port if self.role == "source" else settings.redis_target_port
-
-    def address(self, settings: LabSettings) -> str:
-        return f"redis://{settings.host}:{self.port(settings)}/0"
-
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, self.port(settings))]
 
     def prepare(self, settings: LabSettings) -> None:
         (settings.data_dir / "redis" / self.role).mkdir(parents=True, exist_ok=True)

@@ -51,11 +51,10 @@ class Moto(Component):
         "install moto[server] into the venv (`make bootstrap` installs requirements.txt)",
     )
 
-    def address(self, settings: LabSettings) -> str:
-        return f"http://{settings.host}:{settings.moto_port}"
+    scheme = "http"
 
-    def listens(self, settings: LabSettings) -> list[tuple[str, int]]:
-        return [(settings.host, settings.moto_port)]
+    def port(self, settings: LabSettings) -> int:
+        return settings.moto_port
 
     def command(self, settings: LabSettings) -> list[str]:
         return [str(self.binary.path), "-H", settings.host, "-p", str(settings.moto_port)]

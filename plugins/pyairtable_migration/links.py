@@ -20,22 +20,34 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 
-class HostedZoneLink(BaseOperatorLink):
-    """The hosted zone's records in the AWS console (the operator stores the zone id)."""
+class XComValueLink(BaseOperatorLink):
+    """A link built from one value the task stored (`persist`) in its XCom under `key`; none until then."""
 
-    name = "Route53 hosted zone"
-    key: ClassVar[str] = "route53_hosted_zone_id"
+    key: ClassVar[str]
 
     @classmethod
-    def persist(cls, context: Context, zone_id: str) -> None:
-        context["ti"].xcom_push(key=cls.key, value=zone_id)
+    def persist(cls, context: Context, value: str) -> None:
+        context["ti"].xcom_push(key=cls.key, value=value)
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         try:
-            zone_id = XCom.get_value(key=self.key, ti_key=ti_key)
+            value = XCom.get_value(key=self.key, ti_key=ti_key)
         except Exception:
             return ""
-        return console_url(str(zone_id)) if zone_id else ""
+        return self.url(str(value)) if value else ""
+
+    def url(self, value: str) -> str:
+        return value
+
+
+class HostedZoneLink(XComValueLink):
+    """The hosted zone's records in the AWS console (the operator stores the zone id)."""
+
+    name = "Route53 hosted zone"
+    key = "route53_hosted_zone_id"
+
+    def url(self, value: str) -> str:
+        return console_url(value)
 
 
 class PrometheusGraphLink(BaseOperatorLink):
@@ -107,20 +119,9 @@ class ServiceDashboardLink(BaseOperatorLink):
             return ""
 
 
-class MigrationReportLink(BaseOperatorLink):
+class MigrationReportLink(XComValueLink):
     """The run's migration report (HTML), as the report task wrote it: served by Airflow's api-server
     (`/pyairtable-reports/<file>`, see reports_app.py) or `validation.report_base_url`/<file>."""
 
     name = "Migration report"
-    key: ClassVar[str] = "migration_report_url"
-
-    @classmethod
-    def persist(cls, context: Context, url: str) -> None:
-        context["ti"].xcom_push(key=cls.key, value=url)
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        try:
-            url = XCom.get_value(key=self.key, ti_key=ti_key)
-        except Exception:
-            return ""
-        return str(url) if url else ""
+    key = "migration_report_url"

@@ -104,15 +104,9 @@ ROLLBACK_POINTS = {
 }
 
 
-# Placed so make test's two processes take about as long (each scenario brings its own lab): the
-# longer one beside the rest, the shorter one in the main process, which gives the 50 % scenario away.
-@pytest.mark.parametrize(
-    "point",
-    [
-        pytest.param(point, marks=[pytest.mark.beside] if point == "services_promoted" else [])
-        for point in ROLLBACK_POINTS
-    ],
-)
+# Both in make test's main process: it waits more than it computes (about one core busy), while the
+# second one (the browser's night, the full and the 50 % migrations) uses more (tests/parallel.py).
+@pytest.mark.parametrize("point", list(ROLLBACK_POINTS))
 def test_rollback_after_a_partial_migration(point: str) -> None:
     with scenario(point) as lab:
         before = lab.status()

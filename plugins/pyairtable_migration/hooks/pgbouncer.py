@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from airflow.sdk import BaseHook
 from psycopg2 import sql
 
+from pyairtable_migration.hooks.connection import ConnectionHook
 from pyairtable_migration.hooks.database import APPLICATION_NAME, MigrationError
 
 ADMIN_DATABASE = "pgbouncer"
@@ -51,25 +51,14 @@ def format_connstring(pairs: dict[str, str]) -> str:
     return " ".join(f"{key}={quote(value)}" for key, value in pairs.items())
 
 
-class PgBouncerHook(BaseHook):
+class PgBouncerHook(ConnectionHook):
     """The admin console of one PgBouncer (PAUSE, RESUME, RELOAD, SHOW) and its ini file.
 
-    :param admin_conn_id: `postgres` connection to the admin console; extra `ini_path`
+    :param conn_id: `postgres` connection to the admin console; extra `ini_path`
     """
 
-    conn_name_attr = "admin_conn_id"
     conn_type = "postgres"
     hook_name = "PgBouncer admin console"
-
-    def __init__(self, admin_conn_id: str) -> None:
-        super().__init__()
-        self.admin_conn_id = admin_conn_id
-
-    @property
-    def _connection(self) -> Any:
-        if not hasattr(self, "_cached_connection"):
-            self._cached_connection = self.get_connection(self.admin_conn_id)
-        return self._cached_connection
 
     def describe(self) -> str:
         connection = self._connection
@@ -183,7 +172,7 @@ class PgBouncerHook(BaseHook):
         path = self._connection.extra_dejson.get("ini_path")
         if not path:
             raise MigrationError(
-                f"PgBouncer connection {self.admin_conn_id} has no `ini_path` in its extra: the switchover "
+                f"PgBouncer connection {self.conn_id} has no `ini_path` in its extra: the switchover "
                 "repoints writers by rewriting that file's [databases] line"
             )
         return Path(path)

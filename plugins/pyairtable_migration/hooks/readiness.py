@@ -2,9 +2,9 @@
 
 Each check is read only and answers with a few facts worth logging (versions, roles, brokers),
 never with a credential. PostgreSQL goes through the provider's PostgresHook; Redis through the
-`redis` client built from an ordinary `redis` connection (host, port, password, extra `db`/`ssl`);
-Kafka through a minimal client of its wire protocol (ApiVersions, then Metadata) over a raw
-socket, since no Kafka client is installed; the mesh through an HTTP GET of a configured URL.
+client the migration's Redis hook builds from an ordinary `redis` connection; Kafka through a
+minimal client of its wire protocol (ApiVersions, then Metadata) over a raw socket (a few bytes,
+no Kafka library loaded); the mesh through an HTTP GET of a configured URL.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 import requests
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airflow.sdk import BaseHook
 
+from pyairtable_migration.hooks.redis_hook import MigrationRedisHook
 from pyairtable_migration.kafka_mirror.connection import bootstrap_of
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "include" / "sql"
@@ -47,48 +46,24 @@ def postgres_ready(conn_id: str) -> dict[str, Any]:
     return dict(zip(columns, row, strict=True))
 
 
-class RedisReadinessHook(BaseHook):
-    """PING and INFO through a `redis` connection (host, port, login, password, extra db and ssl)."""
-
-    conn_name_attr = "redis_conn_id"
-    conn_type = "redis"
-    hook_name = "Redis (readiness)"
-
-    def __init__(self, redis_conn_id: str, timeout_seconds: float = 5) -> None:
-        super().__init__()
-        self.redis_conn_id = redis_conn_id
-        self.timeout_seconds = timeout_seconds
-
-    def get_conn(self) -> redis.Redis:
-        connection = self.get_connection(self.redis_conn_id)
-        extra = connection.extra_dejson
-        return redis.Redis(
-            host=connection.host or "localhost",
-            port=int(connection.port or 6379),
-            db=int(extra.get("db", 0)),
-            username=connection.login or None,
-            password=connection.password or None,
-            ssl=bool(extra.get("ssl", False)),
-            socket_timeout=self.timeout_seconds,
-            socket_connect_timeout=self.timeout_seconds,
-        )
-
-    def check(self) -> dict[str, Any]:
-        client = self.get_conn()
-        try:
-            started = time.perf_counter()
-            if not client.ping():
-                raise NotReady("PING was not answered with PONG")
-            ping_ms = (time.perf_counter() - started) * 1000
-            server = client.info("server")
-            replication = client.info("replication")
-        finally:
-            client.close()
-        return {
-            "redis_version": server.get("redis_version"),
-            "role": replication.get("role"),
-            "ping_ms": round(ping_ms, 2),
-        }
+def redis_ready(conn_id: str, timeout_seconds: float = 5) -> dict[str, Any]:
+    """PING and INFO through a `redis` connection, connected as the migration connects
+    (MigrationRedisHook: host, port, login, password, extra db and ssl)."""
+    client = MigrationRedisHook(conn_id).client(timeout=timeout_seconds)
+    try:
+        started = time.perf_counter()
+        if not client.ping():
+            raise NotReady("PING was not answered with PONG")
+        ping_ms = (time.perf_counter() - started) * 1000
+        server = client.info("server")
+        replication = client.info("replication")
+    finally:
+        client.close()
+    return {
+        "redis_version": server.get("redis_version"),
+        "role": replication.get("role"),
+        "ping_ms": round(ping_ms, 2),
+    }
 
 
 # --- Kafka: just enough of the wire protocol to ask a broker who it is ---------------------------
@@ -176,33 +151,17 @@ def kafka_metadata(host: str, port: int, timeout_seconds: float = 5) -> dict[str
     return {**facts, "brokers": brokers, "controller_id": controller, "cluster_id": cluster_id}
 
 
-class KafkaReadinessHook(BaseHook):
-    """Bootstrap brokers from a connection: host and port, or extra `bootstrap_servers` (h:p,h:p)."""
-
-    conn_name_attr = "kafka_conn_id"
-    conn_type = "generic"
-    hook_name = "Kafka (readiness)"
-
-    def __init__(self, kafka_conn_id: str, timeout_seconds: float = 5) -> None:
-        super().__init__()
-        self.kafka_conn_id = kafka_conn_id
-        self.timeout_seconds = timeout_seconds
-
-    def bootstrap_servers(self) -> list[tuple[str, int]]:
-        servers = []
-        for item in bootstrap_of(self.kafka_conn_id).split(","):
-            host, _, port = item.strip().rpartition(":")
-            servers.append((host, int(port)))
-        return servers
-
-    def check(self) -> dict[str, Any]:
-        failures = []
-        for host, port in self.bootstrap_servers():
-            try:
-                return {"bootstrap": f"{host}:{port}", **kafka_metadata(host, port, self.timeout_seconds)}
-            except (OSError, NotReady, struct.error) as exc:
-                failures.append(f"{host}:{port}: {type(exc).__name__}: {exc}")
-        raise NotReady("no bootstrap broker answered: " + "; ".join(failures))
+def kafka_ready(conn_id: str, timeout_seconds: float = 5) -> dict[str, Any]:
+    """The first bootstrap broker of the connection (host and port, or extra `bootstrap_servers`
+    h:p,h:p) that answers who it is; every one's failure named when none does."""
+    failures = []
+    for item in bootstrap_of(conn_id).split(","):
+        host, _, port = item.strip().rpartition(":")
+        try:
+            return {"bootstrap": f"{host}:{port}", **kafka_metadata(host, int(port), timeout_seconds)}
+        except (OSError, NotReady, struct.error) as exc:
+            failures.append(f"{host}:{port}: {type(exc).__name__}: {exc}")
+    raise NotReady("no bootstrap broker answered: " + "; ".join(failures))
 
 
 def http_ready(url: str, timeout_seconds: float = 5) -> dict[str, Any]:

@@ -23,10 +23,8 @@ from __future__ import annotations
 import csv
 import socket
 from dataclasses import dataclass
-from typing import Any
 
-from airflow.sdk import BaseHook
-
+from pyairtable_migration.hooks.connection import ConnectionHook
 from pyairtable_migration.hooks.database import MigrationError
 
 Address = tuple[str, int]
@@ -110,32 +108,21 @@ def same_address(a: Address, b: Address) -> bool:
     return a[1] == b[1] and (a[0] == b[0] or bool(_ips(a[0]) & _ips(b[0])))
 
 
-class RedisEndpointHook(BaseHook):
+class RedisEndpointHook(ConnectionHook):
     """HAProxy's runtime API for the Redis write endpoint: which server gets writers, and moving them.
 
-    :param endpoint_conn_id: `haproxy` connection: host, port of the runtime API; extra `backend`
+    :param conn_id: `haproxy` connection: host, port of the runtime API; extra `backend`
     """
 
-    conn_name_attr = "endpoint_conn_id"
     conn_type = "haproxy"
     hook_name = "Redis write endpoint (HAProxy runtime API)"
-
-    def __init__(self, endpoint_conn_id: str) -> None:
-        super().__init__()
-        self.endpoint_conn_id = endpoint_conn_id
-
-    @property
-    def _connection(self) -> Any:
-        if not hasattr(self, "_cached_connection"):
-            self._cached_connection = self.get_connection(self.endpoint_conn_id)
-        return self._cached_connection
 
     @property
     def admin_address(self) -> Address:
         connection = self._connection
         if not connection.port:
             raise MigrationError(
-                f"connection {self.endpoint_conn_id!r} names no port: HAProxy's runtime API has no "
+                f"connection {self.conn_id!r} names no port: HAProxy's runtime API has no "
                 "default one (its `stats socket ipv4@host:port`)"
             )
         return str(connection.host or "localhost"), int(connection.port)

@@ -18,30 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from airflow.sdk import BaseHook
 
+from pyairtable_migration.hooks.connection import ConnectionHook
 from pyairtable_migration.hooks.database import MigrationError
 
 SCAN_COUNT = 1000
 SWITCH_MARKER = "pyairtable-migration:switched"
 
 
-class MigrationRedisHook(BaseHook):
+class MigrationRedisHook(ConnectionHook):
     """One Redis server. Connection: host, port, password (optional), extra `db`, `ssl`."""
 
-    conn_name_attr = "redis_conn_id"
     conn_type = "redis"
     hook_name = "Redis (migration)"
-
-    def __init__(self, redis_conn_id: str) -> None:
-        super().__init__()
-        self.redis_conn_id = redis_conn_id
-
-    @property
-    def _connection(self) -> Any:
-        if not hasattr(self, "_cached_connection"):
-            self._cached_connection = self.get_connection(self.redis_conn_id)
-        return self._cached_connection
 
     @property
     def address(self) -> tuple[str, int]:
@@ -66,7 +55,7 @@ class MigrationRedisHook(BaseHook):
             password=self.password,
             ssl=bool(extra.get("ssl", False)),
             socket_timeout=timeout,
-            socket_connect_timeout=5,
+            socket_connect_timeout=min(timeout, 5),
         )
 
 

@@ -16,10 +16,10 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from pyairtable_migration.hooks.readiness import (
-    KafkaReadinessHook,
-    RedisReadinessHook,
     http_ready,
+    kafka_ready,
     postgres_ready,
+    redis_ready,
 )
 from pyairtable_migration.operators.base import MigrationOperator, bulleted, run_mode
 
@@ -76,9 +76,9 @@ class InfrastructureReadyOperator(MigrationOperator):
         if self.check == "postgres":
             return postgres_ready(self._conn_id())
         if self.check == "redis":
-            return RedisReadinessHook(self._conn_id(), self.timeout_seconds).check()
+            return redis_ready(self._conn_id(), self.timeout_seconds)
         if self.check == "kafka":
-            return KafkaReadinessHook(self._conn_id(), self.timeout_seconds).check()
+            return kafka_ready(self._conn_id(), self.timeout_seconds)
         if self.check == "mesh":
             if not self.url:
                 raise ValueError("a mesh check needs a url")
