@@ -5,6 +5,7 @@ alert receiver; a broken route (a second Alertmanager whose receiver nobody list
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -214,8 +215,15 @@ def broken_alertmanager(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[str]:
     """A second, real Alertmanager whose only route is a webhook on a port nobody listens on; yields
-    the id of the Airflow connection to it."""
-    alertmanager_port, nobody_port = free_ports(2)
+    the id of the Airflow connection to it.
+
+    The port is held by a socket bound and never listening: every connection to it is refused, and
+    no other process can take it meanwhile (a merely free port was once bound by another test's
+    process between two attempts, which then answered the webhook)."""
+    (alertmanager_port,) = free_ports(1)
+    refusing = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    refusing.bind((lab.host, 0))
+    nobody_port = refusing.getsockname()[1]
     settings = replace(
         lab, alertmanager_port=alertmanager_port, alert_receiver_port=nobody_port, data_dir=tmp_path
     )
@@ -229,6 +237,7 @@ def broken_alertmanager(
         yield "broken_alertmanager"
     finally:
         terminate(process.pid)
+        refusing.close()
 
 
 @pytest.mark.lab
