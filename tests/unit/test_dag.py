@@ -343,3 +343,32 @@ def test_every_step_has_a_real_operator() -> None:
     dag = build_migration_dag(load_config(REAL_CONFIG))
     for step in plan.steps.values():
         assert type(dag.get_task(step.task_id)).__name__ == step.operator.rpartition(".")[2]
+
+
+def test_an_operator_takes_its_declared_arguments_and_names_a_missing_or_unknown_one() -> None:
+    from pyairtable_migration.operators.database import ValidateDataOperator
+
+    poolers = ({"name": "main", "admin_conn_id": "pgbouncer_admin", "database": "pyairtable"},)
+    arguments: dict[str, Any] = {
+        "source_conn_id": "staging",
+        "target_conn_id": "production",
+        "subscription": "sub",
+        "chunk_rows": 1000,
+        "tables": ("public.users",),
+    }
+    first = ValidateDataOperator(task_id="first", **arguments)
+    assert (first.source_conn_id, first.subscription, first.chunk_rows) == ("staging", "sub", 1000)
+    assert (first.parallelism, first.recheck_rounds) == (2, 3)  # the declared defaults
+    assert first.tables == ["public.users"] and first.tables is not arguments["tables"]
+
+    # Each task keeps its own copy: rendering or changing one task's value leaves the caller's alone.
+    from pyairtable_migration.operators.base import WritersReader
+
+    reader = WritersReader(task_id="reader", source_conn_id="a", target_conn_id="b", poolers=poolers)
+    reader.poolers[0]["database"] = "changed"
+    assert poolers[0]["database"] == "pyairtable"
+
+    with pytest.raises(TypeError, match=r"ValidateDataOperator \(task 'x'\) needs argument\(s\) chunk_rows"):
+        ValidateDataOperator(task_id="x", **{k: v for k, v in arguments.items() if k != "chunk_rows"})
+    with pytest.raises(TypeError, match="chunk_size"):
+        ValidateDataOperator(task_id="y", chunk_size=5, **arguments)

@@ -64,9 +64,7 @@ class BackupOperator(MigrationOperator):
     template_fields: Sequence[str] = ("backup",)
     ui_color = "#d9f0e3"
 
-    def __init__(self, *, backup: Mapping[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.backup = dict(backup)
+    backup: Mapping[str, Any]
 
     @functools.cached_property
     def settings(self) -> BackupSettings:
@@ -179,9 +177,7 @@ class VerifyBackupOperator(BackupOperator):
     compared table by table (counts and chunked hashes) with production, and removed. Production's
     cluster only answers the comparison's reads."""
 
-    def __init__(self, *, parallelism: int = 2, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.parallelism = parallelism
+    parallelism: int = 2
 
     def execute(self, context: Context) -> dict[str, Any]:
         settings = self.settings
@@ -248,10 +244,8 @@ class PointInTimeRestoreOperator(BackupOperator):
     a free port), wait on the triggerer until replay paused exactly at the target, then promote it.
     A retry of the same run resumes its own cluster; it never restores over another."""
 
-    def __init__(self, *, check_task_id: str, poll_seconds: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.check_task_id = check_task_id
-        self.poll_seconds = poll_seconds
+    check_task_id: str
+    poll_seconds: float = 1.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         settings = self.settings
@@ -346,9 +340,7 @@ class RecoveryReportOperator(BackupOperator):
     """What the recovery restored: where the new cluster runs, to which moment, and every table's
     row count there; logged, returned, and written as JSON beside the cluster."""
 
-    def __init__(self, *, restore_task_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.restore_task_id = restore_task_id
+    restore_task_id: str
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(context, "report the restored cluster: address, target reached, row count per table"):
@@ -504,9 +496,7 @@ class RdsPointInTimeRestoreOperator(RdsBackupOperator):
     run (a retry finds it), then wait on the triggerer until it is available. Production is only
     read."""
 
-    def __init__(self, *, check_task_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.check_task_id = check_task_id
+    check_task_id: str
 
     def execute(self, context: Context) -> dict[str, Any]:
         rds = self.rds_settings()
@@ -552,9 +542,7 @@ class RdsPointInTimeRestoreOperator(RdsBackupOperator):
 class RdsRecoveryReportOperator(RdsBackupOperator):
     """Where the restored managed cluster answers (endpoint, port, engine), logged and returned."""
 
-    def __init__(self, *, restore_task_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.restore_task_id = restore_task_id
+    restore_task_id: str
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(context, "report the restored RDS cluster: endpoint, port, engine, target"):

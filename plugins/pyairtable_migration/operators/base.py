@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from functools import cache
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 from airflow.sdk import BaseOperator, Context
@@ -141,8 +142,53 @@ def bulleted(heading: str, lines: Iterable[str]) -> str:
     return f"{heading}:\n  - " + "\n  - ".join(lines)
 
 
+class _Required:
+    """The default of a declared argument that has none: the operator cannot be built without it."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Any = _Required()
+
+
+def _plain(value: Any) -> Any:
+    """An argument's value as the operator keeps it: its own lists and dicts, never the caller's
+    (a plan's tuples and mappings, shared between tasks), so rendering one task's templates
+    cannot change another's."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+@cache
+def declared_arguments(operator: type[MigrationOperator]) -> dict[str, Any]:
+    """Every argument an operator class declares, base classes first: name -> default (REQUIRED).
+
+    An argument is an annotated class attribute of the project's operator classes, other than a
+    ClassVar or an attribute Airflow's BaseOperator has (`template_fields`, `ui_color`, ...).
+    """
+    arguments: dict[str, Any] = {}
+    for klass in reversed(operator.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, MigrationOperator)):
+            continue
+        for name, hint in vars(klass).get("__annotations__", {}).items():
+            if str(hint).startswith("ClassVar") or hasattr(BaseOperator, name):
+                continue
+            arguments[name] = vars(klass).get(name, REQUIRED)
+    return arguments
+
+
 class MigrationOperator(BaseOperator):
-    """Base of the migration's operators: plan mode, deferral to a trigger, and rollback scope.
+    """Base of the migration's operators: declared arguments, plan mode, deferral to a trigger, and
+    rollback scope.
+
+    An operator declares its own arguments once, as annotated class attributes (a value is the
+    default): this constructor takes them by keyword, keeps each as an attribute of the same name,
+    and hands everything else to BaseOperator (`task_id`, `trigger_rule`, ...). A missing one fails
+    naming the operator, the task and the argument; an unknown one fails in BaseOperator, named.
 
     A rollback step names the migration phase it undoes (`undoes`, and `undoes_service` for one
     service); outside the run's `scope` it is skipped before it reads anything. The check sits in
@@ -150,12 +196,25 @@ class MigrationOperator(BaseOperator):
     params and an out-of-scope task can never run by accident.
     """
 
-    def __init__(
-        self, *, undoes: str | None = None, undoes_service: str | None = None, **kwargs: Any
-    ) -> None:
+    undoes: str | None = None
+    undoes_service: str | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        values = {}
+        missing = []
+        for name, default in declared_arguments(type(self)).items():
+            if name in kwargs:
+                values[name] = kwargs.pop(name)
+            elif default is REQUIRED:
+                missing.append(name)
+            else:
+                values[name] = default
+        if missing:
+            task = kwargs.get("task_id")
+            raise TypeError(f"{type(self).__name__} (task {task!r}) needs argument(s) {', '.join(missing)}")
         super().__init__(**kwargs)
-        self.undoes = undoes
-        self.undoes_service = undoes_service
+        for name, value in values.items():
+            setattr(self, name, _plain(value))
 
     def pre_execute(self, context: Any) -> None:
         if self.undoes is None:
@@ -214,10 +273,8 @@ class PhaseUndo(MigrationOperator):
     # The skip's message: why nothing was undone, and how to undo with this task.
     not_asked: ClassVar[str]
 
-    def __init__(self, *, finalized_by: str, not_undone_for: Sequence[str] = (), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.finalized_by = finalized_by
-        self.not_undone_for = list(not_undone_for)
+    finalized_by: str
+    not_undone_for: Sequence[str] = ()
 
     def undo_or_skip(self, context: Context) -> str:
         """Why this try undoes the phase; otherwise the task is skipped, saying how to undo."""
@@ -267,10 +324,8 @@ class ConnectionPairOperator(MigrationOperator):
 
     template_fields: Sequence[str] = ("source_conn_id", "target_conn_id")
 
-    def __init__(self, *, source_conn_id: str, target_conn_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
+    source_conn_id: str
+    target_conn_id: str
 
 
 class WritersReader(ConnectionPairOperator):
@@ -282,9 +337,7 @@ class WritersReader(ConnectionPairOperator):
 
     template_fields: Sequence[str] = (*ConnectionPairOperator.template_fields, "poolers")
 
-    def __init__(self, *, poolers: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.poolers = [dict(p) for p in poolers]
+    poolers: Sequence[Mapping[str, str]]
 
     def writers_now(self) -> Writers:
         """Where every pooler sends writers now, against both clusters' addresses."""
@@ -325,10 +378,8 @@ class ReplicationOperator(DatabaseOperator):
 
     template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "publication", "subscription")
 
-    def __init__(self, *, publication: str, subscription: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.publication = publication
-        self.subscription = subscription
+    publication: str
+    subscription: str
 
 
 class ReplicationTopologyOperator(ReplicationOperator, WritersReader):
@@ -348,15 +399,6 @@ class ReplicationTopologyOperator(ReplicationOperator, WritersReader):
         "replica_identity_full",
     )
 
-    def __init__(
-        self,
-        *,
-        reverse_publication: str,
-        reverse_subscription: str,
-        replica_identity_full: Sequence[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.reverse_publication = reverse_publication
-        self.reverse_subscription = reverse_subscription
-        self.replica_identity_full = list(replica_identity_full)
+    reverse_publication: str
+    reverse_subscription: str
+    replica_identity_full: Sequence[str] = ()

@@ -79,54 +79,29 @@ class BlueGreenOperator(MigrationOperator):
     operator_extra_links = (ServiceDashboardLink(),)
     ui_color = "#e3f1e1"
 
-    def __init__(
-        self,
-        *,
-        service_name: str,
-        namespace: str,
-        kubernetes_conn_id: str,
-        image: str,
-        replicas: int,
-        port: int = 8080,
-        health_path: str = "/health",
-        service_secret: str | None = None,
-        progress_deadline_seconds: int = 600,
-        dashboard_url_template: str = "",
-        min_replicas: int | None = None,
-        max_replicas: int = 10,
-        target_cpu_utilization: int = 70,
-        min_available: int | str | None = 1,
-        max_unavailable: int | str | None = None,
-        public: bool = False,
-        dependents: Sequence[str] = (),
-        ingress_namespace: str = "ingress-nginx",
-        monitoring_namespace: str = "monitoring",
-        security_context: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """The platform arguments are config.workload()'s (min_replicas None: `replicas`;
-        security_context None: the restricted profile)."""
+    service_name: str
+    namespace: str
+    kubernetes_conn_id: str
+    image: str
+    replicas: int
+    port: int = 8080
+    health_path: str = "/health"
+    service_secret: str | None = None
+    progress_deadline_seconds: int = 600
+    dashboard_url_template: str = ""
+    min_replicas: int | None = None
+    max_replicas: int = 10
+    target_cpu_utilization: int = 70
+    min_available: int | str | None = 1
+    max_unavailable: int | str | None = None
+    public: bool = False
+    dependents: Sequence[str] = ()
+    ingress_namespace: str = "ingress-nginx"
+    monitoring_namespace: str = "monitoring"
+    security_context: Mapping[str, Any] | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service_name = service_name
-        self.namespace = namespace
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.image = image
-        self.replicas = replicas
-        self.port = port
-        self.health_path = health_path
-        self.service_secret = service_secret
-        self.progress_deadline_seconds = progress_deadline_seconds
-        self.dashboard_url_template = dashboard_url_template
-        self.min_replicas = min_replicas
-        self.max_replicas = max_replicas
-        self.target_cpu_utilization = target_cpu_utilization
-        self.min_available = min_available
-        self.max_unavailable = max_unavailable
-        self.public = public
-        self.dependents = list(dependents)
-        self.ingress_namespace = ingress_namespace
-        self.monitoring_namespace = monitoring_namespace
-        self.security_context = dict(security_context or {})
         # The color this task acted on, for the dashboard link (set once the cluster is read).
         self.dashboard_color: str | None = None
 
@@ -370,10 +345,8 @@ class BlueGreenRolloutOperator(BlueGreenOperator):
     progress for `progress_deadline_seconds` fails the task with the pods' conditions.
     """
 
-    def __init__(self, *, poll_seconds: float = 2, deferrable: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.poll_seconds = poll_seconds
-        self.deferrable = deferrable
+    poll_seconds: float = 2
+    deferrable: bool = True
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = run_mode(context)
@@ -444,20 +417,10 @@ class BlueGreenSmokeTestOperator(BlueGreenOperator):
 
     template_fields: Sequence[str] = (*BlueGreenOperator.template_fields, "slo_class", "slo_ms", "requests")
 
-    def __init__(
-        self,
-        *,
-        slo_class: str,
-        slo_ms: float,
-        requests: int = 20,
-        timeout_seconds: float = 5,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.slo_class = slo_class
-        self.slo_ms = slo_ms
-        self.requests = requests
-        self.timeout_seconds = timeout_seconds
+    slo_class: str
+    slo_ms: float
+    requests: int = 20
+    timeout_seconds: float = 5
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = run_mode(context)
@@ -599,9 +562,7 @@ class BlueGreenRetireOperator(BlueGreenOperator):
 
     template_fields: Sequence[str] = (*BlueGreenOperator.template_fields, "rollback_window_seconds")
 
-    def __init__(self, *, rollback_window_seconds: float = 30, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rollback_window_seconds = rollback_window_seconds
+    rollback_window_seconds: float = 30
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = run_mode(context)
@@ -681,10 +642,8 @@ class BlueGreenRollbackOperator(BlueGreenOperator):
     exists). A no-op when the Service already selects it, so it is safe to run any number of times.
     """
 
-    def __init__(self, *, poll_seconds: float = 2, deferrable: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.poll_seconds = poll_seconds
-        self.deferrable = deferrable
+    poll_seconds: float = 2
+    deferrable: bool = True
 
     def _previous(self, state: BlueGreenState) -> str | None:
         if state.active is None:
@@ -815,18 +774,9 @@ class BlueGreenVerifyOperator(MigrationOperator):
     template_fields: Sequence[str] = ("namespace", "kubernetes_conn_id", "services")
     ui_color = "#e3f1e1"
 
-    def __init__(
-        self,
-        *,
-        namespace: str,
-        kubernetes_conn_id: str,
-        services: Mapping[str, Mapping[str, Any]],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.namespace = namespace
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.services = dict(services)
+    namespace: str
+    kubernetes_conn_id: str
+    services: Mapping[str, Mapping[str, Any]]
 
     def execute(self, context: Context) -> dict[str, Any]:
         from pyairtable_migration.hooks.bluegreen import BlueGreenHook  # loads the Kubernetes client
@@ -909,12 +859,8 @@ class ServicesUndoOperator(PhaseUndo):
         "back to its previous color; a failed step is fixed and cleared with downstream)"
     )
 
-    def __init__(
-        self, *, services: Sequence[Mapping[str, Any]], route53: Mapping[str, Any], **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.services = [dict(service) for service in services]
-        self.route53 = dict(route53)
+    services: Sequence[Mapping[str, Any]]
+    route53: Mapping[str, Any]
 
     def execute(self, context: Context) -> dict[str, Any]:
         why = self.undo_or_skip(context)

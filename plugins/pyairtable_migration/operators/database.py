@@ -78,18 +78,9 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
 
     template_fields: Sequence[str] = (*ReplicationTopologyOperator.template_fields, "pg_bin_dir")
 
-    def __init__(
-        self,
-        *,
-        pg_bin_dir: str = DEFAULT_PG_BIN,
-        initial_copy: str = "native",
-        copy_workers: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.pg_bin_dir = pg_bin_dir
-        self.initial_copy = initial_copy
-        self.copy_workers = copy_workers
+    pg_bin_dir: str = DEFAULT_PG_BIN
+    initial_copy: str = "native"
+    copy_workers: int = 0
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -171,12 +162,8 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
         "pg_bin_dir",
     )
 
-    def __init__(
-        self, *, replica_identity_full: Sequence[str] = (), pg_bin_dir: str = DEFAULT_PG_BIN, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.replica_identity_full = list(replica_identity_full)
-        self.pg_bin_dir = pg_bin_dir
+    replica_identity_full: Sequence[str] = ()
+    pg_bin_dir: str = DEFAULT_PG_BIN
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -211,10 +198,8 @@ class CreatePublicationOperator(BeforeSwitchoverOperator):
         "replica_identity_full",
     )
 
-    def __init__(self, *, publication: str, replica_identity_full: Sequence[str] = (), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.publication = publication
-        self.replica_identity_full = list(replica_identity_full)
+    publication: str
+    replica_identity_full: Sequence[str] = ()
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -246,9 +231,7 @@ class CreateSubscriptionOperator(BeforeSwitchoverOperator, ReplicationOperator):
 
     template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "poolers")
 
-    def __init__(self, *, on_copied_slot: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.on_copied_slot = on_copied_slot
+    on_copied_slot: bool = False
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -301,22 +284,11 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
         "copy_state_dir",
     )
 
-    def __init__(
-        self,
-        *,
-        copy_workers: int,
-        copy_split_bytes: int,
-        copy_state_dir: str,
-        copy_progress_seconds: float = 10.0,
-        copy_stall_seconds: float = COPY_STALL_SECONDS,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.copy_workers = copy_workers
-        self.copy_split_bytes = copy_split_bytes
-        self.copy_state_dir = copy_state_dir
-        self.copy_progress_seconds = copy_progress_seconds
-        self.copy_stall_seconds = copy_stall_seconds
+    copy_workers: int
+    copy_split_bytes: int
+    copy_state_dir: str
+    copy_progress_seconds: float = 10.0
+    copy_stall_seconds: float = COPY_STALL_SECONDS
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -425,10 +397,8 @@ class WaitInitialSyncOperator(ReplicationOperator):
 
     template_fields: Sequence[str] = (*ReplicationOperator.template_fields, "timeout_seconds", "poll_seconds")
 
-    def __init__(self, *, timeout_seconds: float, poll_seconds: float = 2.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.timeout_seconds = timeout_seconds
-        self.poll_seconds = poll_seconds
+    timeout_seconds: float
+    poll_seconds: float = 2.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -479,9 +449,7 @@ class BuildDeferredIndexesOperator(DatabaseOperator):
 
     template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "parallelism")
 
-    def __init__(self, *, parallelism: int = 2, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.parallelism = parallelism
+    parallelism: int = 2
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -508,20 +476,10 @@ class LagGateOperator(ReplicationOperator):
         "lag_timeout_seconds",
     )
 
-    def __init__(
-        self,
-        *,
-        lag_threshold_bytes: int | str,
-        lag_consecutive_samples: int,
-        lag_sample_seconds: float,
-        lag_timeout_seconds: float,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.lag_threshold_bytes = lag_threshold_bytes
-        self.lag_consecutive_samples = lag_consecutive_samples
-        self.lag_sample_seconds = lag_sample_seconds
-        self.lag_timeout_seconds = lag_timeout_seconds
+    lag_threshold_bytes: int | str
+    lag_consecutive_samples: int
+    lag_sample_seconds: float
+    lag_timeout_seconds: float
 
     def execute(self, context: Context) -> dict[str, Any]:
         threshold = int(float(self.lag_threshold_bytes))
@@ -595,24 +553,12 @@ class ValidateDataOperator(DatabaseOperator):
         "tables",
     )
 
-    def __init__(
-        self,
-        *,
-        subscription: str,
-        chunk_rows: int,
-        parallelism: int = 2,
-        recheck_rounds: int = 3,
-        catch_up_timeout_seconds: float = 120.0,
-        tables: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.subscription = subscription
-        self.chunk_rows = chunk_rows
-        self.parallelism = parallelism
-        self.recheck_rounds = recheck_rounds
-        self.catch_up_timeout_seconds = catch_up_timeout_seconds
-        self.tables = list(tables) if tables is not None else None
+    subscription: str
+    chunk_rows: int
+    parallelism: int = 2
+    recheck_rounds: int = 3
+    catch_up_timeout_seconds: float = 120.0
+    tables: Sequence[str] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(

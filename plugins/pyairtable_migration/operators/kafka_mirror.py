@@ -51,22 +51,11 @@ class KafkaOperator(MigrationOperator):
     template_fields: Sequence[str] = ("source_conn_id", "target_conn_id", "topics")
     ui_color = "#f3e1c6"
 
-    def __init__(
-        self,
-        *,
-        source_conn_id: str,
-        target_conn_id: str,
-        topics: Sequence[str],
-        source_label: str = "staging",
-        target_label: str = "production",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.topics = list(topics)
-        self.source_label = source_label
-        self.target_label = target_label
+    source_conn_id: str
+    target_conn_id: str
+    topics: Sequence[str]
+    source_label: str = "staging"
+    target_label: str = "production"
 
     def bootstraps(self) -> tuple[str, str]:
         return bootstrap_of(self.source_conn_id), bootstrap_of(self.target_conn_id)
@@ -84,24 +73,12 @@ class KafkaConsumersOperator(KafkaOperator):
 
     template_fields: Sequence[str] = (*KafkaOperator.template_fields, "consumers")
 
-    def __init__(
-        self,
-        *,
-        consumers: Mapping[str, str],
-        source_namespace: str,
-        target_namespace: str,
-        source_kubernetes_conn_id: str,
-        target_kubernetes_conn_id: str,
-        wait_seconds: float = 120.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.consumers = dict(consumers)
-        self.wait_seconds = wait_seconds
-        self.source_namespace = source_namespace
-        self.target_namespace = target_namespace
-        self.source_kubernetes_conn_id = source_kubernetes_conn_id
-        self.target_kubernetes_conn_id = target_kubernetes_conn_id
+    consumers: Mapping[str, str]
+    source_namespace: str
+    target_namespace: str
+    source_kubernetes_conn_id: str
+    target_kubernetes_conn_id: str
+    wait_seconds: float = 120.0
 
     def deployments(self) -> tuple[BlueGreenHook, BlueGreenHook]:
         from pyairtable_migration.hooks.bluegreen import BlueGreenHook
@@ -156,10 +133,8 @@ class KafkaMirrorOperator(KafkaOperator):
 
     template_fields: Sequence[str] = (*KafkaOperator.template_fields, "mirror_group", "state_dir")
 
-    def __init__(self, *, mirror_group: str, state_dir: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mirror_group = mirror_group
-        self.state_dir = state_dir
+    mirror_group: str
+    state_dir: str
 
 
 class StartKafkaMirrorOperator(KafkaMirrorOperator):
@@ -168,9 +143,7 @@ class StartKafkaMirrorOperator(KafkaMirrorOperator):
     :param window: events in flight at most (also the bound on copies made twice after a crash)
     """
 
-    def __init__(self, *, window: int = 5000, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.window = window
+    window: int = 5000
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -201,22 +174,11 @@ class KafkaMirrorLagOperator(KafkaMirrorOperator):
 
     template_fields: Sequence[str] = (*KafkaMirrorOperator.template_fields, "max_lag")
 
-    def __init__(
-        self,
-        *,
-        max_lag: int,
-        consecutive_samples: int = CONSECUTIVE_SAMPLES,
-        sample_seconds: float = 1.0,
-        timeout_seconds: float = 600.0,
-        quiet_seconds: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.max_lag = max_lag
-        self.consecutive_samples = consecutive_samples
-        self.sample_seconds = sample_seconds
-        self.timeout_seconds = timeout_seconds
-        self.quiet_seconds = quiet_seconds
+    max_lag: int
+    consecutive_samples: int = CONSECUTIVE_SAMPLES
+    sample_seconds: float = 1.0
+    timeout_seconds: float = 600.0
+    quiet_seconds: float = 0.0
 
     def execute(self, context: Context) -> None:
         quiet = (
@@ -228,7 +190,7 @@ class KafkaMirrorLagOperator(KafkaMirrorOperator):
             KafkaMirrorLagTrigger(
                 source_conn_id=self.source_conn_id,
                 mirror_group=self.mirror_group,
-                topics=self.topics,
+                topics=list(self.topics),
                 max_lag=int(self.max_lag),
                 consecutive_samples=self.consecutive_samples,
                 sample_seconds=self.sample_seconds,
@@ -298,28 +260,14 @@ class KafkaRollbackOperator(KafkaConsumersOperator):
         "reverse_state_dir",
     )
 
-    def __init__(
-        self,
-        *,
-        forward_state_dir: str,
-        reverse_state_dir: str,
-        mirror_group: str,
-        reverse_mirror_group: str,
-        window: int,
-        max_lag: int,
-        lag_timeout_seconds: float,
-        quiet_seconds: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.quiet_seconds = quiet_seconds
-        self.forward_state_dir = forward_state_dir
-        self.reverse_state_dir = reverse_state_dir
-        self.mirror_group = mirror_group
-        self.reverse_mirror_group = reverse_mirror_group
-        self.window = window
-        self.max_lag = max_lag
-        self.lag_timeout_seconds = lag_timeout_seconds
+    forward_state_dir: str
+    reverse_state_dir: str
+    mirror_group: str
+    reverse_mirror_group: str
+    window: int
+    max_lag: int
+    lag_timeout_seconds: float
+    quiet_seconds: float = 0.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(

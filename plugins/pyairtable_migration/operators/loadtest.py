@@ -25,30 +25,15 @@ class LoadTestOperator(MigrationOperator):
     template_fields: Sequence[str] = ("url_template",)
     ui_color = "#fde2c8"
 
-    def __init__(
-        self,
-        *,
-        url_template: str,
-        services: Mapping[str, Sequence[str]],
-        slo_classes: Mapping[str, int],
-        rate: float,
-        duration_seconds: float,
-        max_error_ratio: float,
-        connections_per_service: int,
-        request_timeout_seconds: float,
-        hey_path: str,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.url_template = url_template
-        self.services = {name: (str(slo_class), str(path)) for name, (slo_class, path) in services.items()}
-        self.slo_classes = dict(slo_classes)
-        self.rate = rate
-        self.duration_seconds = duration_seconds
-        self.max_error_ratio = max_error_ratio
-        self.connections_per_service = connections_per_service
-        self.request_timeout_seconds = request_timeout_seconds
-        self.hey_path = hey_path
+    url_template: str
+    services: Mapping[str, Sequence[str]]
+    slo_classes: Mapping[str, int]
+    rate: float
+    duration_seconds: float
+    max_error_ratio: float
+    connections_per_service: int
+    request_timeout_seconds: float
+    hey_path: str
 
     def targets(self) -> list[Target]:
         return [

@@ -43,10 +43,8 @@ class CheckRunParamsOperator(MigrationOperator):
 
     ui_color = "#dbe9f6"
 
-    def __init__(self, *, configured_steps: Sequence[int], rollback_dag_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.configured_steps = list(configured_steps)
-        self.rollback_dag_id = rollback_dag_id
+    configured_steps: Sequence[int]
+    rollback_dag_id: str
 
     def execute(self, context: Context) -> dict[str, Any]:
         params = context["params"]
@@ -113,18 +111,9 @@ class CheckRollbackRunOperator(MigrationOperator):
 
     ui_color = "#dbe9f6"
 
-    def __init__(
-        self,
-        *,
-        migration_dag_id: str,
-        services: Sequence[str],
-        notifications: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.migration_dag_id = migration_dag_id
-        self.services = list(services)
-        self.notifications = dict(notifications or {})
+    migration_dag_id: str
+    services: Sequence[str]
+    notifications: Mapping[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         params = context["params"]

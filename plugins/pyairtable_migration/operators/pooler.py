@@ -27,9 +27,7 @@ class CheckPoolerFilesOperator(MigrationOperator):
 
     template_fields = ("poolers",)
 
-    def __init__(self, *, poolers: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.poolers = [dict(pooler) for pooler in poolers]
+    poolers: Sequence[Mapping[str, str]]
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(context, *(f"check pooler {p['name']}'s ini from this worker" for p in self.poolers)):

@@ -28,24 +28,12 @@ class InfrastructureReadyOperator(MigrationOperator):
     template_fields: Sequence[str] = ("node", "check", "conn_id", "url")
     ui_color = "#f3ecdc"
 
-    def __init__(
-        self,
-        *,
-        node: str,
-        check: str,
-        external: bool = False,
-        conn_id: str | None = None,
-        url: str | None = None,
-        timeout_seconds: float = 5,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.node = node
-        self.check = check
-        self.external = external
-        self.conn_id = conn_id
-        self.url = url
-        self.timeout_seconds = timeout_seconds
+    node: str
+    check: str
+    external: bool = False
+    conn_id: str | None = None
+    url: str | None = None
+    timeout_seconds: float = 5
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = run_mode(context)
@@ -100,18 +88,9 @@ class CheckKubernetesOperator(MigrationOperator):
     template_fields: Sequence[str] = ("namespaces", "service_secrets")
     ui_color = "#dbe9f6"
 
-    def __init__(
-        self,
-        *,
-        namespaces: dict[str, str],
-        kubernetes_conn_ids: dict[str, str],
-        service_secrets: dict[str, str | None],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.namespaces = namespaces
-        self.kubernetes_conn_ids = kubernetes_conn_ids
-        self.service_secrets = service_secrets
+    namespaces: dict[str, str]
+    kubernetes_conn_ids: dict[str, str]
+    service_secrets: dict[str, str | None]
 
     def execute(self, context: Context) -> dict[str, Any]:
         if run_mode(context) == "plan":

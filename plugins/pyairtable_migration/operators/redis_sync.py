@@ -59,12 +59,8 @@ class RedisOperator(ConnectionPairOperator):
     template_fields: Sequence[str] = (*ConnectionPairOperator.template_fields, "mode", "endpoint_conn_id")
     ui_color = "#fbe3e3"
 
-    def __init__(
-        self, *, mode: str = "replicaof", endpoint_conn_id: str | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.mode = mode
-        self.endpoint_conn_id = endpoint_conn_id
+    mode: str = "replicaof"
+    endpoint_conn_id: str | None = None
 
     def hooks(self) -> tuple[MigrationRedisHook, MigrationRedisHook]:
         if self.mode not in MODES:
@@ -198,9 +194,7 @@ class SyncRedisOperator(RedisOperator):
 
     template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds")
 
-    def __init__(self, *, timeout_seconds: float = 1800.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.timeout_seconds = timeout_seconds
+    timeout_seconds: float = 1800.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -273,9 +267,7 @@ class ValidateRedisOperator(RedisOperator):
 
     template_fields: Sequence[str] = (*RedisOperator.template_fields, "ttl_tolerance_seconds")
 
-    def __init__(self, *, ttl_tolerance_seconds: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ttl_tolerance_seconds = ttl_tolerance_seconds
+    ttl_tolerance_seconds: float
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -317,10 +309,8 @@ class SwitchRedisOperator(RedisOperator):
 
     template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds", "freeze_seconds")
 
-    def __init__(self, *, timeout_seconds: float = 30.0, freeze_seconds: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.timeout_seconds = timeout_seconds
-        self.freeze_seconds = freeze_seconds
+    timeout_seconds: float = 30.0
+    freeze_seconds: float = 5.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(context, self._plan()):
@@ -521,12 +511,8 @@ class RollbackRedisOperator(RedisOperator):
 
     template_fields: Sequence[str] = (*RedisOperator.template_fields, "timeout_seconds", "freeze_seconds")
 
-    def __init__(
-        self, *, timeout_seconds: float = 1800.0, freeze_seconds: float = 5.0, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.timeout_seconds = timeout_seconds
-        self.freeze_seconds = freeze_seconds
+    timeout_seconds: float = 1800.0
+    freeze_seconds: float = 5.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         source, target = self.source_conn_id, self.target_conn_id
@@ -744,10 +730,11 @@ class SwitchoverUndoOperator(PhaseUndo, RollbackRedisOperator):
         "to the source; a failed step is fixed and cleared with downstream)"
     )
 
-    def __init__(self, *, database: Mapping[str, Any], route53: Mapping[str, Any], **kwargs: Any) -> None:
+    database: Mapping[str, Any]
+    route53: Mapping[str, Any]
+
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.database = dict(database)
-        self.route53 = dict(route53)
         self._write_switch: WriteSwitch | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:

@@ -35,10 +35,11 @@ class SwitchoverOperatorBase(ReplicationTopologyOperator):
     )
     ui_color = "#f9d7d7"
 
-    def __init__(self, *, sequence_margin: int, timeout_seconds: float = 30.0, **kwargs: Any) -> None:
+    sequence_margin: int
+    timeout_seconds: float = 30.0
+
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.sequence_margin = sequence_margin
-        self.timeout_seconds = timeout_seconds
         self._engine: WriteSwitch | None = None
 
     def direction(self) -> Direction:

@@ -250,9 +250,7 @@ class LowerTtlOperator(TrafficOperator):
 
     template_fields: Sequence[str] = (*ROUTE53_FIELDS, "cutover_ttl_seconds")
 
-    def __init__(self, *, cutover_ttl_seconds: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.cutover_ttl_seconds = cutover_ttl_seconds
+    cutover_ttl_seconds: int
 
     def execute(self, context: Context) -> dict[str, Any]:
         cutover = int(self.cutover_ttl_seconds)
@@ -354,36 +352,18 @@ class ShiftTrafficOperator(WritersReader, TrafficOperator):
         P99GraphLink(),
     )
 
-    def __init__(
-        self,
-        *,
-        weight: int,
-        bake_seconds: float | str,
-        prometheus_conn_id: str,
-        error_ratio_query: str,
-        p99_query: str,
-        prometheus_labels: Mapping[str, str],
-        max_error_ratio: float,
-        max_p99_seconds: float,
-        sample_seconds: float,
-        consecutive_breaches: int,
-        window: str = "30s",
-        require_writers_on_target: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.require_writers_on_target = require_writers_on_target
-        self.weight = weight
-        self.bake_seconds = bake_seconds
-        self.prometheus_conn_id = prometheus_conn_id
-        self.error_ratio_query = error_ratio_query
-        self.p99_query = p99_query
-        self.prometheus_labels = dict(prometheus_labels)
-        self.max_error_ratio = max_error_ratio
-        self.max_p99_seconds = max_p99_seconds
-        self.sample_seconds = sample_seconds
-        self.consecutive_breaches = consecutive_breaches
-        self.window = window
+    weight: int
+    bake_seconds: float | str
+    prometheus_conn_id: str
+    error_ratio_query: str
+    p99_query: str
+    prometheus_labels: Mapping[str, str]
+    max_error_ratio: float
+    max_p99_seconds: float
+    sample_seconds: float
+    consecutive_breaches: int
+    window: str = "30s"
+    require_writers_on_target: bool = True
 
     def gate_queries(self) -> dict[str, str]:
         from pyairtable_migration.hooks.prometheus import render_query
@@ -618,10 +598,8 @@ class FinalizeTrafficOperator(TrafficOperator):
 
     template_fields: Sequence[str] = (*ROUTE53_FIELDS, "final_ttl_seconds", "retention_seconds")
 
-    def __init__(self, *, final_ttl_seconds: int, retention_seconds: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.final_ttl_seconds = final_ttl_seconds
-        self.retention_seconds = retention_seconds
+    final_ttl_seconds: int
+    retention_seconds: int
 
     def execute(self, context: Context) -> dict[str, Any]:
         final_ttl, retention = int(self.final_ttl_seconds), int(self.retention_seconds)
@@ -810,22 +788,11 @@ class CheckPrometheusOperator(MigrationOperator):
     operator_extra_links = (ErrorRatioGraphLink(), P99GraphLink())
     ui_color = "#dbe9f6"
 
-    def __init__(
-        self,
-        *,
-        prometheus_conn_id: str,
-        error_ratio_query: str,
-        p99_query: str,
-        prometheus_labels: Mapping[str, str],
-        window: str = "30s",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.prometheus_conn_id = prometheus_conn_id
-        self.error_ratio_query = error_ratio_query
-        self.p99_query = p99_query
-        self.prometheus_labels = dict(prometheus_labels)
-        self.window = window
+    prometheus_conn_id: str
+    error_ratio_query: str
+    p99_query: str
+    prometheus_labels: Mapping[str, str]
+    window: str = "30s"
 
     def execute(self, context: Context) -> dict[str, Any]:
         templates = {"error_ratio_query": self.error_ratio_query, "p99_query": self.p99_query}

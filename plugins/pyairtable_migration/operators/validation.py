@@ -118,26 +118,13 @@ class LatencySloOperator(ValidationCheckOperator):
 
     template_fields: Sequence[str] = ("prometheus_conn_id", "prometheus_labels", "window", "services")
 
-    def __init__(
-        self,
-        *,
-        prometheus_conn_id: str,
-        services: Mapping[str, str],
-        slo_classes: Mapping[str, int],
-        prometheus_labels: Mapping[str, str],
-        window: str = "5m",
-        no_traffic: str = "fail",
-        query: str = LATENCY_QUERY,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.prometheus_conn_id = prometheus_conn_id
-        self.services = dict(services)
-        self.slo_classes = dict(slo_classes)
-        self.prometheus_labels = dict(prometheus_labels)
-        self.window = window
-        self.no_traffic = no_traffic
-        self.query = query
+    prometheus_conn_id: str
+    services: Mapping[str, str]
+    slo_classes: Mapping[str, int]
+    prometheus_labels: Mapping[str, str]
+    window: str = "5m"
+    no_traffic: str = "fail"
+    query: str = LATENCY_QUERY
 
     def rendered_query(self) -> str:
         from string import Template
@@ -218,22 +205,11 @@ class DataParityOperator(WritersReader, ValidationCheckOperator):
 
     template_fields: Sequence[str] = (*WritersReader.template_fields, "subscription", "reverse_subscription")
 
-    def __init__(
-        self,
-        *,
-        subscription: str,
-        reverse_subscription: str,
-        chunk_rows: int,
-        parallelism: int = 2,
-        catch_up_timeout_seconds: float = 120.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.subscription = subscription
-        self.reverse_subscription = reverse_subscription
-        self.chunk_rows = chunk_rows
-        self.parallelism = parallelism
-        self.catch_up_timeout_seconds = catch_up_timeout_seconds
+    subscription: str
+    reverse_subscription: str
+    chunk_rows: int
+    parallelism: int = 2
+    catch_up_timeout_seconds: float = 120.0
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -365,30 +341,15 @@ class SecurityOperator(ValidationCheckOperator):
         "pod_security_level",
     )
 
-    def __init__(
-        self,
-        *,
-        source_conn_id: str,
-        target_conn_id: str,
-        allowed: Mapping[str, Sequence[str]],
-        kubernetes_conn_id: str,
-        namespace: str,
-        services: Sequence[str],
-        connection_ids: Sequence[str],
-        workloads: Mapping[str, Mapping[str, Any]] | None = None,
-        pod_security_level: str = "restricted",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.workloads = {name: dict(values) for name, values in (workloads or {}).items()}
-        self.pod_security_level = pod_security_level
-        self.source_conn_id = source_conn_id
-        self.target_conn_id = target_conn_id
-        self.allowed = {side: list(names) for side, names in allowed.items()}
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.namespace = namespace
-        self.services = list(services)
-        self.connection_ids = list(connection_ids)
+    source_conn_id: str
+    target_conn_id: str
+    allowed: Mapping[str, Sequence[str]]
+    kubernetes_conn_id: str
+    namespace: str
+    services: Sequence[str]
+    connection_ids: Sequence[str]
+    workloads: Mapping[str, Mapping[str, Any]] | None = None
+    pod_security_level: str = "restricted"
 
     def leftovers(self) -> tuple[dict[str, list[str]], list[str]]:
         """(kept on purpose per side, problems: anything else left behind). The migration's own role
@@ -446,7 +407,7 @@ class SecurityOperator(ValidationCheckOperator):
             raise fail(f"security: {exc}") from None
         workloads = {
             name: Workload.of(name, int(values["port"]), {k: v for k, v in values.items() if k != "port"})
-            for name, values in self.workloads.items()
+            for name, values in (self.workloads or {}).items()
         }
         return audit_problems(self.namespace, found, workloads, active, self.pod_security_level)
 
@@ -502,8 +463,9 @@ class SecurityOperator(ValidationCheckOperator):
             f"{self.target_conn_id}; allow only {self.allowed}",
             f"check every Service in {self.namespace} selects exactly one existing color",
             f"check {self.namespace} enforces Pod Security {self.pod_security_level!r} and denies ingress by "
-            f"default, and each of {len(self.workloads)} service(s) has its ServiceAccount, NetworkPolicy, "
-            "PodDisruptionBudget, the active color's autoscaler and securityContext as configured",
+            f"default, and each of {len(self.workloads or {})} service(s) has its ServiceAccount, "
+            "NetworkPolicy, PodDisruptionBudget, the active color's autoscaler and securityContext as "
+            "configured",
             "search this run's XComs, task arguments and task logs for the passwords of "
             + ", ".join(self.connection_ids),
         ):
@@ -566,22 +528,11 @@ class MonitoringOperator(ValidationCheckOperator):
 
     template_fields: Sequence[str] = ("prometheus_conn_id", "prometheus_labels", "alertmanager_conn_id")
 
-    def __init__(
-        self,
-        *,
-        prometheus_conn_id: str,
-        prometheus_labels: Mapping[str, str],
-        alertmanager_conn_id: str = "",
-        alert_rules: Sequence[str] = (),
-        alert_delivery_timeout_seconds: float = 60,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.prometheus_conn_id = prometheus_conn_id
-        self.prometheus_labels = dict(prometheus_labels)
-        self.alertmanager_conn_id = alertmanager_conn_id
-        self.alert_rules = list(alert_rules)
-        self.alert_delivery_timeout_seconds = alert_delivery_timeout_seconds
+    prometheus_conn_id: str
+    prometheus_labels: Mapping[str, str]
+    alertmanager_conn_id: str = ""
+    alert_rules: Sequence[str] = ()
+    alert_delivery_timeout_seconds: float = 60
 
     def execute(self, context: Context) -> dict[str, Any]:
         targets_line = (
@@ -677,11 +628,12 @@ class MigrationReportOperator(MigrationOperator):
     operator_extra_links = (MigrationReportLink(),)
     ui_color = "#e8e0f5"
 
-    def __init__(self, *, report_dir: str, report_base_url: str = "", **kwargs: Any) -> None:
+    report_dir: str
+    report_base_url: str = ""
+
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
-        self.report_dir = report_dir
-        self.report_base_url = report_base_url
 
     def execute(self, context: Context) -> dict[str, Any]:
         from pyairtable_migration import report
