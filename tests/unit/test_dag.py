@@ -365,7 +365,9 @@ def test_an_operator_takes_its_declared_arguments_and_names_a_missing_or_unknown
     from pyairtable_migration.operators.base import WritersReader
 
     reader = WritersReader(task_id="reader", source_conn_id="a", target_conn_id="b", poolers=poolers)
-    reader.poolers[0]["database"] = "changed"
+    kept = reader.poolers[0]
+    assert isinstance(kept, dict)
+    kept["database"] = "changed"
     assert poolers[0]["database"] == "pyairtable"
 
     with pytest.raises(TypeError, match=r"ValidateDataOperator \(task 'x'\) needs argument\(s\) chunk_rows"):
