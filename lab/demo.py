@@ -553,7 +553,8 @@ def run_demo(settings: LabSettings, scale: int, http_rate: float, db_rate: float
         connection.close()
         with redis.Redis(host=settings.host, port=settings.redis_endpoint_port) as sessions_store:
             session_report = check_session_ledger(load.session_ledger_path, sessions_store)
-        events_report = check_kafka_ledger(kafka_ledger_dir(settings), catch_up_seconds=60)
+        groups = list(config.kafka.consumer_groups) if config.kafka else []
+        events_report = check_kafka_ledger(kafka_ledger_dir(settings), 60, groups)
         # A migrated lab must not be mistaken for a fresh one by `make test`.
         down(settings, purge=True)
     results = watcher.values

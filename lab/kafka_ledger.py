@@ -13,11 +13,18 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.ledger import AppendOnlyLines
-from pyairtable_migration.kafka_mirror.client import KafkaMirrorError, end_offsets, scan
+from pyairtable_migration.kafka_mirror.client import (
+    KafkaMirrorError,
+    committed_offsets,
+    end_offsets,
+    group_state,
+    scan,
+)
 
 
 class KafkaLedger:
@@ -71,36 +78,45 @@ class KafkaLedgerReport:
         )
 
 
-def check_kafka_ledger(directory: Path, catch_up_seconds: float = 0) -> KafkaLedgerReport:
+def check_kafka_ledger(
+    directory: Path, catch_up_seconds: float = 0, groups: Iterable[str] = ()
+) -> KafkaLedgerReport:
     """Every acknowledged event processed at least once; torn last lines are ignored. With
     `catch_up_seconds`, the consumers are given that long to process the last events first. Each
-    lost event's place is read back from its broker (the first ten)."""
+    lost event's place is read back from its broker (the first ten), with where each of `groups`
+    stands there (past the event: the group skipped it; before it: its consumers never got there)."""
     deadline = time.monotonic() + catch_up_seconds
     while (report := _read_kafka_ledger(directory)).lost and time.monotonic() < deadline:
         time.sleep(1)
     for event in report.lost[:10]:
-        report.found_there[event] = _held_at(report.lost_where.get(event, ""))
+        report.found_there[event] = _held_at(report.lost_where.get(event, ""), list(groups))
     return report
 
 
-def _held_at(where: str) -> str:
-    """What the broker holds at `where` ("host:port topic[partition]@offset ..."), said briefly."""
+def _held_at(where: str, groups: list[str]) -> str:
+    """What the broker holds at `where` ("host:port topic[partition]@offset ..."), said briefly,
+    and each group's committed offset and state there."""
     place = re.fullmatch(r"(\S+) (\S+)\[(\d+)\]@(\d+)", " ".join(where.split()[:2]))
     if place is None:
         return "place not recorded"
     bootstrap, topic, number, at = place.groups()
     partition, offset = (topic, int(number)), int(at)
     try:
+        stands = [
+            f"group {group} committed {committed_offsets(bootstrap, group).get(partition, 'nothing')} "
+            f"there ({group_state(bootstrap, group)})"
+            for group in groups
+        ]
         if offset >= end_offsets(bootstrap, [partition])[partition]:
-            return "nothing (past the partition's end)"
+            return "; ".join(["nothing (past the partition's end)", *stands])
         records = list(scan(bootstrap, topic, partition[1], offset, timeout=10, end=offset + 1))
     except KafkaMirrorError as exc:
         return f"unreadable: {exc}"
     if not records:
-        return "nothing (removed by retention)"
+        return "; ".join(["nothing (removed by retention)", *stands])
     record = records[0]
     value = (record.value or b"").decode(errors="replace")
-    return f"{value} (origin {record.origin})" if record.origin else value
+    return "; ".join([f"{value} (origin {record.origin})" if record.origin else value, *stands])
 
 
 def _read_kafka_ledger(directory: Path) -> KafkaLedgerReport:

@@ -138,7 +138,8 @@ class Scenario:
             source.close()
         with MigrationRedisHook(self.config.redis.source_conn_id).client() as redis_source:
             sessions = check_session_ledger(self.session_ledger, redis_source)
-        events = check_kafka_ledger(self.events_ledger, catch_up_seconds=EVENTS_CATCH_UP_SECONDS)
+        groups = list(self.config.kafka.consumer_groups) if self.config.kafka else []
+        events = check_kafka_ledger(self.events_ledger, EVENTS_CATCH_UP_SECONDS, groups)
         return self.figures, ledger, sessions, events
 
     def stop_load(self) -> None:
