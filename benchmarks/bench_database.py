@@ -108,8 +108,11 @@ def cluster_cpu_seconds(pair: Pair, side: str) -> float:
 
 
 def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's CPU and its ended children's (each range's reader, psql)."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 def wait_all_ready(pair: Pair, poll: float = 0.02) -> float:
@@ -136,7 +139,7 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
     """Schema, then the parallel copy under the slot's snapshot, deferred indexes, and the
     subscription streaming from the slot: the migration's initial sync with `copy: parallel`. The
     copy's CPU is counted per part: the source cluster (COPY out), the target's (COPY in: parsing,
-    the heap, the primary key, WAL) and this process (the workers relaying the rows)."""
+    the heap, the primary key, WAL) and this process with its readers (psql: relaying the rows)."""
     source = MigrationPostgresHook(config.database.source_conn_id)
     target = MigrationPostgresHook(config.database.target_conn_id)
     log = logging.getLogger("benchmarks.snapshot_copy")

@@ -184,7 +184,7 @@ class DatabaseConfig(_Strict):
     # queue's one worker, so a clear finds it.
     copy_state_dir: str = "/opt/airflow/parallel-copy"
     copy_queue: Name | None = None
-    # Where pg_dump lives on the workers (its major version must be >= the source's).
+    # Where pg_dump and psql live on the workers (pg_dump's major version must be >= the source's).
     pg_bin_dir: Annotated[str, StringConstraints(pattern=r"^/\S*$")] = "/usr/lib/postgresql/15/bin"
 
     @field_validator("poolers")

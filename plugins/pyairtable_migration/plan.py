@@ -433,7 +433,8 @@ def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step
     )
     indexes = Step(
         "database.build_deferred_indexes",
-        f"build the deferred indexes concurrently, {db.index_parallelism} at once",
+        f"build the deferred indexes, {db.index_parallelism} at once (CONCURRENTLY once a subscription "
+        "streams into the target)",
         (f"{target}: secondary indexes",),
         operator="pyairtable_migration.operators.database.BuildDeferredIndexesOperator",
         arguments={**database_arguments(config), "parallelism": db.index_parallelism},
@@ -458,6 +459,7 @@ def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step
             "copy_split_bytes": db.copy_split_bytes,
             "copy_progress_seconds": db.copy_progress_seconds,
             "copy_state_dir": db.copy_state_dir,
+            "pg_bin_dir": db.pg_bin_dir,
             **({"queue": db.copy_queue} if db.copy_queue else {}),
         },
     )

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+import shutil
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +38,8 @@ AIRFLOW_EXTRAS = frozenset(
 # when that differs from how Airflow reaches it.
 REPLICATION_HOST_EXTRA = "replication_host"
 REPLICATION_PORT_EXTRA = "replication_port"
+# Where the PostgreSQL client programs are (Debian's packages, the Dockerfile's image).
+DEFAULT_PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
 LIBPQ_ENVIRONMENT = {
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
@@ -154,6 +158,17 @@ def _conninfo_value(value: object) -> str:
 # --- the hook --------------------------------------------------------------------------------------
 
 
+def client_program(pg_bin_dir: str, name: str) -> str:
+    """A PostgreSQL client program (pg_dump, psql): pg_bin_dir's, else the one on PATH."""
+    program = Path(pg_bin_dir) / name
+    if os.access(program, os.X_OK):
+        return str(program)
+    found = shutil.which(name)
+    if found is None:
+        raise MigrationError(f"{name} not found at {program} nor on PATH")
+    return found
+
+
 class MigrationPostgresHook(PostgresHook):
     """A PostgresHook whose connections are psycopg2's (for `psycopg2.sql` composition).
 
@@ -256,6 +271,10 @@ class MigrationPostgresHook(PostgresHook):
             if key in fields["extra"]:
                 environment[variable] = str(fields["extra"][key])
         return environment
+
+    def client_environment(self, application_name: str = APPLICATION_NAME) -> dict[str, str]:
+        """The whole environment for a PostgreSQL client program run against this database."""
+        return {**os.environ, **self.libpq_environment(), "PGAPPNAME": application_name}
 
     def replication_conninfo(self) -> str:
         """How the other cluster connects to this one (CREATE SUBSCRIPTION): holds the password."""

@@ -28,6 +28,7 @@ from airflow.sdk import Context
 
 from pyairtable_migration.detached import Detached, DetachedError
 from pyairtable_migration.hooks.database import (
+    DEFAULT_PG_BIN_DIR,
     MIGRATION_SCHEMA,
     MigrationError,
     MigrationPostgresHook,
@@ -51,7 +52,6 @@ from pyairtable_migration.postgres.validator import Validator
 from pyairtable_migration.topology import Pooler
 from pyairtable_migration.triggers.database import InitialSyncTrigger, ReplicationLagTrigger
 
-DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 # How often the copy's task looks whether its process still runs.
 COPY_POLL_SECONDS = 0.5
 # A copy that finishes no range for this long is stalled (a range is at most copy_split_bytes).
@@ -78,7 +78,7 @@ class CheckDatabaseOperator(ReplicationTopologyOperator):
 
     template_fields: Sequence[str] = (*ReplicationTopologyOperator.template_fields, "pg_bin_dir")
 
-    pg_bin_dir: str = DEFAULT_PG_BIN
+    pg_bin_dir: str = DEFAULT_PG_BIN_DIR
     initial_copy: str = "native"
     copy_workers: int = 0
 
@@ -163,7 +163,7 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
     )
 
     replica_identity_full: Sequence[str] = ()
-    pg_bin_dir: str = DEFAULT_PG_BIN
+    pg_bin_dir: str = DEFAULT_PG_BIN_DIR
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -275,6 +275,7 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
     :param copy_workers: ranges copied at once
     :param copy_split_bytes: tables bigger on disk are copied in ranges of about this size
     :param copy_state_dir: the copy process's pid, log and result (on the worker that runs this task)
+    :param pg_bin_dir: where psql is (it reads each range from the source)
     """
 
     template_fields: Sequence[str] = (
@@ -289,6 +290,7 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
     copy_state_dir: str
     copy_progress_seconds: float = 10.0
     copy_stall_seconds: float = COPY_STALL_SECONDS
+    pg_bin_dir: str = DEFAULT_PG_BIN_DIR
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -322,6 +324,7 @@ class ParallelCopyOperator(BeforeSwitchoverOperator, ReplicationOperator):
             workers=int(self.copy_workers),
             split_bytes=int(self.copy_split_bytes),
             progress_seconds=float(self.copy_progress_seconds),
+            pg_bin_dir=self.pg_bin_dir,
         )
         try:
             pid, started = copier.start(spec.to_dict())

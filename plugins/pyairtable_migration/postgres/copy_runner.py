@@ -25,6 +25,7 @@ class CopySpec:
     workers: int
     split_bytes: int
     progress_seconds: float
+    pg_bin_dir: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +60,7 @@ def main() -> int:
                 log=log,
                 on_progress=lambda now: log.info("Copy: %s", now.describe()),
                 progress_seconds=spec.progress_seconds,
+                pg_bin_dir=spec.pg_bin_dir,
             )
     except Exception as exc:
         log.exception("The copy failed")

@@ -1,10 +1,13 @@
-"""Secondary indexes built CONCURRENTLY on the target after the initial copy (faster than copying
-into indexed tables), every one the source has and the target lacks.
+"""Secondary indexes built on the target after the initial copy (faster than copying into indexed
+tables), every one the source has and the target lacks.
 
-The definitions are the source's own (pg_get_indexdef, correctly quoted); an index a killed
-earlier build left INVALID is dropped (CONCURRENTLY) and built again. `parallelism` builds run at
-once, biggest tables first (PostgreSQL 14+ lets concurrent builds of plain indexes proceed without
-waiting for each other).
+While a subscription streams into the target (the native copy: replication writes as the indexes
+are built), each is built CONCURRENTLY, one table's one after the other, different tables side by
+side. Before any subscription (the parallel copy builds them before it subscribes on its slot)
+nothing writes the target: each is built plainly, in one scan instead of two, and several on one
+table at once. The definitions are the source's own (pg_get_indexdef, correctly quoted); an index a
+killed earlier build left INVALID is dropped (CONCURRENTLY) and built again. `parallelism` builds
+run at once, biggest tables first.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
     display_identifier,
     fetch_dicts,
+    fetch_value,
     statement,
 )
 
@@ -35,6 +39,7 @@ class IndexBuilder:
         self.target = target
         self.parallelism = parallelism
         self.log = log
+        self.concurrently = True
 
     def run(self) -> dict[str, Any]:
         """Build what the target lacks; what was built, rebuilt and already there."""
@@ -50,11 +55,14 @@ class IndexBuilder:
         for index in todo:
             if not str(index["definition"]).startswith("CREATE INDEX "):
                 raise MigrationError(f"unexpected index definition: {str(index['definition'])[:80]}")
-        # One table's indexes one after the other (concurrent builds on one table block each
-        # other); different tables in parallel, the biggest first.
-        by_table: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        with self.target.cursor() as cursor:
+            self.concurrently = bool(fetch_value(cursor, statement("index_build_subscribed")))
+        # Built CONCURRENTLY, one table's indexes one after the other (such builds on one table
+        # block each other); plainly, each on its own. The biggest tables first.
+        by_table: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for index in todo:
-            by_table.setdefault((index["schema_name"], index["table_name"]), []).append(index)
+            key = (index["schema_name"], index["table_name"])
+            by_table.setdefault(key if self.concurrently else (*key, index["index_name"]), []).append(index)
         groups = sorted(by_table.values(), key=lambda group: -int(group[0]["table_bytes"]))
         with ThreadPoolExecutor(max(1, self.parallelism), thread_name_prefix="index") as pool:
             outcomes = list(pool.map(lambda group: self._build_group(group, existing), groups))
@@ -73,7 +81,12 @@ class IndexBuilder:
         built = [name for (name, _), _error in results]
         rebuilt = [name for (name, was_invalid), _error in results if was_invalid]
         self.log.info("Deferred indexes: %d built, %d already present", len(built), present)
-        return {"built": built, "rebuilt_invalid": rebuilt, "already_present": present}
+        return {
+            "built": built,
+            "rebuilt_invalid": rebuilt,
+            "already_present": present,
+            "concurrently": self.concurrently,
+        }
 
     def _build_group(
         self, group: list[dict[str, Any]], existing: dict[tuple[str, str], bool]
@@ -101,6 +114,8 @@ class IndexBuilder:
                 self.log.info("Target: dropped invalid index %s (left by an interrupted build)", name)
             began = time.monotonic()
             # pg_get_indexdef's own text: only the leading keyword changes, no identifier is built here.
-            cursor.execute(statement("index_build", definition=sql.SQL(definition[len("CREATE INDEX ") :])))
-        self.log.info("Target: built index %s concurrently in %.1f s", name, time.monotonic() - began)
+            build = "index_build" if self.concurrently else "index_build_plain"
+            cursor.execute(statement(build, definition=sql.SQL(definition[len("CREATE INDEX ") :])))
+        how = "concurrently" if self.concurrently else "before any subscription"
+        self.log.info("Target: built index %s %s in %.1f s", name, how, time.monotonic() - began)
         return name, invalid

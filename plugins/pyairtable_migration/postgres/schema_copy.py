@@ -12,13 +12,10 @@ already holds this migration's copy is verified, not copied again.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pyairtable_migration.hooks.database import (
@@ -26,6 +23,7 @@ from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
     Table,
+    client_program,
     display_identifier,
     ensure_replica_identity_full,
     fetch_dicts,
@@ -148,19 +146,12 @@ def copy_schema(
 def pg_dump(source: MigrationPostgresHook, pg_bin_dir: str, options: list[str]) -> str:
     """pg_dump's output for `options` (pg_bin_dir's, else the one on PATH); the password only in
     its environment."""
-    pg_dump = Path(pg_bin_dir) / "pg_dump"
-    if not os.access(pg_dump, os.X_OK):
-        found = shutil.which("pg_dump")
-        if found is None:
-            raise MigrationError(f"pg_dump not found at {pg_dump} nor on PATH")
-        pg_dump = Path(found)
     # Connection settings and the password reach pg_dump through its environment only.
-    environment = {**os.environ, **source.libpq_environment()}
     result = subprocess.run(
-        [str(pg_dump), *options],
+        [client_program(pg_bin_dir, "pg_dump"), *options],
         capture_output=True,
         text=True,
-        env=environment,
+        env=source.client_environment(),
         check=False,
         timeout=3600,
     )

@@ -11,9 +11,11 @@ the copy saw:
    every commit after it. The session stays open and idle while the snapshot must stay importable.
 2. `copy_snapshot` splits every table above `split_bytes` into ranges (by its primary key when that
    is one integer column, else by CTID pages, which works for any table) and copies them with N
-   workers. Each worker imports the snapshot into one read-only REPEATABLE READ transaction on the
-   source; each range streams COPY ... TO STDOUT into COPY ... FROM STDIN on the target through a
-   pipe (binary where both sides' column types allow), never held in memory.
+   workers. Each range is read by a `psql` of its own that imports the snapshot into a read-only
+   REPEATABLE READ transaction on the source and streams COPY ... TO STDOUT through a pipe into the
+   worker's COPY ... FROM STDIN on the target (binary where both sides' column types allow), never
+   held in memory. (psql, not this process, reads the rows: the source sends one message per row,
+   and a Python reader handling each of them under the GIL cost as much CPU as the source itself.)
 3. Each range is recorded as copied in the target transaction of its COPY (the progress tables of
    include/sql/snapshot_copy_progress_schema.sql): killed half-way and run again under the same
    snapshot, the copy does only the ranges not recorded and never one twice. A run under another
@@ -34,12 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import psycopg2
 import psycopg2.errors
@@ -48,9 +50,11 @@ from psycopg2 import sql
 
 from pyairtable_migration.hooks.database import (
     APPLICATION_NAME,
+    DEFAULT_PG_BIN_DIR,
     MigrationError,
     MigrationPostgresHook,
     Table,
+    client_program,
     display_identifier,
     empty_tables,
     fetch_dicts,
@@ -66,7 +70,7 @@ from pyairtable_migration.hooks.database import (
 
 HOLDER_APPLICATION = f"{APPLICATION_NAME}-snapshot"
 WORKER_APPLICATION = f"{APPLICATION_NAME}-copy"
-PIPE_CHUNK = 1 << 16
+PIPE_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -538,6 +542,7 @@ def copy_snapshot(
     log: Any,
     on_progress: Callable[[CopyProgress], None] | None = None,
     progress_seconds: float = 10.0,
+    pg_bin_dir: str = DEFAULT_PG_BIN_DIR,
 ) -> CopyProgress:
     """Copy every table the source's publication would carry, as `snapshot` saw it, into the
     target's (empty or partly copied) tables; returns the final progress.
@@ -553,7 +558,9 @@ def copy_snapshot(
         copied now would overwrite production's)
     :param on_progress: called with the progress every `progress_seconds` and once at the end, on
         the caller's thread
+    :param pg_bin_dir: where psql is (each range's reader on the source), else on PATH
     """
+    psql = client_program(pg_bin_dir, "psql")
     if workers < 1:
         raise MigrationError(f"workers must be at least 1, got {workers}")
     if split_bytes < 1:
@@ -604,7 +611,7 @@ def copy_snapshot(
         len(shapes),
         workers,
     )
-    _Copy(source, target, snapshot, shapes, tracker, attempt).run(
+    _Copy(source, target, snapshot, shapes, tracker, attempt, psql).run(
         pending, workers, on_progress, progress_seconds
     )
     with target.cursor() as cursor:
@@ -715,8 +722,9 @@ def _start_over(
 
 
 class _Copy:
-    """The workers of one attempt: each imports the snapshot once and copies ranges until none is
-    left or one fails (then the others' statements are cancelled and the first error is raised)."""
+    """The workers of one attempt: each imports the snapshot once (a check, and the statements' quoting)
+    and copies ranges until none is left or one fails (then the others' statements are cancelled,
+    their readers killed, and the first error is raised)."""
 
     def __init__(
         self,
@@ -726,6 +734,7 @@ class _Copy:
         shapes: dict[Table, TableShape],
         tracker: _Tracker,
         attempt: int,
+        psql: str,
     ) -> None:
         self.source = source
         self.target = target
@@ -733,9 +742,11 @@ class _Copy:
         self.shapes = shapes
         self.tracker = tracker
         self.attempt = attempt
+        self.psql = psql
         self.lock = threading.Lock()
         self.queue: list[_RangeState] = []
         self.connections: list[Any] = []
+        self.readers: list[subprocess.Popen[bytes]] = []
         self.failure: BaseException | None = None
 
     def run(
@@ -753,11 +764,11 @@ class _Copy:
         for thread in threads:
             thread.start()
         next_report = time.monotonic() + every
-        while any(thread.is_alive() for thread in threads):
-            alive = next(thread for thread in threads if thread.is_alive())
-            alive.join(max(0.0, min(next_report - time.monotonic(), 1.0)))
-            if on_progress is not None and time.monotonic() >= next_report:
-                on_progress(self.tracker.progress())
+        while alive := [thread for thread in threads if thread.is_alive()]:
+            alive[0].join(max(0.0, min(next_report - time.monotonic(), 1.0)))
+            if time.monotonic() >= next_report:  # the next report's time moves on with or without a callback
+                if on_progress is not None:
+                    on_progress(self.tracker.progress())
                 next_report += every
         if self.failure is not None:
             raise self.failure
@@ -771,15 +782,33 @@ class _Copy:
             if self.failure is not None:
                 return
             self.failure = exc
-            opened = list(self.connections)
+            opened, reading = list(self.connections), list(self.readers)
         for connection in opened:
             with contextlib.suppress(Exception):
                 connection.cancel()
+        for reader in reading:
+            with contextlib.suppress(OSError):
+                reader.kill()
 
     def _opened(self, connection: Any) -> Any:
         with self.lock:
             self.connections.append(connection)
         return connection
+
+    def _reading(self, command: list[str]) -> subprocess.Popen[bytes]:
+        """A range's reader on the source: psql, the connection and password in its environment."""
+        reader = subprocess.Popen(
+            command,
+            env=self.source.client_environment(WORKER_APPLICATION),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        with self.lock:
+            self.readers = [r for r in self.readers if r.poll() is None] + [reader]
+            if self.failure is not None:
+                reader.kill()
+        return reader
 
     def _work(self) -> None:
         connections: list[Any] = []
@@ -803,9 +832,20 @@ class _Copy:
         shape = self.shapes[copy_range.table]
         query, params = copy_range.select(shape.column_list)
         with source.cursor() as source_cursor, target.cursor() as target_cursor:
-            copy_out = source_cursor.mogrify(
-                statement("snapshot_copy_out", query=query, format=shape.format), params
-            )
+            reader_command = [
+                self.psql,
+                "--no-psqlrc",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "--command="
+                + source_cursor.mogrify(
+                    statement("snapshot_copy_import_snapshot"), {"snapshot": self.snapshot.name}
+                ).decode(),
+                "--command="
+                + source_cursor.mogrify(
+                    statement("snapshot_copy_out", query=query, format=shape.format), params
+                ).decode(),
+            ]
             copy_in = statement(
                 "snapshot_copy_in",
                 table=copy_range.table.identifier,
@@ -823,7 +863,7 @@ class _Copy:
                     with self.tracker.lock:
                         state.copied = True
                     return
-                rows = _stream(source_cursor, target_cursor, copy_out, copy_in, state)
+                rows = _stream(self._reading(reader_command), target_cursor, copy_in, state)
                 target_cursor.execute(
                     statement("snapshot_copy_range_done"),
                     {
@@ -842,7 +882,7 @@ class _Copy:
                     target.rollback()
                 with self.tracker.lock:
                     state.bytes = 0
-                if isinstance(exc, psycopg2.Error):
+                if isinstance(exc, psycopg2.Error | _SourceFailed):
                     raise MigrationError(
                         f"copying {copy_range.describe()} failed: {_first_line(exc)}"
                     ) from exc
@@ -866,12 +906,15 @@ def _as_replica(connection: Any) -> None:
         ) from exc
 
 
-class _CountingReader:
-    """The pipe's read end, counting the bytes the target's COPY takes from it. Counted here, where
-    psycopg2 reads in chunks, not where it writes (once per row); only this range's worker writes
-    `state.bytes`."""
+class _SourceFailed(Exception):
+    """The range's reader on the source (psql) failed: its first error line."""
 
-    def __init__(self, pipe: BinaryIO, state: _RangeState) -> None:
+
+class _CountingReader:
+    """The reader's output, counting the bytes the target's COPY takes from it (in chunks); only this
+    range's worker writes `state.bytes`."""
+
+    def __init__(self, pipe: IO[bytes], state: _RangeState) -> None:
         self.pipe = pipe
         self.state = state
 
@@ -882,41 +925,30 @@ class _CountingReader:
 
 
 def _stream(
-    source_cursor: Any,
-    target_cursor: Any,
-    copy_out: bytes,
-    copy_in: sql.Composable,
-    state: _RangeState,
+    reader: subprocess.Popen[bytes], target_cursor: Any, copy_in: sql.Composable, state: _RangeState
 ) -> int:
-    """COPY TO STDOUT on the source into COPY FROM STDIN on the target, through a pipe (the source
-    side on a thread of its own); the rows the target took. A source failure raises even though
-    the target's COPY saw a clean end, so the caller rolls the range back."""
-    read_end, write_end = os.pipe()
-    reader = os.fdopen(read_end, "rb", buffering=0)
-    writer = os.fdopen(write_end, "wb", buffering=PIPE_CHUNK)
-    failures: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            source_cursor.copy_expert(copy_out, writer, size=PIPE_CHUNK)
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                writer.close()
-
-    producer = threading.Thread(target=produce, name=f"{threading.current_thread().name}-out", daemon=True)
-    producer.start()
+    """The reader's COPY TO STDOUT into COPY FROM STDIN on the target; the rows the target took. A
+    reader that failed raises even where the target's COPY saw a clean end (its input just ended
+    early), so the caller rolls the range back."""
+    assert reader.stdout is not None
     try:
-        target_cursor.copy_expert(copy_in, _CountingReader(reader, state), size=PIPE_CHUNK)
-    except BaseException as exc:
-        failures.append(exc)
-    finally:
-        reader.close()  # a producer still writing gets EPIPE instead of blocking forever
-        producer.join()
-    if failures:
-        raise failures[0]  # the source's failure first: the target's then only saw its input cut short
+        target_cursor.copy_expert(copy_in, _CountingReader(reader.stdout, state), size=PIPE_CHUNK)
+    except BaseException:
+        source_failed = reader.poll() not in (None, 0)  # the target's COPY then only saw its input cut short
+        reader.kill()
+        _, errors = reader.communicate()
+        if source_failed:
+            raise _SourceFailed(_error_line(errors)) from None
+        raise
+    _, errors = reader.communicate()
+    if reader.returncode != 0:
+        raise _SourceFailed(_error_line(errors))
     return int(target_cursor.rowcount)
+
+
+def _error_line(errors: bytes) -> str:
+    lines = errors.decode(errors="replace").strip().splitlines()
+    return f"psql on the source: {lines[0] if lines else 'ended without a message'}"
 
 
 def _first_line(exc: BaseException) -> str:
