@@ -3,9 +3,9 @@ processed, kept outside Kafka, beside the PostgreSQL write ledger (lab/ledger.py
 
 An event is lost when it was acknowledged and never processed on either cluster; processed more
 than once is a duplicate (at-least-once delivery allows those, and the check counts them).
-Lines are `event_id [where]` in `<dir>/produced.log` (where: the broker, topic, partition, offset and
-time the delivery report gave, so a lost event says where it went) and `event_id cluster` in
-`<dir>/processed.log`.
+Lines are `event_id [where]` in `<dir>/produced.log` (where: the broker, topic, partition and offset
+the delivery report gave, the cluster, and when the event was sent and acknowledged, so a lost event
+says where it went) and `event_id cluster` in `<dir>/processed.log`.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ def shared_ledger(directory: Path) -> KafkaLedger:
         return _ledgers[directory]
 
 
+def _clock() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
 class EventsUnavailable(Exception):
     """The broker did not acknowledge the event in time."""
 
@@ -74,13 +78,21 @@ class EventPublisher:
         self.topic = settings.events_topic
         self.ledger = shared_ledger(settings.ledger_dir) if settings.ledger_dir else None
         self.bootstrap = settings.bootstrap
+        self.cluster = settings.cluster
         self._producer: Producer | None = None  # made at the first event: most pods publish none
         self._lock = threading.Lock()
 
     def _connected(self) -> Producer:
         if self._producer is None:
+            # An event not acknowledged within the request's wait is never delivered later (the
+            # default lets librdkafka retry for 5 minutes): a user told it failed must not find it
+            # written, and a late write to a cluster the migration finished draining would be lost.
+            timeout_ms = int(PUBLISH_TIMEOUT_SECONDS * 1000)
             self._producer = Producer(
-                client_config(self.bootstrap, **{"enable.idempotence": True, "linger.ms": 1})
+                client_config(
+                    self.bootstrap,
+                    **{"enable.idempotence": True, "linger.ms": 1, "message.timeout.ms": timeout_ms},
+                )
             )
         return self._producer
 
@@ -88,12 +100,13 @@ class EventPublisher:
         """The event's id, once acknowledged; EventsUnavailable when it was not in time."""
         event_id = uuid.uuid4().hex
         delivered: list[KafkaError | None] = []
+        sent = _clock()
 
         def report(err: KafkaError | None, message: Message) -> None:
             delivered.append(err)
             if err is None and self.ledger is not None:
-                at = dt.datetime.now(dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-                where = f"{self.bootstrap} {message.topic()}[{message.partition()}]@{message.offset()} {at}"
+                place = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+                where = f"{self.bootstrap} {place} {self.cluster} sent {sent} acknowledged {_clock()}"
                 self.ledger.produced(event_id, where)
 
         with self._lock:  # one in flight per pod: the delivery report is this call's
