@@ -171,17 +171,25 @@ def kill_attempt(
     worker)."""
     server = lab.server
 
-    def running_process() -> tuple[str, int] | None:
-        ti = server.task_instance(MIGRATION_DAG, run_id, task_id)
+    def task() -> dict[str, Any]:
+        ti: dict[str, Any] = server.task_instance(MIGRATION_DAG, run_id, task_id)
         if ti["state"] in RAN:
             failed = server.failures(MIGRATION_DAG, run_id)
             state = ti["state"]
             raise AssertionError(f"{task_id} is {state} before attempt {attempt} could be killed: {failed}")
+        return ti
+
+    def running_process() -> tuple[str, int] | None:
+        ti = task()
         if ti["state"] != "running" or ti["try_number"] != attempt:
             return None
         pid = task_process(str(ti["id"]))
         return None if pid is None else (str(ti["id"]), pid)
 
+    # Once a second while its upstream runs (each look is a request the api-server answers: ten a
+    # second through a whole migration cost more CPU than the migration's own tasks), ten a second
+    # once the scheduler has it: under Celery a task runs seconds after it is scheduled.
+    server.wait(f"{task_id} to be scheduled", lambda: task()["state"], timeout, poll=1.0)
     ti_id, pid = server.wait(f"{task_id} attempt {attempt} to run", running_process, timeout, poll=0.1)
     if when_running is not None:
         when_running()
