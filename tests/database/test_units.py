@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import struct
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from psycopg2 import sql
@@ -330,3 +331,18 @@ def test_preflight_rules_name_every_problem_from_the_facts_alone() -> None:
     assert notes == ["REPLICA IDENTITY FULL will be set on public.audit_log (database.replica_identity_full)"]
     foreign = preflight.TargetFacts([Table("public", "users")], False, None)
     assert "not empty (1 table(s): public.users)" in preflight.target_problems(foreign, "pub", "sub", [])[0]
+
+
+def test_the_client_programs_are_found_where_configured_and_their_absence_named(tmp_path: Path) -> None:
+    from pyairtable_migration.hooks.database import DEFAULT_PG_BIN_DIR, client_program
+
+    assert preflight.psql_problems(DEFAULT_PG_BIN_DIR) == []
+    assert client_program(DEFAULT_PG_BIN_DIR, "psql") == f"{DEFAULT_PG_BIN_DIR}/psql"
+    (empty := tmp_path / "bin").mkdir()
+    assert preflight.psql_problems(str(empty)) == [
+        f"psql not found at {empty}/psql (pg_bin_dir): initial_copy: parallel reads each range with it"
+    ]
+    assert client_program(str(empty), "psql").endswith("/psql")  # else the one on PATH
+    missing = f"no_such_program not found at {empty}/no_such_program nor on PATH"
+    with pytest.raises(MigrationError, match=missing):
+        client_program(str(empty), "no_such_program")

@@ -217,7 +217,7 @@ def connection_problems(side: str, fact: Mapping[str, Any], needed: int) -> list
     if free >= needed:
         return []
     return [
-        f"{side}: the parallel copy needs {needed} sessions (database.copy_workers + its own), "
+        f"{side}: the parallel copy needs {needed} sessions (database.copy_workers' and its own), "
         f"{free} free ({fact['used_connections']} of max_connections {fact['max_connections']} in use, "
         f"{fact['reserved_connections']} reserved): lower copy_workers or raise max_connections"
     ]
@@ -252,6 +252,14 @@ def pg_dump_problems(pg_bin_dir: str, source_major: int) -> list[str]:
     if match and int(match.group(1)) < source_major:
         return [f"{pg_dump} is version {match.group(1)}, older than the source server ({source_major})"]
     return []
+
+
+def psql_problems(pg_bin_dir: str) -> list[str]:
+    """psql where the parallel copy will look for it: it reads each range from the source."""
+    psql = Path(pg_bin_dir) / "psql"
+    if os.access(psql, os.X_OK):
+        return []
+    return [f"psql not found at {psql} (pg_bin_dir): initial_copy: parallel reads each range with it"]
 
 
 def pooler_problems(
@@ -387,11 +395,13 @@ def check(
         if initial_copy == "parallel" and "target" in cursors:
             problems.extend(parallel_copy_problems(cursors["target"], facts["target"]))
         if initial_copy == "parallel":
-            # Each worker holds a session on both sides; the source also the snapshot's holder
-            # (a WAL sender: server_problems checks one is free) and the task's own.
-            for side, needed in (("source", copy_workers + 2), ("target", copy_workers + 1)):
+            # Each worker holds a session on the target, and two on the source (its own and its
+            # range's reader); the source also the snapshot's holder (a WAL sender: server_problems
+            # checks one is free), and each side the task's own.
+            for side, needed in (("source", 2 * copy_workers + 2), ("target", copy_workers + 1)):
                 if side in facts:
                     problems.extend(connection_problems(side, facts[side], needed))
+            problems.extend(psql_problems(pg_bin_dir))
         if "source" in facts and "target" in facts:
             problems.extend(version_problems(facts["source"], facts["target"]))
             problems.extend(pg_dump_problems(pg_bin_dir, facts["source"]["server_version_num"] // 10000))
