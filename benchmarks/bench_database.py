@@ -5,7 +5,7 @@ with BENCH_RECORDS records (default 1,000,000), all in one run:
     deferred indexes built concurrently) vs `pg_dump -Fc | pg_restore` of the same database
     (goal: ratio <= 1.0);
   * the same with the parallel copy under the slot's exported snapshot instead of the
-    subscription's own copy (postgres/snapshot_copy.py), with 2 and 4 workers (goal: ratio <= 0.8
+    subscription's own copy (postgres/snapshot_copy.py), with 2, 4 and 8 workers (goal: ratio <= 0.8
     at 1 M records, <= 0.6 at 10 M);
   * validation throughput, both sides hashed in parallel (goal: >= 1 M rows/s on 2 cores);
   * the write switchover at 1,000 commits/s through PgBouncer: longest commit gap (goal <= 250 ms),
@@ -47,11 +47,11 @@ PHASE = "database"
 RECORDS = int(os.environ.get("BENCH_RECORDS", "1000000"))
 SWITCH_RATE = 1000
 RESTORE_DATABASE = "bench_restore"
-PARALLEL_WORKERS = (2, 4)
+PARALLEL_WORKERS = (2, 4, 8)
 # The parallel copy's goal against pg_dump | pg_restore on this 2-core machine: 0.6 at 10 M records,
 # 0.8 at 1 M (a smaller database spends more of its time on the schema, the slot and the indexes).
 PARALLEL_GOAL = 0.6 if RECORDS >= 10_000_000 else 0.8
-# records (about 200 MB at a million rows) in a dozen ranges: enough for 4 workers to stay busy.
+# records (about 200 MB at a million rows) in a score of ranges: enough for 8 workers to stay busy.
 PARALLEL_SPLIT_BYTES = 16 << 20
 
 
