@@ -62,10 +62,10 @@ WATCH = 3  # the watch after 100 %: three gate samples
 # Requests/s through the weighted edge while the healthy cutover's split is measured. At 200 the split's
 # check failed once in CI (25 % measured 31.1 %): a client keeps its answer for a TTL, so fewer requests
 # are fewer independent samples than counted.
-RATE = 450
-# The faulty cutovers' rate: their gate needs production's errors and their revert needs requests after
-# it, not a precise split (the load's CPU is a large part of this module's on two cores).
-FAULT_RATE = 150
+SPLIT_RATE = 450
+# Every other cutover's rate: a gate needs production's errors and a revert needs requests after it,
+# not a precise split (the load's CPU is a large part of this module's on two cores).
+RATE = 150
 STEPS = [10, 25, 50, 75, 100]
 # A client's cached answer is at most TTL old once the edge's view (re-read every 0.5 s) has seen
 # the change; after this much time since a change every request follows the new weights.
@@ -147,7 +147,7 @@ def run_cutover(
 def healthy_cutover(traffic_lab: LabSettings) -> Cutover:
     set_dns(traffic_lab, production=0, ttl=OLD_TTL)
     deploy_production(traffic_lab)
-    return run_cutover(traffic_lab)
+    return run_cutover(traffic_lab, rate=SPLIT_RATE)
 
 
 def test_a_healthy_cutover_under_load_follows_every_weight_and_fails_no_request(
@@ -239,7 +239,6 @@ def test_production_answering_5xx_trips_the_gate_and_traffic_returns_to_staging(
             during=break_production_at_25,
             traffic_steps=[10, 25, 100],
             bake_seconds=15,
-            rate=FAULT_RATE,
         )
     finally:
         deploy_production(traffic_lab)
@@ -299,7 +298,6 @@ def test_production_failing_during_the_watch_puts_every_user_back_on_staging(
             traffic_steps=[50, 100],
             bake_seconds=3,
             watch_seconds=60,
-            rate=FAULT_RATE,
         )
     finally:
         deploy_production(traffic_lab)
@@ -387,7 +385,6 @@ def test_an_approval_nobody_answers_times_out_to_reject_traffic_back_on_staging_
         config=config,
         require_approvals=True,
         traffic_steps=[50, 100],
-        rate=FAULT_RATE,
     )
     states = cutover.states
     assert states["traffic.approve_50"] == states["traffic.shift_to_50"] == "success", states

@@ -32,6 +32,9 @@ from pyairtable_migration.hooks.database import (
 class IndexBuilder:
     """The source's deferred secondary indexes, built on the target."""
 
+    # Whether the builds go CONCURRENTLY: `run` reads it from the target (a subscription streams in).
+    concurrently = True
+
     def __init__(
         self, source: MigrationPostgresHook, target: MigrationPostgresHook, *, parallelism: int, log: Any
     ) -> None:
@@ -39,7 +42,6 @@ class IndexBuilder:
         self.target = target
         self.parallelism = parallelism
         self.log = log
-        self.concurrently = True
 
     def run(self) -> dict[str, Any]:
         """Build what the target lacks; what was built, rebuilt and already there."""

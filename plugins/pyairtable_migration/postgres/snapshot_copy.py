@@ -721,33 +721,24 @@ def _start_over(
     log.info("Planned %d range(s); split: %s", len(planned), ", ".join(split) or "none")
 
 
+@dataclass(eq=False)
 class _Copy:
     """The workers of one attempt: each imports the snapshot once (a check, and the statements' quoting)
     and copies ranges until none is left or one fails (then the others' statements are cancelled,
     their readers killed, and the first error is raised)."""
 
-    def __init__(
-        self,
-        source: MigrationPostgresHook,
-        target: MigrationPostgresHook,
-        snapshot: ExportedSnapshot,
-        shapes: dict[Table, TableShape],
-        tracker: _Tracker,
-        attempt: int,
-        psql: str,
-    ) -> None:
-        self.source = source
-        self.target = target
-        self.snapshot = snapshot
-        self.shapes = shapes
-        self.tracker = tracker
-        self.attempt = attempt
-        self.psql = psql
-        self.lock = threading.Lock()
-        self.queue: list[_RangeState] = []
-        self.connections: list[Any] = []
-        self.readers: list[subprocess.Popen[bytes]] = []
-        self.failure: BaseException | None = None
+    source: MigrationPostgresHook
+    target: MigrationPostgresHook
+    snapshot: ExportedSnapshot
+    shapes: dict[Table, TableShape]
+    tracker: _Tracker
+    attempt: int
+    psql: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queue: list[_RangeState] = field(default_factory=list)
+    connections: list[Any] = field(default_factory=list)
+    readers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    failure: BaseException | None = None
 
     def run(
         self,
