@@ -242,11 +242,17 @@ def parallel_copy_problems(cursor: Any, fact: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def client_problems(pg_bin_dir: str, name: str, needed_by: str) -> list[str]:
+    """The client program `name` where the step that runs it looks first (pg_bin_dir)."""
+    program = Path(pg_bin_dir) / name
+    return [] if os.access(program, os.X_OK) else [f"{name} not found at {program} (pg_bin_dir): {needed_by}"]
+
+
 def pg_dump_problems(pg_bin_dir: str, source_major: int) -> list[str]:
     """pg_dump where the schema copy will look for it, at least the source's major version."""
     pg_dump = Path(pg_bin_dir) / "pg_dump"
-    if not os.access(pg_dump, os.X_OK):
-        return [f"pg_dump not found at {pg_dump} (pg_bin_dir): the schema copy needs it"]
+    if missing := client_problems(pg_bin_dir, "pg_dump", "the schema copy needs it"):
+        return missing
     output = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, check=False).stdout
     match = re.search(r"(\d+)(?:\.\d+)?", output)
     if match and int(match.group(1)) < source_major:
@@ -256,10 +262,7 @@ def pg_dump_problems(pg_bin_dir: str, source_major: int) -> list[str]:
 
 def psql_problems(pg_bin_dir: str) -> list[str]:
     """psql where the parallel copy will look for it: it reads each range from the source."""
-    psql = Path(pg_bin_dir) / "psql"
-    if os.access(psql, os.X_OK):
-        return []
-    return [f"psql not found at {psql} (pg_bin_dir): initial_copy: parallel reads each range with it"]
+    return client_problems(pg_bin_dir, "psql", "initial_copy: parallel reads each range with it")
 
 
 def pooler_problems(
