@@ -190,7 +190,11 @@ def _verdicts(value: Mapping[str, Any]) -> str:
 
 
 FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "copy_schema": lambda v: f"{v['tables']} tables, {len(v.get('deferred_indexes') or [])} indexes deferred",
+    "copy_schema": lambda v: (
+        f"{v['tables']} tables, {len(v.get('deferred_indexes') or [])} indexes"
+        + (f" and {len(v['deferred_keys'])} keys" if v.get("deferred_keys") else "")
+        + " deferred"
+    ),
     "wait_initial_sync": lambda v: (
         f"{v['tables']} tables replicating (state r) after {float(v['seconds']):.1f} s"
     ),

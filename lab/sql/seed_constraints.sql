@@ -33,3 +33,8 @@ CREATE INDEX records_updated_at_idx ON records (updated_at);
 CREATE INDEX automations_base_id_idx ON automations (base_id);
 CREATE INDEX audit_log_occurred_at_idx ON audit_log (occurred_at);
 CREATE INDEX "Record Comments_record_id_idx" ON "Record Comments" (record_id);
+
+-- What pg_dump carries with a key besides the key itself, which the schema copy must carry too
+-- (also when it defers the key to after the data).
+COMMENT ON CONSTRAINT users_email_key ON users IS 'one account per address';
+ALTER TABLE users CLUSTER ON users_email_key;

@@ -433,9 +433,9 @@ def _initial_copy(config: MigrationConfig, forward: dict[str, Any]) -> list[Step
     )
     indexes = Step(
         "database.build_deferred_indexes",
-        f"build the deferred indexes, {db.index_parallelism} at once (CONCURRENTLY once a subscription "
-        "streams into the target)",
-        (f"{target}: secondary indexes",),
+        f"build the deferred indexes{' and keys' if parallel else ''}, {db.index_parallelism} at once "
+        "(CONCURRENTLY once a subscription streams into the target)",
+        (f"{target}: secondary indexes" + (", primary, unique and foreign keys" if parallel else ""),),
         operator="pyairtable_migration.operators.database.BuildDeferredIndexesOperator",
         arguments={**database_arguments(config), "parallelism": db.index_parallelism},
     )
@@ -500,16 +500,18 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
     # The steps that write into the target refuse once the poolers send writers there.
     before_switchover = {**both, "poolers": _poolers(config)}
     identity = ", ".join(db.replica_identity_full)
+    parallel = db.initial_copy == "parallel"
     plan.chain(
         Step(
             "database.copy_schema",
-            "copy the schema, secondary indexes deferred",
+            "copy the schema, secondary indexes deferred"
+            + (" and keys (primary, unique, foreign: built after the parallel copy)" if parallel else ""),
             (
                 f"{target}: schema" + (f", REPLICA IDENTITY FULL on {identity}" if identity else ""),
                 f"{source}: schema pyairtable_migration (switchover markers)",
             ),
             operator="pyairtable_migration.operators.database.CopySchemaOperator",
-            arguments={**before_switchover, **_schema_copy_arguments(config)},
+            arguments={**before_switchover, **_schema_copy_arguments(config), "defer_keys": parallel},
         ),
         Step(
             "database.create_publication",

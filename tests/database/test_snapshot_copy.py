@@ -50,6 +50,18 @@ LOG = logging.getLogger("tests.snapshot_copy")
 # (no primary key) into a few CTID ranges.
 SPLIT_BYTES = 1 << 20
 RANGES = "SELECT table_name, method, count(*) FROM pyairtable_snapshot_copy.copy_range GROUP BY 1, 2"
+# Every primary, unique and foreign key of the lab's tables with what travels with it: definition,
+# comment, its index's replica identity and CLUSTER marks.
+KEYS = """
+SELECT con.conrelid::regclass::text, con.conname, pg_get_constraintdef(con.oid),
+       obj_description(con.oid, 'pg_constraint'), coalesce(i.indisreplident, false),
+       coalesce(i.indisclustered, false)
+FROM pg_constraint AS con
+JOIN pg_class AS c ON c.oid = con.conrelid
+LEFT JOIN pg_index AS i ON i.indexrelid = con.conindid AND con.contype <> 'f'
+WHERE con.contype IN ('p', 'u', 'f') AND c.relnamespace = 'public'::regnamespace
+ORDER BY 1, 2
+"""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,12 +79,18 @@ def hooks(config: MigrationConfig) -> tuple[MigrationPostgresHook, MigrationPost
 
 
 def prepare(pair: Pair, config: MigrationConfig) -> tuple[MigrationPostgresHook, MigrationPostgresHook]:
-    """A reset pair with the schema on the target (indexes deferred) and the publication on the source."""
+    """A reset pair with the schema on the target (indexes and keys deferred, as for the parallel
+    copy) and the publication on the source."""
     pair.reset()
     source, target = hooks(config)
     identity_full = parse_tables(config.database.replica_identity_full)
     copy_schema(
-        source, target, replica_identity_full=identity_full, pg_bin_dir=config.database.pg_bin_dir, log=LOG
+        source,
+        target,
+        replica_identity_full=identity_full,
+        pg_bin_dir=config.database.pg_bin_dir,
+        log=LOG,
+        defer_keys=True,
     )
     publish(source, config.database.publication, identity_full, LOG)
     return source, target
@@ -136,6 +154,7 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
             )
         # Done and not yet followed: a copy step run again has nothing to do.
         assert completed_copy(source, target, slot) == read_progress(target)
+        assert pair.query("target", KEYS) == []  # copied without them
         built = IndexBuilder(source, target, parallelism=2, log=LOG).run()
         created = subscribe()
         time.sleep(2)  # writes keep arriving through the subscription
@@ -155,7 +174,16 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     recorded = read_progress(target)
     assert recorded is not None and recorded.finished and recorded.rows == copied.rows
     assert {t.table: t.rows for t in recorded.tables} == {t.table: t.rows for t in copied.tables}
-    assert len(built["built"]) == 9
+    assert len(built["built"]) == 9 and not built["concurrently"]
+    # Every key built after the data, as the source has it: comments and marks included.
+    keys = pair.query("source", KEYS)
+    foreign = [key for key in keys if key[2].startswith("FOREIGN KEY")]
+    assert len(built["foreign_keys"]) == len(foreign) > 0, built
+    # The lab's primary and unique keys, and the migration's own (its switchover marker table's).
+    assert len(built["keys"]) == len(keys) - len(foreign) + 1
+    assert "pyairtable_migration.switchover_marker_pkey" in built["keys"]
+    assert ("users", "users_email_key", "UNIQUE (email)", "one account per address", False, True) in keys
+    assert pair.query("target", KEYS) == keys
     assert created == {
         "subscription": subscription,
         "action": "created",
@@ -236,6 +264,9 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
         )
         again = copy_snapshot(source, target, snapshot, **COPY)
     assert again.finished and again.attempt == 2 and again.ranges_copied == total
+    # The keys built after the copy: a row copied twice would fail its primary key's build.
+    IndexBuilder(source, target, parallelism=2, log=LOG).run()
+    assert pair.query("target", KEYS) == pair.query("source", KEYS)
     attempts = pair.query(
         "target",
         "SELECT table_name, range_number, copied_in_attempt FROM pyairtable_snapshot_copy.copy_range",
@@ -444,12 +475,29 @@ def test_the_database_phase_with_initial_copy_parallel_runs_then_runs_again(
     assert planned == PARALLEL_STEPS
     ledger = tmp_path / "ledger.log"
     load = LoadGenerator(dsn=pair.app_dsn(), db_rate=300, ledger_path=ledger, edge=None, http_rate=0)
+    # A deferred key that is its table's replica identity (UPDATEs and DELETEs replicate by it).
+    pair.execute("source", "ALTER TABLE users REPLICA IDENTITY USING INDEX users_email_key")
     load.start()
     try:
         results = {task_id: run_fast(parallel, task_id) for task_id in PARALLEL_STEPS}
         again = {task_id: run_fast(parallel, task_id) for task_id in PARALLEL_STEPS}
+        source_keys = pair.query("source", KEYS)
     finally:
         figures = load.stop()
+        pair.execute("source", "ALTER TABLE users REPLICA IDENTITY DEFAULT")
+    assert results["database.copy_schema"]["deferred_keys"]
+    built = results["database.build_deferred_indexes"]
+    assert built["keys"] and built["foreign_keys"] and not built["concurrently"]
+    assert again["database.build_deferred_indexes"]["keys"] == []
+    assert pair.query("target", KEYS) == source_keys
+    assert (
+        "users",
+        "users_email_key",
+        "UNIQUE (email)",
+        "one account per address",
+        True,
+        True,
+    ) in source_keys
     copied = results["database.copy_snapshot"]
     assert copied["action"] == "copied" and copied["finished"] and copied["rows"] >= pair.records
     assert again["database.copy_snapshot"]["action"] == "verified"

@@ -24,7 +24,7 @@ from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connst
 from pyairtable_migration.hooks.redis_hook import KeyInventory, ReplicationState, compare_inventories
 from pyairtable_migration.plan import build_plan
 from pyairtable_migration.postgres import preflight
-from pyairtable_migration.postgres.schema_copy import remove_objects, strip_psql_meta
+from pyairtable_migration.postgres.schema_copy import deferred_entries, remove_objects, strip_psql_meta
 from pyairtable_migration.redis.stages import emptied_target, endpoint_rollback_stage, rollback_stage
 
 
@@ -90,6 +90,13 @@ ALTER TABLE ONLY public.records
 
 
 --
+-- Name: CONSTRAINT records_pkey ON records; Type: COMMENT; Schema: public; Owner: migrator
+--
+
+COMMENT ON CONSTRAINT records_pkey ON public.records IS 'one row per record';
+
+
+--
 -- Name: Record Comments_record_id_idx; Type: INDEX; Schema: public; Owner: migrator
 --
 
@@ -108,13 +115,29 @@ CREATE UNIQUE INDEX users_email_key ON public.users USING btree (email);
 
 def test_secondary_indexes_are_cut_from_the_dump_and_constraints_kept() -> None:
     script, removed = remove_objects(
-        strip_psql_meta(DUMP), "INDEX", {("public", "Record Comments_record_id_idx")}
+        strip_psql_meta(DUMP), {("INDEX", "public", "Record Comments_record_id_idx")}
     )
-    assert removed == ['public."Record Comments_record_id_idx"']
+    assert removed == [("INDEX", "public", "Record Comments_record_id_idx")]
     assert "records_pkey PRIMARY KEY" in script
     assert "users_email_key" in script
     assert "Record Comments_record_id_idx" not in script
     assert "\\restrict" not in script and "\\unrestrict" not in script
+
+
+def test_deferred_keys_leave_the_dump_with_their_comments_by_the_names_pg_dump_gives_them() -> None:
+    key = {"schema_name": "public", "table_name": "records", "constraint_name": "records_pkey", "kind": "p"}
+    entries = deferred_entries(
+        [{"schema_name": "public", "index_name": "Record Comments_record_id_idx"}],
+        [{**key, "comment_tag": "CONSTRAINT records_pkey ON records"}],
+    )
+    script, removed = remove_objects(strip_psql_meta(DUMP), set(entries))
+    assert [entries[entry] for entry in removed] == [
+        "records_pkey on public.records",
+        "",  # its comment goes with it
+        'public."Record Comments_record_id_idx"',
+    ]
+    assert "records_pkey" not in script and "Record Comments_record_id_idx" not in script
+    assert "CREATE UNIQUE INDEX users_email_key" in script
 
 
 def _message(kind: bytes, *parts: bytes) -> tuple[str, str, bytes]:

@@ -154,7 +154,8 @@ class BeforeSwitchoverOperator(WritersReader, DatabaseOperator):
 
 class CopySchemaOperator(BeforeSwitchoverOperator):
     """Copy the source's schema to the target with pg_dump, in one transaction, secondary indexes
-    deferred (`postgres/schema_copy.py`). Re-run: a target holding this migration's copy is verified."""
+    (and, for the parallel copy, keys) deferred (`postgres/schema_copy.py`). Re-run: a target holding
+    this migration's copy is verified."""
 
     template_fields: Sequence[str] = (
         *BeforeSwitchoverOperator.template_fields,
@@ -164,13 +165,16 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
 
     replica_identity_full: Sequence[str] = ()
     pg_bin_dir: str = DEFAULT_PG_BIN_DIR
+    # The parallel copy's: keys built after the data (postgres/indexes.py), not row by row.
+    defer_keys: bool = False
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
             context,
             f"create schema {MIGRATION_SCHEMA} (switchover markers) on {self.source_conn_id}",
             f"copy the schema of {self.source_conn_id} to {self.target_conn_id} with pg_dump --schema-only, "
-            "non-unique secondary indexes deferred",
+            "non-unique secondary indexes deferred"
+            + (" with primary, unique and foreign keys" if self.defer_keys else ""),
         ):
             return {"mode": "plan"}
         return self.run(
@@ -181,6 +185,7 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
                 replica_identity_full=parse_tables(self.replica_identity_full),
                 pg_bin_dir=self.pg_bin_dir,
                 log=self.log,
+                defer_keys=bool(self.defer_keys),
             ),
         )
 
@@ -442,12 +447,12 @@ class WaitInitialSyncOperator(ReplicationOperator):
 
 
 class BuildDeferredIndexesOperator(DatabaseOperator):
-    """Build, CONCURRENTLY, every secondary index of the source the target lacks.
+    """Build every secondary index and key of the source the target lacks (`postgres/indexes.py`:
+    CONCURRENTLY once a subscription streams into the target, plainly before).
 
-    The definitions are the source's own (pg_get_indexdef, correctly quoted); an index a killed
+    The definitions are the source's own (pg_get_indexdef, pg_get_constraintdef); an index a killed
     earlier build left INVALID is dropped (CONCURRENTLY) and built again. `parallelism` builds run
-    at once, biggest tables first (PostgreSQL 14+ lets concurrent builds of plain indexes proceed
-    without waiting for each other).
+    at once, biggest tables first.
     """
 
     template_fields: Sequence[str] = (*DatabaseOperator.template_fields, "parallelism")
@@ -456,7 +461,7 @@ class BuildDeferredIndexesOperator(DatabaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
-            context, f"build the source's secondary indexes on {self.target_conn_id} CONCURRENTLY"
+            context, f"build the source's secondary indexes and keys {self.target_conn_id} lacks"
         ):
             return {"mode": "plan"}
         builder = IndexBuilder(self.source(), self.target(), parallelism=int(self.parallelism), log=self.log)

@@ -1,20 +1,25 @@
-"""Secondary indexes built on the target after the initial copy (faster than copying into indexed
-tables), every one the source has and the target lacks.
+"""What the schema copy deferred, built on the target once the rows are in: every secondary index,
+and (for the parallel copy, `schema_copy.copy_schema(defer_keys=True)`) every primary key, unique
+constraint and the foreign keys referencing them, that the source has and the target lacks.
 
 While a subscription streams into the target (the native copy: replication writes as the indexes
-are built), each is built CONCURRENTLY, one table's one after the other, different tables side by
-side. Before any subscription (the parallel copy builds them before it subscribes on its slot)
-nothing writes the target: each is built plainly, in one scan instead of two, and several on one
-table at once. The definitions are the source's own (pg_get_indexdef, correctly quoted); an index a
-killed earlier build left INVALID is dropped (CONCURRENTLY) and built again. `parallelism` builds
+are built), each index is built CONCURRENTLY, one table's one after the other, different tables side
+by side, and a foreign key is added NOT VALID, then validated without blocking writes. Before any
+subscription (the parallel copy builds them before it subscribes on its slot) nothing writes the
+target: each index is built plainly, in one scan instead of two, and several on one table at once.
+A key is its unique index built like the others (same name), then made the constraint (USING INDEX:
+no scan) with its replica identity, CLUSTER mark and comment; foreign keys come last. The
+definitions are the source's own (pg_get_indexdef, pg_get_constraintdef, correctly quoted); an index
+a killed earlier build left INVALID is dropped (CONCURRENTLY) and built again. `parallelism` builds
 run at once, biggest tables first.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import sql
@@ -22,15 +27,19 @@ from psycopg2 import sql
 from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
-    display_identifier,
+    Table,
     fetch_dicts,
     fetch_value,
     statement,
 )
 
+Job = TypeVar("Job", bound=dict[str, Any])
+KEY_KINDS = {"p": "PRIMARY KEY", "u": "UNIQUE"}
+INDEX_PREFIXES = {"CREATE INDEX ": False, "CREATE UNIQUE INDEX ": True}
+
 
 class IndexBuilder:
-    """The source's deferred secondary indexes, built on the target."""
+    """The source's deferred secondary indexes and keys, built on the target."""
 
     # Whether the builds go CONCURRENTLY: `run` reads it from the target (a subscription streams in).
     concurrently = True
@@ -47,67 +56,115 @@ class IndexBuilder:
         """Build what the target lacks; what was built, rebuilt and already there."""
         with self.source.cursor() as cursor:
             wanted = fetch_dicts(cursor, statement("indexes_deferrable"))
+            keys = fetch_dicts(cursor, statement("keys_deferrable"))
         with self.target.cursor() as cursor:
-            existing = {
-                (r["schema_name"], r["index_name"]): r["indisvalid"]
-                for r in fetch_dicts(cursor, statement("indexes_present"))
+            existing = self._indexes_present(cursor)
+            present_keys = {
+                (r["schema_name"], r["table_name"], r["constraint_name"])
+                for r in fetch_dicts(cursor, statement("keys_present"))
             }
-        todo = [i for i in wanted if existing.get((i["schema_name"], i["index_name"])) is not True]
-        present = len(wanted) - len(todo)
-        for index in todo:
-            if not str(index["definition"]).startswith("CREATE INDEX "):
-                raise MigrationError(f"unexpected index definition: {str(index['definition'])[:80]}")
-        with self.target.cursor() as cursor:
             self.concurrently = bool(fetch_value(cursor, statement("index_build_subscribed")))
+        keys = [
+            k for k in keys if (k["schema_name"], k["table_name"], k["constraint_name"]) not in present_keys
+        ]
+        primary = [k for k in keys if k["kind"] in KEY_KINDS]
+        foreign = [k for k in keys if k["kind"] == "f"]
+        # A key's index has the key's name; built with the secondary indexes, attached after.
+        key_indexes = [
+            {**k, "index_name": k["constraint_name"], "definition": k["index_definition"]} for k in primary
+        ]
+        lacking = [
+            i
+            for i in [*wanted, *key_indexes]
+            if existing.get((i["schema_name"], i["index_name"])) is not True
+        ]
+        for index in lacking:
+            if not str(index["definition"]).startswith(tuple(INDEX_PREFIXES)):
+                raise MigrationError(f"unexpected index definition: {str(index['definition'])[:80]}")
         # Built CONCURRENTLY, one table's indexes one after the other (such builds on one table
         # block each other); plainly, each on its own. The biggest tables first.
-        by_table: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for index in todo:
-            key = (index["schema_name"], index["table_name"])
-            by_table.setdefault(key if self.concurrently else (*key, index["index_name"]), []).append(index)
-        groups = sorted(by_table.values(), key=lambda group: -int(group[0]["table_bytes"]))
-        with ThreadPoolExecutor(max(1, self.parallelism), thread_name_prefix="index") as pool:
-            outcomes = list(pool.map(lambda group: self._build_group(group, existing), groups))
-        results = [result for outcome in outcomes for result in outcome]
-        # A build that lost a deadlock to a parallel one is left INVALID: built again, alone.
-        failed = [
-            index for index, (_, error) in zip([i for g in groups for i in g], results, strict=True) if error
-        ]
-        if failed:
-            with self.target.cursor() as cursor:
-                now = {
-                    (r["schema_name"], r["index_name"]): r["indisvalid"]
-                    for r in fetch_dicts(cursor, statement("indexes_present"))
-                }
-            results = [r for r in results if not r[1]] + [(self._build_one(i, now), None) for i in failed]
-        built = [name for (name, _), _error in results]
-        rebuilt = [name for (name, was_invalid), _error in results if was_invalid]
-        self.log.info("Deferred indexes: %d built, %d already present", len(built), present)
+        results = self._run_jobs(
+            lacking,
+            lambda i: (i["schema_name"], i["table_name"], "" if self.concurrently else i["index_name"]),
+            lambda index: self._build_one(index, existing),
+            # A build that lost a deadlock to a parallel one is left INVALID: built again, alone,
+            # knowing what the target holds now.
+            lambda index: self._build_one(index, self._indexes_present_now()),
+        )
+        built = [(name, invalid) for index, (name, invalid) in results if "kind" not in index]
+        for key in primary:
+            self._attach_key(key)
+        # Foreign keys after every key they reference; one table's one after another.
+        added = self._run_jobs(
+            foreign,
+            lambda key: (key["schema_name"], key["table_name"]),
+            self._add_foreign_key,
+            self._add_foreign_key,
+        )
+        present = len(wanted) - len(built)
+        self.log.info(
+            "Deferred: %d index(es) built (%d already present), %d key(s) and %d foreign key(s) added",
+            len(built),
+            present,
+            len(primary),
+            len(added),
+        )
         return {
-            "built": built,
-            "rebuilt_invalid": rebuilt,
+            "built": [name for name, _ in built],
+            "rebuilt_invalid": [name for name, was_invalid in built if was_invalid],
             "already_present": present,
+            "keys": [str(Table(k["schema_name"], k["constraint_name"])) for k in primary],
+            "foreign_keys": [name for _, (name, _) in added],
             "concurrently": self.concurrently,
         }
 
-    def _build_group(
-        self, group: list[dict[str, Any]], existing: dict[tuple[str, str], bool]
-    ) -> list[tuple[tuple[str, bool], Exception | None]]:
-        results: list[tuple[tuple[str, bool], Exception | None]] = []
-        for index in group:
-            try:
-                results.append((self._build_one(index, existing), None))
-            except psycopg2.Error as exc:
-                self.log.warning(
-                    "Target: building %s failed (%s); will retry alone", index["index_name"], exc
-                )
-                results.append(((index["index_name"], False), exc))
-        return results
+    def _run_jobs(
+        self,
+        jobs: list[Job],
+        group_of: Callable[[Job], tuple[str, ...]],
+        do: Callable[[Job], tuple[str, bool]],
+        retry: Callable[[Job], tuple[str, bool]],
+    ) -> list[tuple[Job, tuple[str, bool]]]:
+        """`do` every job, `parallelism` groups at once (a group's jobs one after another), the
+        biggest tables first; a job that failed (a deadlock lost to a parallel one) is retried alone."""
+        groups: dict[tuple[str, ...], list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(group_of(job), []).append(job)
+        ordered = sorted(groups.values(), key=lambda group: -int(group[0]["table_bytes"]))
+
+        def run_group(group: list[Job]) -> list[tuple[Job, tuple[str, bool] | None]]:
+            outcomes: list[tuple[Job, tuple[str, bool] | None]] = []
+            for job in group:
+                try:
+                    outcomes.append((job, do(job)))
+                except psycopg2.Error as exc:
+                    self.log.warning(
+                        "Target: %s failed (%s); will retry alone",
+                        Table(job["schema_name"], job.get("index_name") or job["constraint_name"]),
+                        exc,
+                    )
+                    outcomes.append((job, None))
+            return outcomes
+
+        with ThreadPoolExecutor(max(1, self.parallelism), thread_name_prefix="index") as pool:
+            outcomes = [outcome for group in pool.map(run_group, ordered) for outcome in group]
+        return [(job, result if result is not None else retry(job)) for job, result in outcomes]
+
+    def _indexes_present(self, cursor: Any) -> dict[tuple[str, str], bool]:
+        return {
+            (r["schema_name"], r["index_name"]): r["indisvalid"]
+            for r in fetch_dicts(cursor, statement("indexes_present"))
+        }
+
+    def _indexes_present_now(self) -> dict[tuple[str, str], bool]:
+        with self.target.cursor() as cursor:
+            return self._indexes_present(cursor)
 
     def _build_one(self, index: dict[str, Any], existing: dict[tuple[str, str], bool]) -> tuple[str, bool]:
         key = (index["schema_name"], index["index_name"])
-        name = f"{display_identifier(key[0])}.{display_identifier(key[1])}"
+        name = str(Table(*key))
         definition: str = index["definition"]
+        prefix = next(p for p in INDEX_PREFIXES if definition.startswith(p))
         with self.target.cursor() as cursor:
             cursor.execute(statement("index_build_session"))
             invalid = existing.get(key) is False
@@ -115,9 +172,82 @@ class IndexBuilder:
                 cursor.execute(statement("index_drop_concurrently", index=key))
                 self.log.info("Target: dropped invalid index %s (left by an interrupted build)", name)
             began = time.monotonic()
-            # pg_get_indexdef's own text: only the leading keyword changes, no identifier is built here.
-            build = "index_build" if self.concurrently else "index_build_plain"
-            cursor.execute(statement(build, definition=sql.SQL(definition[len("CREATE INDEX ") :])))
+            # pg_get_indexdef's own text: only the leading keywords change, no identifier is built here.
+            cursor.execute(
+                statement(
+                    "index_build" if self.concurrently else "index_build_plain",
+                    unique=sql.SQL("UNIQUE" if INDEX_PREFIXES[prefix] else ""),
+                    definition=sql.SQL(definition[len(prefix) :]),
+                )
+            )
         how = "concurrently" if self.concurrently else "before any subscription"
         self.log.info("Target: built index %s %s in %.1f s", name, how, time.monotonic() - began)
         return name, invalid
+
+    def _attach_key(self, key: dict[str, Any]) -> None:
+        """The key made of its built index, with what pg_dump's entry for it carries, at once."""
+        table = (key["schema_name"], key["table_name"])
+        constraint = key["constraint_name"]
+        deferrable = ""
+        if key["deferrable"]:
+            deferrable = "DEFERRABLE INITIALLY DEFERRED" if key["initially_deferred"] else "DEFERRABLE"
+        with self.target.cursor(autocommit=False) as cursor:
+            cursor.execute(
+                statement(
+                    "key_attach",
+                    table=table,
+                    constraint=constraint,
+                    kind=sql.SQL(KEY_KINDS[key["kind"]]),
+                    deferrable=sql.SQL(deferrable),
+                )
+            )
+            self._constraint_extras(cursor, key)
+            cursor.connection.commit()
+        self.log.info(
+            "Target: %s %s on %s in place", KEY_KINDS[key["kind"]].lower(), constraint, Table(*table)
+        )
+
+    def _add_foreign_key(self, key: dict[str, Any]) -> tuple[str, bool]:
+        table = (key["schema_name"], key["table_name"])
+        constraint = key["constraint_name"]
+        definition: str = key["definition"]
+        # While replication writes the table: added NOT VALID (a brief lock), then validated beside
+        # the writes; a key the source holds NOT VALID stays so.
+        validate = self.concurrently and not definition.endswith(" NOT VALID")
+        began = time.monotonic()
+        with self.target.cursor(autocommit=False) as cursor:
+            cursor.execute(statement("index_build_session"))
+            cursor.execute(
+                statement(
+                    "foreign_key_add",
+                    only=sql.SQL("" if key["partitioned"] else "ONLY"),
+                    table=table,
+                    constraint=constraint,
+                    definition=sql.SQL(definition + (" NOT VALID" if validate else "")),
+                )
+            )
+            self._constraint_extras(cursor, key)
+            cursor.connection.commit()
+            if validate:
+                cursor.execute(statement("foreign_key_validate", table=table, constraint=constraint))
+                cursor.connection.commit()
+        self.log.info(
+            "Target: foreign key %s on %s added in %.1f s",
+            constraint,
+            Table(*table),
+            time.monotonic() - began,
+        )
+        return str(Table(key["schema_name"], constraint)), False
+
+    @staticmethod
+    def _constraint_extras(cursor: Any, key: dict[str, Any]) -> None:
+        table = (key["schema_name"], key["table_name"])
+        constraint = key["constraint_name"]
+        if key["replica_identity"]:
+            cursor.execute(statement("key_replica_identity", table=table, constraint=constraint))
+        if key["clustered"]:
+            cursor.execute(statement("key_cluster", table=table, constraint=constraint))
+        if key["comment"] is not None:
+            cursor.execute(
+                statement("key_comment", table=table, constraint=constraint), {"comment": key["comment"]}
+            )

@@ -1,9 +1,12 @@
 """Copying the source's schema to the target with pg_dump, in one transaction.
 
-Non-unique secondary indexes are left out (built CONCURRENTLY after the initial sync, which is
-faster: `indexes.py`); primary keys, unique constraints and foreign keys are created before the copy
-because logical replication applies UPDATE/DELETE by key. Publications and subscriptions are never
-copied; owners and privileges only when every role they name exists on the target.
+Non-unique secondary indexes are left out (built after the initial copy, which is faster:
+`indexes.py`). Primary keys, unique constraints and foreign keys are created with the schema for
+PostgreSQL's own copy, whose catch-up applies UPDATE/DELETE by key while it copies; the parallel copy
+subscribes only once its rows are in, so it defers them too (`defer_keys`: the copy then writes no
+key index entry per row, and each key is built afterwards from one sorted scan). Publications and
+subscriptions are never copied; owners and privileges only when every role they name exists on the
+target.
 
 Before dumping, the migration's own schema (`pyairtable_migration.switchover_marker`, the
 switchover's catch-up marker) is created on the source, so the target gets it too. A target that
@@ -43,17 +46,38 @@ def strip_psql_meta(text: str) -> str:
 HEADER = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>[^;]+); Schema: (?P<schema>[^;]*);", re.M)
 
 
-def remove_objects(script: str, kind: str, names: set[tuple[str, str]]) -> tuple[str, list[str]]:
-    """Drop the (schema, name) objects of `kind` from a pg_dump script; returns (script, removed)."""
+def remove_objects(script: str, entries: set[tuple[str, str, str]]) -> tuple[str, list[tuple[str, str, str]]]:
+    """Drop pg_dump's entries named (type, schema, name) from its script; returns (script, removed)."""
     blocks = re.split(r"(?m)^(?=--\n-- Name: )", script)
     kept, removed = [], []
     for block in blocks:
         header = HEADER.search(block)
-        if header and header["type"] == kind and (header["schema"], header["name"]) in names:
-            removed.append(f"{display_identifier(header['schema'])}.{display_identifier(header['name'])}")
+        entry = (header["type"], header["schema"], header["name"]) if header else None
+        if entry in entries:
+            removed.append(entry)
             continue
         kept.append(block)
     return "".join(kept), removed
+
+
+def deferred_entries(
+    indexes: list[dict[str, Any]], keys: list[dict[str, Any]]
+) -> dict[tuple[str, str, str], str]:
+    """pg_dump's entries for the deferred indexes and keys (indexes_deferrable, keys_deferrable),
+    each with its name for people: an index tagged by its name, a key by its table's and its own,
+    the key's comment (which goes with it) as pg_dump tags it."""
+    entries = {
+        ("INDEX", i["schema_name"], i["index_name"]): str(Table(i["schema_name"], i["index_name"]))
+        for i in indexes
+    }
+    for key in keys:
+        kind = "FK CONSTRAINT" if key["kind"] == "f" else "CONSTRAINT"
+        table = Table(key["schema_name"], key["table_name"])
+        entries[(kind, key["schema_name"], f"{key['table_name']} {key['constraint_name']}")] = (
+            f"{display_identifier(key['constraint_name'])} on {table}"
+        )
+        entries[("COMMENT", key["schema_name"], key["comment_tag"])] = ""
+    return entries
 
 
 def copy_schema(
@@ -63,6 +87,7 @@ def copy_schema(
     replica_identity_full: Sequence[Table],
     pg_bin_dir: str,
     log: Any,
+    defer_keys: bool = False,
 ) -> dict[str, Any]:
     """The source's schema on the target, in one transaction (module docstring); what was done."""
     started = time.monotonic()
@@ -71,12 +96,14 @@ def copy_schema(
             cursor.execute(statement("marker_schema"))
             log.info("Source: created %s.switchover_marker (switchover catch-up markers)", MIGRATION_SCHEMA)
         source_tables = set(user_tables(cursor))
-        deferred = {
-            (row["schema_name"], row["index_name"]): row["definition"]
-            for row in fetch_dicts(cursor, statement("indexes_deferrable"))
-        }
+        keys = fetch_dicts(cursor, statement("keys_deferrable")) if defer_keys else []
+        deferred = deferred_entries(fetch_dicts(cursor, statement("indexes_deferrable")), keys)
         referenced = [r["role_name"] for r in fetch_dicts(cursor, statement("roles_referenced"))]
-    identity_tables = list(replica_identity_full)
+    # A table whose identity is a deferred key has one once the key is built: never made FULL.
+    keyed = {
+        Table(k["schema_name"], k["table_name"]) for k in keys if k["kind"] == "p" or k["replica_identity"]
+    }
+    identity_tables = [table for table in replica_identity_full if table not in keyed]
     with target.cursor() as cursor:
         target_tables = set(user_tables(cursor))
         ours = bool(fetch_value(cursor, statement("target_ownership")))
@@ -113,7 +140,9 @@ def copy_schema(
         options += ["--no-owner", "--no-privileges"]
     pre_data = strip_psql_meta(pg_dump(source, pg_bin_dir, [*options, "--section=pre-data"]))
     post_data = strip_psql_meta(pg_dump(source, pg_bin_dir, [*options, "--section=post-data"]))
-    post_data, removed = remove_objects(post_data, "INDEX", set(deferred))
+    post_data, removed = remove_objects(post_data, set(deferred))
+    deferred_indexes = [deferred[entry] for entry in removed if entry[0] == "INDEX"]
+    deferred_keys = [deferred[entry] for entry in removed if entry[0].endswith("CONSTRAINT")]
     connection = target.connect(autocommit=False)
     try:
         with connection.cursor() as cursor:
@@ -126,18 +155,21 @@ def copy_schema(
         connection.close()
     seconds = time.monotonic() - started
     log.info(
-        "Target: schema copied in one transaction in %.1f s: %d tables; %d secondary index(es) "
-        "deferred (%s)%s",
+        "Target: schema copied in one transaction in %.1f s: %d tables; deferred: %d secondary "
+        "index(es) (%s), %d key(s) (%s)%s",
         seconds,
         copied,
-        len(removed),
-        ", ".join(removed) or "none",
+        len(deferred_indexes),
+        ", ".join(deferred_indexes) or "none",
+        len(deferred_keys),
+        ", ".join(deferred_keys) or "none",
         "; " + "; ".join(changed) if changed else "",
     )
     return {
         "copied": True,
         "tables": copied,
-        "deferred_indexes": removed,
+        "deferred_indexes": deferred_indexes,
+        "deferred_keys": deferred_keys,
         "owners_and_privileges": not missing_roles,
         "seconds": round(seconds, 2),
     }

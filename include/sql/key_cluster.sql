@@ -1,0 +1,1 @@
+ALTER TABLE ONLY {table} CLUSTER ON {constraint}

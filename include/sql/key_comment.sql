@@ -1,0 +1,1 @@
+COMMENT ON CONSTRAINT {constraint} ON {table} IS %(comment)s
