@@ -22,7 +22,9 @@ import logging
 import os
 import resource
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from lab.postgres import PostgresCluster
 from pyairtable_migration.config import MigrationConfig, load_config
 from pyairtable_migration.hooks.database import MigrationPostgresHook
 from pyairtable_migration.postgres.snapshot_copy import (
+    WORKER_APPLICATION,
     copy_snapshot,
     create_subscription_on_slot,
     exported_snapshot,
@@ -115,6 +118,47 @@ def own_cpu_seconds() -> float:
     )
 
 
+class WaitSampler:
+    """What the copy's sessions do, sampled on both clusters every `interval` s while the block
+    runs: on a core (no wait event) or waiting, and for what. Where the copy falls short of its CPU
+    bound, this says on what it waits."""
+
+    def __init__(self, pair: Pair, interval: float = 0.05) -> None:
+        self.pair = pair
+        self.interval = interval
+        self.samples: dict[str, Counter[str]] = {"source": Counter(), "target": Counter()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="wait-sampler", daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _sample(self) -> None:
+        with contextlib.ExitStack() as stack:
+            cursors = {
+                side: stack.enter_context(self.pair.superuser(side, postgres.DATABASE)).cursor()
+                for side in self.samples
+            }
+            while not self._stop.wait(self.interval):
+                for side, cursor in cursors.items():
+                    cursor.execute(
+                        "SELECT coalesce(wait_event_type || ':' || wait_event, 'on a core') FROM "
+                        "pg_stat_activity WHERE application_name = %s AND state = 'active'",
+                        (WORKER_APPLICATION,),
+                    )
+                    self.samples[side].update(event for (event,) in cursor.fetchall())
+
+    def shares(self, side: str, top: int = 4) -> str:
+        counts = self.samples[side]
+        total = sum(counts.values()) or 1
+        return ", ".join(f"{event} {count / total:.0%}" for event, count in counts.most_common(top))
+
+
 def wait_all_ready(pair: Pair, poll: float = 0.02) -> float:
     started = time.perf_counter()
     while True:
@@ -135,11 +179,15 @@ def migration_sync(pair: Pair, config: MigrationConfig) -> dict[str, float]:
     return {"schema": schema, "sync": subscribe + sync, "indexes": indexes}
 
 
-def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str, float]:
+def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str, Any]:
     """Schema, then the parallel copy under the slot's snapshot, deferred indexes, and the
-    subscription streaming from the slot: the migration's initial sync with `copy: parallel`. The
-    copy's CPU is counted per part: the source cluster (COPY out), the target's (COPY in: parsing,
-    the heap, the primary key, WAL) and this process with its readers (psql: relaying the rows)."""
+    subscription streaming from the slot: the migration's initial sync with `initial_copy: parallel`
+    (the schema copied without its keys, built with the indexes). The copy's CPU is counted per part:
+    the source cluster (COPY out), the target's (COPY in: parsing, the heap, WAL) and this process
+    with its readers (psql: relaying the rows)."""
+    config = config.model_copy(
+        update={"database": config.database.model_copy(update={"initial_copy": "parallel"})}
+    )
     source = MigrationPostgresHook(config.database.source_conn_id)
     target = MigrationPostgresHook(config.database.target_conn_id)
     log = logging.getLogger("benchmarks.snapshot_copy")
@@ -150,9 +198,12 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
     cpu_before = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
     relay_before = own_cpu_seconds()
     started = time.perf_counter()
-    with exported_snapshot(
-        source, target, slot=slot, publication=config.database.publication, log=log
-    ) as snapshot:
+    with (
+        WaitSampler(pair) as waits,
+        exported_snapshot(
+            source, target, slot=slot, publication=config.database.publication, log=log
+        ) as snapshot,
+    ):
         copied = copy_snapshot(
             source,
             target,
@@ -184,6 +235,7 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
         **{f"cpu_{part}": seconds for part, seconds in cpu.items()},
         # The copy can end no sooner than its CPU spread over every core, all of them busy.
         "cpu_bound": sum(cpu.values()) / (os.cpu_count() or 1),
+        "waits": {side: waits.shares(side) for side in ("source", "target")},
     }
 
 
@@ -283,6 +335,9 @@ def figures() -> list[Figure]:
                 f"({run['cpu_target'] / millions:.2f} / {run['cpu_source'] / millions:.2f} / "
                 f"{run['cpu_relay'] / millions:.2f} s per million records); with every core busy "
                 f"it could end in {run['cpu_bound']:.1f} s at the soonest"
+            )
+            note(
+                f"    its sessions, sampled: target {run['waits']['target']}; source {run['waits']['source']}"
             )
             result += [
                 at_most(

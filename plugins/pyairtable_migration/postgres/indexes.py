@@ -204,7 +204,10 @@ class IndexBuilder:
             self._constraint_extras(cursor, key)
             cursor.connection.commit()
         self.log.info(
-            "Target: %s %s on %s in place", KEY_KINDS[key["kind"]].lower(), constraint, Table(*table)
+            "Target: %s %s on %s in place",
+            "primary key" if key["kind"] == "p" else "unique constraint",
+            constraint,
+            Table(*table),
         )
 
     def _add_foreign_key(self, key: dict[str, Any]) -> tuple[str, bool]:
