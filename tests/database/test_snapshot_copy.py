@@ -175,6 +175,8 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     assert recorded is not None and recorded.finished and recorded.rows == copied.rows
     assert {t.table: t.rows for t in recorded.tables} == {t.table: t.rows for t in copied.tables}
     assert len(built["built"]) == 9 and not built["concurrently"]
+    # Statistics first, for the foreign keys' checks: every table the copy filled.
+    assert {"public.records", "public.audit_log", 'public."Record Comments"'} <= set(built["analyzed"])
     # Every key built after the data, as the source has it: comments and marks included.
     keys = pair.query("source", KEYS)
     foreign = [key for key in keys if key[2].startswith("FOREIGN KEY")]

@@ -284,9 +284,12 @@ def test_production_failing_during_the_watch_puts_every_user_back_on_staging(
     deploy_production(traffic_lab)
 
     def break_production_once_watched(monitor: DnsMonitor, run_id: str) -> None:
-        deadline = time.monotonic() + 120
-        while task_state(DAG_ID, run_id, "traffic.watch") != "deferred":
-            assert time.monotonic() < deadline, "traffic.watch never started watching"
+        # Once 100 % has passed its own gate, the watch is next. (Its deferral is no state to wait
+        # for: dag.test() shows it `deferred` only for an instant, then `queued` while its trigger
+        # runs in line.)
+        deadline = time.monotonic() + 240
+        while task_state(DAG_ID, run_id, "traffic.shift_to_100") != "success":
+            assert time.monotonic() < deadline, "traffic.shift_to_100 never succeeded"
             time.sleep(0.1)
         deploy_production(traffic_lab, suffix="-5xx")
 

@@ -10,8 +10,15 @@ target: each index is built plainly, in one scan instead of two, and several on 
 A key is its unique index built like the others (same name), then made the constraint (USING INDEX:
 no scan) with its replica identity, CLUSTER mark and comment; foreign keys come last. The
 definitions are the source's own (pg_get_indexdef, pg_get_constraintdef, correctly quoted); an index
-a killed earlier build left INVALID is dropped (CONCURRENTLY) and built again. `parallelism` builds
-run at once, biggest tables first.
+a killed earlier build left INVALID is dropped (CONCURRENTLY) and built again.
+
+First, tables no ANALYZE has looked at get their statistics: a foreign key's check is a join
+planned with them (without, one measured 4.4 s instead of 0.5 s at 10 M records), and so are the
+first queries after the switchover. `parallelism` is how many processes the builds use at once:
+an index on a table big enough for PostgreSQL's parallel build (min_parallel_table_scan_size) is
+built with parallelism - 1 parallel workers, one such build at a time (two at once only compete
+for the same cores and memory: 6.6 s against 7.5 s for `records`' three at 10 M records on 2
+cores); smaller ones are built beside it.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
     Table,
     fetch_dicts,
-    fetch_value,
+    fetch_one,
     statement,
+    table_list,
 )
 
 Job = TypeVar("Job", bound=dict[str, Any])
@@ -63,7 +71,11 @@ class IndexBuilder:
                 (r["schema_name"], r["table_name"], r["constraint_name"])
                 for r in fetch_dicts(cursor, statement("keys_present"))
             }
-            self.concurrently = bool(fetch_value(cursor, statement("index_build_subscribed")))
+            facts = fetch_one(cursor, statement("index_build_facts"))
+            assert facts is not None
+            self.concurrently = bool(facts["subscribed"])
+            big = int(facts["parallel_build_bytes"])
+        analyzed = self._analyze()
         keys = [
             k for k in keys if (k["schema_name"], k["table_name"], k["constraint_name"]) not in present_keys
         ]
@@ -86,6 +98,7 @@ class IndexBuilder:
         results = self._run_jobs(
             lacking,
             lambda i: (i["schema_name"], i["table_name"], "" if self.concurrently else i["index_name"]),
+            lambda index: int(index["table_bytes"]) >= big,
             lambda index: self._build_one(index, existing),
             # A build that lost a deadlock to a parallel one is left INVALID: built again, alone,
             # knowing what the target holds now.
@@ -98,6 +111,7 @@ class IndexBuilder:
         added = self._run_jobs(
             foreign,
             lambda key: (key["schema_name"], key["table_name"]),
+            lambda _key: False,
             self._add_foreign_key,
             self._add_foreign_key,
         )
@@ -116,21 +130,26 @@ class IndexBuilder:
             "keys": [str(Table(k["schema_name"], k["constraint_name"])) for k in primary],
             "foreign_keys": [name for _, (name, _) in added],
             "concurrently": self.concurrently,
+            "analyzed": analyzed,
         }
 
     def _run_jobs(
         self,
         jobs: list[Job],
         group_of: Callable[[Job], tuple[str, ...]],
+        is_big: Callable[[Job], bool],
         do: Callable[[Job], tuple[str, bool]],
         retry: Callable[[Job], tuple[str, bool]],
     ) -> list[tuple[Job, tuple[str, bool]]]:
         """`do` every job, `parallelism` groups at once (a group's jobs one after another), the
-        biggest tables first; a job that failed (a deadlock lost to a parallel one) is retried alone."""
+        biggest tables first, the big ones' groups one after another (their builds have parallel
+        workers of their own); a job that failed (a deadlock lost to a parallel one) is retried alone."""
         groups: dict[tuple[str, ...], list[Job]] = {}
         for job in jobs:
             groups.setdefault(group_of(job), []).append(job)
         ordered = sorted(groups.values(), key=lambda group: -int(group[0]["table_bytes"]))
+        big = [group for group in ordered if is_big(group[0])]
+        small = [group for group in ordered if not is_big(group[0])]
 
         def run_group(group: list[Job]) -> list[tuple[Job, tuple[str, bool] | None]]:
             outcomes: list[tuple[Job, tuple[str, bool] | None]] = []
@@ -146,9 +165,38 @@ class IndexBuilder:
                     outcomes.append((job, None))
             return outcomes
 
+        def run_groups(groups: list[list[Job]]) -> list[list[tuple[Job, tuple[str, bool] | None]]]:
+            return [run_group(group) for group in groups]
+
         with ThreadPoolExecutor(max(1, self.parallelism), thread_name_prefix="index") as pool:
-            outcomes = [outcome for group in pool.map(run_group, ordered) for outcome in group]
+            # One lane takes the big groups in turn; the others (and it, once done) the small ones.
+            lanes = [pool.submit(run_groups, big)] + [pool.submit(run_groups, [group]) for group in small]
+            outcomes = [outcome for lane in lanes for group in lane.result() for outcome in group]
         return [(job, result if result is not None else retry(job)) for job, result in outcomes]
+
+    def _analyze(self) -> list[str]:
+        """Statistics for the tables that have none (module docstring); which ones."""
+        started = time.monotonic()
+        with self.target.cursor() as cursor:
+            tables = [
+                Table(r["schema_name"], r["table_name"])
+                for r in fetch_dicts(cursor, statement("tables_unanalyzed"))
+            ]
+            if tables:
+                cursor.execute(statement("tables_analyze", tables=table_list(tables)))
+        if tables:
+            self.log.info(
+                "Target: statistics gathered for %d table(s) in %.1f s (a foreign key's check plans with "
+                "them, as do the first queries after the switchover)",
+                len(tables),
+                time.monotonic() - started,
+            )
+        return [str(table) for table in tables]
+
+    @property
+    def _workers(self) -> sql.Composable:
+        """A big table's build's parallel workers: with its leader, `parallelism` processes."""
+        return sql.Literal(max(0, self.parallelism - 1))
 
     def _indexes_present(self, cursor: Any) -> dict[tuple[str, str], bool]:
         return {
@@ -166,7 +214,7 @@ class IndexBuilder:
         definition: str = index["definition"]
         prefix = next(p for p in INDEX_PREFIXES if definition.startswith(p))
         with self.target.cursor() as cursor:
-            cursor.execute(statement("index_build_session"))
+            cursor.execute(statement("index_build_session", workers=self._workers))
             invalid = existing.get(key) is False
             if invalid:
                 cursor.execute(statement("index_drop_concurrently", index=key))
@@ -219,7 +267,7 @@ class IndexBuilder:
         validate = self.concurrently and not definition.endswith(" NOT VALID")
         began = time.monotonic()
         with self.target.cursor(autocommit=False) as cursor:
-            cursor.execute(statement("index_build_session"))
+            cursor.execute(statement("index_build_session", workers=self._workers))
             cursor.execute(
                 statement(
                     "foreign_key_add",
