@@ -182,11 +182,15 @@ def migration_sync(pair: Pair, config: MigrationConfig) -> dict[str, float]:
 def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str, Any]:
     """Schema, then the parallel copy under the slot's snapshot, deferred indexes, and the
     subscription streaming from the slot: the migration's initial sync with `initial_copy: parallel`
-    (the schema copied without its keys, built with the indexes). The copy's CPU is counted per part:
-    the source cluster (COPY out), the target's (COPY in: parsing, the heap, WAL) and this process
-    with its readers (psql: relaying the rows)."""
+    (the schema copied without the split tables' keys, built with the indexes). The copy's CPU is
+    counted per part: the source cluster (COPY out), the target's (COPY in: parsing, the heap, WAL)
+    and this process with its readers (psql: relaying the rows)."""
     config = config.model_copy(
-        update={"database": config.database.model_copy(update={"initial_copy": "parallel"})}
+        update={
+            "database": config.database.model_copy(
+                update={"initial_copy": "parallel", "copy_split_bytes": PARALLEL_SPLIT_BYTES}
+            )
+        }
     )
     source = MigrationPostgresHook(config.database.source_conn_id)
     target = MigrationPostgresHook(config.database.target_conn_id)
@@ -209,7 +213,7 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
             target,
             snapshot,
             workers=workers,
-            split_bytes=PARALLEL_SPLIT_BYTES,
+            split_bytes=config.database.copy_split_bytes,
             refuse_if_writers_on_target=lambda: None,  # the bench's pooler sends writers to the source
             log=log,
         )

@@ -1,7 +1,8 @@
 -- Keys the parallel copy defers until the data is in (one sorted build each instead of an index
 -- entry and its WAL per copied row): primary keys and unique constraints of ordinary tables (not
--- partitions, inherited from no parent), then the foreign keys that reference them (kind f), which
--- cannot exist before them. What pg_dump's own entries carry with them comes along: the replica
+-- partitions, inherited from no parent) of at least %(min_bytes)s bytes, then the foreign keys that
+-- reference them (kind f), which cannot exist before them. (A small table keeps its keys, and so
+-- does a foreign key referencing them: created on the empty table, it needs no check of its rows.) What pg_dump's own entries carry with them comes along: the replica
 -- identity and CLUSTER marks of the key's index, the constraint's comment, and the names pg_dump
 -- gives those entries (its comment's with quote_ident, as pg_dump quotes them).
 WITH user_tables AS ({user_tables}),
@@ -13,7 +14,8 @@ keys AS (
     JOIN pg_class AS c ON c.oid = t.relid
     WHERE con.conparentid = 0
       AND (
-          (con.contype IN ('p', 'u') AND c.relkind = 'r' AND NOT c.relispartition)
+          (con.contype IN ('p', 'u') AND c.relkind = 'r' AND NOT c.relispartition
+           AND pg_relation_size(t.relid) >= %(min_bytes)s)
           OR con.contype = 'f'
       )
 )

@@ -36,5 +36,5 @@ CREATE INDEX "Record Comments_record_id_idx" ON "Record Comments" (record_id);
 
 -- What pg_dump carries with a key besides the key itself, which the schema copy must carry too
 -- (also when it defers the key to after the data).
-COMMENT ON CONSTRAINT users_email_key ON users IS 'one account per address';
-ALTER TABLE users CLUSTER ON users_email_key;
+COMMENT ON CONSTRAINT records_pkey ON records IS 'one row per record';
+ALTER TABLE records CLUSTER ON records_pkey;

@@ -505,13 +505,21 @@ def _database(plan: MigrationPlan, config: MigrationConfig) -> None:
         Step(
             "database.copy_schema",
             "copy the schema, secondary indexes deferred"
-            + (" and keys (primary, unique, foreign: built after the parallel copy)" if parallel else ""),
+            + (
+                f" and the keys of tables above {db.copy_split_bytes} bytes (built after the parallel copy)"
+                if parallel
+                else ""
+            ),
             (
                 f"{target}: schema" + (f", REPLICA IDENTITY FULL on {identity}" if identity else ""),
                 f"{source}: schema pyairtable_migration (switchover markers)",
             ),
             operator="pyairtable_migration.operators.database.CopySchemaOperator",
-            arguments={**before_switchover, **_schema_copy_arguments(config), "defer_keys": parallel},
+            arguments={
+                **before_switchover,
+                **_schema_copy_arguments(config),
+                "defer_keys_from_bytes": db.copy_split_bytes if parallel else None,
+            },
         ),
         Step(
             "database.create_publication",

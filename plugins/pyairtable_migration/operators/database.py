@@ -165,8 +165,8 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
 
     replica_identity_full: Sequence[str] = ()
     pg_bin_dir: str = DEFAULT_PG_BIN_DIR
-    # The parallel copy's: keys built after the data (postgres/indexes.py), not row by row.
-    defer_keys: bool = False
+    # The parallel copy's: keys of tables this big built after the data (postgres/indexes.py).
+    defer_keys_from_bytes: int | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.planned(
@@ -174,7 +174,11 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
             f"create schema {MIGRATION_SCHEMA} (switchover markers) on {self.source_conn_id}",
             f"copy the schema of {self.source_conn_id} to {self.target_conn_id} with pg_dump --schema-only, "
             "non-unique secondary indexes deferred"
-            + (" with primary, unique and foreign keys" if self.defer_keys else ""),
+            + (
+                f", and the keys of tables of {self.defer_keys_from_bytes} bytes or more"
+                if self.defer_keys_from_bytes is not None
+                else ""
+            ),
         ):
             return {"mode": "plan"}
         return self.run(
@@ -185,7 +189,7 @@ class CopySchemaOperator(BeforeSwitchoverOperator):
                 replica_identity_full=parse_tables(self.replica_identity_full),
                 pg_bin_dir=self.pg_bin_dir,
                 log=self.log,
-                defer_keys=bool(self.defer_keys),
+                defer_keys_from_bytes=self.defer_keys_from_bytes,
             ),
         )
 

@@ -1,6 +1,6 @@
 """What the schema copy deferred, built on the target once the rows are in: every secondary index,
-and (for the parallel copy, `schema_copy.copy_schema(defer_keys=True)`) every primary key, unique
-constraint and the foreign keys referencing them, that the source has and the target lacks.
+and (for the parallel copy, `schema_copy.copy_schema(defer_keys_from_bytes=...)`) every primary key,
+unique constraint and the foreign keys referencing them, that the source has and the target lacks.
 
 While a subscription streams into the target (the native copy: replication writes as the indexes
 are built), each index is built CONCURRENTLY, one table's one after the other, different tables side
@@ -64,7 +64,7 @@ class IndexBuilder:
         """Build what the target lacks; what was built, rebuilt and already there."""
         with self.source.cursor() as cursor:
             wanted = fetch_dicts(cursor, statement("indexes_deferrable"))
-            keys = fetch_dicts(cursor, statement("keys_deferrable"))
+            keys = fetch_dicts(cursor, statement("keys_deferrable"), {"min_bytes": 0})
         with self.target.cursor() as cursor:
             existing = self._indexes_present(cursor)
             present_keys = {

@@ -3,8 +3,10 @@
 Non-unique secondary indexes are left out (built after the initial copy, which is faster:
 `indexes.py`). Primary keys, unique constraints and foreign keys are created with the schema for
 PostgreSQL's own copy, whose catch-up applies UPDATE/DELETE by key while it copies; the parallel copy
-subscribes only once its rows are in, so it defers them too (`defer_keys`: the copy then writes no
-key index entry per row, and each key is built afterwards from one sorted scan). Publications and
+subscribes only once its rows are in, so it defers those of the big tables (`defer_keys_from_bytes`,
+with the foreign keys referencing them: the copy then writes no key index entry per row, and each
+key is built afterwards from one sorted scan; a small table's keys cost the copy little, and a
+foreign key added after the data must check every row, one added to the empty table none). Publications and
 subscriptions are never copied; owners and privileges only when every role they name exists on the
 target.
 
@@ -87,7 +89,7 @@ def copy_schema(
     replica_identity_full: Sequence[Table],
     pg_bin_dir: str,
     log: Any,
-    defer_keys: bool = False,
+    defer_keys_from_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The source's schema on the target, in one transaction (module docstring); what was done."""
     started = time.monotonic()
@@ -96,7 +98,11 @@ def copy_schema(
             cursor.execute(statement("marker_schema"))
             log.info("Source: created %s.switchover_marker (switchover catch-up markers)", MIGRATION_SCHEMA)
         source_tables = set(user_tables(cursor))
-        keys = fetch_dicts(cursor, statement("keys_deferrable")) if defer_keys else []
+        keys = (
+            []
+            if defer_keys_from_bytes is None
+            else fetch_dicts(cursor, statement("keys_deferrable"), {"min_bytes": defer_keys_from_bytes})
+        )
         deferred = deferred_entries(fetch_dicts(cursor, statement("indexes_deferrable")), keys)
         referenced = [r["role_name"] for r in fetch_dicts(cursor, statement("roles_referenced"))]
     # A table whose identity is a deferred key has one once the key is built: never made FULL.
