@@ -14,11 +14,8 @@ a killed earlier build left INVALID is dropped (CONCURRENTLY) and built again.
 
 First, tables no ANALYZE has looked at get their statistics: a foreign key's check is a join
 planned with them (without, one measured 4.4 s instead of 0.5 s at 10 M records), and so are the
-first queries after the switchover. `parallelism` is how many processes the builds use at once:
-an index on a table big enough for PostgreSQL's parallel build (min_parallel_table_scan_size) is
-built with parallelism - 1 parallel workers, one such build at a time (two at once only compete
-for the same cores and memory: 6.6 s against 7.5 s for `records`' three at 10 M records on 2
-cores); smaller ones are built beside it.
+first queries after the switchover. `parallelism` builds run at once, biggest tables first, each
+with parallelism - 1 parallel workers where its table is big enough for PostgreSQL to use them.
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ from pyairtable_migration.hooks.database import (
     MigrationPostgresHook,
     Table,
     fetch_dicts,
-    fetch_one,
+    fetch_value,
     statement,
     table_list,
 )
@@ -71,10 +68,7 @@ class IndexBuilder:
                 (r["schema_name"], r["table_name"], r["constraint_name"])
                 for r in fetch_dicts(cursor, statement("keys_present"))
             }
-            facts = fetch_one(cursor, statement("index_build_facts"))
-            assert facts is not None
-            self.concurrently = bool(facts["subscribed"])
-            big = int(facts["parallel_build_bytes"])
+            self.concurrently = bool(fetch_value(cursor, statement("index_build_subscribed")))
         analyzed = self._analyze()
         keys = [
             k for k in keys if (k["schema_name"], k["table_name"], k["constraint_name"]) not in present_keys
@@ -98,7 +92,6 @@ class IndexBuilder:
         results = self._run_jobs(
             lacking,
             lambda i: (i["schema_name"], i["table_name"], "" if self.concurrently else i["index_name"]),
-            lambda index: int(index["table_bytes"]) >= big,
             lambda index: self._build_one(index, existing),
             # A build that lost a deadlock to a parallel one is left INVALID: built again, alone,
             # knowing what the target holds now.
@@ -111,7 +104,6 @@ class IndexBuilder:
         added = self._run_jobs(
             foreign,
             lambda key: (key["schema_name"], key["table_name"]),
-            lambda _key: False,
             self._add_foreign_key,
             self._add_foreign_key,
         )
@@ -137,19 +129,15 @@ class IndexBuilder:
         self,
         jobs: list[Job],
         group_of: Callable[[Job], tuple[str, ...]],
-        is_big: Callable[[Job], bool],
         do: Callable[[Job], tuple[str, bool]],
         retry: Callable[[Job], tuple[str, bool]],
     ) -> list[tuple[Job, tuple[str, bool]]]:
         """`do` every job, `parallelism` groups at once (a group's jobs one after another), the
-        biggest tables first, the big ones' groups one after another (their builds have parallel
-        workers of their own); a job that failed (a deadlock lost to a parallel one) is retried alone."""
+        biggest tables first; a job that failed (a deadlock lost to a parallel one) is retried alone."""
         groups: dict[tuple[str, ...], list[Job]] = {}
         for job in jobs:
             groups.setdefault(group_of(job), []).append(job)
         ordered = sorted(groups.values(), key=lambda group: -int(group[0]["table_bytes"]))
-        big = [group for group in ordered if is_big(group[0])]
-        small = [group for group in ordered if not is_big(group[0])]
 
         def run_group(group: list[Job]) -> list[tuple[Job, tuple[str, bool] | None]]:
             outcomes: list[tuple[Job, tuple[str, bool] | None]] = []
@@ -165,13 +153,8 @@ class IndexBuilder:
                     outcomes.append((job, None))
             return outcomes
 
-        def run_groups(groups: list[list[Job]]) -> list[list[tuple[Job, tuple[str, bool] | None]]]:
-            return [run_group(group) for group in groups]
-
         with ThreadPoolExecutor(max(1, self.parallelism), thread_name_prefix="index") as pool:
-            # One lane takes the big groups in turn; the others (and it, once done) the small ones.
-            lanes = [pool.submit(run_groups, big)] + [pool.submit(run_groups, [group]) for group in small]
-            outcomes = [outcome for lane in lanes for group in lane.result() for outcome in group]
+            outcomes = [outcome for group in pool.map(run_group, ordered) for outcome in group]
         return [(job, result if result is not None else retry(job)) for job, result in outcomes]
 
     def _analyze(self) -> list[str]:
@@ -195,7 +178,7 @@ class IndexBuilder:
 
     @property
     def _workers(self) -> sql.Composable:
-        """A big table's build's parallel workers: with its leader, `parallelism` processes."""
+        """A build's parallel workers: with its leader, `parallelism` processes."""
         return sql.Literal(max(0, self.parallelism - 1))
 
     def _indexes_present(self, cursor: Any) -> dict[tuple[str, str], bool]:
