@@ -61,7 +61,7 @@ class IndexBuilder:
         """Build what the target lacks; what was built, rebuilt and already there."""
         with self.source.cursor() as cursor:
             wanted = fetch_dicts(cursor, statement("indexes_deferrable"))
-            keys = fetch_dicts(cursor, statement("keys_deferrable"), {"min_bytes": 0})
+            keys = fetch_dicts(cursor, statement("keys_deferrable"), {"min_bytes": None})
         with self.target.cursor() as cursor:
             existing = self._indexes_present(cursor)
             present_keys = {

@@ -7,8 +7,9 @@ copy subscribes only once its rows are in, so it defers those of the big tables
 (`defer_keys_from_bytes`, with the foreign keys referencing them: the copy then writes no key index
 entry per row, and each key is built afterwards from one sorted scan; a small table's keys cost the
 copy little, and a foreign key added after the data must check every row, one added to the empty
-table none). Publications and subscriptions are never copied; owners and privileges only when every
-role they name exists on the target.
+table none: a key whose referencing tables hold more than its own is kept, keys_deferrable.sql).
+Publications and subscriptions are never copied; owners and privileges only when every role they
+name exists on the target.
 
 Before dumping, the migration's own schema (`pyairtable_migration.switchover_marker`, the
 switchover's catch-up marker) is created on the source, so the target gets it too. A target that
