@@ -186,10 +186,22 @@ def kill_attempt(
         pid = task_process(str(ti["id"]))
         return None if pid is None else (str(ti["id"]), pid)
 
-    # Once a second while its upstream runs (each look is a request the api-server answers: ten a
-    # second through a whole migration cost more CPU than the migration's own tasks), ten a second
-    # once the scheduler has it: under Celery a task runs seconds after it is scheduled.
-    server.wait(f"{task_id} to be scheduled", lambda: task()["state"], timeout, poll=1.0)
+    # Once a second until the task has a state or one it waits for has run (each look is a request
+    # the api-server answers: ten a second through a whole migration cost more CPU than the
+    # migration's own tasks), ten a second from then on: a quick task can be scheduled, run and done
+    # within one of the slow looks, but it is scheduled only after the task it waits for ran.
+    upstream = [
+        t["task_id"]
+        for t in server.api("GET", f"dags/{MIGRATION_DAG}/tasks")["tasks"]
+        if task_id in t["downstream_task_ids"]
+    ]
+
+    def next_up() -> bool:
+        return task()["state"] is not None or any(
+            server.task_instance(MIGRATION_DAG, run_id, u)["state"] in RAN for u in upstream
+        )
+
+    server.wait(f"{task_id} to be scheduled or {upstream} to run", next_up, timeout, poll=1.0)
     ti_id, pid = server.wait(f"{task_id} attempt {attempt} to run", running_process, timeout, poll=0.1)
     if when_running is not None:
         when_running()
