@@ -290,7 +290,8 @@ def test_a_hard_night_in_the_ui_faulty_image_killed_workers_and_tasks_approvals_
         assert not drilling.is_alive(), f"the drill did not end with the run: {drill.kills}"
     finally:
         drill.restart_victims()
-    figures = lab.stop_load()
+        # Stopped however the night ends: the next test starts its own load on the same ports.
+        figures = lab.stop_load()
     tasks = server.task_instances(MIGRATION_DAG, run_id)
     assert state == "success", (not_done(server, run_id), drill.kills, server.failures(MIGRATION_DAG, run_id))
     assert not_done(server, run_id) == {}
@@ -443,7 +444,8 @@ def the_night(
         return None
 
     state = server.wait("the run to end", watch, timeout=RUN_TIMEOUT)
-    assert answered == list(APPROVALS), answered
+    # A run that ended before an approval: why, from the failed tasks' logs.
+    assert answered == list(APPROVALS), (answered, state, server.failures(MIGRATION_DAG, run_id))
     return str(state), shots
 
 
