@@ -74,13 +74,15 @@ LAG_PROBE = "lag-probe"
 def marker_delay(
     source: MigrationPostgresHook, target: MigrationPostgresHook, timeout_seconds: float, poll: float = 0.02
 ) -> float:
-    """Seconds from a marker row's commit on the source until the target has applied it: the lag
-    in time, end to end (the slot's lag in bytes says how much is behind, not how long)."""
+    """Seconds from a marker row's write on the source until the target has applied it: the lag
+    in time, end to end (the slot's lag in bytes says how much is behind, not how long). The clock
+    starts before the write, so a marker applied before the first look still counts its commit's
+    round trip, not nothing."""
     with source.cursor() as source_cursor, target.cursor() as target_cursor:
+        started = time.monotonic()
         written_at = fetch_value(
             source_cursor, statement("marker_write"), {"id": LAG_PROBE, "side": "source"}
         )
-        started = time.monotonic()
         while fetch_value(target_cursor, statement("marker_seen"), {"id": LAG_PROBE}) != written_at:
             if time.monotonic() - started > timeout_seconds:
                 raise MigrationError(
