@@ -170,7 +170,7 @@ class DatabaseConfig(_Strict):
     replica_identity_full: list[TableName] = Field(default_factory=list)
     # Concurrent hash scans per side during validation.
     validation_parallelism: PositiveInt = 2
-    # Deferred secondary indexes built at once (CONCURRENTLY, biggest tables first).
+    # Deferred index and key builds at once, biggest tables first; their processes together.
     index_parallelism: PositiveInt = 2
     # The initial copy: `native`, PostgreSQL's own (one sync worker per table), or `parallel`, ranges
     # of every table copied by `copy_workers` under the forward slot's exported snapshot (tables above

@@ -24,6 +24,7 @@ from pyairtable_migration.hooks.pgbouncer import format_connstring, parse_connst
 from pyairtable_migration.hooks.redis_hook import KeyInventory, ReplicationState, compare_inventories
 from pyairtable_migration.plan import build_plan
 from pyairtable_migration.postgres import preflight
+from pyairtable_migration.postgres.indexes import parallel_workers
 from pyairtable_migration.postgres.schema_copy import deferred_entries, remove_objects, strip_psql_meta
 from pyairtable_migration.redis.stages import emptied_target, endpoint_rollback_stage, rollback_stage
 
@@ -138,6 +139,17 @@ def test_deferred_keys_leave_the_dump_with_their_comments_by_the_names_pg_dump_g
     ]
     assert "records_pkey" not in script and "Record Comments_record_id_idx" not in script
     assert "CREATE UNIQUE INDEX users_email_key" in script
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "groups", "workers"),
+    [(2, 12, 0), (2, 2, 0), (2, 1, 1), (4, 1, 3), (4, 2, 1), (4, 3, 0), (3, 2, 0), (1, 1, 0), (4, 0, 3)],
+)
+def test_deferred_builds_take_parallel_workers_only_where_fewer_builds_than_processes_run(
+    parallelism: int, groups: int, workers: int
+) -> None:
+    assert parallel_workers(parallelism, groups) == workers
+    assert min(parallelism, max(groups, 1)) * (workers + 1) <= parallelism
 
 
 def _message(kind: bytes, *parts: bytes) -> tuple[str, str, bytes]:
