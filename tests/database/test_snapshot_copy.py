@@ -9,6 +9,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -30,6 +31,7 @@ from pyairtable_migration.postgres.indexes import IndexBuilder
 from pyairtable_migration.postgres.replication import catch_up, publish
 from pyairtable_migration.postgres.schema_copy import copy_schema
 from pyairtable_migration.postgres.snapshot_copy import (
+    WORKER_APPLICATION,
     CopyProgress,
     ExportedSnapshot,
     completed_copy,
@@ -40,7 +42,7 @@ from pyairtable_migration.postgres.snapshot_copy import (
 )
 from pyairtable_migration.postgres.validator import Validator
 from pyairtable_migration.status import database_status
-from tests.database.pair import Pair
+from tests.database.pair import DATABASE, Pair
 from tests.database.runner import run_fast
 
 pytestmark = pytest.mark.lab
@@ -285,6 +287,65 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
     assert pair.query("target", "SELECT count(*) FROM audit_log") == pair.query(
         "source", "SELECT count(*) FROM audit_log"
     )
+
+
+# One copy worker's reader (psql) on the source, its session ended by the server.
+CUT_OFF_A_READER = """
+SELECT pg_terminate_backend(pid) FROM (
+    SELECT pid FROM pg_stat_activity
+    WHERE application_name = %s AND query LIKE '%%COPY (%%' ORDER BY pid LIMIT 1
+) AS reader
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_reader_cut_off_on_the_source_fails_its_range_by_name_and_a_rerun_copies_the_rest(
+    pair: Pair, config: MigrationConfig
+) -> None:
+    """A worker reads every range it copies through one psql: its session ending mid-copy fails the
+    copy naming the range and the server's words, commits nothing of that range, and the copy run
+    again does what is left."""
+    source, target = prepare(pair, config)
+    cut_off: list[bool] = []
+
+    def cut_off_a_reader_once_three_ranges_are_copied() -> None:
+        deadline = time.monotonic() + 120
+        while not cut_off and time.monotonic() < deadline:
+            if len(copied_so_far(pair)) >= 3:
+                with pair.superuser("source", DATABASE) as connection, connection.cursor() as cursor:
+                    cursor.execute(CUT_OFF_A_READER, (WORKER_APPLICATION,))
+                    cut_off.extend(ended for (ended,) in cursor.fetchall())
+            time.sleep(0.005)
+
+    with exported_snapshot(
+        source, target, slot=config.database.subscription, publication=config.database.publication, log=LOG
+    ) as snapshot:
+        cutter = threading.Thread(target=cut_off_a_reader_once_three_ranges_are_copied, daemon=True)
+        cutter.start()
+        with pytest.raises(MigrationError) as failed:
+            copy_snapshot(source, target, snapshot, **COPY)
+        cutter.join(10)
+        assert cut_off == [True]
+        assert re.search(
+            r"copying public\.\S+ (range \d+|\(whole table\)).* failed: psql on the source: FATAL: +"
+            r"terminating connection due to administrator command",
+            str(failed.value),
+        ), failed.value
+        before = copied_so_far(pair)
+        assert (
+            pair.query(
+                "target",
+                "SELECT (SELECT count(*) FROM records), (SELECT coalesce(sum(copied_rows), 0) FROM "
+                "pyairtable_snapshot_copy.copy_range WHERE table_name = 'records' AND copied_at IS NOT NULL)",
+            )[0]
+            == (sum(rows for table, _, rows in before if table == "records"),) * 2
+        )
+        again = copy_snapshot(source, target, snapshot, **COPY)
+    assert again.finished and again.attempt == 2
+    assert len(before) < again.ranges == again.ranges_copied
+    IndexBuilder(source, target, parallelism=2, log=LOG).run()
+    report = Validator(source, target, chunk_rows=config.database.validation_chunk_rows, log=LOG).run()
+    assert report.passed, report.summary()
 
 
 def parallel_config(config: MigrationConfig, state_dir: Path) -> MigrationConfig:

@@ -399,7 +399,7 @@ def check(
             problems.extend(parallel_copy_problems(cursors["target"], facts["target"]))
         if initial_copy == "parallel":
             # Each worker holds a session on the target, and two on the source (its own and its
-            # range's reader); the source also the snapshot's holder (a WAL sender: server_problems
+            # reader's); the source also the snapshot's holder (a WAL sender: server_problems
             # checks one is free), and each side the task's own.
             for side, needed in (("source", 2 * copy_workers + 2), ("target", copy_workers + 1)):
                 if side in facts:

@@ -11,11 +11,13 @@ the copy saw:
    every commit after it. The session stays open and idle while the snapshot must stay importable.
 2. `copy_snapshot` splits every table above `split_bytes` into ranges (by its primary key when that
    is one integer column, else by CTID pages, which works for any table) and copies them with N
-   workers. Each range is read by a `psql` of its own that imports the snapshot into a read-only
-   REPEATABLE READ transaction on the source and streams COPY ... TO STDOUT through a pipe into the
-   worker's COPY ... FROM STDIN on the target (binary where both sides' column types allow), never
-   held in memory. (psql, not this process, reads the rows: the source sends one message per row,
-   and a Python reader handling each of them under the GIL cost as much CPU as the source itself.)
+   workers. Each worker reads through one `psql` of its own on the source, whose one read-only
+   REPEATABLE READ transaction imports the snapshot, and streams each range's COPY ... TO STDOUT
+   through a pipe into the worker's COPY ... FROM STDIN on the target (binary where both sides'
+   column types allow), never held in memory. (psql, not this process, reads the rows: the source
+   sends one message per row, and a Python reader handling each of them under the GIL cost as much
+   CPU as the source itself. One psql per worker, not per range: a connection cost about 28 ms of
+   CPU between psql and the source's backend, 2.4 CPU-s for the 122 ranges of 10 M records.)
 3. Each range is recorded as copied in the target transaction of its COPY (the progress tables of
    include/sql/snapshot_copy_progress_schema.sql): killed half-way and run again under the same
    snapshot, the copy does only the ranges not recorded and never one twice. A run under another
@@ -35,13 +37,18 @@ target's tables).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
+import os
+import re
+import secrets
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -71,6 +78,7 @@ from pyairtable_migration.hooks.database import (
 HOLDER_APPLICATION = f"{APPLICATION_NAME}-snapshot"
 WORKER_APPLICATION = f"{APPLICATION_NAME}-copy"
 PIPE_CHUNK = 1 << 20
+PSQL_INPUT_LOCATION = re.compile(r"^psql:<stdin>:\d+: ")
 
 
 @dataclass(frozen=True)
@@ -723,9 +731,10 @@ def _start_over(
 
 @dataclass(eq=False)
 class _Copy:
-    """The workers of one attempt: each imports the snapshot once (a check, and the statements' quoting)
-    and copies ranges until none is left or one fails (then the others' statements are cancelled,
-    their readers killed, and the first error is raised)."""
+    """The workers of one attempt: each imports the snapshot once in a session of its own (a check,
+    and the statements' quoting) and once in its reader, and copies ranges until none is left or one
+    fails (then the others' statements are cancelled, their readers killed, and the first error is
+    raised)."""
 
     source: MigrationPostgresHook
     target: MigrationPostgresHook
@@ -737,7 +746,7 @@ class _Copy:
     lock: threading.Lock = field(default_factory=threading.Lock)
     queue: list[_RangeState] = field(default_factory=list)
     connections: list[Any] = field(default_factory=list)
-    readers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    readers: list[_RangeReader] = field(default_factory=list)
     failure: BaseException | None = None
 
     def run(
@@ -778,65 +787,61 @@ class _Copy:
             with contextlib.suppress(Exception):
                 connection.cancel()
         for reader in reading:
-            with contextlib.suppress(OSError):
-                reader.kill()
+            reader.kill()
 
     def _opened(self, connection: Any) -> Any:
         with self.lock:
             self.connections.append(connection)
         return connection
 
-    def _reading(self, command: list[str]) -> subprocess.Popen[bytes]:
-        """A range's reader on the source: psql, the connection and password in its environment."""
-        reader = subprocess.Popen(
-            command,
-            env=self.source.client_environment(WORKER_APPLICATION),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+    def _reader(self, begin: str) -> _RangeReader:
+        """The worker's reader on the source: psql, the connection and password in its environment."""
+        reader = _RangeReader(
+            [self.psql, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1"],
+            self.source.client_environment(WORKER_APPLICATION),
         )
         with self.lock:
-            self.readers = [r for r in self.readers if r.poll() is None] + [reader]
+            self.readers.append(reader)
             if self.failure is not None:
                 reader.kill()
+        reader.start(begin)
+        reader.finish_empty()
         return reader
 
     def _work(self) -> None:
         connections: list[Any] = []
+        reader: _RangeReader | None = None
         try:
             source = self._opened(_snapshot_session(self.source, self.snapshot))
             connections.append(source)
             target = self._opened(self.target.connect(autocommit=False, application_name=WORKER_APPLICATION))
             connections.append(target)
             _as_replica(target)
+            with source.cursor() as source_cursor:
+                begin = source_cursor.mogrify(
+                    statement("snapshot_copy_import_snapshot"), {"snapshot": self.snapshot.name}
+                ).decode()
             while (state := self._next()) is not None:
-                self._copy(state, source, target)
+                if reader is None:
+                    reader = self._reader(begin)
+                self._copy(state, source, target, reader)
         except BaseException as exc:
             self._fail(exc)
         finally:
+            if reader is not None:
+                reader.close()
             for connection in connections:
                 with contextlib.suppress(Exception):
                     connection.close()
 
-    def _copy(self, state: _RangeState, source: Any, target: Any) -> None:
+    def _copy(self, state: _RangeState, source: Any, target: Any, reader: _RangeReader) -> None:
         copy_range = state.range
         shape = self.shapes[copy_range.table]
         query, params = copy_range.select(shape.column_list)
         with source.cursor() as source_cursor, target.cursor() as target_cursor:
-            reader_command = [
-                self.psql,
-                "--no-psqlrc",
-                "--quiet",
-                "--set=ON_ERROR_STOP=1",
-                "--command="
-                + source_cursor.mogrify(
-                    statement("snapshot_copy_import_snapshot"), {"snapshot": self.snapshot.name}
-                ).decode(),
-                "--command="
-                + source_cursor.mogrify(
-                    statement("snapshot_copy_out", query=query, format=shape.format), params
-                ).decode(),
-            ]
+            copy_out = source_cursor.mogrify(
+                statement("snapshot_copy_out", query=query, format=shape.format), params
+            ).decode()
             copy_in = statement(
                 "snapshot_copy_in",
                 table=copy_range.table.identifier,
@@ -854,7 +859,7 @@ class _Copy:
                     with self.tracker.lock:
                         state.copied = True
                     return
-                rows = _stream(self._reading(reader_command), target_cursor, copy_in, state)
+                rows = _stream(reader, copy_out, target_cursor, copy_in, state)
                 target_cursor.execute(
                     statement("snapshot_copy_range_done"),
                     {
@@ -898,48 +903,128 @@ def _as_replica(connection: Any) -> None:
 
 
 class _SourceFailed(Exception):
-    """The range's reader on the source (psql) failed: its first error line."""
+    """The worker's reader on the source (psql) failed: its first error line."""
+
+
+class _RangeReader:
+    """One psql on the source, fed statements on its input: each statement's output, up to a line
+    only this reader knows (`\\echo` of 128 random bits, never logged), is read back as one stream
+    (`read`, for the target's COPY FROM STDIN). psql stops at the first error (ON_ERROR_STOP) and
+    ends: its output ends before the line, and the stream raises with psql's first error line."""
+
+    def __init__(self, command: list[str], environment: dict[str, str]) -> None:
+        self.boundary = secrets.token_hex(16).encode() + b"\n"
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 (psql's whole stderr, kept until close())
+        self.process = subprocess.Popen(
+            command, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors
+        )
+        assert self.process.stdout is not None
+        self.output = self.process.stdout.fileno()
+        with contextlib.suppress(OSError):  # fewer, bigger reads; the default pipe holds 64 KiB
+            fcntl.fcntl(self.output, fcntl.F_SETPIPE_SZ, PIPE_CHUNK)
+        self.held = b""  # the last bytes read, where they may begin the boundary
+        self.streaming = False
+
+    def start(self, text: str) -> None:
+        """Run `text` (one SQL statement, without its semicolon); `read` then streams its output."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(text.encode() + b";\n\\echo " + self.boundary)
+            self.process.stdin.flush()
+        except OSError:
+            raise _SourceFailed(self.error_line()) from None
+        self.streaming = True
+
+    def read(self, size: int = PIPE_CHUNK) -> bytes:
+        """Up to about `size` bytes of the running statement's output; b"" once it is all read.
+        Most reads hand on what the pipe gave as it is: the stream carries gigabytes."""
+        while self.streaming:
+            chunk = os.read(self.output, size)
+            if not chunk:
+                raise _SourceFailed(self.error_line())
+            data = self.held + chunk
+            end = data.find(self.boundary)
+            if end >= 0:
+                self.streaming = False
+                self.held = b""
+                return data[:end]
+            held = self._boundary_start(data)
+            self.held = data[held:]
+            if held:
+                return data if held == len(data) else data[:held]
+        return b""
+
+    def _boundary_start(self, data: bytes) -> int:
+        """Where the boundary might begin in `data`'s last bytes (it may arrive split over two
+        reads), else len(data)."""
+        first = self.boundary[:1]
+        start = data.rfind(first, max(0, len(data) - len(self.boundary) + 1))
+        while start >= 0:
+            if self.boundary.startswith(data[start:]):
+                return start
+            start = data.rfind(first, max(0, len(data) - len(self.boundary) + 1), start)
+        return len(data)
+
+    def finish_empty(self) -> None:
+        """Wait for a statement with no output to end (raises if it failed)."""
+        if self.read():
+            raise _SourceFailed("psql on the source: unexpected output")
+
+    def error_line(self) -> str:
+        self.kill()
+        self.errors.seek(0)
+        lines = self.errors.read().decode(errors="replace").strip().splitlines()
+        # psql puts where in its input the statement was first ("psql:<stdin>:7: "): not ours to show.
+        first = PSQL_INPUT_LOCATION.sub("", lines[0]) if lines else "ended without a message"
+        return f"psql on the source: {first}"
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.wait()
+
+    def close(self) -> None:
+        """End psql (its transaction with it) and free its pipes."""
+        self.kill()
+        for stream in (self.process.stdin, self.process.stdout, self.errors):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 class _CountingReader:
     """The reader's output, counting the bytes the target's COPY takes from it (in chunks); only this
     range's worker writes `state.bytes`."""
 
-    def __init__(self, pipe: IO[bytes], state: _RangeState) -> None:
-        self.pipe = pipe
+    def __init__(self, reader: _RangeReader, state: _RangeState) -> None:
+        self.reader = reader
         self.state = state
+        self.failure: _SourceFailed | None = None  # psycopg2 reports it as the COPY's cancellation
 
     def read(self, size: int = -1) -> bytes:
-        data = self.pipe.read(size)
+        try:
+            data = self.reader.read(size if size > 0 else PIPE_CHUNK)
+        except _SourceFailed as exc:
+            self.failure = exc
+            raise
         self.state.bytes += len(data)
         return data
 
 
 def _stream(
-    reader: subprocess.Popen[bytes], target_cursor: Any, copy_in: sql.Composable, state: _RangeState
+    reader: _RangeReader, copy_out: str, target_cursor: Any, copy_in: sql.Composable, state: _RangeState
 ) -> int:
-    """The reader's COPY TO STDOUT into COPY FROM STDIN on the target; the rows the target took. A
-    reader that failed raises even where the target's COPY saw a clean end (its input just ended
-    early), so the caller rolls the range back."""
-    assert reader.stdout is not None
+    """`copy_out` (COPY TO STDOUT) run by the reader into COPY FROM STDIN on the target; the rows the
+    target took (the reader raises where the source's rows end short of the reader's boundary)."""
+    reader.start(copy_out)
+    counting = _CountingReader(reader, state)
     try:
-        target_cursor.copy_expert(copy_in, _CountingReader(reader.stdout, state), size=PIPE_CHUNK)
-    except BaseException:
-        source_failed = reader.poll() not in (None, 0)  # the target's COPY then only saw its input cut short
-        reader.kill()
-        _, errors = reader.communicate()
-        if source_failed:
-            raise _SourceFailed(_error_line(errors)) from None
+        target_cursor.copy_expert(copy_in, counting, size=PIPE_CHUNK)
+    except psycopg2.Error:
+        if counting.failure is not None:
+            raise counting.failure from None
         raise
-    _, errors = reader.communicate()
-    if reader.returncode != 0:
-        raise _SourceFailed(_error_line(errors))
     return int(target_cursor.rowcount)
-
-
-def _error_line(errors: bytes) -> str:
-    lines = errors.decode(errors="replace").strip().splitlines()
-    return f"psql on the source: {lines[0] if lines else 'ended without a message'}"
 
 
 def _first_line(exc: BaseException) -> str:
