@@ -3,8 +3,10 @@ pgoutput decoder, PgBouncer's ini lines, Redis comparisons, the plan's wiring an
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from pyairtable_migration.plan import build_plan
 from pyairtable_migration.postgres import preflight
 from pyairtable_migration.postgres.indexes import parallel_workers
 from pyairtable_migration.postgres.schema_copy import deferred_entries, remove_objects, strip_psql_meta
+from pyairtable_migration.postgres.snapshot_copy import _RangeReader, _SourceFailed
 from pyairtable_migration.redis.stages import emptied_target, endpoint_rollback_stage, rollback_stage
 
 
@@ -150,6 +153,45 @@ def test_deferred_builds_take_parallel_workers_only_where_fewer_builds_than_proc
 ) -> None:
     assert parallel_workers(parallelism, groups) == workers
     assert min(parallelism, max(groups, 1)) * (workers + 1) <= parallelism
+
+
+# A stand-in for psql on the source, for the copy's framing alone (the lab tests run the real one):
+# it answers each statement with what the test needs, then the boundary line it was asked to echo.
+FAKE_PSQL = r"""
+import sys, time
+out, statement = sys.stdout.buffer, []
+for line in sys.stdin:
+    if not line.startswith("\\echo "):
+        statement.append(line)
+        continue
+    token, text, statement = line[6:].rstrip("\n").encode(), "".join(statement), []
+    if "FAIL" in text:
+        out.write(b"half a row"); out.flush()
+        sys.stderr.write("psql:<stdin>:7: ERROR:  canceling statement due to user request\n")
+        sys.exit(3)
+    if "ROWS" in text:  # a prefix of the boundary inside the rows; the boundary over two writes
+        for part in (b"row 1\n" + token[:10], b" row 2\n" + token[:5], token[5:] + b"\n"):
+            out.write(part); out.flush(); time.sleep(0.05)
+    else:
+        out.write(token + b"\n"); out.flush()
+"""
+
+
+def test_a_reader_hands_on_each_statements_output_up_to_its_boundary_and_names_psqls_error() -> None:
+    reader = _RangeReader([sys.executable, "-c", FAKE_PSQL], dict(os.environ))
+    try:
+        reader.start("BEGIN")
+        reader.finish_empty()
+        reader.start("COPY ROWS")
+        streamed = b"".join(iter(lambda: reader.read(4), b""))
+        assert streamed == b"row 1\n" + reader.boundary[:10] + b" row 2\n"
+        assert reader.read() == b""  # nothing more until the next statement
+        reader.start("COPY FAIL")
+        with pytest.raises(_SourceFailed, match=r"^psql on the source: ERROR:  canceling statement due to"):
+            while reader.read():
+                pass
+    finally:
+        reader.close()
 
 
 def _message(kind: bytes, *parts: bytes) -> tuple[str, str, bytes]:
