@@ -956,13 +956,13 @@ class _RangeReader:
 
     def _boundary_start(self, data: bytes) -> int:
         """Where the boundary might begin in `data`'s last bytes (it may arrive split over two
-        reads), else len(data)."""
+        reads): the first place its end could be a start of the boundary, else len(data)."""
         first = self.boundary[:1]
-        start = data.rfind(first, max(0, len(data) - len(self.boundary) + 1))
+        start = data.find(first, max(0, len(data) - len(self.boundary) + 1))
         while start >= 0:
             if self.boundary.startswith(data[start:]):
                 return start
-            start = data.rfind(first, max(0, len(data) - len(self.boundary) + 1), start)
+            start = data.find(first, start + 1)
         return len(data)
 
     def finish_empty(self) -> None:
