@@ -7,6 +7,7 @@ for a machine where a default port is taken.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import tempfile
 from contextlib import ExitStack
@@ -14,6 +15,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Throwaway labs' ports come from here up to the first port the kernel gives outgoing connections.
+LAB_PORTS_FROM = 20000
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,34 @@ class LabSettings:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free right now on loopback (held open together, so they are distinct)."""
+    """Ports free right now on loopback (held open together, so they are distinct), outside the
+    kernel's range for outgoing connections' own ports: a port from there could be some client's by
+    the time the lab binds it (CI52: PgBouncer's, taken while the other pytest process made
+    connections by the thousand)."""
+    first_ephemeral = ephemeral_ports()[0]
+    chooser = random.Random()
     with ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
+        ports: list[int] = []
+        for _ in range(100 * count):
+            if len(ports) == count:
+                break
+            port = chooser.randrange(LAB_PORTS_FROM, first_ephemeral)
             held = stack.enter_context(socket.socket())
-            held.bind(("127.0.0.1", 0))
-            sockets.append(held)
-        return [held.getsockname()[1] for held in sockets]
+            try:
+                held.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken
+            ports.append(port)
+        if len(ports) < count:
+            span = f"[{LAB_PORTS_FROM}, {first_ephemeral})"
+            raise RuntimeError(f"found {len(ports)} of {count} free ports in {span} on 127.0.0.1")
+        return ports
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default if unreadable)."""
+    try:
+        low, high = Path(EPHEMERAL_RANGE).read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999

@@ -23,6 +23,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import TaskDeferred
 from kubernetes import client, config
 
+from lab.settings import free_ports
 from pyairtable_migration.operators.bluegreen import (
     BlueGreenDeployOperator,
     BlueGreenPromoteOperator,
@@ -172,9 +173,8 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    (port,) = free_ports(1)
+    return port
 
 
 def _wait_until(

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 from typing import Any
 
 import pytest
 
+from lab.settings import free_ports
 from lab.synthetic_graph import REAL_CONFIG
 from pyairtable_migration.airflow_rest import log_lines
 from pyairtable_migration.builder import build_migration_dag
@@ -104,9 +104,8 @@ def test_bad_rollback_arguments_are_refused_naming_the_problem(given: dict[str, 
 
 
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    (port,) = free_ports(1)
+    return port
 
 
 def test_no_password_or_no_airflow_is_a_usage_error(
