@@ -17,8 +17,8 @@ planned with them (without, one measured 4.4 s instead of 0.5 s at 10 M records)
 first queries after the switchover. `parallelism` builds run at once, biggest tables first, in
 `parallelism` processes together: a build has parallel workers only when fewer builds than that
 are to run (plain builds of one table side by side share one read of its heap, which PostgreSQL
-synchronizes: at 10 M records the deferred builds took 7.1-7.5 s with none, 9.0-9.3 s two at a time
-with one parallel worker each).
+synchronizes: at 10 M records, in one session, the deferred builds took 7.2-8.6 s with none, 8.6-9.3 s
+two at a time with one parallel worker each).
 """
 
 from __future__ import annotations
