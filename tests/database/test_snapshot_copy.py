@@ -243,6 +243,19 @@ def copied_so_far(pair: Pair) -> list[tuple[Any, ...]]:
         return []
 
 
+def assert_no_range_half_copied(pair: Pair, copied: list[tuple[Any, ...]]) -> None:
+    """No range half-copied: records holds exactly the rows the progress table says (`copied`, from
+    copied_so_far) went in."""
+    assert (
+        pair.query(
+            "target",
+            "SELECT (SELECT count(*) FROM records), (SELECT coalesce(sum(copied_rows), 0) FROM "
+            "pyairtable_snapshot_copy.copy_range WHERE table_name = 'records' AND copied_at IS NOT NULL)",
+        )[0]
+        == (sum(rows for table, _, rows in copied if table == "records"),) * 2
+    )
+
+
 @pytest.mark.timeout(600)
 def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
     pair: Pair, config: MigrationConfig
@@ -259,15 +272,7 @@ def test_a_copy_killed_half_way_copies_only_the_missing_ranges_when_run_again(
         before = copied_so_far(pair)
         total = sum(ranges_by_table(pair).values())
         assert 3 <= len(before) < total, (len(before), total)
-        # What committed is exactly what the progress table records: no range half-copied.
-        assert (
-            pair.query(
-                "target",
-                "SELECT (SELECT count(*) FROM records), (SELECT coalesce(sum(copied_rows), 0) FROM "
-                "pyairtable_snapshot_copy.copy_range WHERE table_name = 'records' AND copied_at IS NOT NULL)",
-            )[0]
-            == (sum(rows for table, _, rows in before if table == "records"),) * 2
-        )
+        assert_no_range_half_copied(pair, before)
         again = copy_snapshot(source, target, snapshot, **COPY)
     assert again.finished and again.attempt == 2 and again.ranges_copied == total
     # The keys built after the copy: a row copied twice would fail its primary key's build.
@@ -332,14 +337,7 @@ def test_a_reader_cut_off_on_the_source_fails_its_range_by_name_and_a_rerun_copi
             str(failed.value),
         ), failed.value
         before = copied_so_far(pair)
-        assert (
-            pair.query(
-                "target",
-                "SELECT (SELECT count(*) FROM records), (SELECT coalesce(sum(copied_rows), 0) FROM "
-                "pyairtable_snapshot_copy.copy_range WHERE table_name = 'records' AND copied_at IS NOT NULL)",
-            )[0]
-            == (sum(rows for table, _, rows in before if table == "records"),) * 2
-        )
+        assert_no_range_half_copied(pair, before)
         again = copy_snapshot(source, target, snapshot, **COPY)
     assert again.finished and again.attempt == 2
     assert len(before) < again.ranges == again.ranges_copied
