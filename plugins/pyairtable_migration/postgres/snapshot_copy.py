@@ -804,8 +804,12 @@ class _Copy:
             self.readers.append(reader)
             if self.failure is not None:
                 reader.kill()
-        reader.start(begin)
-        reader.finish_empty()
+        try:
+            reader.start(begin)
+            reader.finish_empty()
+        except _SourceFailed as exc:
+            reader.close()
+            raise MigrationError(f"a copy worker's reader could not start: {exc}") from exc
         return reader
 
     def _work(self) -> None:
