@@ -93,18 +93,19 @@ class LabSettings:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free right now on loopback (held open together, so they are distinct), outside the
-    kernel's range for outgoing connections' own ports: a port from there could be some client's by
-    the time the lab binds it (CI52: PgBouncer's, taken while the other pytest process made
-    connections by the thousand)."""
-    first_ephemeral = ephemeral_ports()[0]
+    """Ports free right now on loopback (held open together, so they are distinct), below the
+    kernel's range for outgoing connections' own ports where it leaves room: a port from that range
+    could be some client's by the time the lab binds it (CI52: PgBouncer's, taken while the other
+    pytest process made connections by the thousand)."""
+    below = first_ephemeral_port()
+    span = (LAB_PORTS_FROM, below if below - LAB_PORTS_FROM >= 1000 else 65536)
     chooser = random.Random()
     with ExitStack() as stack:
         ports: list[int] = []
         for _ in range(100 * count):
             if len(ports) == count:
                 break
-            port = chooser.randrange(LAB_PORTS_FROM, first_ephemeral)
+            port = chooser.randrange(*span)
             held = stack.enter_context(socket.socket())
             try:
                 held.bind(("127.0.0.1", port))
@@ -112,15 +113,13 @@ def free_ports(count: int) -> list[int]:
                 continue  # taken
             ports.append(port)
         if len(ports) < count:
-            span = f"[{LAB_PORTS_FROM}, {first_ephemeral})"
-            raise RuntimeError(f"found {len(ports)} of {count} free ports in {span} on 127.0.0.1")
+            raise RuntimeError(f"found {len(ports)} of {count} free ports in {list(span)} on 127.0.0.1")
         return ports
 
 
-def ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections (Linux's default if unreadable)."""
+def first_ephemeral_port() -> int:
+    """The first local port the kernel gives outgoing connections (Linux's default if unreadable)."""
     try:
-        low, high = Path(EPHEMERAL_RANGE).read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path(EPHEMERAL_RANGE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
