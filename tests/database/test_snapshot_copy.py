@@ -52,6 +52,7 @@ LOG = logging.getLogger("tests.snapshot_copy")
 # (no primary key) into a few CTID ranges.
 SPLIT_BYTES = 1 << 20
 RANGES = "SELECT table_name, method, count(*) FROM pyairtable_snapshot_copy.copy_range GROUP BY 1, 2"
+SESSIONS_NAMED = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
 # Every primary, unique and foreign key of the lab's tables with what travels with it: definition,
 # comment, its index's replica identity and CLUSTER marks.
 KEYS = """
@@ -135,6 +136,12 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     ledger = tmp_path / "ledger.log"
     load = LoadGenerator(dsn=pair.app_dsn(), db_rate=300, ledger_path=ledger, edge=None, http_rate=0)
     reports: list[CopyProgress] = []
+    source_sessions: list[int] = []  # the copy's, on the source, at each report
+
+    def note_progress(progress: CopyProgress) -> None:
+        reports.append(progress)
+        source_sessions.append(pair.query("source", SESSIONS_NAMED, (WORKER_APPLICATION,))[0][0])
+
     # The subscription on the copy's slot: created once, verified when run again.
     subscribe = functools.partial(
         create_subscription_on_slot,
@@ -152,7 +159,7 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
             source, target, slot=slot, publication=config.database.publication, log=LOG
         ) as snapshot:
             copied = copy_snapshot(
-                source, target, snapshot, **COPY, on_progress=reports.append, progress_seconds=0.2
+                source, target, snapshot, **COPY, on_progress=note_progress, progress_seconds=0.2
             )
         # Done and not yet followed: a copy step run again has nothing to do.
         assert completed_copy(source, target, slot) == read_progress(target)
@@ -178,6 +185,8 @@ def test_parallel_copy_under_load_then_streaming_from_the_slot_loses_nothing(
     assert len(reports) >= 2 and reports[-1] is copied and reports[-1].eta_seconds == 0
     assert all(report.tables and report.elapsed_seconds >= 0 for report in reports)
     assert any(0 < r.ranges_copied < r.ranges and r.eta_seconds is not None for r in reports), reports
+    # One source session per worker, its reader's: what preflight counts.
+    assert max(source_sessions) == COPY["workers"], source_sessions
     recorded = read_progress(target)
     assert recorded is not None and recorded.finished and recorded.rows == copied.rows
     assert {t.table: t.rows for t in recorded.tables} == {t.table: t.rows for t in copied.tables}

@@ -398,10 +398,10 @@ def check(
         if initial_copy == "parallel" and "target" in cursors:
             problems.extend(parallel_copy_problems(cursors["target"], facts["target"]))
         if initial_copy == "parallel":
-            # Each worker holds a session on the target, and two on the source (its own and its
-            # reader's); the source also the snapshot's holder (a WAL sender: server_problems
-            # checks one is free), and each side the task's own.
-            for side, needed in (("source", 2 * copy_workers + 2), ("target", copy_workers + 1)):
+            # Each worker holds a session on each side (on the source, its reader's); the source
+            # also the snapshot's holder (a WAL sender: server_problems checks one is free), and
+            # each side the task's own.
+            for side, needed in (("source", copy_workers + 2), ("target", copy_workers + 1)):
                 if side in facts:
                     problems.extend(connection_problems(side, facts[side], needed))
             problems.extend(psql_problems(pg_bin_dir))

@@ -559,7 +559,7 @@ def copy_snapshot(
     target has not recorded as copied. Under another snapshot, it empties every copied table on the
     target (in the transaction that records the new plan) and starts over.
 
-    :param workers: ranges copied at once (each a source and a target session)
+    :param workers: ranges copied at once (each a reader on the source and a target session)
     :param split_bytes: tables bigger on disk (TOAST included) are copied in ranges of about this size
     :param refuse_if_writers_on_target: called before anything on the target changes, every run;
         raises to refuse (the operators pass their check of where the poolers send writers: rows
@@ -731,10 +731,9 @@ def _start_over(
 
 @dataclass(eq=False)
 class _Copy:
-    """The workers of one attempt: each imports the snapshot once in a session of its own (a check,
-    and the statements' quoting) and once in its reader, and copies ranges until none is left or one
-    fails (then the others' statements are cancelled, their readers killed, and the first error is
-    raised)."""
+    """The workers of one attempt: each holds a target session and a reader on the source (whose
+    transaction imports the snapshot), and copies ranges until none is left or one fails (then the
+    others' statements are cancelled, their readers killed, and the first error is raised)."""
 
     source: MigrationPostgresHook
     target: MigrationPostgresHook
@@ -813,37 +812,35 @@ class _Copy:
         return reader
 
     def _work(self) -> None:
-        connections: list[Any] = []
+        target: Any = None
         reader: _RangeReader | None = None
         try:
-            source = self._opened(_snapshot_session(self.source, self.snapshot))
-            connections.append(source)
             target = self._opened(self.target.connect(autocommit=False, application_name=WORKER_APPLICATION))
-            connections.append(target)
             _as_replica(target)
-            with source.cursor() as source_cursor:
-                begin = source_cursor.mogrify(
+            # The reader's statements are quoted by the target's session (quoting is the client's).
+            with target.cursor() as cursor:
+                begin = cursor.mogrify(
                     statement("snapshot_copy_import_snapshot"), {"snapshot": self.snapshot.name}
                 ).decode()
             while (state := self._next()) is not None:
                 if reader is None:
                     reader = self._reader(begin)
-                self._copy(state, source, target, reader)
+                self._copy(state, target, reader)
         except BaseException as exc:
             self._fail(exc)
         finally:
             if reader is not None:
                 reader.close()
-            for connection in connections:
+            if target is not None:
                 with contextlib.suppress(Exception):
-                    connection.close()
+                    target.close()
 
-    def _copy(self, state: _RangeState, source: Any, target: Any, reader: _RangeReader) -> None:
+    def _copy(self, state: _RangeState, target: Any, reader: _RangeReader) -> None:
         copy_range = state.range
         shape = self.shapes[copy_range.table]
         query, params = copy_range.select(shape.column_list)
-        with source.cursor() as source_cursor, target.cursor() as target_cursor:
-            copy_out = source_cursor.mogrify(
+        with target.cursor() as target_cursor:
+            copy_out = target_cursor.mogrify(
                 statement("snapshot_copy_out", query=query, format=shape.format), params
             ).decode()
             copy_in = statement(
