@@ -6,7 +6,9 @@ with BENCH_RECORDS records (default 1,000,000), all in one run:
     (goal: ratio <= 1.0);
   * the same with the parallel copy under the slot's exported snapshot instead of the
     subscription's own copy (postgres/snapshot_copy.py), with 2, 4 and 8 workers (goal: ratio <= 0.8
-    at 1 M records, <= 0.6 at 10 M);
+    at 1 M records, <= 0.6 at 10 M); BENCH_REPEATS=N runs pg_dump | pg_restore and these N times in
+    turn and gives each ratio's median over the rounds (each round's parallel sync against its own
+    pg_dump | pg_restore: the machine's speed drifts between rounds);
   * validation throughput, both sides hashed in parallel (goal: >= 1 M rows/s on 2 cores);
   * the write switchover at 1,000 commits/s through PgBouncer: longest commit gap (goal <= 250 ms),
     failed transactions (goal 0), acknowledged writes lost (goal 0).
@@ -21,6 +23,7 @@ import io
 import logging
 import os
 import resource
+import statistics
 import tempfile
 import threading
 import time
@@ -51,6 +54,7 @@ RECORDS = int(os.environ.get("BENCH_RECORDS", "1000000"))
 SWITCH_RATE = 1000
 RESTORE_DATABASE = "bench_restore"
 PARALLEL_WORKERS = (2, 4, 8)
+REPEATS = max(1, int(os.environ.get("BENCH_REPEATS", "1")))
 # The parallel copy's goal against pg_dump | pg_restore on this 2-core machine: 0.6 at 10 M records,
 # 0.8 at 1 M (a smaller database spends more of its time on the schema, the slot and the indexes).
 PARALLEL_GOAL = 0.6 if RECORDS >= 10_000_000 else 0.8
@@ -92,22 +96,38 @@ def dump_and_restore(pair: Pair) -> float:
     return seconds
 
 
-def cluster_cpu_seconds(pair: Pair, side: str) -> float:
-    """CPU seconds a cluster's processes have used: its postmaster and live processes, and the
-    backends that ended (the postmaster reaps them: their time is its children's)."""
+def cluster_cpu_seconds(pair: Pair, side: str) -> tuple[float, float]:
+    """CPU seconds a cluster's processes have used, and of them its WAL archiving's: the
+    postmaster, its live processes and the children they reaped (the postmaster its ended
+    backends, the archiver each `archive_command`, here pgBackRest's archive-push)."""
     pid_file = PostgresCluster(side).data_path(pair.settings) / "postmaster.pid"  # type: ignore[arg-type]
     postmaster = pid_file.read_text().split()[0]
-    ticks = 0
+    ticks = archiving = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue  # ended meanwhile
-        if pid == postmaster:
+        if pid == postmaster or fields[1] == postmaster:
             ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
-        elif fields[1] == postmaster:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if fields[1] == postmaster and command.startswith(b"postgres: archiver"):
+            archiving += int(fields[13]) + int(fields[14])
+    per_second = os.sysconf("SC_CLK_TCK")
+    return ticks / per_second, archiving / per_second
+
+
+def cores_busy() -> tuple[int, int]:
+    """Clock ticks every core has spent busy, and in all, since boot (/proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def busy_share(before: tuple[int, int]) -> float:
+    """The share of every core's time spent busy since `before` (cores_busy)."""
+    busy, total = cores_busy()
+    return (busy - before[0]) / max(1, total - before[1])
 
 
 def own_cpu_seconds() -> float:
@@ -201,6 +221,7 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
         run_task(config, "database.create_publication")
     cpu_before = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
     relay_before = own_cpu_seconds()
+    busy_before = cores_busy()
     started = time.perf_counter()
     with (
         WaitSampler(pair) as waits,
@@ -218,10 +239,15 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
             log=log,
         )
     copy = time.perf_counter() - started
-    cpu = {side: cluster_cpu_seconds(pair, side) - before for side, before in cpu_before.items()}
+    copy_busy = busy_share(busy_before)
+    cpu_after = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+    cpu = {side: cpu_after[side][0] - before[0] for side, before in cpu_before.items()}
     cpu["relay"] = own_cpu_seconds() - relay_before
+    archiving = cpu_after["target"][1] - cpu_before["target"][1]
+    busy_before = cores_busy()
     with quiet():
         indexes, _ = timed(lambda: run_task(config, "database.build_deferred_indexes"))
+    indexes_busy = busy_share(busy_before)
     subscribe, _ = timed(
         lambda: create_subscription_on_slot(
             source, target, publication=config.database.publication, subscription=slot, slot=slot, log=log
@@ -237,8 +263,11 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
         "rows_per_second": copied.rows / copy,
         "megabytes_per_second": copied.bytes / copy / 1e6,
         **{f"cpu_{part}": seconds for part, seconds in cpu.items()},
+        "cpu_archiving": archiving,
         # The copy can end no sooner than its CPU spread over every core, all of them busy.
         "cpu_bound": sum(cpu.values()) / (os.cpu_count() or 1),
+        "busy_copy": copy_busy,
+        "busy_indexes": indexes_busy,
         "waits": {side: waits.shares(side) for side in ("source", "target")},
     }
 
@@ -303,15 +332,19 @@ def figures() -> list[Figure]:
     started = time.perf_counter()
     with running_pair(RECORDS) as pair:
         note(f"  dedicated clusters up and seeded in {time.perf_counter() - started:.1f} s")
-        restore = dump_and_restore(pair)
-        pair.reset()
-        parallel = {}
-        for workers in PARALLEL_WORKERS:
-            parallel[workers] = parallel_sync(pair, config, workers)
+        restores: list[float] = []
+        parallel: dict[int, list[dict[str, Any]]] = {workers: [] for workers in PARALLEL_WORKERS}
+        for _ in range(REPEATS):
+            restores.append(dump_and_restore(pair))
             pair.reset()
+            for workers, runs in parallel.items():
+                runs.append(parallel_sync(pair, config, workers))
+                pair.reset()
+        restore = statistics.median(restores)
         sync = migration_sync(pair, config)
         total = sync["schema"] + sync["sync"] + sync["indexes"]
-        note(f"  initial sync: pg_dump -Fc | pg_restore {restore:.2f} s")
+        rounds = "" if REPEATS == 1 else f" (median of {', '.join(f'{r:.2f}' for r in restores)} s)"
+        note(f"  initial sync: pg_dump -Fc | pg_restore {restore:.2f} s{rounds}")
         note(
             f"  migration: schema {sync['schema']:.2f} s + replication until every table is ready "
             f"{sync['sync']:.2f} s + deferred indexes {sync['indexes']:.2f} s = {total:.2f} s"
@@ -325,43 +358,41 @@ def figures() -> list[Figure]:
                 PHASE, "  replication until every table is ready / dump+restore", sync["sync"] / restore, ""
             ),
         ]
-        for workers, run in parallel.items():
-            note(
-                f"  parallel copy, {workers} workers: schema {run['schema']:.2f} s + copy "
-                f"{run['copy']:.2f} s ({run['ranges']} ranges, {run['rows_per_second']:,.0f} rows/s, "
-                f"{run['megabytes_per_second']:.1f} MB/s) + deferred indexes {run['indexes']:.2f} s + "
-                f"subscription on the slot {run['subscribe']:.2f} s = {run['total']:.2f} s"
-            )
-            millions = RECORDS / 1e6
-            note(
-                f"    the copy's CPU: target cluster {run['cpu_target']:.1f} s, source cluster "
-                f"{run['cpu_source']:.1f} s, relaying workers {run['cpu_relay']:.1f} s "
-                f"({run['cpu_target'] / millions:.2f} / {run['cpu_source'] / millions:.2f} / "
-                f"{run['cpu_relay'] / millions:.2f} s per million records); with every core busy "
-                f"it could end in {run['cpu_bound']:.1f} s at the soonest"
-            )
-            note(
-                f"    its sessions, sampled: target {run['waits']['target']}; source {run['waits']['source']}"
-            )
+        for workers, runs in parallel.items():
+            for number, run in enumerate(runs, 1):
+                describe_parallel_sync(workers, run, "" if REPEATS == 1 else f" (round {number})")
+
+            # Each round's sync against that round's pg_dump | pg_restore, the median over the rounds.
+            ratio = {
+                key: statistics.median(
+                    run[key] / baseline for run, baseline in zip(runs, restores, strict=True)
+                )
+                for key in ("total", "copy", "cpu_bound")
+            }
             result += [
                 at_most(
                     PHASE,
                     f"initial sync, parallel copy ({workers} workers) / dump+restore",
-                    run["total"] / restore,
+                    ratio["total"],
                     "",
                     PARALLEL_GOAL,
                 ),
                 Figure(
                     PHASE,
                     f"  parallel copy alone ({workers} workers) / dump+restore",
-                    run["copy"] / restore,
+                    ratio["copy"],
                     "",
                 ),
-                Figure(PHASE, f"  parallel copy ({workers} workers)", run["rows_per_second"], "rows/s"),
+                Figure(
+                    PHASE,
+                    f"  parallel copy ({workers} workers)",
+                    statistics.median(run["rows_per_second"] for run in runs),
+                    "rows/s",
+                ),
                 Figure(
                     PHASE,
                     f"  its CPU on every core ({workers} workers) / dump+restore",
-                    run["cpu_bound"] / restore,
+                    ratio["cpu_bound"],
                     "",
                 ),
             ]
@@ -384,6 +415,29 @@ def figures() -> list[Figure]:
         ]
     note(f"  {load_average()}; whole database benchmark {time.perf_counter() - started:.0f} s")
     return result
+
+
+def describe_parallel_sync(workers: int, run: dict[str, Any], round_label: str) -> None:
+    """One parallel sync's timings, CPU and waits, in the benchmark's notes."""
+    note(
+        f"  parallel copy, {workers} workers{round_label}: schema {run['schema']:.2f} s + copy "
+        f"{run['copy']:.2f} s ({run['ranges']} ranges, {run['rows_per_second']:,.0f} rows/s, "
+        f"{run['megabytes_per_second']:.1f} MB/s) + deferred indexes {run['indexes']:.2f} s + "
+        f"subscription on the slot {run['subscribe']:.2f} s = {run['total']:.2f} s"
+    )
+    millions = RECORDS / 1e6
+    note(
+        f"    the copy's CPU: target cluster {run['cpu_target']:.1f} s (its WAL archiving "
+        f"{run['cpu_archiving']:.1f} s), source cluster {run['cpu_source']:.1f} s, relaying "
+        f"workers {run['cpu_relay']:.1f} s ({run['cpu_target'] / millions:.2f} / "
+        f"{run['cpu_source'] / millions:.2f} / {run['cpu_relay'] / millions:.2f} s per million "
+        f"records); with every core busy it could end in {run['cpu_bound']:.1f} s at the soonest"
+    )
+    note(
+        f"    the machine's cores busy: {run['busy_copy']:.0%} of the copy, "
+        f"{run['busy_indexes']:.0%} of the deferred indexes"
+    )
+    note(f"    its sessions, sampled: target {run['waits']['target']}; source {run['waits']['source']}")
 
 
 def main() -> None:
