@@ -2,6 +2,7 @@
 SELECT
     current_setting('server_version_num')::int AS server_version_num,
     current_setting('server_version') AS server_version,
+    current_setting('server_encoding') AS server_encoding,
     current_setting('wal_level') AS wal_level,
     current_setting('max_replication_slots')::int AS max_replication_slots,
     (SELECT count(*) FROM pg_replication_slots)::int AS used_replication_slots,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.lab
 
 LIMITED_ROLE = "preflight_limited"
 LIMITED_CONN = "preflight_limited_source"
+LATIN1_CONN = "preflight_latin1_target"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -123,3 +125,31 @@ def test_redis_preflight_refuses_a_target_it_would_wipe(pair: Pair, config: Migr
     finally:
         target.flushall()
     assert run_task(config, "preflight.check_redis")["passed"] is True
+
+
+def test_preflight_refuses_a_target_database_in_another_encoding(
+    pair: Pair, config: MigrationConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LATIN1 target database under the UTF8 source: named with the fix, and nothing changed."""
+    other = "pyairtable_latin1"
+    with pair.superuser("target") as connection, connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL(
+                "CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 "
+                "OWNER migrator"
+            ).format(sql.Identifier(other))
+        )
+    target_variable = f"AIRFLOW_CONN_{config.database.target_conn_id.upper()}"
+    latin1 = {**json.loads(os.environ[target_variable]), "schema": other}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{LATIN1_CONN.upper()}", json.dumps(latin1))
+    try:
+        with pytest.raises(AirflowFailException) as failure:
+            run(operator_for(config, "preflight.check_database", target_conn_id=LATIN1_CONN), config)
+        assert (
+            "target database is encoded LATIN1, the source's UTF8: create the target database with "
+            "ENCODING 'UTF8'"
+        ) in str(failure.value)
+        assert pair.publications("source") == [] and pair.slots("source") == []
+    finally:
+        with pair.superuser("target") as connection, connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(other)))

@@ -384,6 +384,7 @@ def test_preflight_rules_name_every_problem_from_the_facts_alone() -> None:
     fact = {
         "server_version_num": 150004,
         "server_version": "15.4",
+        "server_encoding": "UTF8",
         "wal_level": "replica",
         "max_replication_slots": 2,
         "used_replication_slots": 2,
@@ -398,10 +399,15 @@ def test_preflight_rules_name_every_problem_from_the_facts_alone() -> None:
     problems = preflight.server_problems("source", fact)
     assert [p.split(":")[0] for p in problems] == ["source", "source"]
     assert "wal_level is replica" in problems[0] and "no free replication slot" in problems[1]
-    older = preflight.version_problems(fact, {**fact, "server_version_num": 140010})
+    assert preflight.pairing_problems(fact, {**fact, "server_version_num": 170002}) == []
+    older = preflight.pairing_problems(
+        fact, {**fact, "server_version_num": 140010, "server_encoding": "LATIN1"}
+    )
     assert older == [
         "target runs PostgreSQL 14, older than the source's 15: the target must be the same major "
-        "version or newer"
+        "version or newer",
+        "target database is encoded LATIN1, the source's UTF8: create the target database with ENCODING "
+        "'UTF8' (rows would not validate as equal otherwise)",
     ]
     audit, comments = Table("public", "audit_log"), Table("public", "Record Comments")
     notes: list[str] = []

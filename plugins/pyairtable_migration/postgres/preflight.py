@@ -126,16 +126,25 @@ def server_problems(side: str, fact: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def version_problems(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
-    """The target must run the source's major version or a newer one."""
+def pairing_problems(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[str]:
+    """The target must run the source's major version or a newer one, and hold its text in the same
+    encoding: the parallel copy streams rows as the source spells them, and validation compares
+    each row's text, byte for byte, on both sides."""
+    problems = []
     source_major = source["server_version_num"] // 10000
     target_major = target["server_version_num"] // 10000
     if target_major < source_major:
-        return [
+        problems.append(
             f"target runs PostgreSQL {target_major}, older than the source's {source_major}: the "
             "target must be the same major version or newer"
-        ]
-    return []
+        )
+    if source["server_encoding"] != target["server_encoding"]:
+        problems.append(
+            f"target database is encoded {target['server_encoding']}, the source's "
+            f"{source['server_encoding']}: create the target database with ENCODING "
+            f"'{source['server_encoding']}' (rows would not validate as equal otherwise)"
+        )
+    return problems
 
 
 def source_problems(
@@ -406,7 +415,7 @@ def check(
                     problems.extend(connection_problems(side, facts[side], needed))
             problems.extend(psql_problems(pg_bin_dir))
         if "source" in facts and "target" in facts:
-            problems.extend(version_problems(facts["source"], facts["target"]))
+            problems.extend(pairing_problems(facts["source"], facts["target"]))
             problems.extend(pg_dump_problems(pg_bin_dir, facts["source"]["server_version_num"] // 10000))
     finally:
         for connection in connections:
