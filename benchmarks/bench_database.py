@@ -85,11 +85,23 @@ def dump_and_restore(pair: Pair) -> float:
     with pair.superuser("target") as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {RESTORE_DATABASE}")
         cursor.execute(f"CREATE DATABASE {RESTORE_DATABASE} OWNER migrator")
+    cpu_before = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+    own_before = own_cpu_seconds()
+    busy_before = cores_busy()
     seconds = postgres.dump_and_restore(
         pair.settings,
         pair.settings.postgres_source_port,
         pair.settings.postgres_target_port,
         RESTORE_DATABASE,
+    )
+    busy = busy_share(busy_before)
+    cpu = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+    note(
+        f"  pg_dump -Fc | pg_restore {seconds:.2f} s; CPU: target cluster "
+        f"{cpu['target'][0] - cpu_before['target'][0]:.1f} s (its WAL archiving "
+        f"{cpu['target'][1] - cpu_before['target'][1]:.1f} s), source cluster "
+        f"{cpu['source'][0] - cpu_before['source'][0]:.1f} s, pg_dump and pg_restore "
+        f"{own_cpu_seconds() - own_before:.1f} s; the machine's cores busy {busy:.0%}"
     )
     with pair.superuser("target") as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE {RESTORE_DATABASE}")
@@ -248,6 +260,10 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
     with quiet():
         indexes, _ = timed(lambda: run_task(config, "database.build_deferred_indexes"))
     indexes_busy = busy_share(busy_before)
+    indexes_cpu = [
+        after - before
+        for after, before in zip(cluster_cpu_seconds(pair, "target"), cpu_after["target"], strict=True)
+    ]
     subscribe, _ = timed(
         lambda: create_subscription_on_slot(
             source, target, publication=config.database.publication, subscription=slot, slot=slot, log=log
@@ -266,6 +282,10 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
         "cpu_archiving": archiving,
         # The copy can end no sooner than its CPU spread over every core, all of them busy.
         "cpu_bound": sum(cpu.values()) / (os.cpu_count() or 1),
+        "cpu_indexes": indexes_cpu[0],
+        "cpu_indexes_archiving": indexes_cpu[1],
+        # The same for the copy and the builds: the sync can end no sooner, its other steps aside.
+        "sync_cpu_bound": (sum(cpu.values()) + indexes_cpu[0]) / (os.cpu_count() or 1),
         "busy_copy": copy_busy,
         "busy_indexes": indexes_busy,
         "waits": {side: waits.shares(side) for side in ("source", "target")},
@@ -367,7 +387,7 @@ def figures() -> list[Figure]:
                 key: statistics.median(
                     run[key] / baseline for run, baseline in zip(runs, restores, strict=True)
                 )
-                for key in ("total", "copy", "cpu_bound")
+                for key in ("total", "copy", "cpu_bound", "sync_cpu_bound")
             }
             result += [
                 at_most(
@@ -393,6 +413,12 @@ def figures() -> list[Figure]:
                     PHASE,
                     f"  its CPU on every core ({workers} workers) / dump+restore",
                     ratio["cpu_bound"],
+                    "",
+                ),
+                Figure(
+                    PHASE,
+                    f"  copy and indexes' CPU on every core ({workers} workers) / dump+restore",
+                    ratio["sync_cpu_bound"],
                     "",
                 ),
             ]
@@ -432,6 +458,11 @@ def describe_parallel_sync(workers: int, run: dict[str, Any], round_label: str) 
         f"workers {run['cpu_relay']:.1f} s ({run['cpu_target'] / millions:.2f} / "
         f"{run['cpu_source'] / millions:.2f} / {run['cpu_relay'] / millions:.2f} s per million "
         f"records); with every core busy it could end in {run['cpu_bound']:.1f} s at the soonest"
+    )
+    note(
+        f"    the deferred indexes' CPU: target cluster {run['cpu_indexes']:.1f} s (its WAL archiving "
+        f"{run['cpu_indexes_archiving']:.1f} s); copy and indexes with every core busy could end in "
+        f"{run['sync_cpu_bound']:.1f} s at the soonest"
     )
     note(
         f"    the machine's cores busy: {run['busy_copy']:.0%} of the copy, "
