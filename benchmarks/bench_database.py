@@ -85,7 +85,7 @@ def dump_and_restore(pair: Pair) -> float:
     with pair.superuser("target") as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {RESTORE_DATABASE}")
         cursor.execute(f"CREATE DATABASE {RESTORE_DATABASE} OWNER migrator")
-    cpu_before = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+    cpu_before = clusters_cpu(pair)
     own_before = own_cpu_seconds()
     busy_before = cores_busy()
     seconds = postgres.dump_and_restore(
@@ -95,13 +95,11 @@ def dump_and_restore(pair: Pair) -> float:
         RESTORE_DATABASE,
     )
     busy = busy_share(busy_before)
-    cpu = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+    cpu = cpu_since(pair, cpu_before)
     note(
-        f"  pg_dump -Fc | pg_restore {seconds:.2f} s; CPU: target cluster "
-        f"{cpu['target'][0] - cpu_before['target'][0]:.1f} s (its WAL archiving "
-        f"{cpu['target'][1] - cpu_before['target'][1]:.1f} s), source cluster "
-        f"{cpu['source'][0] - cpu_before['source'][0]:.1f} s, pg_dump and pg_restore "
-        f"{own_cpu_seconds() - own_before:.1f} s; the machine's cores busy {busy:.0%}"
+        f"  pg_dump -Fc | pg_restore {seconds:.2f} s; CPU: target cluster {cpu['target'][0]:.1f} s (its "
+        f"WAL archiving {cpu['target'][1]:.1f} s), source cluster {cpu['source'][0]:.1f} s, pg_dump and "
+        f"pg_restore {own_cpu_seconds() - own_before:.1f} s; the machine's cores busy {busy:.0%}"
     )
     with pair.superuser("target") as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE {RESTORE_DATABASE}")
@@ -127,6 +125,19 @@ def cluster_cpu_seconds(pair: Pair, side: str) -> tuple[float, float]:
             archiving += int(fields[13]) + int(fields[14])
     per_second = os.sysconf("SC_CLK_TCK")
     return ticks / per_second, archiving / per_second
+
+
+def clusters_cpu(pair: Pair) -> dict[str, tuple[float, float]]:
+    """Each cluster's cluster_cpu_seconds."""
+    return {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+
+
+def cpu_since(pair: Pair, before: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Each cluster's CPU seconds, and its WAL archiving's, since `before` (clusters_cpu)."""
+    return {
+        side: (used - before[side][0], archiving - before[side][1])
+        for side, (used, archiving) in clusters_cpu(pair).items()
+    }
 
 
 def cores_busy() -> tuple[int, int]:
@@ -231,7 +242,7 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
     with quiet():
         schema, _ = timed(lambda: run_task(config, "database.copy_schema"))
         run_task(config, "database.create_publication")
-    cpu_before = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
+    cpu_before = clusters_cpu(pair)
     relay_before = own_cpu_seconds()
     busy_before = cores_busy()
     started = time.perf_counter()
@@ -252,18 +263,14 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
         )
     copy = time.perf_counter() - started
     copy_busy = busy_share(busy_before)
-    cpu_after = {side: cluster_cpu_seconds(pair, side) for side in ("source", "target")}
-    cpu = {side: cpu_after[side][0] - before[0] for side, before in cpu_before.items()}
+    copy_cpu = cpu_since(pair, cpu_before)
+    cpu = {side: used for side, (used, _) in copy_cpu.items()}
     cpu["relay"] = own_cpu_seconds() - relay_before
-    archiving = cpu_after["target"][1] - cpu_before["target"][1]
-    busy_before = cores_busy()
+    cpu_before, busy_before = clusters_cpu(pair), cores_busy()
     with quiet():
         indexes, _ = timed(lambda: run_task(config, "database.build_deferred_indexes"))
     indexes_busy = busy_share(busy_before)
-    indexes_cpu = [
-        after - before
-        for after, before in zip(cluster_cpu_seconds(pair, "target"), cpu_after["target"], strict=True)
-    ]
+    indexes_cpu = cpu_since(pair, cpu_before)["target"]
     subscribe, _ = timed(
         lambda: create_subscription_on_slot(
             source, target, publication=config.database.publication, subscription=slot, slot=slot, log=log
@@ -279,7 +286,7 @@ def parallel_sync(pair: Pair, config: MigrationConfig, workers: int) -> dict[str
         "rows_per_second": copied.rows / copy,
         "megabytes_per_second": copied.bytes / copy / 1e6,
         **{f"cpu_{part}": seconds for part, seconds in cpu.items()},
-        "cpu_archiving": archiving,
+        "cpu_archiving": copy_cpu["target"][1],
         # The copy can end no sooner than its CPU spread over every core, all of them busy.
         "cpu_bound": sum(cpu.values()) / (os.cpu_count() or 1),
         "cpu_indexes": indexes_cpu[0],
