@@ -39,6 +39,7 @@ user back on staging, with load running and no write lost.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -46,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg2
 import pytest
 from playwright.sync_api import expect
@@ -164,6 +166,19 @@ def assert_graph_succeeded(ui: AirflowUI, run_id: str) -> None:
         expect(ui.badge(phase)).to_have_text("success")
 
 
+def dumping_schema() -> bool:
+    """A task's process waits on its pg_dump: the schema copy is half-way, not about to end (its
+    worker killed at that moment cannot have reported the attempt a success)."""
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] != "pg_dump":
+            continue
+        with contextlib.suppress(psutil.Error):
+            parent = process.parent()
+            if parent is not None and " ".join(parent.cmdline()).startswith("airflow worker -- "):
+                return True
+    return False
+
+
 def rollback_runs(lab: AirflowLab) -> int:
     return lab.server.runs(ROLLBACK_DAG, limit=1)[1]
 
@@ -185,7 +200,9 @@ class Drill:
 
     def __call__(self) -> None:
         lab, run_id, server = self.lab, self.run_id, self.lab.server
-        self.kills.append(kill_attempt(lab, run_id, KILLED_WITH_ITS_WORKER, 1, kill=self.kill_its_worker))
+        self.kills.append(
+            kill_attempt(lab, run_id, KILLED_WITH_ITS_WORKER, 1, dumping_schema, kill=self.kill_its_worker)
+        )
         paused = pooler_paused(lab)
         release = threading.Event()  # the transaction that holds the switchover's freeze open
         for task_id, moment, when_running in (
