@@ -14,6 +14,7 @@ import re
 import select
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,21 @@ PAIR = re.compile(r"(?P<key>[A-Za-z_]+)\s*=\s*(?P<value>'(?:[^'\\]|\\.|'')*'|\S+
 
 class PauseTimeout(MigrationError):
     """PAUSE did not complete in time (a transaction held a server connection)."""
+
+
+@dataclass(frozen=True)
+class Serving:
+    """One database on one PgBouncer, now (SHOW POOLS, SERVERS, STATS)."""
+
+    waiting: int
+    logged_in: int
+    transactions: int
+
+
+def _rows(cursor: Any, what: str) -> list[dict[str, Any]]:
+    cursor.execute(f"SHOW {what}")  # a fixed keyword, not input
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def parse_connstring(text: str) -> dict[str, str]:
@@ -86,9 +102,7 @@ class PgBouncerHook(ConnectionHook):
         console = self.console()
         try:
             with console.cursor() as cursor:
-                cursor.execute(f"SHOW {what}")  # a fixed keyword, not input
-                names = [column[0] for column in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                return _rows(cursor, what)
         finally:
             console.close()
 
@@ -108,6 +122,28 @@ class PgBouncerHook(ConnectionHook):
 
     def servers(self, name: str) -> list[dict[str, Any]]:
         return [row for row in self._show("SERVERS") if row["database"] == name]
+
+    def serving(self, database: str) -> Serving:
+        """How `database` is being served now: clients waiting for a server connection, server
+        connections logged in (a login in progress shows as `new`), transactions served so far."""
+        console = self.console()
+        try:
+            with console.cursor() as cursor:
+                rows = {what: _rows(cursor, what) for what in ("POOLS", "SERVERS", "STATS")}
+        finally:
+            console.close()
+        return Serving(
+            waiting=sum(int(row["cl_waiting"]) for row in rows["POOLS"] if row["database"] == database),
+            logged_in=sum(
+                1 for row in rows["SERVERS"] if row["database"] == database and row["state"] != "new"
+            ),
+            transactions=sum(
+                int(row["total_xact_count"]) for row in rows["STATS"] if row["database"] == database
+            ),
+        )
+
+    def setting(self, key: str) -> str | None:
+        return next((str(row["value"]) for row in self._show("CONFIG") if row["key"] == key), None)
 
     def _command(self, verb: str, database: str | None = None) -> None:
         console = self.console()

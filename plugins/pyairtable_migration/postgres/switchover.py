@@ -14,7 +14,11 @@ Forward (`SwitchDatabaseOperator`), writers leave the source for the target:
                         reverse replication slot created on the target: it keeps every change
                           writers make from here on
                         repoint every pooler to the target (ini line + RELOAD)
-    commit point        RESUME every pooler: writers continue, on the target
+    commit point        RESUME every pooler: writers continue, on the target, once each pooler
+                        has logged in there. Clients still waiting SERVE_SECONDS later with no
+                        server connection and no transaction served on the target (PgBouncer
+                        could not log in: it tries again only server_login_retry later): PAUSE
+                        again, and with nothing written on the target the switch is undone
     after               reverse subscription on the source, on that slot (copy_data = false);
                         forward subscription dropped (with its slot on the source), then the
                         forward publication: only the reverse path is left
@@ -28,7 +32,8 @@ Rollback (`RollbackDatabaseOperator`) is the same engine in reverse: pause, mark
 until the source has it (reverse replication), sequences on the source, reverse subscription
 disabled, repoint to the source, resume, reverse subscription and publication dropped.
 
-The measured write stall (PAUSE issued -> RESUME done) is logged and in the XCom summary.
+The measured write stall (PAUSE issued -> RESUME done) is logged and in the XCom summary, with the
+time until the joining side served the waiting writers.
 """
 
 from __future__ import annotations
@@ -53,10 +58,17 @@ from pyairtable_migration.hooks.database import (
     statement,
     sync_sequences,
 )
+from pyairtable_migration.hooks.pgbouncer import Serving
 from pyairtable_migration.postgres.drift import drift, read_catalog
 from pyairtable_migration.topology import Pooler, Writers, writers
 
 POLL_SECONDS = 0.002
+# PgBouncer logs in to a server within milliseconds; after a failed login it tries again only
+# server_login_retry (15 s by default) later, its clients waiting meanwhile. Clients still waiting
+# this long after RESUME, with no server connection, mean it cannot log in.
+SERVE_SECONDS = 5.0
+SERVE_POLL_SECONDS = 0.02
+REFREEZE_SECONDS = 5.0
 
 
 @dataclass
@@ -166,6 +178,7 @@ class WriteSwitch:
         self.marker_id = marker_id
         self.log = log
         self.freezing = False
+        self.unserved: list[str] = []
         self._undo: list[tuple[str, Callable[[], Any]]] = []
 
     # --- observation --------------------------------------------------------------------------
@@ -223,6 +236,13 @@ class WriteSwitch:
         self._prepare(observed)
         summary = self._freeze_and_flip()
         summary.update(self._complete(self.observe()))
+        if self.unserved:
+            raise MigrationError(
+                f"writers are on the {d.joining.name} and the {d.label} is complete, but "
+                + "; ".join(self.unserved)
+                + f": fix that pooler's login to the {d.joining.name} (role password, pg_hba.conf); a "
+                "run again checks nothing more"
+            )
         return {**summary, "changed": True}
 
     def _prepare(self, observed: Observed) -> None:
@@ -340,9 +360,14 @@ class WriteSwitch:
             timings.mark("repointed")
             if time.monotonic() > deadline:
                 raise MigrationError(f"the freeze outlasted {self.timeout_seconds:.0f} s")
+            before = {pooler.name: pooler.hook.serving(pooler.database) for pooler in self.poolers}
             for pooler in self.poolers:
                 pooler.hook.resume(pooler.database)
             timings.mark("resumed")
+            unserved = self._unserved(before)
+            if unserved:
+                self._refreeze_unless_served(before, unserved)
+            timings.mark("served")
             self.freezing = False
         except BaseException as exc:
             undone = self.abort()
@@ -367,6 +392,7 @@ class WriteSwitch:
             "replication_ms": timings.ms("sequences", "replication"),
             "repoint_ms": timings.ms("replication", "repointed"),
             "resume_ms": timings.ms("repointed", "resumed"),
+            "served_ms": timings.ms("resumed", "served"),
             "sequences_moved": len(sequence_changes),
             "writers_on": d.joining.name,
         }
@@ -376,7 +402,8 @@ class WriteSwitch:
             self.log.info("Changed %s", line)
         self.log.info(
             "Writers resumed on the %s. Write stall %.1f ms (pause %.1f, catch-up %.1f, sequences %.1f, "
-            "replication %.1f, repoint %.1f, resume %.1f); %d sequence(s) moved",
+            "replication %.1f, repoint %.1f, resume %.1f); the %s serving them %.1f ms after; %d "
+            "sequence(s) moved",
             d.joining.name,
             stall,
             summary["pause_ms"],
@@ -385,9 +412,57 @@ class WriteSwitch:
             summary["replication_ms"],
             summary["repoint_ms"],
             summary["resume_ms"],
+            d.joining.name,
+            summary["served_ms"],
             len(sequence_changes),
         )
         return summary
+
+    def _unserved(self, before: dict[str, Serving]) -> dict[str, Serving]:
+        """The poolers whose clients still wait SERVE_SECONDS after RESUME with no server connection
+        and no transaction served since (PAUSE closed every server connection: any now is on the
+        joining side). A pooler no client is waiting on has nothing to show and is not one."""
+        deadline = time.monotonic() + SERVE_SECONDS
+        pending = list(self.poolers)
+        while True:
+            now = {pooler.name: pooler.hook.serving(pooler.database) for pooler in pending}
+            pending = [pooler for pooler in pending if not _served(before[pooler.name], now[pooler.name])]
+            if not pending or time.monotonic() > deadline:
+                return {pooler.name: now[pooler.name] for pooler in pending}
+            time.sleep(SERVE_POLL_SECONDS)
+
+    def _refreeze_unless_served(self, before: dict[str, Serving], unserved: dict[str, Serving]) -> None:
+        """PAUSE again; if no pooler has served a transaction since RESUME, nothing reached the
+        joining side and the switch is undone (raises); else it stands (writes are there now) and
+        the poolers still not serving are named once it is complete."""
+        d = self.direction
+        paused = True
+        for pooler in self.poolers:
+            try:
+                pooler.hook.pause(pooler.database, REFREEZE_SECONDS)
+            except MigrationError:  # a transaction kept it from pausing: it is being served
+                paused = False
+        now = {pooler.name: pooler.hook.serving(pooler.database) for pooler in self.poolers}
+        if paused and all(now[name].transactions == before[name].transactions for name in now):
+            retry = {pooler.hook.setting("server_login_retry") for pooler in self.poolers}
+            raise MigrationError(
+                f"no writer was served by the {d.joining.name} {SERVE_SECONDS:.0f} s after RESUME: "
+                + "; ".join(
+                    f"pooler {name}: {state.waiting} client(s) waiting, no server connection"
+                    for name, state in unserved.items()
+                )
+                + f". PgBouncer could not log in to the {d.joining.name} as the writers' role (its log "
+                "says why: the role's password there, pg_hba.conf for the pooler's address); it tries "
+                f"again only server_login_retry ({', '.join(sorted(map(str, retry)))} s) after a failed "
+                "login, its clients waiting meanwhile wherever it points"
+            )
+        for pooler in self.poolers:
+            pooler.hook.resume(pooler.database)
+        self.unserved = [
+            f"pooler {name}: {state.waiting} client(s) waiting, no server connection"
+            for name, state in now.items()
+            if name in unserved and not _served(before[name], state)
+        ]
 
     def abort(self) -> list[str]:
         """Undo the freeze's steps in reverse order, best effort; what was undone."""
@@ -458,3 +533,8 @@ class WriteSwitch:
         for line in done:
             self.log.info("Completed: %s", line)
         return {"completed": done}
+
+
+def _served(before: Serving, now: Serving) -> bool:
+    """Whether a pooler is serving (or has served) since RESUME, or has no client to serve."""
+    return not now.waiting or now.logged_in > 0 or now.transactions != before.transactions
