@@ -6,10 +6,12 @@ import json
 import os
 from collections.abc import Iterator
 
+import psycopg2
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg2 import sql
 
+from lab.credentials import APP_ROLE
 from lab.postgres import DATABASE
 from lab.supervisor import restart_component
 from pyairtable_migration.config import MigrationConfig
@@ -30,11 +32,25 @@ def clean(pair: Pair) -> Iterator[None]:
     pair.reset()
 
 
+@pytest.fixture
+def writer(pair: Pair) -> Iterator[None]:
+    """A client of the application's through the pooler: PgBouncer knows the role it logs in as."""
+    client = psycopg2.connect(pair.app_dsn())
+    with client.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    yield
+    client.close()
+
+
 def test_preflight_passes_on_a_healthy_pair_and_says_what_it_will_do(
-    pair: Pair, config: MigrationConfig
+    pair: Pair, config: MigrationConfig, writer: None
 ) -> None:
     summary = run_task(config, "preflight.check_database")
     assert summary["passed"] is True
+    assert (
+        f"pooler pgbouncer: writers log in as role {APP_ROLE}: it may log in to the target and connect "
+        f"to {DATABASE}"
+    ) in summary["notes"]
     assert (
         "REPLICA IDENTITY FULL will be set on public.audit_log (database.replica_identity_full)"
         in summary["notes"]
@@ -114,6 +130,29 @@ def test_preflight_names_every_problem_in_one_message(
         pair.execute("target", "DROP TABLE someone_elses")
         restart_component("postgres-source", pair.settings)
     assert pair.query("source", "SHOW wal_level") == [("logical",)]
+
+
+def test_preflight_refuses_a_target_the_pooler_could_not_log_in_to(
+    pair: Pair, config: MigrationConfig, writer: None
+) -> None:
+    """The role the pooler logs in as, as the target sees it: NOLOGIN and a connection limit of 0
+    each named with its fix (writers switched there would wait on the pooler); nothing changed."""
+    role = sql.Identifier(APP_ROLE)
+    with pair.superuser("target") as connection, connection.cursor() as cursor:
+        cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN CONNECTION LIMIT 0").format(role))
+    try:
+        with pytest.raises(AirflowFailException) as failure:
+            run_task(config, "preflight.check_database")
+    finally:
+        with pair.superuser("target") as connection, connection.cursor() as cursor:
+            cursor.execute(sql.SQL("ALTER ROLE {} LOGIN CONNECTION LIMIT -1").format(role))
+    assert (
+        f"pooler pgbouncer: writers log in as role {APP_ROLE} on the target, where it may not log in "
+        f"(ALTER ROLE {APP_ROLE} LOGIN); its connection limit is 0 (ALTER ROLE {APP_ROLE} CONNECTION "
+        "LIMIT -1)"
+    ) in str(failure.value)
+    assert pair.publications("source") == [] and pair.slots("source") == []
+    assert run_task(config, "preflight.check_database")["passed"] is True
 
 
 def test_redis_preflight_refuses_a_target_it_would_wipe(pair: Pair, config: MigrationConfig) -> None:

@@ -142,6 +142,14 @@ class PgBouncerHook(ConnectionHook):
             ),
         )
 
+    def login_roles(self, database: str) -> list[str]:
+        """The roles PgBouncer logs in to `database`'s server as: the ini line's `user` when it sets
+        one, else each connected client's own (SHOW POOLS: only clients seen since it started)."""
+        forced = self.configured(database).get("user")
+        if forced:
+            return [forced]
+        return sorted({str(row["user"]) for row in self._show("POOLS") if row["database"] == database})
+
     def setting(self, key: str) -> str | None:
         return next((str(row["value"]) for row in self._show("CONFIG") if row["key"] == key), None)
 

@@ -22,6 +22,7 @@ from pyairtable_migration.hooks.database import (
     MigrationError,
     MigrationPostgresHook,
     Table,
+    display_identifier,
     fetch_dicts,
     fetch_one,
     fetch_value,
@@ -309,6 +310,60 @@ def pooler_problems(
     return problems
 
 
+def login_role_problems(cursor: Any, poolers: Sequence[Pooler], notes: list[str]) -> list[str]:
+    """Each pooler logs in to the target, once writers are switched, as the roles it logs in as now:
+    one missing there, NOLOGIN, expired, limited to 0 connections or without CONNECT would leave
+    every writer waiting on the pooler. (A wrong password or pg_hba.conf only a login shows: the
+    switchover checks the target serves the writers, and undoes the switch if it does not.)"""
+    problems = []
+    for pooler in poolers:
+        try:
+            roles = pooler.hook.login_roles(pooler.database)
+        except Exception:  # an unreadable console or ini: pooler_problems names it
+            continue
+        if not roles:
+            notes.append(
+                f"pooler {pooler.name}: no writer has connected to {pooler.database} yet, so the roles "
+                "they log in as are unknown; the switchover checks the target serves them"
+            )
+            continue
+        for row in fetch_dicts(cursor, statement("preflight_login_roles"), {"names": roles}):
+            role = display_identifier(row["role_name"])
+            where = f"pooler {pooler.name}: writers log in as role {role}"
+            if not row["present"]:
+                problems.append(
+                    f"{where}, which does not exist on the target: create it there (LOGIN, with the "
+                    "password the pooler uses)"
+                )
+                continue
+            database = display_identifier(row["database_name"])
+            lacking = [
+                fix
+                for wrong, fix in (
+                    (not row["can_login"], f"it may not log in (ALTER ROLE {role} LOGIN)"),
+                    (
+                        row["no_connections"],
+                        f"its connection limit is 0 (ALTER ROLE {role} CONNECTION LIMIT -1)",
+                    ),
+                    (
+                        row["expired"],
+                        f"its password expired at {row['valid_until']} "
+                        f"(ALTER ROLE {role} VALID UNTIL 'infinity')",
+                    ),
+                    (
+                        not row["can_connect"],
+                        f"it lacks CONNECT (GRANT CONNECT ON DATABASE {database} TO {role})",
+                    ),
+                )
+                if wrong
+            ]
+            if lacking:
+                problems.append(f"{where} on the target, where " + "; ".join(lacking))
+            else:
+                notes.append(f"{where}: it may log in to the target and connect to {database}")
+    return problems
+
+
 def address(hook: MigrationPostgresHook) -> tuple[str, int]:
     """(host, port), or ("?", 0) for a connection that cannot be resolved (reported elsewhere)."""
     try:
@@ -404,6 +459,7 @@ def check(
         if "target" in cursors:
             target_facts = read_target(cursors["target"], subscription)
             problems.extend(target_problems(target_facts, publication, subscription, notes))
+            problems.extend(login_role_problems(cursors["target"], poolers, notes))
         if initial_copy == "parallel" and "target" in cursors:
             problems.extend(parallel_copy_problems(cursors["target"], facts["target"]))
         if initial_copy == "parallel":
