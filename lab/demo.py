@@ -210,7 +210,8 @@ FIGURES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "validate_redis": lambda v: f"{v['keys']} keys, {v['expiring']} with a TTL, the same on both sides",
     "switch_database": lambda v: (
         f"writers on the {v['writers_on']}; write stall {v['write_stall_ms']} ms "
-        f"(catch-up {v['catch_up_ms']} ms), {v['sequences_moved']} sequences moved"
+        f"(catch-up {v['catch_up_ms']} ms), served there {v['served_ms']} ms after, "
+        f"{v['sequences_moved']} sequences moved"
     ),
     "switch_redis": lambda v: (
         f"writers moved through the endpoint: stall {v['stall_ms']} ms (catch-up {v['catch_up_ms']} ms), "
