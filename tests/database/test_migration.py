@@ -350,19 +350,19 @@ def test_switchover_under_load_loses_nothing(pair: Pair, config: MigrationConfig
     }
     assert not behind, behind
     assert pair.pooler_port() == pair.settings.postgres_target_port
-    # The first commit after the switch ends whatever gap the switchover caused: writers waited
-    # less than 5 s, seen from their side (later gaps are the machine's, not the switchover's).
+    # How long writers waited is a figure for `make bench` (tests assert no timing): the switch bounds
+    # it itself (its freeze's timeout, then its check that the target serves them). The first commit
+    # after the switch ends the gap it caused: printed, with where it ended.
     wait_until(lambda: load.report()["db_commits"] > switched, what="a commit after the flip")
     across = load.report()
     stall_ms, stall_ended = across["longest_commit_gap_ms"], across["longest_commit_gap_ended_at"]
-    assert stall_ms < 5_000, (
-        f"writers committed nothing for {stall_ms:.0f} ms, ending "
-        f"{stall_ended - switch_started:+.1f} s from the switch's start ({summary})"
-    )
     # Writers keep committing, now on the target: no duplicate key (sequences moved ahead), no error.
     wait_until(lambda: load.report()["db_commits"] > before + 3 * DB_RATE, what="commits after the flip")
     assert_no_failed_transaction(load)
-    print(f"switchover: {summary}; longest commit gap across it {stall_ms:.0f} ms")
+    print(
+        f"switchover: {summary}; writers' longest commit gap across it {stall_ms:.0f} ms, ending "
+        f"{stall_ended - switch_started:+.1f} s from the switch's start"
+    )
     # Every acknowledged write so far is on the target.
     report = pair.ledger_report("target", load.ledger)
     assert report.checked > 0 and report.lost == 0, report.summary()
