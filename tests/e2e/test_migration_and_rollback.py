@@ -28,6 +28,7 @@ from tests.e2e.scenario import (
     assert_nothing_changed,
     assert_redis_on_source,
     assert_succeeded,
+    pointing,
     scenario,
     summaries,
 )
@@ -322,7 +323,8 @@ def assert_nothing_lost(
 
 
 def pooler_states(status: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(status["database"]["poolers"].values())
+    """Where each pooler points and whether it is paused (whom it serves moves with the load)."""
+    return [pointing(pooler) for pooler in status["database"]["poolers"].values()]
 
 
 def weights(status: dict[str, Any]) -> set[tuple[int, int]]:
