@@ -333,10 +333,11 @@ def weights(status: dict[str, Any]) -> set[tuple[int, int]]:
 
 
 def comparable(status: dict[str, Any]) -> dict[str, Any]:
-    """The state a rollback decides: lag figures move with the load, so they are left out."""
+    """The state a rollback decides: lag figures and whom a pooler serves move with the load, so they
+    are left out."""
     return {
         "dns": status["dns"],
-        "poolers": status["database"]["poolers"],
+        "poolers": {name: pointing(pooler) for name, pooler in status["database"]["poolers"].items()},
         "replication": {k: v["state"] for k, v in status["database"]["replication"].items()},
         "services": status["services"],
     }
