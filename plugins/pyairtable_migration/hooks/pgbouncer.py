@@ -120,9 +120,6 @@ class PgBouncerHook(ConnectionHook):
         """SHOW DATABASES' row for `name`: where it goes now (host, port, database) and `paused`."""
         return next((row for row in self._show("DATABASES") if row["name"] == name), None)
 
-    def servers(self, name: str) -> list[dict[str, Any]]:
-        return [row for row in self._show("SERVERS") if row["database"] == name]
-
     def serving(self, database: str) -> Serving:
         """How `database` is being served now: clients waiting for a server connection, server
         connections logged in (a login in progress shows as `new`), transactions served so far."""
