@@ -37,17 +37,22 @@ def database_status(config: MigrationConfig) -> dict[str, Any]:
 
     db = config.database
     source, target = MigrationPostgresHook(db.source_conn_id), MigrationPostgresHook(db.target_conn_id)
-    where = writers([Pooler.of(p) for p in db.poolers], source.address[:2], target.address[:2])
+    pooler_list = [Pooler.of(p) for p in db.poolers]
+    where = writers(pooler_list, source.address[:2], target.address[:2])
     if where.unreadable:
         raise MigrationError("; ".join(f"pooler {endpoint.describe()}" for endpoint in where.unreadable))
-    poolers = {
-        endpoint.name: {
+    poolers = {}
+    for pooler, endpoint in zip(pooler_list, where.seen, strict=True):
+        if endpoint.address is None:
+            continue
+        # Writers waiting with no server connection: the pooler cannot reach where it points.
+        serving = pooler.hook.serving(pooler.database)
+        poolers[endpoint.name] = {
             "points_at": endpoint.side or f"{endpoint.address[0]}:{endpoint.address[1]}",
             "paused": endpoint.paused,
+            "clients_waiting": serving.waiting,
+            "server_connections": serving.logged_in,
         }
-        for endpoint in where.seen
-        if endpoint.address is not None
-    }
     directions = {}
     for label, publisher, subscriber, subscription in (
         ("forward (source -> target)", source, target, db.subscription),
@@ -216,7 +221,8 @@ def collect(config: MigrationConfig) -> dict[str, Any]:
 
 def _database_lines(database: dict[str, Any]) -> list[str]:
     lines = [
-        f"pooler {name} -> {pooler['points_at']}{' (PAUSED)' if pooler['paused'] else ''}"
+        f"pooler {name} -> {pooler['points_at']}{' (PAUSED)' if pooler['paused'] else ''}: "
+        f"{pooler['clients_waiting']} client(s) waiting, {pooler['server_connections']} server connection(s)"
         for name, pooler in database["poolers"].items()
     ]
     for label, d in database["replication"].items():

@@ -187,6 +187,11 @@ def scenario(name: str, target_major: int = 15) -> Iterator[Scenario]:
 # --- reading a run -----------------------------------------------------------------------------------
 
 
+def pointing(pooler: Mapping[str, Any]) -> dict[str, Any]:
+    """A pooler's status without whom it serves (that moves with the load): where it points, paused."""
+    return {key: pooler[key] for key in ("points_at", "paused")}
+
+
 def summaries(run: Any) -> dict[str, Any]:
     """task_id -> the summary the task returned (its return_value XCom), for tasks that returned one."""
     from airflow.models.xcom import XComModel
@@ -230,7 +235,7 @@ def assert_clean_staging(status: Mapping[str, Any], before: Mapping[str, Any], r
     for record, sets in status["dns"].items():
         assert {sid: v["weight"] for sid, v in sets.items()} == {"staging": 100, "production": 0}, record
     for name, pooler in status["database"]["poolers"].items():
-        assert pooler == {"points_at": "source", "paused": False}, name
+        assert pointing(pooler) == {"points_at": "source", "paused": False}, name
     replication = status["database"]["replication"]
     assert {v["state"] for v in replication.values()} == {"absent"}, replication
     results = summaries(rollback)

@@ -28,6 +28,7 @@ from tests.e2e.scenario import (
     assert_nothing_changed,
     assert_redis_on_source,
     assert_succeeded,
+    pointing,
     scenario,
     summaries,
 )
@@ -322,7 +323,8 @@ def assert_nothing_lost(
 
 
 def pooler_states(status: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(status["database"]["poolers"].values())
+    """Where each pooler points and whether it is paused (whom it serves moves with the load)."""
+    return [pointing(pooler) for pooler in status["database"]["poolers"].values()]
 
 
 def weights(status: dict[str, Any]) -> set[tuple[int, int]]:
@@ -331,10 +333,11 @@ def weights(status: dict[str, Any]) -> set[tuple[int, int]]:
 
 
 def comparable(status: dict[str, Any]) -> dict[str, Any]:
-    """The state a rollback decides: lag figures move with the load, so they are left out."""
+    """The state a rollback decides: lag figures and whom a pooler serves move with the load, so they
+    are left out."""
     return {
         "dns": status["dns"],
-        "poolers": status["database"]["poolers"],
+        "poolers": {name: pointing(pooler) for name, pooler in status["database"]["poolers"].items()},
         "replication": {k: v["state"] for k, v in status["database"]["replication"].items()},
         "services": status["services"],
     }

@@ -8,7 +8,14 @@ from pyairtable_migration.status import format_status
 def test_each_section_is_printed_and_an_unreadable_part_says_why() -> None:
     status = {
         "database": {
-            "poolers": {"pgbouncer": {"points_at": "target", "paused": True}},
+            "poolers": {
+                "pgbouncer": {
+                    "points_at": "target",
+                    "paused": True,
+                    "clients_waiting": 4,
+                    "server_connections": 0,
+                }
+            },
             "replication": {
                 "reverse (target -> source)": {
                     "subscription": "pyairtable_rollback",
@@ -51,7 +58,7 @@ def test_each_section_is_printed_and_an_unreadable_part_says_why() -> None:
         "== dns ==",
         "== kafka ==",
     ]
-    assert "  pooler pgbouncer -> target (PAUSED)" in lines
+    assert "  pooler pgbouncer -> target (PAUSED): 4 client(s) waiting, 0 server connection(s)" in lines
     assert "  reverse (target -> source): subscription pyairtable_rollback enabled, lag 0 bytes" in lines
     assert "  cannot read: ConnectionError: refused" in lines
     assert any("web-bff" in line and "green" in line and "(config: web-bff:3)" in line for line in lines)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
 import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
@@ -48,7 +49,13 @@ def test_status_shows_writers_on_the_target_and_reverse_replication(
     switched: Pair, config: MigrationConfig
 ) -> None:
     status = database_status(config)
-    assert status["poolers"]["pgbouncer"] == {"points_at": "target", "paused": False}
+    pooler = status["poolers"]["pgbouncer"]
+    assert (pooler["points_at"], pooler["paused"], pooler["clients_waiting"]) == ("target", False, 0)
+    # Served there: a client through the pooler, then its server connection is counted.
+    with psycopg2.connect(switched.app_dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    connection.close()
+    assert database_status(config)["poolers"]["pgbouncer"]["server_connections"] >= 1
     assert status["replication"]["forward (source -> target)"]["state"] == "absent"
     reverse = status["replication"]["reverse (target -> source)"]
     assert reverse["state"] == "enabled" and reverse["lag_bytes"] is not None
