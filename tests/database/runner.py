@@ -1,9 +1,12 @@
 """Run one operator as Airflow would, in-process: templates rendered, deferrals handed to their
-trigger (run to its first event here), then the resume method called with that event."""
+trigger (run to its first event here), then the resume method called with that event; and the
+bounded wait the scenarios use for what the load shows."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -82,3 +85,12 @@ def run_fast(config: MigrationConfig, task_id: str, **arguments: Any) -> Any:
 def rollback_operator(config: MigrationConfig) -> BaseOperator:
     """The database rollback, configured as the rollback DAG configures it."""
     return task_of(build_rollback_plan(config).steps["database.repoint_poolers"])
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Until `check()` holds; an AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.1)

@@ -31,7 +31,7 @@ from lab.credentials import APP_ROLE
 from lab.loadgen import LoadGenerator
 from pyairtable_migration.config import MigrationConfig
 from tests.database.pair import Pair
-from tests.database.runner import POSTGRES_STEPS, operator_for, rollback_operator, run, run_fast
+from tests.database.runner import POSTGRES_STEPS, operator_for, rollback_operator, run, run_fast, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -77,14 +77,6 @@ def load(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Load]
 def assert_no_failed_transaction(load: Load) -> None:
     report = load.report()
     assert report["db_failures"] == 0, report["db_errors"]
-
-
-def wait_until(check: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.1)
 
 
 def test_database_phase_replicates_everything_under_load(

@@ -4,8 +4,7 @@ stage of the replicaof rollback."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -43,14 +42,6 @@ def clean(pair: Pair) -> Iterator[None]:
     restore(pair)
     yield
     restore(pair)
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def switched_with_writes(pair: Pair, config: MigrationConfig, mode: str = "replicaof") -> redis.Redis:
