@@ -178,7 +178,29 @@ class Pair:
         with self.superuser("source", DATABASE) as connection, connection.cursor() as cursor:
             cursor.execute("DROP SCHEMA IF EXISTS pyairtable_migration CASCADE")
             cursor.execute("ALTER TABLE audit_log REPLICA IDENTITY DEFAULT")
+            self._sequences_past_their_rows(cursor)
         self.reset_redis()
+
+    @staticmethod
+    def _sequences_past_their_rows(cursor: Any) -> None:
+        """Rows written on the target during a scenario come back to the source by reverse
+        replication, its sequences do not (a rollback moves them; a scenario that ends without one,
+        or fails before it, does not): each moved past its column's rows, so the next scenario's
+        writers do not collide with them."""
+        cursor.execute(
+            "SELECT table_schema, table_name, column_name, pg_get_serial_sequence(format('%I.%I', "
+            "table_schema, table_name), column_name) FROM information_schema.columns WHERE "
+            "table_schema = 'public'"
+        )
+        for schema, table, column, sequence in cursor.fetchall():
+            if sequence is not None:
+                cursor.execute(
+                    sql.SQL(
+                        "SELECT setval(%s, max({column})) FROM {table} "
+                        "HAVING max({column}) > coalesce(pg_sequence_last_value(%s::regclass), 0)"
+                    ).format(column=sql.Identifier(column), table=sql.Identifier(schema, table)),
+                    (sequence, sequence),
+                )
 
     def reset_redis(self) -> None:
         """Staging's Redis arrangement: the write endpoint on the source, a primary not paused; the
