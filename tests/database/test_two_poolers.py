@@ -167,6 +167,11 @@ def test_a_pooler_that_cannot_log_in_to_the_target_is_named_and_the_switch_stand
             lambda: loads["pgbouncer"].report()["db_commits"] > first + RATE, what="commits on the target"
         )
 
+        # A run again checks again: the second pooler is still named, nothing is undone.
+        with pytest.raises(AirflowFailException, match=rf"is complete, but pooler {POOLER_B}: [1-9]"):
+            run_fast(two_poolers, "switchover.switch_database")
+        assert second_pooler.port_it_points_at() == pair.settings.postgres_target_port
+
         # The login mended, the second pooler's writers commit on the target after its login retry.
         set_role_b_password(pair, "target", second_pooler.password)
         waiting = loads[POOLER_B].report()["db_commits"]
@@ -175,7 +180,7 @@ def test_a_pooler_that_cannot_log_in_to_the_target_is_named_and_the_switch_stand
             timeout=60,
             what=f"commits through {POOLER_B} after its login was mended",
         )
-        # A run again finds the switch complete.
+        # Run again, the task finds the switch complete and every pooler serving.
         assert run_fast(two_poolers, "switchover.switch_database") == {
             "changed": False,
             "writers_on": "target",

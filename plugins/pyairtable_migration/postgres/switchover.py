@@ -26,7 +26,8 @@ Forward (`SwitchDatabaseOperator`), writers leave the source for the target:
 Anything failing before the commit point, or the freeze outlasting `timeout_seconds`, aborts
 cleanly: poolers pointed back, the reverse slot dropped, the forward subscription re-enabled,
 RESUME on the untouched source. After the commit point a re-run completes what is left. A
-re-run after success finds everything in place and changes nothing.
+re-run after success finds everything in place and changes nothing. Either checks again that every
+pooler serves its writers (the check after RESUME), so a run again confirms a mended login.
 
 Rollback (`RollbackDatabaseOperator`) is the same engine in reverse: pause, marker on the target
 until the source has it (reverse replication), sequences on the source, reverse subscription
@@ -221,6 +222,7 @@ class WriteSwitch:
         observed = self.observe()
         self.log.info("Observed before the %s: %s", d.label, observed.describe(d))
         if self.finished(observed):
+            self._fail_if_unserved(self._still_unserved())
             self.log.info(
                 "Writers already go to the %s and the %s is complete: nothing to change",
                 d.joining.name,
@@ -232,18 +234,32 @@ class WriteSwitch:
             raise MigrationError(f"pooler(s) {', '.join(stray)} point at neither the source nor the target")
         if self._at(observed, d.joining):
             self.log.info("Past the commit point of an earlier attempt: completing it")
-            return {**self._complete(observed), "changed": True, "completed_earlier_attempt": True}
+            completed = self._complete(observed)
+            self._fail_if_unserved(self._still_unserved())
+            return {**completed, "changed": True, "completed_earlier_attempt": True}
         self._prepare(observed)
         summary = self._freeze_and_flip()
         summary.update(self._complete(self.observe()))
-        if self.unserved:
+        self._fail_if_unserved(self.unserved)
+        return {**summary, "changed": True}
+
+    def _still_unserved(self) -> list[str]:
+        """Past the commit point (a run again): the poolers whose clients wait with no server
+        connection and nothing served for SERVE_SECONDS, as the flip checks after RESUME."""
+        before = {pooler.name: pooler.hook.serving(pooler.database) for pooler in self.poolers}
+        return [_not_serving(name, state) for name, state in self._unserved(before).items()]
+
+    def _fail_if_unserved(self, unserved: list[str]) -> None:
+        """Writes are on the joining side: the switch stands, and the task fails naming who waits."""
+        if unserved:
+            d = self.direction
             raise MigrationError(
                 f"writers are on the {d.joining.name} and the {d.label} is complete, but "
-                + "; ".join(self.unserved)
-                + f": fix that pooler's login to the {d.joining.name} (role password, pg_hba.conf); a "
-                "run again checks nothing more"
+                + "; ".join(unserved)
+                + f": fix that pooler's login to the {d.joining.name} (role password, pg_hba.conf); "
+                "PgBouncer tries again server_login_retry after a failed login, and this task, run "
+                "again then, checks again"
             )
-        return {**summary, "changed": True}
 
     def _prepare(self, observed: Observed) -> None:
         """Before the freeze: preconditions, leftovers of an aborted attempt, reverse publication."""
@@ -447,10 +463,7 @@ class WriteSwitch:
             retry = {pooler.hook.setting("server_login_retry") for pooler in self.poolers}
             raise MigrationError(
                 f"no writer was served by the {d.joining.name} {SERVE_SECONDS:.0f} s after RESUME: "
-                + "; ".join(
-                    f"pooler {name}: {state.waiting} client(s) waiting, no server connection"
-                    for name, state in unserved.items()
-                )
+                + "; ".join(_not_serving(name, state) for name, state in unserved.items())
                 + f". PgBouncer could not log in to the {d.joining.name} as the writers' role (its log "
                 "says why: the role's password there, pg_hba.conf for the pooler's address); it tries "
                 f"again only server_login_retry ({', '.join(sorted(map(str, retry)))} s) after a failed "
@@ -459,7 +472,7 @@ class WriteSwitch:
         for pooler in self.poolers:
             pooler.hook.resume(pooler.database)
         self.unserved = [
-            f"pooler {name}: {state.waiting} client(s) waiting, no server connection"
+            _not_serving(name, state)
             for name, state in now.items()
             if name in unserved and not _served(before[name], state)
         ]
@@ -538,3 +551,7 @@ class WriteSwitch:
 def _served(before: Serving, now: Serving) -> bool:
     """Whether a pooler is serving (or has served) since RESUME, or has no client to serve."""
     return not now.waiting or now.logged_in > 0 or now.transactions != before.transactions
+
+
+def _not_serving(pooler: str, state: Serving) -> str:
+    return f"pooler {pooler}: {state.waiting} client(s) waiting, no server connection"
