@@ -24,7 +24,7 @@ from pyairtable_migration.config import (
     load_config,
     topological_order,
 )
-from pyairtable_migration.monitoring.alerts import alert_rules
+from pyairtable_migration.monitoring.alerts import expected_rules
 
 REDIS_SYNC_TOUCHES = {"replicaof": "becomes a replica of the source", "copy": "every key copied"}
 
@@ -1144,7 +1144,7 @@ def _monitoring(
 ) -> Step:
     """Production's targets up; with an Alertmanager configured, alerting proven end to end."""
     checks_config, gate = config.validation, config.traffic.gate
-    rules = [rule.key for rule in alert_rules(config)]
+    rules = expected_rules(config)
     touches = [f"connection {gate.prometheus_conn_id} (read only)"]
     if checks_config.alertmanager_conn_id:
         what = (

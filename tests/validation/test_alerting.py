@@ -31,6 +31,7 @@ from pyairtable_migration.monitoring.alerts import (
     LATENCY_ALERT,
     TARGET_DOWN_ALERT,
     alert_rules,
+    expected_rules,
     loaded_rule_problems,
 )
 from pyairtable_migration.monitoring.delivery import TEST_ALERT_NAME
@@ -60,7 +61,7 @@ def monitoring(alertmanager_conn_id: str, settings: LabSettings) -> MonitoringOp
         prometheus_conn_id=PROMETHEUS,
         prometheus_labels=STAGING,
         alertmanager_conn_id=alertmanager_conn_id,
-        alert_rules=[rule.key for rule in alert_rules(lab_config(settings))],
+        alert_rules=expected_rules(lab_config(settings)),
     )
 
 
@@ -68,7 +69,7 @@ def wait_until_prometheus_settled(settings: LabSettings, deadline_seconds: float
     """A lab started moments ago: within seconds Prometheus has scraped every staging pod, evaluated
     its rules and found its Alertmanager (its notifier's discovery updates every 5 s at most)."""
     prometheus, deadline = PrometheusHook(PROMETHEUS), time.monotonic() + deadline_seconds
-    expected = [rule.key for rule in alert_rules(lab_config(settings))]
+    expected = expected_rules(lab_config(settings))
     while True:
         health = [
             t["health"] for t in prometheus.targets() if t["labels"].get("namespace") == STAGING["namespace"]
@@ -109,6 +110,11 @@ def test_rules_measure_what_the_traffic_gate_measures() -> None:
     keys = {rule.key: rule for rule in alert_rules(changed)}
     assert keys[f'{LATENCY_ALERT}{{slo_class="ai"}}'].expr.endswith("> 1.5")
     assert not any("batch" in key for key in keys)
+    # Each rule says which config it was written from: its digest changes with what it evaluates.
+    assert errors["annotations"]["config_digest"] == rules[ERROR_RATIO_ALERT].digest
+    assert keys[ERROR_RATIO_ALERT].digest == rules[ERROR_RATIO_ALERT].digest
+    ai_key = f'{LATENCY_ALERT}{{slo_class="ai"}}'
+    assert keys[ai_key].digest != rules[ai_key].digest
 
 
 def test_the_written_rules_file_is_what_prometheus_accepts(tmp_path: Path) -> None:
@@ -140,7 +146,7 @@ def test_the_plan_checks_alerting_only_with_an_alertmanager() -> None:
     shipped = build_plan(config).steps
     arguments = shipped["validation.monitoring"].arguments
     assert arguments["alertmanager_conn_id"] == ALERTMANAGER
-    assert arguments["alert_rules"] == [rule.key for rule in alert_rules(config)]
+    assert arguments["alert_rules"] == {rule.key: rule.digest for rule in alert_rules(config)}
     assert arguments["alert_delivery_timeout_seconds"] == 60
     assert ALERTMANAGER in shipped["validation.security"].arguments["connection_ids"]
     without = config.model_copy(
@@ -159,12 +165,30 @@ def test_the_lab_prometheus_has_the_rules_loaded_and_sends_to_the_lab_alertmanag
 ) -> None:
     wait_until_prometheus_settled(lab)  # the rules are loaded at start, evaluated each second
     prometheus = PrometheusHook(PROMETHEUS)
-    expected = [rule.key for rule in alert_rules(lab_config(lab))]
+    config = lab_config(lab)
+    expected = expected_rules(config)
     assert loaded_rule_problems(expected, prometheus.rules()) == []
-    assert loaded_rule_problems([*expected, "PyAirtableNoSuchAlert"], prometheus.rules()) == [
-        "alert rules not loaded in Prometheus: PyAirtableNoSuchAlert (write them with `python -m "
-        "pyairtable_migration.monitoring.alerts <config>`, list the file in Prometheus's rule_files, "
-        "reload Prometheus)"
+    hint = (
+        "(write them with `python -m pyairtable_migration.monitoring.alerts <config>`, list the file "
+        "in Prometheus's rule_files, reload Prometheus)"
+    )
+    assert loaded_rule_problems({**expected, "PyAirtableNoSuchAlert": "0"}, prometheus.rules()) == [
+        f"alert rules not loaded in Prometheus: PyAirtableNoSuchAlert {hint}"
+    ]
+    # The config changed since the rules were written (the error ratio's limit, an SLO budget):
+    # those rules, loaded and healthy, are named; the others pass.
+    changed = config.model_copy(
+        update={
+            "traffic": config.traffic.model_copy(
+                update={"gate": config.traffic.gate.model_copy(update={"max_error_ratio": 0.05})}
+            ),
+            "slo_classes": {**config.slo_classes, "ai": 1500},
+        }
+    )
+    assert loaded_rule_problems(expected_rules(changed), prometheus.rules()) == [
+        "alert rules loaded in Prometheus from another config (their expression, `for` or labels are "
+        f'not what the migration config gives now): {ERROR_RATIO_ALERT}, {LATENCY_ALERT}{{slo_class="ai"}} '
+        f"{hint}"
     ]
     urls = [entry["url"] for entry in prometheus.alertmanagers()]
     assert urls == [f"http://{lab.host}:{lab.alertmanager_port}/api/v2/alerts"]

@@ -7,13 +7,17 @@ production's error ratio above the traffic gate's limit, p99 latency per SLO cla
 budget, and a production scrape target down. The expressions are the gate's own query templates
 (`traffic.gate.error_ratio_query`, `p99_query`) over the gate's window, rendered as the gate renders
 them, and `for` is the gate's breach time (sample_seconds x consecutive_breaches): an alert fires on
-what would trip the gate. `validation.monitoring` checks Prometheus has every rule loaded, by `key`.
+what would trip the gate. `validation.monitoring` checks Prometheus has every rule loaded, by `key`,
+and as the config gives it now: each rule carries the digest of its expression, `for` and labels
+(annotation `config_digest`), so a rules file written before a threshold changed is named, not passed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,7 @@ RULE_GROUP = "pyairtable-production"
 ERROR_RATIO_ALERT = "PyAirtableProductionErrorRatioHigh"
 LATENCY_ALERT = "PyAirtableProductionLatencyHigh"
 TARGET_DOWN_ALERT = "PyAirtableProductionTargetDown"
+DIGEST_ANNOTATION = "config_digest"
 RULES_HINT = (
     "write them with `python -m pyairtable_migration.monitoring.alerts <config>`, list the file in "
     "Prometheus's rule_files, reload Prometheus"
@@ -49,13 +54,27 @@ class AlertRule:
     def key(self) -> str:
         return rule_key(self.alert, self.labels)
 
+    @property
+    def digest(self) -> str:
+        """What the rule evaluates and how it routes (expression, `for`, labels), in 16 hex digits."""
+        evaluated = {
+            "expr": self.expr,
+            "for": duration(self.for_seconds),
+            "labels": {**self.labels, "severity": self.severity},
+        }
+        return hashlib.sha256(json.dumps(evaluated, sort_keys=True).encode()).hexdigest()[:16]
+
     def document(self) -> dict[str, Any]:
         return {
             "alert": self.alert,
             "expr": self.expr,
             "for": duration(self.for_seconds),
             "labels": {**self.labels, "severity": self.severity},
-            "annotations": {"summary": self.summary, "description": self.description},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                DIGEST_ANNOTATION: self.digest,
+            },
         }
 
 
@@ -125,6 +144,11 @@ def alert_rules(config: MigrationConfig) -> list[AlertRule]:
     return rules
 
 
+def expected_rules(config: MigrationConfig) -> dict[str, str]:
+    """The rules the config gives, key -> digest: what `validation.monitoring` expects loaded."""
+    return {rule.key: rule.digest for rule in alert_rules(config)}
+
+
 def rules_document(config: MigrationConfig) -> dict[str, Any]:
     """The rules file's content: one group with every rule."""
     return {"groups": [{"name": RULE_GROUP, "rules": [rule.document() for rule in alert_rules(config)]}]}
@@ -147,15 +171,26 @@ def loaded_rules(groups: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, 
     }
 
 
-def loaded_rule_problems(expected: Iterable[str], groups: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What is wrong with the expected rules as Prometheus reports them: every one not loaded, in
-    one line, and each loaded one not healthy (its last evaluation failed, or it never ran)."""
+def loaded_rule_problems(expected: Mapping[str, str], groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What is wrong with the expected rules (key -> digest) as Prometheus reports them: every one
+    not loaded, in one line; every one loaded from another config (its digest differs: written
+    before the config changed), in one line; and each loaded one not healthy (its last evaluation
+    failed, or it never ran)."""
     loaded = loaded_rules(groups)
-    expected = list(expected)
     missing = [key for key in expected if key not in loaded]
+    stale = [
+        key
+        for key, digest in expected.items()
+        if key in loaded and (loaded[key].get("annotations") or {}).get(DIGEST_ANNOTATION) != digest
+    ]
     problems = []
     if missing:
         problems.append(f"alert rules not loaded in Prometheus: {', '.join(missing)} ({RULES_HINT})")
+    if stale:
+        problems.append(
+            f"alert rules loaded in Prometheus from another config (their expression, `for` or labels "
+            f"are not what the migration config gives now): {', '.join(stale)} ({RULES_HINT})"
+        )
     for key in expected:
         rule = loaded.get(key)
         if rule is not None and rule.get("health") != "ok":

@@ -16,7 +16,7 @@ one it already notified would wait for repeat_interval), and resolves by itself 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -204,7 +204,7 @@ class AlertingCheck:
 
 
 def prometheus_problems(
-    prometheus: RulesSource, expected_rules: Sequence[str], deadline: float
+    prometheus: RulesSource, expected_rules: Mapping[str, str], deadline: float
 ) -> tuple[dict[str, int], list[str]]:
     """Prometheus's side: the expected rules loaded and healthy, and an Alertmanager to send to.
     Read again until right or past the deadline: a Prometheus (re)started moments ago evaluates its
@@ -229,7 +229,7 @@ def prometheus_problems(
 def check_alerting(
     prometheus: RulesSource,
     alertmanager: AlertmanagerClient,
-    expected_rules: Iterable[str],
+    expected_rules: Mapping[str, str],
     alert: Mapping[str, Any],
     timeout_seconds: float,
 ) -> AlertingCheck:
@@ -245,6 +245,6 @@ def check_alerting(
     else:
         figures.update(delivery.figures())
         problems += delivery.problems(timeout_seconds)
-    prometheus_figures, prometheus_side = prometheus_problems(prometheus, list(expected_rules), deadline)
+    prometheus_figures, prometheus_side = prometheus_problems(prometheus, expected_rules, deadline)
     figures.update(prometheus_figures)
     return AlertingCheck(figures, [*prometheus_side, *problems])

@@ -27,6 +27,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, Context
@@ -521,7 +522,7 @@ class MonitoringOperator(ValidationCheckOperator):
     the expected alert rules loaded and healthy and sends to an Alertmanager, and a test alert posted
     there, labelled with this run and try, is notified with no notification failed.
 
-    :param alert_rules: the rules expected loaded, by key (monitoring/alerts.py `AlertRule.key`)
+    :param alert_rules: the rules expected loaded, key -> digest (monitoring/alerts.py `expected_rules`)
     :param alertmanager_conn_id: `http` connection to Alertmanager; empty: alerting is not checked
     :param alert_delivery_timeout_seconds: longest wait for the test alert's notification
     """
@@ -531,7 +532,7 @@ class MonitoringOperator(ValidationCheckOperator):
     prometheus_conn_id: str
     prometheus_labels: Mapping[str, str]
     alertmanager_conn_id: str = ""
-    alert_rules: Sequence[str] = ()
+    alert_rules: Mapping[str, str] = MappingProxyType({})  # each task keeps its own dict (_plain)
     alert_delivery_timeout_seconds: float = 60
 
     def execute(self, context: Context) -> dict[str, Any]:
