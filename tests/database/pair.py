@@ -102,19 +102,7 @@ class Pair:
         return admin_console(self.settings)
 
     def pooler_port(self) -> int:
-        """The port PgBouncer currently sends DATABASE's server connections to."""
-        console = self.admin_console()
-        try:
-            with console.cursor() as cursor:
-                cursor.execute("SHOW DATABASES")
-                names = [d[0] for d in cursor.description]
-                for row in cursor.fetchall():
-                    entry = dict(zip(names, row, strict=True))
-                    if entry["name"] == DATABASE:
-                        return int(entry["port"])
-        finally:
-            console.close()
-        raise AssertionError(f"PgBouncer has no database {DATABASE}")
+        return pooler_port(self.settings)
 
     def redis(self, side: str) -> redis.Redis:
         port = self.settings.redis_source_port if side == "source" else self.settings.redis_target_port
@@ -233,6 +221,22 @@ class Pair:
                     cursor.execute(sql.SQL("RESUME {}").format(sql.Identifier(name)))
         finally:
             console.close()
+
+
+def pooler_port(settings: LabSettings) -> int:
+    """The port the PgBouncer of `settings` currently sends DATABASE's server connections to."""
+    console = admin_console(settings)
+    try:
+        with console.cursor() as cursor:
+            cursor.execute("SHOW DATABASES")
+            names = [d[0] for d in cursor.description]
+            for row in cursor.fetchall():
+                entry = dict(zip(names, row, strict=True))
+                if entry["name"] == DATABASE:
+                    return int(entry["port"])
+    finally:
+        console.close()
+    raise AssertionError(f"PgBouncer has no database {DATABASE}")
 
 
 @contextlib.contextmanager

@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from lab.credentials import APP_ROLE, PGBOUNCER_ADMIN
+from lab.credentials import APP_ROLE, PGBOUNCER_ADMIN, secrets
 from lab.loadgen import LoadGenerator
-from lab.pgbouncer import ADMIN_DATABASE, PgBouncer, admin_console, ini_path
+from lab.pgbouncer import ADMIN_DATABASE, PgBouncer, ini_path
 from lab.postgres import DATABASE
 from lab.processes import start_detached, wait_until_answers, write_private
 from lab.settings import LabSettings, free_ports
 from pyairtable_migration.config import MigrationConfig, Pooler
-from tests.database.pair import Pair
+from tests.database.pair import Pair, pooler_port
 from tests.database.runner import POSTGRES_STEPS, run_fast, wait_until
 
 pytestmark = pytest.mark.lab
@@ -48,19 +48,8 @@ class SecondPooler:
     password: str  # ROLE_B's on the source and in the pooler's userlist
 
     def dsn(self) -> str:
-        password = json.loads((self.settings.data_dir / "secrets.json").read_text())[APP_ROLE]
+        password = secrets(self.settings)[APP_ROLE]
         return f"postgresql://{APP_ROLE}:{password}@{self.settings.host}:{self.settings.pgbouncer_port}/{DATABASE}"
-
-    def port_it_points_at(self) -> int:
-        console = admin_console(self.settings)
-        try:
-            with console.cursor() as cursor:
-                cursor.execute("SHOW DATABASES")
-                names = [d[0] for d in cursor.description]
-                rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            console.close()
-        return next(int(row["port"]) for row in rows if row["name"] == DATABASE)
 
 
 def set_role_b_password(pair: Pair, side: str, password: str) -> None:
@@ -113,7 +102,7 @@ def two_poolers(config: MigrationConfig, second_pooler: SecondPooler) -> Iterato
         "host": settings.host,
         "port": settings.pgbouncer_port,
         "login": PGBOUNCER_ADMIN,
-        "password": json.loads((settings.data_dir / "secrets.json").read_text())[PGBOUNCER_ADMIN],
+        "password": secrets(settings)[PGBOUNCER_ADMIN],
         "schema": ADMIN_DATABASE,
         "extra": {"ini_path": str(ini_path(settings)), "database": DATABASE},
     }
@@ -158,7 +147,7 @@ def test_a_pooler_that_cannot_log_in_to_the_target_is_named_and_the_switch_stand
         # The switch stands and is complete: both poolers on the target, resumed; reverse
         # replication runs, forward replication is gone.
         assert pair.pooler_port() == pair.settings.postgres_target_port
-        assert second_pooler.port_it_points_at() == pair.settings.postgres_target_port
+        assert pooler_port(second_pooler.settings) == pair.settings.postgres_target_port
         assert pair.subscriptions("source") == ["pyairtable_rollback"]
         assert pair.subscriptions("target") == [] and pair.slots("source") == []
         # The first pooler's writers commit on the target meanwhile.
@@ -170,7 +159,7 @@ def test_a_pooler_that_cannot_log_in_to_the_target_is_named_and_the_switch_stand
         # A run again checks again: the second pooler is still named, nothing is undone.
         with pytest.raises(AirflowFailException, match=rf"is complete, but pooler {POOLER_B}: [1-9]"):
             run_fast(two_poolers, "switchover.switch_database")
-        assert second_pooler.port_it_points_at() == pair.settings.postgres_target_port
+        assert pooler_port(second_pooler.settings) == pair.settings.postgres_target_port
 
         # The login mended, the second pooler's writers commit on the target after its login retry.
         set_role_b_password(pair, "target", second_pooler.password)
