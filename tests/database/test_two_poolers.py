@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -114,7 +114,7 @@ def two_poolers(config: MigrationConfig, second_pooler: SecondPooler) -> Iterato
         )
 
 
-def start_load(dsn: str, ledger: Any) -> LoadGenerator:
+def start_load(dsn: str, ledger: Path) -> LoadGenerator:
     generator = LoadGenerator(dsn=dsn, db_rate=RATE, ledger_path=ledger, edge=None, http_rate=0)
     generator.start()
     return generator
