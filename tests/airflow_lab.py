@@ -115,6 +115,7 @@ def airflow_deployment() -> Iterator[AirflowLab]:
 # A task in one of these has run (or will not): too late to kill its attempt. `upstream_failed` is
 # not among them: a run that failed before the task is cleared and goes on.
 RAN = ("success", "skipped", "failed")
+NOT_UNDER_WAY = (None, "deferred", "up_for_retry", "up_for_reschedule")
 
 
 def pooler_paused(lab: AirflowLab) -> Callable[[], bool]:
@@ -186,10 +187,12 @@ def kill_attempt(
         pid = task_process(str(ti["id"]))
         return None if pid is None else (str(ti["id"]), pid)
 
-    # Once a second until the task has a state or one it waits for has run (each look is a request
-    # the api-server answers: ten a second through a whole migration cost more CPU than the
+    # Once a second until the task has a state or one it waits for is under way (each look is a
+    # request the api-server answers: ten a second through a whole migration cost more CPU than the
     # migration's own tasks), ten a second from then on: a quick task can be scheduled, run and done
-    # within one of the slow looks, but it is scheduled only after the task it waits for ran.
+    # within one of the slow looks (create_subscription was, once, within the second after
+    # create_publication was seen done), so the fast looks begin while the one it waits for is
+    # scheduled, queued or running. Waiting for an approval (deferred) or a retry is not under way.
     upstream = [
         t["task_id"]
         for t in server.api("GET", f"dags/{MIGRATION_DAG}/tasks")["tasks"]
@@ -198,7 +201,7 @@ def kill_attempt(
 
     def next_up() -> bool:
         return task()["state"] is not None or any(
-            server.task_instance(MIGRATION_DAG, run_id, u)["state"] in RAN for u in upstream
+            server.task_instance(MIGRATION_DAG, run_id, u)["state"] not in NOT_UNDER_WAY for u in upstream
         )
 
     server.wait(f"{task_id} to be scheduled or {upstream} to run", next_up, timeout, poll=1.0)
