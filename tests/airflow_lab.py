@@ -115,7 +115,7 @@ def airflow_deployment() -> Iterator[AirflowLab]:
 # A task in one of these has run (or will not): too late to kill its attempt. `upstream_failed` is
 # not among them: a run that failed before the task is cleared and goes on.
 RAN = ("success", "skipped", "failed")
-NOT_UNDER_WAY = (None, "deferred", "up_for_retry", "up_for_reschedule")
+NOT_UNDER_WAY = (None, "deferred", "awaiting_input", "up_for_retry", "up_for_reschedule")
 
 
 def pooler_paused(lab: AirflowLab) -> Callable[[], bool]:
@@ -192,7 +192,8 @@ def kill_attempt(
     # migration's own tasks), ten a second from then on: a quick task can be scheduled, run and done
     # within one of the slow looks (create_subscription was, once, within the second after
     # create_publication was seen done), so the fast looks begin while the one it waits for is
-    # scheduled, queued or running. Waiting for an approval (deferred) or a retry is not under way.
+    # scheduled, queued or running. Waiting for an approval (deferred, awaiting input) or a retry is
+    # not under way: looked at once a second, as before.
     upstream = [
         t["task_id"]
         for t in server.api("GET", f"dags/{MIGRATION_DAG}/tasks")["tasks"]
